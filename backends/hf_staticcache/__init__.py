@@ -1,0 +1,1 @@
+"""HF transformers with a static KV cache (``hf-flashattn-staticcache``)."""

@@ -1,0 +1,45 @@
+"""Which attention kernel runs: SDPA's choice is probed, never assumed.
+
+With a static cache HF passes SDPA a boolean mask over the whole cache; SDPA's FlashAttention kernel refuses any
+explicit mask, so "SDPA + static cache" decodes with the efficient, cuDNN or math kernel. We find out which by
+running the real model under ``sdpa_kernel(<one backend>)`` for each backend in torch's own priority order: the
+first that runs is the one torch picks when left alone. See ../shared docs: flash-attention.md.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+SDPA_CHOICES = {
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "math": SDPBackend.MATH,
+}
+KERNEL_NAMES = {v: k for k, v in SDPA_CHOICES.items()}
+
+
+def flash_attn_available() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def priority_order() -> list[SDPBackend]:
+    try:
+        order = [SDPBackend(i) for i in torch._C._get_sdp_priority_order()]
+    except (AttributeError, ValueError):
+        order = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    return [b for b in order if b in KERNEL_NAMES]
+
+
+def first_kernel_that_runs(run, candidates: list[SDPBackend]) -> str:
+    """Run ``run()`` restricted to each candidate in turn; the name of the first that succeeds."""
+    for backend in candidates:
+        try:
+            with sdpa_kernel([backend]):
+                run()
+            return KERNEL_NAMES[backend]
+        except RuntimeError:
+            continue
+    return "none"

@@ -1,0 +1,169 @@
+"""The ``enginebench`` command (``python -m harness``): a Hydra app.
+
+Before Hydra starts, every job of the command line (each combination of a multirun sweep) is composed and checked,
+so that a typo costs one line and exit code 2 before any job runs, not a traceback after an hour of sweeping.
+``--verbose`` (or ENGINEBENCH_VERBOSE=1) shows the traceback of such errors.
+"""
+from __future__ import annotations
+
+import difflib
+import itertools
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from harness.config import check_config, register_configs
+from harness.errors import EXIT_USER_ERROR, UserError
+from harness.plugins import PluginRegistry
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+_state: dict = {"registry": None, "exit_code": 0}
+
+
+def _registry() -> PluginRegistry:
+    if _state["registry"] is None:
+        registry = PluginRegistry.discover()
+        register_configs({name: registry.defaults(name) for name in registry.names()})
+        _state["registry"] = registry
+    return _state["registry"]
+
+
+def _job_output_dir(cfg) -> Path:
+    if cfg.get("output_dir"):
+        return Path(cfg.output_dir)
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def hydra_entry(cfg: DictConfig) -> None:
+    from harness.sweep import run_job
+
+    try:
+        check_config(cfg)
+        if cfg.isolation == "process":
+            from harness.isolation import run_job_isolated
+
+            code = run_job_isolated(cfg, _job_output_dir(cfg))
+        else:
+            code = run_job(cfg, _job_output_dir(cfg), _registry())
+    except UserError as err:
+        _fail(err)
+    _state["exit_code"] = max(_state["exit_code"], code)
+
+
+def _fail(err: UserError) -> None:
+    if _verbose():
+        import traceback
+
+        traceback.print_exc()
+    print(err.one_line(), file=sys.stderr, flush=True)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def _verbose() -> bool:
+    return os.environ.get("ENGINEBENCH_VERBOSE", "") not in ("", "0")
+
+
+def _sweep_combinations(overrides: list[str], limit: int = 256) -> list[list[str]]:
+    """Expand ``key=a,b`` sweeps into the job override lists Hydra will run (at most ``limit`` are checked)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    choices = []
+    for o in parsed:
+        if o.is_sweep_override():
+            choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+        else:
+            choices.append([o.input_line])
+    return [list(c) for c in itertools.islice(itertools.product(*choices), limit)]
+
+
+def _explain_hydra_error(exc: Exception, registry: PluginRegistry) -> UserError:
+    """Turn Hydra / OmegaConf composition errors into one line with a fix."""
+    import re
+
+    text = str(exc)
+    cause = str(exc.__cause__ or "")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    missing = re.search(r"Could not find '(\w+)/([^']+)'", text)
+    if missing:
+        group, value = missing.groups()
+        options = registry.names() if group == "backend" else _group_options(group)
+        close = difflib.get_close_matches(value, options, n=1)
+        hint = f"did you mean {group}={close[0]}? " if close else ""
+        return UserError(f"unknown {group} '{value}'", f"{hint}choose one of: {', '.join(options)}")
+    key = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' (?:is not in struct|not in)", text + cause)
+    if key and ("not in struct" in text + cause or "No match" in text + cause):
+        return UserError(f"unknown config key '{key.group(1)}'",
+                         "check the spelling; `enginebench --cfg job` lists every key (use +key=value to add one)")
+    conv = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text + " " + cause)
+    if conv:
+        full_key = re.search(r"full_key: (\S+)", text + "\n" + cause)
+        where = f" for {full_key.group(1)}" if full_key else ""
+        return UserError(f"wrong type{where}: '{conv.group(1)}' is not a valid {conv.group(2)}",
+                         f"give a {conv.group(2).lower()} value{where}")
+    return UserError(f"invalid command line: {first}", "see `enginebench --help` and `enginebench --cfg job`")
+
+
+def _group_options(group: str) -> list[str]:
+    folder = Path(CONF_DIR) / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def precheck(argv: list[str]) -> None:
+    """Compose and check every job of this command line; raise UserError on the first bad one."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    registry = _registry()
+    overrides = [a for a in argv if not a.startswith("-") and not a.startswith("hydra")]
+    try:
+        combos = _sweep_combinations(overrides)
+    except Exception as exc:  # noqa: BLE001 - parse errors become one line
+        raise _explain_hydra_error(exc, registry) from exc
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        for combo in combos:
+            try:
+                cfg = compose(config_name="config", overrides=combo)
+            except Exception as exc:  # noqa: BLE001
+                raise _explain_hydra_error(exc, registry) from exc
+            check_config(cfg)
+            check_output_dir(cfg)
+    GlobalHydra.instance().clear()
+
+
+def check_output_dir(cfg) -> None:
+    target = Path(cfg.output_dir) if cfg.get("output_dir") else Path("outputs")
+    probe = target
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise UserError(f"output directory '{target}' is not writable",
+                        "run from a writable directory or set output_dir=PATH (hydra.run.dir=PATH) to one")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--verbose" in argv:
+        argv.remove("--verbose")
+        os.environ["ENGINEBENCH_VERBOSE"] = "1"
+    info_flags = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--shell-completion", "-sc"}
+    try:
+        _registry()
+        if not info_flags.intersection(argv):
+            precheck(argv)
+    except UserError as err:
+        _fail(err)
+    sys.argv = [sys.argv[0], *argv]
+    hydra_entry()
+    sys.exit(_state["exit_code"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The configuration schema (typed dataclasses in Hydra's ConfigStore) and the checks Hydra cannot do itself.
+
+Hydra checks names and types; :func:`check_config` checks meaning (non-empty grids, positions the model has,
+choices) and raises a :class:`UserError` that says how to fix the input.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from harness.errors import UserError
+from harness.models import DTYPES, check_checkpoint_dir
+
+TASKS = ("benchmark", "validate", "build", "generate")
+ISOLATION = ("none", "process")
+
+
+@dataclass
+class GridConfig:
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 4])
+    prompt_lens: list[int] = field(default_factory=lambda: [32, 128])
+    new_tokens: int = 32
+
+
+@dataclass
+class MeasureConfig:
+    warmup: int = 2  # iterations per cell before timing (compilation, allocator, caches)
+    min_iters: int = 5  # timed iterations per cell, at least ...
+    min_seconds: float = 1.0  # ... and at least this long
+    max_iters: int = 1000  # safety cap on a very fast cell
+    memory_interval_ms: float = 10.0  # NVML / RSS sampling period
+    cell_timeout_s: Optional[float] = None  # with isolation=process: a cell running longer is killed (status timeout)
+    overhead_steps: int = 50  # decode steps used to measure the harness's own overhead
+
+
+@dataclass
+class ValidationConfig:
+    enabled: bool = True  # validate each backend once per benchmark job (the `validation` column)
+    batch: int = 2
+    prompt_len: int = 16
+    new_tokens: int = 8
+
+
+@dataclass
+class ModelConfig:
+    preset: str = MISSING
+    path: Optional[str] = None
+    dtype: Optional[str] = None
+    hf_config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SamplingConfig:
+    order: list[str] = field(default_factory=lambda: ["repetition_penalty", "dry", "temperature", "top_k",
+                                                      "top_p", "min_p"])
+    greedy: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    dry_multiplier: float = 0.0
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_sequence_breakers: list[str] = field(default_factory=lambda: ["\n", ":", "\"", "*"])
+    dry_penalty_last_n: int = -1
+
+
+@dataclass
+class GenerateConfig:
+    prompt: Optional[str] = None  # text with a tokenizer; comma- or space-separated token ids without one
+    max_new_tokens: int = 32
+    stop: list[str] = field(default_factory=list)
+    stream: bool = True
+
+
+@dataclass
+class ReportConfig:
+    baseline: str = "hf-flashattn-staticcache"
+    plots: bool = True
+
+
+@dataclass
+class EnginebenchConfig:
+    backend: Any = MISSING
+    model: ModelConfig = MISSING
+    device: str = "auto"
+    task: str = "benchmark"
+    seed: int = 0
+    grid: GridConfig = field(default_factory=GridConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    cache_dir: Optional[str] = None  # artifact cache (ONNX, engines); default ~/.cache/enginebench
+    isolation: str = "none"  # none | process (each backend job in a child process: survives native crashes)
+    resume: bool = False  # rerun only the cells missing from results.csv in the output dir
+    output_dir: Optional[str] = None  # default: Hydra's job directory
+
+
+def register_configs(backend_defaults: dict[str, dict[str, Any]]) -> None:
+    """Put the schema and one ``backend/<name>`` node per discovered backend into Hydra's ConfigStore."""
+    cs = ConfigStore.instance()
+    cs.store(name="enginebench_schema", node=EnginebenchConfig)
+    for name, defaults in backend_defaults.items():
+        cs.store(group="backend", name=name, node={"name": name, **defaults})
+
+
+def _positive_list(values, key: str) -> list[int]:
+    values = list(values)
+    if not values:
+        raise UserError(f"{key} is empty", f"give at least one value, e.g. {key}=[1]")
+    bad = [v for v in values if v < 1]
+    if bad:
+        raise UserError(f"{key} has values below 1: {bad}", f"use positive integers, e.g. {key}=[1,8]")
+    return values
+
+
+def max_positions_of(model_cfg) -> int:
+    if model_cfg.path:
+        check_checkpoint_dir(model_cfg.path)
+        cfg = json.loads((Path(model_cfg.path) / "config.json").read_text())
+    else:
+        cfg = model_cfg.hf_config
+    return int(cfg.get("max_position_embeddings", 2048))
+
+
+def check_config(cfg) -> None:
+    """Meaning-level checks of a composed config (Hydra has already checked keys and types)."""
+    if cfg.task not in TASKS:
+        raise UserError(f"unknown task '{cfg.task}'", f"use task={' | task='.join(TASKS)}")
+    if cfg.isolation not in ISOLATION:
+        raise UserError(f"unknown isolation '{cfg.isolation}'", "use isolation=none or isolation=process")
+    if cfg.model.dtype is not None and cfg.model.dtype not in DTYPES:
+        raise UserError(f"unknown model.dtype '{cfg.model.dtype}'", f"use one of {', '.join(DTYPES)}")
+    if not (cfg.device in ("auto", "cpu", "cuda") or (cfg.device.startswith("cuda:") and cfg.device[5:].isdigit())):
+        raise UserError(f"unknown device '{cfg.device}'", "use device=auto, cpu, cuda or cuda:N")
+    batches = _positive_list(cfg.grid.batch_sizes, "grid.batch_sizes")
+    prompts = _positive_list(cfg.grid.prompt_lens, "grid.prompt_lens")
+    del batches
+    if cfg.grid.new_tokens < 1:
+        raise UserError(f"grid.new_tokens={cfg.grid.new_tokens} is below 1", "use grid.new_tokens=N with N >= 1")
+    m = cfg.measure
+    if m.warmup < 0 or m.min_iters < 1 or m.min_seconds < 0 or m.max_iters < m.min_iters:
+        raise UserError("measure settings out of range",
+                        "use measure.warmup>=0, measure.min_iters>=1, measure.min_seconds>=0, max_iters>=min_iters")
+    if m.cell_timeout_s is not None and m.cell_timeout_s <= 0:
+        raise UserError(f"measure.cell_timeout_s={m.cell_timeout_s} is not positive", "use a number of seconds > 0")
+    limit = max_positions_of(cfg.model)
+    longest = max(prompts) + cfg.grid.new_tokens
+    if longest > limit:
+        raise UserError(f"prompt {max(prompts)} + new_tokens {cfg.grid.new_tokens} = {longest} positions, but the "
+                        f"model has {limit}", f"lower grid.prompt_lens or grid.new_tokens to fit in {limit}")

@@ -1,0 +1,61 @@
+"""The hook specifications: the only way a backend reaches the harness (and the harness a backend).
+
+A backend is a plugin object registered under its backend name (built-in backends are registered exactly like
+third-party ones, through the ``enginebench.backends`` entry-point group). The harness calls the hooks of the
+selected backend only (other backends are excluded from the call), while non-backend plugins may wrap any hook
+(``hookwrapper=True``) to observe it, e.g. for tracing.
+
+Tensor conventions: token ids are int64 torch tensors on the run's device; logits are returned as a torch tensor
+[B, V] on that device (any float dtype). Shapes are noted as ``# [B, P]``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from harness import hookspec
+
+
+@hookspec
+def enginebench_backend_defaults() -> dict[str, Any]:
+    """Return this backend's option defaults (the ``backend=<name>`` config node, minus ``name``).
+
+    Called once at start-up on every backend plugin so that its options appear under ``backend.*`` and
+    can be overridden from the command line. Values must be YAML-representable.
+    """
+
+
+@hookspec(firstresult=True)
+def load(spec: Any) -> dict[str, Any]:
+    """Prepare the backend for a job: build or load artifacts, allocate the KV cache, warm nothing up yet.
+
+    ``spec`` is a :class:`harness.loadspec.LoadSpec`: the model source (``spec.model.build(dtype, device)`` gives
+    the HF model with the run's weights), dtype, device, backend options, the largest batch and sequence the job
+    will use (preallocate for them), ``task`` and the artifact cache directory.
+    Returns a dict of facts to record with every result row (e.g. the attention kernel that runs, the providers
+    in use); keys become ``info_<key>`` columns.
+    """
+
+
+@hookspec(firstresult=True)
+def prefill(input_ids: Any, prompt_lens: Any | None) -> Any:
+    """Fill the (empty) KV cache from a prompt batch and return the last position's logits.
+
+    input_ids: [B, P] int64. prompt_lens: None when every row is P tokens long, else [B] int64 with the real length
+    of each row; rows are then left-padded (the first ``P - prompt_lens[b]`` ids of row b are padding, never
+    attended to, and the row's first real token has position 0). Returns logits [B, V] at position P - 1.
+    """
+
+
+@hookspec(firstresult=True)
+def decode_step(tokens: Any) -> Any:
+    """Append one token per row ([B, 1] int64) after everything seen since the last reset; return logits [B, V]."""
+
+
+@hookspec(firstresult=True)
+def reset_kv() -> bool:
+    """Empty the KV cache without reallocating it (the next call is a prefill). Return True."""
+
+
+@hookspec
+def close() -> None:
+    """Release everything the backend holds (device memory, sessions, files)."""

@@ -1,0 +1,28 @@
+"""What the harness hands a backend's ``load`` hook: everything it needs to build or load and preallocate."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.models import ModelSource
+
+
+@dataclass
+class LoadSpec:
+    model: ModelSource
+    dtype: torch.dtype
+    device: str
+    options: dict[str, Any]  # the backend's own config node (backend.*), name removed
+    max_batch: int  # preallocate for this many rows ...
+    max_seq: int  # ... and this many positions (prompt + new tokens of the largest cell)
+    task: str = "benchmark"
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "enginebench")
+    opt_batch: int = 1  # grid values that engines may tune for (TensorRT opt shapes)
+    opt_prompt_len: int = 128
+
+    @property
+    def hf_config(self):
+        return self.model.config()

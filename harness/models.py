@@ -1,0 +1,161 @@
+"""Model sources: architecture presets with seeded random weights, or a local HF checkpoint directory.
+
+Every backend builds its weights from the same :class:`ModelSource`, so all backends (and the float32 reference)
+compute with identical parameters. Random weights are drawn on the CPU in float32 under the run's seed (the CPU
+generator is deterministic across machines), then cast and moved.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.errors import UserError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
+
+
+def resolve_dtype(name: str | None, device: str) -> torch.dtype:
+    if name is None:
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32  # bf16: what GPUs serve in
+    if name not in DTYPES:
+        raise UserError(f"unknown model.dtype '{name}'", f"use one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in DTYPES.items()}[dtype]
+
+
+@dataclass
+class ModelSource:
+    """Where a job's model comes from. ``build`` returns an HF causal LM in eval mode."""
+
+    preset: str
+    hf_config: dict[str, Any] | None
+    path: str | None
+    seed: int
+    _fp32_cache: Any = field(default=None, repr=False)
+
+    @classmethod
+    def from_config(cls, model_cfg: Any, seed: int) -> "ModelSource":
+        path = model_cfg.get("path")
+        hf_config = dict(model_cfg.get("hf_config") or {}) or None
+        if path is not None:
+            check_checkpoint_dir(path)
+        return cls(preset=model_cfg.get("preset") or "custom", hf_config=hf_config, path=path, seed=seed)
+
+    @property
+    def weights(self) -> str:
+        return "checkpoint" if self.path else "random"
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(os.path.normpath(self.path)) if self.path else self.preset
+
+    def config(self):
+        from transformers import AutoConfig
+
+        if self.path:
+            config = AutoConfig.from_pretrained(self.path)
+        else:
+            params = {k: v for k, v in self.hf_config.items() if k != "model_type"}
+            config = AutoConfig.for_model(self.hf_config["model_type"], **params)
+        if config.model_type not in SUPPORTED_MODEL_TYPES:
+            raise UserError(f"model type '{config.model_type}' is not supported",
+                            f"use a checkpoint of type {' or '.join(SUPPORTED_MODEL_TYPES)}")
+        return config
+
+    def build_fp32_cpu(self):
+        """The float32 CPU model (cached: it is also the validation reference)."""
+        if self._fp32_cache is None:
+            from transformers import AutoModelForCausalLM
+
+            if self.path:
+                model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
+            else:
+                torch.manual_seed(self.seed)
+                model = AutoModelForCausalLM.from_config(self.config(), dtype=torch.float32)
+            self._fp32_cache = model.eval()
+        return self._fp32_cache
+
+    def build(self, dtype: torch.dtype, device: str, attn_implementation: str | None = None):
+        """A fresh copy of the model in ``dtype`` on ``device`` (the cached fp32 weights are not modified)."""
+        import copy
+
+        # nn.Module.to() converts in place: copy first so the float32 reference stays untouched
+        model = copy.deepcopy(self.build_fp32_cpu()).to(device=device, dtype=dtype)
+        if attn_implementation:
+            model.set_attn_implementation(attn_implementation)
+        return model.eval()
+
+    def tokenizer(self):
+        """The checkpoint's tokenizer, or None for random-weight presets (token ids in and out)."""
+        if not self.path:
+            return None
+        try:
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(self.path)
+        except Exception:
+            return None
+
+    def fingerprint(self) -> str:
+        """Identifies the weights: config + seed for random presets, path + mtimes for checkpoints."""
+        h = hashlib.sha256()
+        if self.path:
+            h.update(os.path.abspath(self.path).encode())
+            for f in sorted(Path(self.path).iterdir()):
+                st = f.stat()
+                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        else:
+            h.update(json.dumps(self.hf_config, sort_keys=True).encode())
+            h.update(f"seed={self.seed}".encode())
+            # the tensors themselves, sampled: a change in HF's init scheme changes the fingerprint
+            for name, tensor in self.build_fp32_cpu().state_dict().items():
+                flat = tensor.reshape(-1)
+                h.update(name.encode())
+                h.update(flat[:64].numpy().tobytes())
+                h.update(flat[-64:].numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def check_checkpoint_dir(path: str) -> None:
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"model.path '{path}' does not exist or is not a directory",
+                        "give model.path=DIR pointing at a local HF checkpoint (config.json + weights)")
+    if not (p / "config.json").is_file():
+        raise UserError(f"model.path '{path}' has no config.json, so it is not an HF checkpoint",
+                        "point model.path at the directory that holds config.json and the weights")
+    if not any((p / w).is_file() for w in _WEIGHT_FILES):
+        raise UserError(f"model.path '{path}' has no weights ({', '.join(_WEIGHT_FILES)})",
+                        "download or copy the checkpoint's weights into that directory")
+
+
+def max_positions(config) -> int:
+    return int(getattr(config, "max_position_embeddings", 2048))
+
+
+def param_count(config) -> dict[str, int]:
+    """Parameter counts from the architecture (no model needed): total and per-token-touched (for bytes/FLOPs)."""
+    h, i, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    heads, kv = config.num_attention_heads, config.num_key_value_heads
+    d = getattr(config, "head_dim", None) or h // heads
+    v = config.vocab_size
+    attn = h * heads * d + 2 * h * kv * d + heads * d * h
+    if config.model_type == "qwen2":
+        attn += heads * d + 2 * kv * d
+    per_layer = attn + 3 * h * i + 2 * h
+    body = n * per_layer + h
+    lm_head = v * h
+    total = body + v * h + (0 if config.tie_word_embeddings else lm_head)
+    return {"total": total, "matmul": body + lm_head, "head_dim": d}

@@ -1,0 +1,112 @@
+"""Plugin discovery and the handle through which the harness calls the selected backend.
+
+Backends come from the ``enginebench.backends`` entry-point group: each entry point names a class; the harness
+instantiates it and registers the instance under the entry point's name. Observer plugins (hookwrappers, tracers)
+come from the ``enginebench.plugins`` group or are registered by the caller. ``ENGINEBENCH_DISABLE_PLUGIN_AUTOLOAD=1``
+turns autoloading of third-party entry points off (the built-in backends, which ship in this distribution, stay).
+"""
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import os
+from typing import Any
+
+import pluggy
+
+from harness import PROJECT, hookspecs
+from harness.errors import UserError
+
+BACKEND_GROUP = "enginebench.backends"
+OBSERVER_GROUP = "enginebench.plugins"
+DISABLE_ENV = "ENGINEBENCH_DISABLE_PLUGIN_AUTOLOAD"
+_OWN_DISTRIBUTION = "enginebench"
+
+
+def _entry_points(group: str) -> list[metadata.EntryPoint]:
+    autoload = os.environ.get(DISABLE_ENV, "") in ("", "0")
+    found = []
+    for ep in metadata.entry_points(group=group):
+        dist = getattr(ep, "dist", None)
+        own = dist is not None and dist.metadata["Name"] == _OWN_DISTRIBUTION
+        if own or autoload:
+            found.append(ep)
+    return found
+
+
+class PluginRegistry:
+    """A pluggy manager holding every backend (by name) and every observer plugin."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.backend_classes: dict[str, type] = {}
+        self.load_errors: dict[str, str] = {}
+
+    @classmethod
+    def discover(cls) -> "PluginRegistry":
+        registry = cls()
+        for ep in _entry_points(BACKEND_GROUP):
+            if ep.name in registry.backend_classes:
+                continue  # the same distribution seen twice on sys.path (editable installs)
+            try:
+                registry.add_backend(ep.name, ep.load())
+            except Exception as exc:  # a broken third-party plugin must not take the others down
+                registry.load_errors[ep.name] = f"{type(exc).__name__}: {exc}"
+        for ep in _entry_points(OBSERVER_GROUP):
+            if registry.pm.get_plugin(ep.name) is None:
+                registry.pm.register(ep.load(), name=ep.name)
+        return registry
+
+    def add_backend(self, name: str, backend_class: type) -> None:
+        self.backend_classes[name] = backend_class
+
+    def add_observer(self, plugin: Any, name: str | None = None) -> None:
+        self.pm.register(plugin, name=name)
+
+    def names(self) -> list[str]:
+        return sorted(self.backend_classes)
+
+    def defaults(self, name: str) -> dict[str, Any]:
+        """The backend's option defaults, asked through its ``enginebench_backend_defaults`` hook."""
+        probe = pluggy.PluginManager(PROJECT)
+        probe.add_hookspecs(hookspecs)
+        probe.register(self.backend_classes[name](), name=name)
+        results = probe.hook.enginebench_backend_defaults()
+        return dict(results[0]) if results else {}
+
+    def open(self, name: str) -> "BackendHandle":
+        if name not in self.backend_classes:
+            hint = f"; it failed to load: {self.load_errors[name]}" if name in self.load_errors else ""
+            raise UserError(f"unknown backend '{name}'{hint}",
+                            f"choose one of: {', '.join(self.names())}")
+        instance = self.backend_classes[name]()
+        self.pm.register(instance, name=name)
+        return BackendHandle(self, name, instance)
+
+
+class BackendHandle:
+    """Calls one backend's hooks (observers still wrap them); other backends are left out of every call."""
+
+    def __init__(self, registry: PluginRegistry, name: str, instance: Any):
+        self.registry = registry
+        self.name = name
+        self.instance = instance
+        others = [registry.pm.get_plugin(n) for n in registry.backend_classes if n != name]
+        others = [p for p in others if p is not None]
+        hook = registry.pm.hook
+        subset = registry.pm.subset_hook_caller
+        self.load = subset("load", others) if others else hook.load
+        self.prefill = subset("prefill", others) if others else hook.prefill
+        self.decode_step = subset("decode_step", others) if others else hook.decode_step
+        self.reset_kv = subset("reset_kv", others) if others else hook.reset_kv
+        self._close = subset("close", others) if others else hook.close
+
+    def direct_decode_step(self):
+        """The backend's own decode_step function, bypassing pluggy: used to measure the harness's overhead."""
+        return self.instance.decode_step
+
+    def close(self) -> None:
+        try:
+            self._close()
+        finally:
+            self.registry.pm.unregister(self.instance)
