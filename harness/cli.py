@@ -83,7 +83,7 @@ def _sweep_combinations(overrides: list[str], limit: int = 256) -> list[list[str
     return [list(c) for c in itertools.islice(itertools.product(*choices), limit)]
 
 
-def _explain_hydra_error(exc: Exception, registry: PluginRegistry) -> UserError:
+def _explain_hydra_error(exc: Exception, registry: PluginRegistry, known_keys: list[str] | None = None) -> UserError:
     """Turn Hydra / OmegaConf composition errors into one line with a fix."""
     import re
 
@@ -97,17 +97,44 @@ def _explain_hydra_error(exc: Exception, registry: PluginRegistry) -> UserError:
         close = difflib.get_close_matches(value, options, n=1)
         hint = f"did you mean {group}={close[0]}? " if close else ""
         return UserError(f"unknown {group} '{value}'", f"{hint}choose one of: {', '.join(options)}")
-    key = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' (?:is not in struct|not in)", text + cause)
-    if key and ("not in struct" in text + cause or "No match" in text + cause):
-        return UserError(f"unknown config key '{key.group(1)}'",
-                         "check the spelling; `enginebench --cfg job` lists every key (use +key=value to add one)")
+    key = re.search(r"Could not override '([^']+)'", text)
+    if key and re.search(r"not in|No match", cause):
+        name = key.group(1)
+        close = difflib.get_close_matches(name, known_keys or [], n=1)
+        hint = f"did you mean {close[0]}? " if close else "check the spelling; "
+        return UserError(f"unknown config key '{name}'",
+                         f"{hint}`enginebench --cfg job` lists every key (use +key=value to add a new one)")
     conv = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text + " " + cause)
     if conv:
         full_key = re.search(r"full_key: (\S+)", text + "\n" + cause)
-        where = f" for {full_key.group(1)}" if full_key else ""
-        return UserError(f"wrong type{where}: '{conv.group(1)}' is not a valid {conv.group(2)}",
-                         f"give a {conv.group(2).lower()} value{where}")
+        where = full_key.group(1) if full_key else "that key"
+        kind = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}.get(conv.group(2),
+                                                                                          conv.group(2))
+        return UserError(f"wrong type for {where}: '{conv.group(1)}' is not {kind}", f"give {where} {kind}")
     return UserError(f"invalid command line: {first}", "see `enginebench --help` and `enginebench --cfg job`")
+
+
+def _known_keys(compose, combo: list[str]) -> list[str]:
+    """Every key of the config that this command line selects (for did-you-mean hints)."""
+    groups = [o for o in combo if o.split("=", 1)[0] in ("backend", "model")]
+    for overrides in (groups, []):
+        try:
+            return _flat_keys(compose(config_name="config", overrides=overrides))
+        except Exception:  # noqa: BLE001 - the group itself may be the bad part
+            continue
+    return []
+
+
+def _flat_keys(cfg, prefix: str = "") -> list[str]:
+    from omegaconf import DictConfig
+
+    keys = []
+    for k, v in cfg.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, DictConfig) and k != "hf_config":
+            keys.extend(_flat_keys(v, full + "."))
+    return keys
 
 
 def _group_options(group: str) -> list[str]:
@@ -132,7 +159,7 @@ def precheck(argv: list[str]) -> None:
             try:
                 cfg = compose(config_name="config", overrides=combo)
             except Exception as exc:  # noqa: BLE001
-                raise _explain_hydra_error(exc, registry) from exc
+                raise _explain_hydra_error(exc, registry, _known_keys(compose, combo)) from exc
             check_config(cfg)
             check_output_dir(cfg)
     GlobalHydra.instance().clear()

@@ -41,6 +41,8 @@ class PluginRegistry:
         self.pm.add_hookspecs(hookspecs)
         self.backend_classes: dict[str, type] = {}
         self.load_errors: dict[str, str] = {}
+        self.open_backends: dict[str, Any] = {}  # plugin name -> backend instance currently registered
+        self.version = 0  # bumped whenever a backend opens or closes
 
     @classmethod
     def discover(cls) -> "PluginRegistry":
@@ -80,8 +82,31 @@ class PluginRegistry:
             raise UserError(f"unknown backend '{name}'{hint}",
                             f"choose one of: {', '.join(self.names())}")
         instance = self.backend_classes[name]()
-        self.pm.register(instance, name=name)
+        plugin_name, n = name, 1
+        while self.pm.get_plugin(plugin_name) is not None:  # a second handle on the same backend (tests, compare)
+            n += 1
+            plugin_name = f"{name}#{n}"
+        self.pm.register(instance, name=plugin_name)
+        self.open_backends[plugin_name] = instance
+        self.version += 1
         return BackendHandle(self, name, instance)
+
+
+class _SelectedHook:
+    """One hook of one backend: a pluggy subset caller that leaves out every other open backend.
+
+    Rebuilt only when the set of open backends changes, so a call costs one version check over pluggy's own."""
+
+    def __init__(self, registry: PluginRegistry, hook_name: str, instance: Any):
+        self.registry, self.hook_name, self.instance = registry, hook_name, instance
+        self._version, self._caller = -1, None
+
+    def __call__(self, **kwargs):
+        if self._version != self.registry.version:
+            others = [p for p in self.registry.open_backends.values() if p is not self.instance]
+            self._caller = self.registry.pm.subset_hook_caller(self.hook_name, others)
+            self._version = self.registry.version
+        return self._caller(**kwargs)
 
 
 class BackendHandle:
@@ -91,15 +116,11 @@ class BackendHandle:
         self.registry = registry
         self.name = name
         self.instance = instance
-        others = [registry.pm.get_plugin(n) for n in registry.backend_classes if n != name]
-        others = [p for p in others if p is not None]
-        hook = registry.pm.hook
-        subset = registry.pm.subset_hook_caller
-        self.load = subset("load", others) if others else hook.load
-        self.prefill = subset("prefill", others) if others else hook.prefill
-        self.decode_step = subset("decode_step", others) if others else hook.decode_step
-        self.reset_kv = subset("reset_kv", others) if others else hook.reset_kv
-        self._close = subset("close", others) if others else hook.close
+        self.load = _SelectedHook(registry, "load", instance)
+        self.prefill = _SelectedHook(registry, "prefill", instance)
+        self.decode_step = _SelectedHook(registry, "decode_step", instance)
+        self.reset_kv = _SelectedHook(registry, "reset_kv", instance)
+        self._close = _SelectedHook(registry, "close", instance)
 
     def direct_decode_step(self):
         """The backend's own decode_step function, bypassing pluggy: used to measure the harness's overhead."""
@@ -110,3 +131,6 @@ class BackendHandle:
             self._close()
         finally:
             self.registry.pm.unregister(self.instance)
+            self.registry.open_backends = {k: v for k, v in self.registry.open_backends.items()
+                                           if v is not self.instance}
+            self.registry.version += 1

@@ -295,7 +295,10 @@ def run_job(cfg, out_dir: Path, registry) -> int:
             return run_generate_task(cfg, job, handle)
         exit_code = run_benchmark(job, handle, writer, run_info)
     finally:
-        handle.close()
+        try:
+            handle.close()
+        except Exception as exc:  # noqa: BLE001 - a failing close must not hide the job's own outcome
+            run_info["close_error"] = one_line(exc)
         write_run_json(out_dir, run_info)
     return exit_code
 

@@ -33,13 +33,14 @@ def priority_order() -> list[SDPBackend]:
     return [b for b in order if b in KERNEL_NAMES]
 
 
-def first_kernel_that_runs(run, candidates: list[SDPBackend]) -> str:
-    """Run ``run()`` restricted to each candidate in turn; the name of the first that succeeds."""
+def first_kernel_that_runs(run, candidates: list[SDPBackend], device: str) -> str:
+    """Run ``run()`` restricted to each candidate in turn; the name of the first that succeeds
+    (suffixed ``-cpu`` on the CPU, whose kernels are not the CUDA ones of the same name)."""
     for backend in candidates:
         try:
             with sdpa_kernel([backend]):
                 run()
-            return KERNEL_NAMES[backend]
+            return KERNEL_NAMES[backend] + ("" if device.startswith("cuda") else "-cpu")
         except RuntimeError:
             continue
     return "none"

@@ -25,6 +25,9 @@ ATTENTION_CHOICES = ("auto", "flash_attention_2", "eager", *SDPA_CHOICES)
 class HFStaticCacheBackend:
     name = "hf-flashattn-staticcache"
 
+    def __init__(self) -> None:
+        self.model, self.cache, self.cache_batch, self.device = None, None, None, "cpu"
+
     @hookimpl
     def enginebench_backend_defaults(self) -> dict[str, Any]:
         return {
@@ -85,14 +88,14 @@ class HFStaticCacheBackend:
             self.reset_kv()
             self._prefill_eager(ids, None)
 
-        results["attention_kernel_prefill"] = first_kernel_that_runs(run_prefill, candidates)
+        results["attention_kernel_prefill"] = first_kernel_that_runs(run_prefill, candidates, self.device)
 
         def run_decode():
             self.reset_kv()
             self._prefill_eager(ids, None)
             self._forward_decode(ids[:, :1], self.positions, self.mask)
 
-        results["attention_kernel_decode"] = first_kernel_that_runs(run_decode, candidates)
+        results["attention_kernel_decode"] = first_kernel_that_runs(run_decode, candidates, self.device)
         self._free_cache()
         if "none" in results.values():
             raise UserError(f"no SDPA kernel among {[c.name for c in candidates]} runs this model here",

@@ -1,0 +1,76 @@
+"""The enginebench command end to end: default run, multirun, task=validate, and one-line errors."""
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import FAST, run_cli
+
+
+def test_default_run_writes_results(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli(*FAST, f"output_dir={out}")
+    assert proc.returncode == 0, proc.stderr
+    tidy = pd.read_csv(out / "results.csv")
+    assert set(tidy.status) == {"ok"}
+    assert set(tidy.weights) == {"random"}
+    assert {"prefill_latency_ms", "decode_latency_ms", "e2e_latency_ms", "decode_throughput_tok_s",
+            "decode_bandwidth_frac", "prefill_tflop_s", "host_rss_peak_mib"} <= set(tidy.metric)
+    assert "gpu_process_used_peak_mib" not in set(tidy.metric)  # no GPU: absent, never zero
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 2 and (summary.validation == "pass").all()
+    run = json.loads((out / "run.json").read_text())
+    assert run["weights"] == "random" and run["environment"]["libraries"]["torch"]
+    assert run["harness_overhead"]["direct_step_ms"] > 0
+    assert "decode_latency_ms_p50" in proc.stdout  # the summary table
+
+
+def test_multirun_over_two_values(tmp_path):
+    proc = run_cli("-m", *FAST, "backend.attention=auto,math", f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    jobs = sorted(p for p in tmp_path.iterdir() if (p / "results.csv").exists())
+    assert len(jobs) == 2
+    infos = [json.loads((j / "run.json").read_text())["backend_info"]["attention_kernel_decode"] for j in jobs]
+    assert sorted(infos) == ["flash-cpu", "math-cpu"]
+
+
+def test_task_validate_passes_and_writes_validation_csv(tmp_path):
+    proc = run_cli("task=validate", f"output_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    v = pd.read_csv(tmp_path / "validation.csv")
+    assert set(v.case) == {"equal_lengths", "left_padded"} and v.passed.all()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["backend=hf-flashatn-staticcache"], "did you mean backend=hf-flashattn-staticcache"),
+    (["model=tiny-lama"], "unknown model 'tiny-lama'"),
+    (["grid.batch_size=[1]"], "unknown config key 'grid.batch_size'"),
+    (["backend.compil=default"], "unknown config key 'backend.compil'"),
+    (["grid.new_tokens=many"], "grid.new_tokens: 'many' is not an integer"),
+    (["grid.batch_sizes=[]"], "grid.batch_sizes is empty"),
+    (["grid.prompt_lens=[0,8]"], "grid.prompt_lens has values below 1"),
+    (["grid.prompt_lens=[500]", "grid.new_tokens=64"], "model has 512"),
+    (["model.dtype=float8"], "unknown model.dtype"),
+    (["device=tpu"], "unknown device 'tpu'"),
+    (["task=train"], "unknown task 'train'"),
+    (["model.path=/nonexistent/ckpt"], "does not exist"),
+    (["backend.compile=fastest"], "unknown backend.compile 'fastest'"),
+])
+def test_bad_input_is_one_line_exit_2(args, expected, tmp_path):
+    proc = run_cli(*args, f"output_dir={tmp_path}/o")
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("enginebench: error:") and "fix:" in lines[-1]
+    assert expected in lines[-1]
+    assert "Traceback" not in proc.stderr
+
+
+def test_model_path_without_weights(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    proc = run_cli(f"model.path={tmp_path}", f"output_dir={tmp_path}/o")
+    assert proc.returncode == 2 and "has no weights" in proc.stderr
+
+
+def test_verbose_shows_traceback(tmp_path):
+    proc = run_cli("--verbose", "task=train", f"output_dir={tmp_path}/o")
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
