@@ -1,0 +1,35 @@
+"""The check every export passes before it is cached: ONNX Runtime logits against HF float32 on the same inputs
+(prefill of two left-padded rows, then a few decode steps), within the dtype's tolerance."""
+from __future__ import annotations
+
+import torch
+
+from harness.inputs import left_pad, random_prompt_ids
+from harness.validate import compare, reference_greedy
+
+CHECK_STEPS = 4
+
+
+def check_against_hf(onnx_path, source, dtype) -> dict:
+    from backends.onnxruntime_backend.runner import OrtStaticCacheRunner
+
+    config = source.config()
+    rows = [random_prompt_ids(config, 1, n, seed=n)[0] for n in (6, 3)]
+    ids, lens = left_pad(rows)
+    ref_tokens, ref_logits = reference_greedy(source.build_fp32_cpu(), rows, CHECK_STEPS)
+    provider = "cpu"
+    try:
+        runner = OrtStaticCacheRunner(str(onnx_path), config, dtype, "cpu", 2)
+    except Exception as exc:  # noqa: BLE001 - e.g. bf16 kernels missing on the CPU EP
+        if not torch.cuda.is_available():
+            raise
+        provider = f"cuda (CPU EP refused {dtype}: {type(exc).__name__})"
+        runner = OrtStaticCacheRunner(str(onnx_path), config, dtype, "cuda:0", 2)
+    dev = runner.device
+    logits = [runner.prefill(ids.to(dev), lens.to(dev)).float().cpu()]
+    for k in range(CHECK_STEPS - 1):
+        logits.append(runner.decode(ref_tokens[:, k:k + 1].to(dev)).float().cpu())
+    got = torch.stack(logits, 1)
+    result = compare("export_check", ref_tokens, ref_logits, got, got.argmax(-1), dtype)
+    return {"provider": provider, "max_abs_diff": result.max_abs_diff, "top1_agreement": result.top1_agreement,
+            "tolerance": result.tolerance, "passed": result.passed, "reason": result.reason}

@@ -1,0 +1,49 @@
+"""torch.onnx.export (dynamo) of :class:`StaticCacheDecoder`, the checks every export must pass, and the artifact.
+
+Dynamic axes: batch and sequence (``Dim``s); the cache length is fixed at export (static KV cache).
+"""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from backends.onnx_export.graph import StaticCacheDecoder, example_inputs, io_names
+
+OPSET = 20
+# The exporter lists torchvision ops it cannot register on every run; irrelevant here.
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+
+
+def export_onnx(hf_model, max_seq: int, path: Path, opset: int = OPSET) -> dict:
+    """Write the model to ``path`` (weights in one external-data file beside it); returns export facts."""
+    import onnx
+
+    config = hf_model.config
+    wrapper = StaticCacheDecoder(hf_model).eval()
+    device = next(hf_model.parameters()).device
+    dtype = next(hf_model.parameters()).dtype
+    args = example_inputs(config, dtype, device, max_seq)
+    in_names, out_names = io_names(config.num_hidden_layers)
+    batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=1, max=max_seq)
+    # *past is one varargs tuple for torch.export: its shapes nest as one entry
+    shapes = [{0: batch, 1: seq}, {0: batch, 1: seq}, {0: seq}, {0: batch},
+              tuple([{0: batch}] * (2 * config.num_hidden_layers))]
+    t0 = time.perf_counter()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(wrapper, args, dynamic_shapes=tuple(shapes), input_names=in_names,
+                                    output_names=out_names, opset_version=opset, dynamo=True, verbose=False,
+                                    optimize=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    program.save(str(path), external_data=True)
+    model = onnx.load(str(path), load_external_data=False)
+    onnx.checker.check_model(str(path))  # by path: works past the 2 GB protobuf limit
+    ops: dict[str, int] = {}
+    for node in model.graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    return {"export_seconds": time.perf_counter() - t0, "opset": opset, "nodes": len(model.graph.node),
+            "scatter_nodes": ops.get("ScatterND", 0), "op_counts": ops}

@@ -1,0 +1,117 @@
+"""The module that is exported: one decoder step over a static KV cache, built from the HF model's own modules.
+
+Why not HF's exportable wrappers: they keep the cache as module buffers, which become ONNX initializers; here every
+layer's K and V cache is an explicit graph input with a matching ``present`` output, so the runtime owns the memory
+and can update it in place (bind present to the same buffer as past).
+
+Graph I/O (B and S dynamic; L = max_seq fixed at export):
+    input_ids      [B, S] int64     tokens written at cache slots cache_position
+    position_ids   [B, S] int64     RoPE positions (differ from slots for left-padded rows)
+    cache_position [S]    int64     the cache slots written by this call (shared by all rows)
+    attention_mask [B, L] int64     1 where a slot holds a real token of that row (0 = left padding)
+    past_key_i / past_value_i [B, Hkv, L, D]
+ -> logits         [B, V]           last position only
+    present_key_i / present_value_i [B, Hkv, L, D]
+
+The maths is HF's: its embedding, RMSNorm, projections, rotary embedding (incl. llama3 scaling) and MLP modules
+are called as they are; only the attention over the static cache (scatter + masked softmax) is written here.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+from harness.errors import UserError
+
+SUPPORTED = ("llama", "qwen2")
+
+
+def check_supported(config) -> None:
+    if config.model_type not in SUPPORTED:
+        raise UserError(f"the ONNX export supports Llama-family models ({', '.join(SUPPORTED)}), not "
+                        f"'{config.model_type}'", "use a llama or qwen2 checkpoint/preset")
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in ("default", "llama3", "linear"):
+        raise UserError(f"the ONNX export does not support rope_type '{rope_type}' (supported: default, llama3, "
+                        "linear)", "use a model with default or llama3 RoPE scaling")
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", False):
+        raise UserError("the ONNX export does not support sliding-window attention",
+                        "set use_sliding_window=false in the model config")
+
+
+def io_names(num_layers: int) -> tuple[list[str], list[str]]:
+    inputs = ["input_ids", "position_ids", "cache_position", "attention_mask"]
+    outputs = ["logits"]
+    for i in range(num_layers):
+        inputs += [f"past_key_{i}", f"past_value_{i}"]
+        outputs += [f"present_key_{i}", f"present_value_{i}"]
+    return inputs, outputs
+
+
+class StaticCacheDecoder(nn.Module):
+    def __init__(self, hf_model):
+        super().__init__()
+        check_supported(hf_model.config)
+        self.hf = hf_model
+        cfg = hf_model.config
+        self.num_layers = cfg.num_hidden_layers
+        self.num_heads = cfg.num_attention_heads
+        self.num_kv = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+
+    def forward(self, input_ids, position_ids, cache_position, attention_mask, *past):
+        body = self.hf.model
+        batch, seq = input_ids.shape
+        hidden = body.embed_tokens(input_ids)  # [B, S, H]
+        cos, sin = body.rotary_emb(hidden, position_ids)
+        max_seq = past[0].shape[2]
+        slots = torch.arange(max_seq, device=input_ids.device)
+        # [B, 1, S, L]: slot k visible to query q iff written no later than q's slot and not padding
+        allowed = (slots.view(1, 1, 1, -1) <= cache_position.view(1, 1, -1, 1)) \
+            & (attention_mask.view(batch, 1, 1, max_seq) > 0)
+        presents = []
+        for i, layer in enumerate(body.layers):
+            residual = hidden
+            h = layer.input_layernorm(hidden)
+            attn = layer.self_attn
+            q = attn.q_proj(h).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
+            k = attn.k_proj(h).view(batch, seq, self.num_kv, self.head_dim).transpose(1, 2)
+            v = attn.v_proj(h).view(batch, seq, self.num_kv, self.head_dim).transpose(1, 2)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            # index_put on [B, H, L, D] exports as one ScatterND whose output is the present tensor
+            # (index_copy_ would export as Transpose -> ScatterND -> Transpose: two full-cache copies).
+            k_all = torch.ops.aten.index_put(past[2 * i], [None, None, cache_position], k)
+            v_all = torch.ops.aten.index_put(past[2 * i + 1], [None, None, cache_position], v)
+            presents += [k_all, v_all]
+            out = self._attend(q, k_all, v_all, allowed, attn.scaling)
+            hidden = residual + attn.o_proj(out.transpose(1, 2).reshape(batch, seq, -1))
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        last = body.norm(hidden[:, -1:, :])
+        logits = self.hf.lm_head(last)[:, 0, :]
+        return (logits, *presents)
+
+    def _attend(self, q, k, v, allowed, scaling):
+        groups = self.num_heads // self.num_kv
+        batch, _, seq, dim = q.shape
+        # grouped-query attention without repeating K/V: fold the group into the query axis
+        qg = q.reshape(batch, self.num_kv, groups * seq, dim)
+        scores = torch.matmul(qg.float(), k.float().transpose(-1, -2)) * scaling  # [B, Hkv, G*S, L] in fp32
+        scores = scores.view(batch, self.num_kv, groups, seq, -1)
+        scores = scores.masked_fill(~allowed.view(batch, 1, 1, seq, -1), torch.finfo(torch.float32).min)
+        probs = torch.softmax(scores, dim=-1).to(v.dtype).view(batch, self.num_kv, groups * seq, -1)
+        out = torch.matmul(probs, v).view(batch, self.num_kv * groups, seq, dim)
+        return out  # [B, H, S, D]
+
+
+def example_inputs(config, dtype, device, max_seq: int, batch: int = 2, seq: int = 3):
+    """Inputs for tracing; seq >= 2 so the sequence axis is not specialised to 1."""
+    wrapper_kv = config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    ids = torch.ones(batch, seq, dtype=torch.long, device=device)
+    pos = torch.arange(seq, device=device).expand(batch, seq).contiguous()
+    mask = torch.ones(batch, max_seq, dtype=torch.long, device=device)
+    past = [torch.zeros(batch, wrapper_kv, max_seq, head_dim, dtype=dtype, device=device)
+            for _ in range(2 * config.num_hidden_layers)]
+    return (ids, pos, torch.arange(seq, device=device), mask, *past)

@@ -1,0 +1,1 @@
+"""ONNX Runtime on our static-KV-cache ONNX export (``onnxruntime``)."""

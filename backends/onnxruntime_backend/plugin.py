@@ -1,0 +1,52 @@
+"""Backend ``onnxruntime``: our static-KV-cache ONNX export run by ONNX Runtime (CUDA EP on GPU, CPU EP otherwise)
+with I/O binding and the cache updated in place; optional CUDA-graph replay of decode steps."""
+from __future__ import annotations
+
+from typing import Any
+
+from harness import hookimpl
+
+
+class OnnxRuntimeBackend:
+    def __init__(self) -> None:
+        self.runner = None
+
+    @hookimpl
+    def enginebench_backend_defaults(self) -> dict[str, Any]:
+        return {
+            "provider": "auto",  # auto | cuda | cpu  (auto: CUDA EP when device is CUDA)
+            "graph_optimization": "all",  # disable | basic | extended | all
+            "cuda_graph": False,  # replay decode steps as CUDA graphs (one per batch size)
+        }
+
+    @hookimpl
+    def load(self, spec) -> dict[str, Any]:
+        from backends.onnx_export.artifact import MODEL_FILE, onnx_artifact
+        from backends.onnxruntime_backend.runner import OrtStaticCacheRunner, import_ort
+
+        import_ort()  # a missing library is reported before any export work
+        artifact = onnx_artifact(spec)
+        opts = spec.options
+        self.runner = OrtStaticCacheRunner(str(artifact.directory / MODEL_FILE), spec.hf_config, spec.dtype,
+                                           spec.device, spec.max_batch, provider=opts["provider"],
+                                           opt_level=opts["graph_optimization"], cuda_graph=opts["cuda_graph"])
+        return {**self.runner.facts(), "onnx_reused": artifact.reused, "onnx_nodes": artifact.meta["nodes"],
+                "onnx_export_seconds": round(artifact.meta["export_seconds"], 2),
+                "onnx_check_max_abs_diff": artifact.meta["check"]["max_abs_diff"], "onnx_dir": str(artifact.directory)}
+
+    @hookimpl
+    def prefill(self, input_ids, prompt_lens):
+        return self.runner.prefill(input_ids, prompt_lens)
+
+    @hookimpl
+    def decode_step(self, tokens):
+        return self.runner.decode(tokens)
+
+    @hookimpl
+    def reset_kv(self):
+        self.runner.reset()
+        return True
+
+    @hookimpl
+    def close(self):
+        self.runner = None

@@ -1,0 +1,149 @@
+"""Runs the static-cache ONNX graph with ONNX Runtime, every tensor bound in place with I/O binding.
+
+Memory: the K/V caches ([max_batch, Hkv, L, D] per layer) are torch tensors allocated once on the run's device;
+a batch of B rows binds a view of the first B rows. Each ``present_*`` output is bound to the same buffer as its
+``past_*`` input, so the graph's ScatterND writes the new positions in place and no full-cache copy is made.
+Per-step inputs live in fixed buffers that are updated on the device (positions advance with an in-place add),
+which is also what CUDA-graph replay needs (fixed addresses and shapes, one graph per batch size).
+``reset`` only rewinds: slots past the fill are never attended to, so the cache is not even cleared.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from backends.onnx_export.graph import io_names
+from harness.errors import MissingLibrary, UserError
+
+ONNX_TYPES = {torch.float32: 1, torch.float16: 10, torch.bfloat16: 16, torch.int64: 7}
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def import_ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise MissingLibrary("onnxruntime", "onnxruntime", "onnxruntime (CPU) or onnxruntime-gpu (CUDA)") from exc
+    return ort
+
+
+class OrtStaticCacheRunner:
+    def __init__(self, onnx_path: str, config, dtype: torch.dtype, device: str, max_batch: int,
+                 provider: str = "auto", opt_level: str = "all", cuda_graph: bool = False):
+        ort = import_ort()
+        self.ort, self.device, self.dtype = ort, device, dtype
+        self.cuda = device.startswith("cuda")
+        self.device_id = torch.device(device).index or 0 if self.cuda else 0
+        if provider == "auto":
+            provider = "cuda" if self.cuda else "cpu"
+        if provider == "cuda" and not self.cuda:
+            raise UserError("backend.provider=cuda needs device=cuda", "use device=cuda or backend.provider=cpu")
+        if provider == "cpu" and self.cuda:
+            raise UserError("backend.provider=cpu cannot bind CUDA buffers", "use device=cpu with provider=cpu")
+        if provider == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise MissingLibrary("onnxruntime", "onnxruntime CUDAExecutionProvider", "onnxruntime-gpu")
+        if opt_level not in OPT_LEVELS:
+            raise UserError(f"unknown backend.graph_optimization '{opt_level}'", f"use one of {', '.join(OPT_LEVELS)}")
+        self.cuda_graph = bool(cuda_graph) and provider == "cuda"
+        so = ort.SessionOptions()
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[opt_level]
+        so.log_severity_level = 3
+        if provider == "cuda":
+            stream = torch.cuda.current_stream(torch.device(device)).cuda_stream
+            options = {"device_id": str(self.device_id), "user_compute_stream": str(stream),
+                       "enable_cuda_graph": "1" if self.cuda_graph else "0"}
+            providers = [("CUDAExecutionProvider", options)]
+        else:
+            providers = ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(onnx_path, so, providers=providers)
+        self.providers_used = self.session.get_providers()
+        self.max_seq = max_seq = int(self.session.get_inputs()[3].shape[1])  # attention_mask [B, L]: L fixed
+        self.run_options = ort.RunOptions()
+        if self.cuda:
+            # Let the GPU run ahead: the harness's CUDA events (same stream) time the work, not host waits.
+            self.run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+        self.in_names, self.out_names = io_names(config.num_hidden_layers)
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        shape = (max_batch, config.num_key_value_heads, max_seq, head_dim)
+        self.caches = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(2 * config.num_hidden_layers)]
+        self.logits = torch.empty(max_batch, config.vocab_size, dtype=dtype, device=device)
+        self.step_ids = torch.zeros(max_batch, 1, dtype=torch.long, device=device)
+        self.step_pos = torch.zeros(max_batch, 1, dtype=torch.long, device=device)
+        self.step_slot = torch.zeros(1, dtype=torch.long, device=device)
+        self.mask = torch.ones(max_batch, max_seq, dtype=torch.long, device=device)
+        self.batch, self.fill, self.decode_bindings = 0, 0, {}
+
+    def _bind(self, binding, name: str, tensor: torch.Tensor) -> None:
+        binding.bind_input(name, "cuda" if self.cuda else "cpu", self.device_id, ONNX_TYPES[tensor.dtype],
+                           list(tensor.shape), tensor.data_ptr())
+
+    def _binding(self, ids, pos, slots, batch: int):
+        b = self.session.io_binding()
+        for name, t in zip(self.in_names[:4], (ids, pos, slots, self.mask[:batch])):
+            self._bind(b, name, t)
+        dev = "cuda" if self.cuda else "cpu"
+        for i, cache in enumerate(self.caches):
+            view = cache[:batch]
+            self._bind(b, self.in_names[4 + i], view)
+            b.bind_output(self.out_names[1 + i], dev, self.device_id, ONNX_TYPES[self.dtype], list(view.shape),
+                          view.data_ptr())  # present_* aliases past_*: the update happens in place
+        out = self.logits[:batch]
+        b.bind_output("logits", dev, self.device_id, ONNX_TYPES[self.dtype], list(out.shape), out.data_ptr())
+        return b
+
+    def prefill(self, input_ids: torch.Tensor, prompt_lens: torch.Tensor | None) -> torch.Tensor:
+        batch, plen = input_ids.shape
+        if batch > self.caches[0].shape[0] or plen > self.max_seq:
+            raise UserError(f"prefill of {batch}x{plen} exceeds the preallocated {self.caches[0].shape[0]}x"
+                            f"{self.max_seq}", "raise the grid limits the backend was loaded for")
+        self.batch = batch
+        pad = torch.zeros(batch, 1, dtype=torch.long, device=self.device) if prompt_lens is None \
+            else (plen - prompt_lens.to(self.device)).view(batch, 1)
+        cols = torch.arange(self.max_seq, device=self.device).view(1, -1)
+        self.mask[:batch].copy_((cols >= pad).long())
+        positions = (torch.arange(plen, device=self.device).view(1, -1) - pad).clamp(min=0).contiguous()
+        ids = input_ids.to(self.device).contiguous()
+        slots = torch.arange(plen, device=self.device)
+        opts = self.run_options
+        if self.cuda_graph:
+            opts = self.ort.RunOptions()
+            opts.add_run_config_entry("gpu_graph_id", "-1")  # prefill shapes vary: never captured
+            opts.add_run_config_entry("disable_synchronize_execution_providers", "1")
+        self.session.run_with_iobinding(self._binding(ids, positions, slots, batch), opts)
+        self.step_pos[:batch].copy_(positions[:, -1:] + 1)
+        self.step_slot.fill_(plen)
+        self.fill = plen
+        return self.logits[:batch].clone()
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        batch = self.batch
+        if self.fill >= self.max_seq:
+            raise UserError(f"decode past the preallocated {self.max_seq} positions",
+                            "lower grid.prompt_lens + grid.new_tokens")
+        self.step_ids[:batch].copy_(tokens)
+        binding = self.decode_bindings.get(batch)
+        if binding is None:
+            binding = self._binding(self.step_ids[:batch], self.step_pos[:batch], self.step_slot, batch)
+            self.decode_bindings[batch] = binding
+            opts = self.ort.RunOptions()
+            if self.cuda_graph:
+                opts.add_run_config_entry("gpu_graph_id", str(batch))  # one captured graph per batch size
+            if self.cuda:
+                opts.add_run_config_entry("disable_synchronize_execution_providers", "1")
+            self.decode_options = getattr(self, "decode_options", {})
+            self.decode_options[batch] = opts
+        self.session.run_with_iobinding(binding, self.decode_options[batch])
+        self.step_pos[:batch].add_(1)
+        self.step_slot.add_(1)
+        self.fill += 1
+        return self.logits[:batch].clone()
+
+    def reset(self) -> None:
+        self.fill = 0  # slots past the fill are masked out, so nothing needs clearing
+
+    def facts(self) -> dict[str, Any]:
+        return {"providers": self.providers_used, "cuda_graph": self.cuda_graph, "kv_update": "in place (aliased)"}
