@@ -102,6 +102,7 @@ class EnginebenchConfig:
     isolation: str = "none"  # none | process (each backend job in a child process: survives native crashes)
     resume: bool = False  # rerun only the cells missing from results.csv in the output dir
     output_dir: Optional[str] = None  # default: Hydra's job directory
+    prompt: Optional[str] = None  # shorthand for generate.prompt (task=generate)
 
 
 def register_configs(backend_defaults: dict[str, dict[str, Any]]) -> None:

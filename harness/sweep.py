@@ -285,7 +285,7 @@ def run_job(cfg, out_dir: Path, registry) -> int:
         if cfg.task == "build":
             progress.say(f"{job.backend}: artifacts ready ({run_info['load_seconds']:.1f} s)")
             return 0
-        if cfg.task == "validate" or cfg.validation.enabled:
+        if cfg.task == "validate" or (cfg.task == "benchmark" and cfg.validation.enabled):
             run_info["validation"] = run_validation(job, handle)
             if cfg.task == "validate":
                 return 0 if job.validation == "pass" else 1

@@ -1,0 +1,1 @@
+"""Stand-alone micro-benchmarks whose printed output is committed under docs/results/."""
