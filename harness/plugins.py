@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata as metadata
 import os
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -22,9 +23,25 @@ DISABLE_ENV = "ENGINEBENCH_DISABLE_PLUGIN_AUTOLOAD"
 _OWN_DISTRIBUTION = "enginebench"
 
 
+def _source_tree_entry_points(group: str) -> list[metadata.EntryPoint]:
+    """The built-in entry points read from pyproject.toml, when running from a source tree that is not installed
+    (e.g. ``PYTHONPATH=. python -m harness`` on a machine where pip cannot install)."""
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    if not pyproject.is_file():
+        return []
+    import tomllib
+
+    table = tomllib.loads(pyproject.read_text()).get("project", {}).get("entry-points", {}).get(group, {})
+    return [metadata.EntryPoint(name=name, value=value, group=group) for name, value in table.items()]
+
+
 def _entry_points(group: str) -> list[metadata.EntryPoint]:
     autoload = os.environ.get(DISABLE_ENV, "") in ("", "0")
     found = []
+    installed = any(getattr(getattr(ep, "dist", None), "metadata", {}).get("Name") == _OWN_DISTRIBUTION
+                    for ep in metadata.entry_points(group=BACKEND_GROUP))
+    if not installed:
+        found.extend(_source_tree_entry_points(group))
     for ep in metadata.entry_points(group=group):
         dist = getattr(ep, "dist", None)
         own = dist is not None and dist.metadata["Name"] == _OWN_DISTRIBUTION

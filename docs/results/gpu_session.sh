@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Reproduces the committed GPU results. Run on the GPU machine from the repository root after staging the wheels it
+# lacks (bash ../shared/gpu/stage.sh; see docs/results/README.md). Usage: bash docs/results/gpu_session.sh STEP
+# Each step writes a log and a tarball of its run directories under $OUT.
+set -uo pipefail
+export PYTHONPATH=/root/gpu-site:$PWD ENGINEBENCH_CACHE_DIR=/root/ebcache PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/enginebench-gpu}; mkdir -p "$OUT"
+GRID="model=tinyllama-1.1b device=cuda grid.batch_sizes=[1,8,32] grid.prompt_lens=[128,1024] grid.new_tokens=64"
+step=${1:?step: smoke | hf | ort | ort-graph | dry}
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python3 -c 'import torch, transformers, onnxruntime as o; print("torch", torch.__version__, "transformers", transformers.__version__, "onnxruntime", o.__version__, o.get_available_providers())'
+  case "$step" in
+    smoke) python3 -m pytest -q -m gpu tests/test_gpu.py tests/test_dry.py -x ;;
+    hf)  python3 -m harness -m $GRID backend=hf-flashattn-staticcache backend.compile=none,reduce-overhead \
+           hydra.sweep.dir=$OUT/runs/hf
+         python3 -m harness.benchmarks.plain_hf_decode --compile reduce-overhead
+         python3 -m harness.benchmarks.plain_hf_decode --compile none ;;
+    ort) python3 -m harness $GRID backend=onnxruntime backend.cuda_graph=false output_dir=$OUT/runs/ort ;;
+    ort-graph) python3 -m harness -m $GRID backend=onnxruntime backend.cuda_graph=true output_dir=$OUT/runs/ort_graph
+         # in-place cache proof: decode time at a fixed fill must not grow with the preallocated length
+         for extra in 0 3072; do python3 -m harness model=tinyllama-1.1b device=cuda backend=onnxruntime \
+           backend.cuda_graph=false grid.batch_sizes=[1] grid.prompt_lens=[128,$((128+extra))] grid.new_tokens=16 \
+           validation.enabled=false output_dir=$OUT/runs/ort_maxseq_$extra; done ;;
+    dry) python3 -m harness.benchmarks.dry --device cuda --out $OUT/dry_gpu.csv --iters 200 ;;
+  esac
+} 2>&1 | tee "$OUT/$step.log"
+[ -d "$OUT/runs" ] && tar -C "$OUT" -czf "$OUT/${step}_runs.tar.gz" runs && rm -rf "$OUT/runs"
+exit 0
