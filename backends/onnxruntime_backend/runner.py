@@ -52,6 +52,7 @@ class OrtStaticCacheRunner:
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[opt_level]
         so.log_severity_level = 3
+        ort.set_default_logger_severity(3)  # per-node ScatterND notices would flood the progress output
         if provider == "cuda":
             stream = torch.cuda.current_stream(torch.device(device)).cuda_stream
             options = {"device_id": str(self.device_id), "user_compute_stream": str(stream),

@@ -15,7 +15,10 @@ step=${1:?step: smoke | hf | ort | ort-graph | ort-maxseq | dry}
     hf)  python3 -m harness -m $GRID backend=hf-flashattn-staticcache backend.compile=none,reduce-overhead \
            hydra.sweep.dir=$OUT/runs/hf
          python3 -m harness.benchmarks.plain_hf_decode --compile reduce-overhead
+         python3 -m harness.benchmarks.plain_hf_decode --compile reduce-overhead --max-cache 1088
          python3 -m harness.benchmarks.plain_hf_decode --compile none ;;
+    plain) python3 -m harness.benchmarks.plain_hf_decode --compile reduce-overhead --max-cache 1088
+         python3 -m harness.benchmarks.plain_hf_decode --compile reduce-overhead ;;
     ort) python3 -m harness $GRID backend=onnxruntime backend.cuda_graph=false output_dir=$OUT/runs/ort ;;
     ort-graph) python3 -m harness $GRID backend=onnxruntime backend.cuda_graph=true output_dir=$OUT/runs/ort_graph ;;
     ort-maxseq)  # in-place cache proof: decode at a fixed fill (p=128 cells) must not slow down when the

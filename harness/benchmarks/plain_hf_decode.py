@@ -22,12 +22,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=64)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--compile", default="reduce-overhead")
+    p.add_argument("--max-cache", type=int, default=None,
+                   help="static cache length (default prompt + steps; the harness preallocates for its largest cell)")
     args = p.parse_args()
     hf = yaml.safe_load(open(args.preset))["hf_config"]
     config = AutoConfig.for_model(hf.pop("model_type"), **hf)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).to("cuda", torch.bfloat16).eval()
-    cache = StaticCache(config=config, max_cache_len=args.prompt + args.steps)
+    cache = StaticCache(config=config, max_cache_len=args.max_cache or args.prompt + args.steps)
     head_dim = config.hidden_size // config.num_attention_heads
     cache.early_initialization(batch_size=args.batch, num_heads=config.num_key_value_heads, head_dim=head_dim,
                                dtype=torch.bfloat16, device=torch.device("cuda"))
@@ -52,7 +54,7 @@ def main() -> None:
             end.synchronize()
             if r >= 2:
                 per_step.append(start.elapsed_time(end) / args.steps)
-    print(f"plain HF {args.compile}: batch {args.batch} prompt {args.prompt}: "
+    print(f"plain HF {args.compile}: batch {args.batch} prompt {args.prompt} cache {cache.max_cache_len}: "
           f"median {statistics.median(per_step):.3f} ms/step (min {min(per_step):.3f}) on {torch.cuda.get_device_name()}")
 
 
