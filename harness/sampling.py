@@ -13,6 +13,7 @@ Context ids < 0 are padding and never match.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Iterable, Sequence
 
@@ -23,6 +24,17 @@ FLOAT_MAX_LOG = 88.7228391  # ln(FLT_MAX): the exponent clamp llama.cpp uses so 
 
 def dry_max_exponent(base: float) -> int | None:
     return int(FLOAT_MAX_LOG / math.log(base)) if base > 1.000001 else None
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_breakers(ids: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    return torch.tensor(ids, dtype=torch.long, device=device)  # the one host-to-device copy, on first use
+
+
+def _breaker_tensor(breakers, device: torch.device) -> torch.Tensor:
+    if torch.is_tensor(breakers):
+        return breakers.to(device=device, dtype=torch.long)
+    return _cached_breakers(tuple(int(b) for b in breakers), device)
 
 
 def apply_dry(logits: torch.Tensor, context: torch.Tensor, *, multiplier: float, base: float, allowed_length: int,
@@ -41,8 +53,7 @@ def apply_dry(logits: torch.Tensor, context: torch.Tensor, *, multiplier: float,
     tail = ctx.flip(1)[:, :k]  # [B, k]: ctx[n-1-j]
     eq = (earlier == tail[:, None, :]) & (pos >= 0) & (earlier >= 0)
     length = eq.to(torch.int32).cumprod(-1).sum(-1, dtype=torch.int64)  # [B, n-1]
-    breakers = torch.as_tensor(list(sequence_breakers) if not torch.is_tensor(sequence_breakers)
-                               else sequence_breakers, dtype=torch.long, device=ctx.device)
+    breakers = _breaker_tensor(sequence_breakers, ctx.device)
     if breakers.numel():
         is_breaker = torch.isin(ctx, breakers)  # [B, n]
         idx = torch.arange(n, device=ctx.device).expand(batch, n)
