@@ -117,8 +117,10 @@ def apply_repetition_penalty(logits: torch.Tensor, context: torch.Tensor, penalt
     """CTRL-style: logits of tokens already in the context are divided by penalty (multiplied when negative)."""
     if penalty == 1.0:
         return logits
-    ctx = context.to(logits.device).clamp(min=0)
-    seen = torch.zeros_like(logits, dtype=torch.bool).scatter(1, ctx, (context >= 0).to(logits.device))
+    context = context.to(logits.device)
+    valid = (context >= 0).to(torch.int8)  # padding (-1) is clamped to id 0 but must not mark it as seen
+    seen = torch.zeros(logits.shape, dtype=torch.int8, device=logits.device)
+    seen = seen.scatter_reduce(1, context.clamp(min=0), valid, reduce="amax").bool()
     scaled = torch.where(logits > 0, logits / penalty, logits * penalty)
     return torch.where(seen, scaled, logits)
 

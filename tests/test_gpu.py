@@ -13,7 +13,6 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
     ["backend=hf-flashattn-staticcache"],
     ["backend=hf-flashattn-staticcache", "backend.compile=reduce-overhead"],
     ["backend=onnxruntime"],
-    ["backend=onnxruntime", "backend.cuda_graph=true"],
 ])
 def test_backend_on_cuda(extra, tmp_path):
     proc = run_cli(*extra, *FAST, "device=cuda", f"output_dir={tmp_path}")

@@ -14,7 +14,7 @@ from harness import progress
 from harness.artifacts import Artifact, get_or_build
 from harness.models import dtype_name
 
-EXPORT_VERSION = 1  # bump when graph.py / export.py change what they produce
+EXPORT_VERSION = 2  # bump when graph.py / export.py change what they produce
 MODEL_FILE = "model.onnx"
 
 

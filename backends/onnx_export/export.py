@@ -29,8 +29,9 @@ def export_onnx(hf_model, max_seq: int, path: Path, opset: int = OPSET) -> dict:
     args = example_inputs(config, dtype, device, max_seq)
     in_names, out_names = io_names(config.num_hidden_layers)
     batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=1, max=max_seq)
+    used = torch.export.Dim("kv_len", min=1, max=max_seq)
     # *past is one varargs tuple for torch.export: its shapes nest as one entry
-    shapes = [{0: batch, 1: seq}, {0: batch, 1: seq}, {0: seq}, {0: batch},
+    shapes = [{0: batch, 1: seq}, {0: batch, 1: seq}, {0: seq}, {0: batch, 1: used},
               tuple([{0: batch}] * (2 * config.num_hidden_layers))]
     t0 = time.perf_counter()
     with torch.no_grad(), warnings.catch_warnings():

@@ -4,11 +4,13 @@ Why not HF's exportable wrappers: they keep the cache as module buffers, which b
 layer's K and V cache is an explicit graph input with a matching ``present`` output, so the runtime owns the memory
 and can update it in place (bind present to the same buffer as past).
 
-Graph I/O (B and S dynamic; L = max_seq fixed at export):
+Graph I/O (B, S and T dynamic; L = max_seq fixed at export):
     input_ids      [B, S] int64     tokens written at cache slots cache_position
     position_ids   [B, S] int64     RoPE positions (differ from slots for left-padded rows)
     cache_position [S]    int64     the cache slots written by this call (shared by all rows)
-    attention_mask [B, L] int64     1 where a slot holds a real token of that row (0 = left padding)
+    attention_mask [B, T] int64     slots 0..T-1 in use after this call (T = fill + S): 1 = a real token of that
+                                    row, 0 = left padding. Attention reads only these T slots, so its cost follows
+                                    the fill, not the preallocated length L.
     past_key_i / past_value_i [B, Hkv, L, D]
  -> logits         [B, V]           last position only
     present_key_i / present_value_i [B, Hkv, L, D]
@@ -66,11 +68,11 @@ class StaticCacheDecoder(nn.Module):
         batch, seq = input_ids.shape
         hidden = body.embed_tokens(input_ids)  # [B, S, H]
         cos, sin = body.rotary_emb(hidden, position_ids)
-        max_seq = past[0].shape[2]
-        slots = torch.arange(max_seq, device=input_ids.device)
-        # [B, 1, S, L]: slot k visible to query q iff written no later than q's slot and not padding
+        used = attention_mask.shape[1]  # T: slots in use after this call's write
+        slots = torch.arange(used, device=input_ids.device)
+        # [B, 1, S, T]: slot k visible to query q iff written no later than q's slot and not padding
         allowed = (slots.view(1, 1, 1, -1) <= cache_position.view(1, 1, -1, 1)) \
-            & (attention_mask.view(batch, 1, 1, max_seq) > 0)
+            & (attention_mask.view(batch, 1, 1, used) > 0)
         presents = []
         for i, layer in enumerate(body.layers):
             residual = hidden
@@ -85,7 +87,7 @@ class StaticCacheDecoder(nn.Module):
             k_all = torch.ops.aten.index_put(past[2 * i], [None, None, cache_position], k)
             v_all = torch.ops.aten.index_put(past[2 * i + 1], [None, None, cache_position], v)
             presents += [k_all, v_all]
-            out = self._attend(q, k_all, v_all, allowed, attn.scaling)
+            out = self._attend(q, k_all[:, :, :used], v_all[:, :, :used], allowed, attn.scaling)
             hidden = residual + attn.o_proj(out.transpose(1, 2).reshape(batch, seq, -1))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         last = body.norm(hidden[:, -1:, :])
@@ -97,7 +99,8 @@ class StaticCacheDecoder(nn.Module):
         batch, _, seq, dim = q.shape
         # grouped-query attention without repeating K/V: fold the group into the query axis
         qg = q.reshape(batch, self.num_kv, groups * seq, dim)
-        scores = torch.matmul(qg.float(), k.float().transpose(-1, -2)) * scaling  # [B, Hkv, G*S, L] in fp32
+        # QK^T in the model dtype (as HF eager does), softmax in fp32: never upcast the cache itself
+        scores = (torch.matmul(qg, k.transpose(-1, -2)) * scaling).float()  # [B, Hkv, G*S, T]
         scores = scores.view(batch, self.num_kv, groups, seq, -1)
         scores = scores.masked_fill(~allowed.view(batch, 1, 1, seq, -1), torch.finfo(torch.float32).min)
         probs = torch.softmax(scores, dim=-1).to(v.dtype).view(batch, self.num_kv, groups * seq, -1)
@@ -111,7 +114,7 @@ def example_inputs(config, dtype, device, max_seq: int, batch: int = 2, seq: int
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     ids = torch.ones(batch, seq, dtype=torch.long, device=device)
     pos = torch.arange(seq, device=device).expand(batch, seq).contiguous()
-    mask = torch.ones(batch, max_seq, dtype=torch.long, device=device)
+    mask = torch.ones(batch, seq + 2, dtype=torch.long, device=device)  # T distinct from S and L: stays dynamic
     past = [torch.zeros(batch, wrapper_kv, max_seq, head_dim, dtype=dtype, device=device)
             for _ in range(2 * config.num_hidden_layers)]
     return (ids, pos, torch.arange(seq, device=device), mask, *past)

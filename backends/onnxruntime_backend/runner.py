@@ -3,9 +3,14 @@
 Memory: the K/V caches ([max_batch, Hkv, L, D] per layer) are torch tensors allocated once on the run's device;
 a batch of B rows binds a view of the first B rows. Each ``present_*`` output is bound to the same buffer as its
 ``past_*`` input, so the graph's ScatterND writes the new positions in place and no full-cache copy is made.
-Per-step inputs live in fixed buffers that are updated on the device (positions advance with an in-place add),
-which is also what CUDA-graph replay needs (fixed addresses and shapes, one graph per batch size).
+Per-step inputs live in fixed buffers updated on the device (positions advance with an in-place add); the
+attention mask covers only the slots in use, so attention reads the fill, not the preallocated length.
 ``reset`` only rewinds: slots past the fill are never attended to, so the cache is not even cleared.
+
+CUDA graphs (``cuda_graph=true``) are refused: ORT's CUDA EP places the small int64 nodes that turn
+``cache_position`` into ScatterND indices on the CPU ("CPU path deemed faster"), and a captured graph freezes the
+values those nodes computed at capture time, so every replay writes the cache slot of the first step (measured on
+an H100: first decode exact, every replay off by 0.5-0.8 in the logits). See docs/conversion.md.
 """
 from __future__ import annotations
 
@@ -45,7 +50,11 @@ class OrtStaticCacheRunner:
             raise MissingLibrary("onnxruntime", "onnxruntime CUDAExecutionProvider", "onnxruntime-gpu")
         if opt_level not in OPT_LEVELS:
             raise UserError(f"unknown backend.graph_optimization '{opt_level}'", f"use one of {', '.join(OPT_LEVELS)}")
-        self.cuda_graph = bool(cuda_graph) and provider == "cuda"
+        if cuda_graph:
+            raise UserError("backend.cuda_graph=true is not supported with this export: ORT runs the cache-index "
+                            "nodes on the CPU and a captured graph would replay stale cache slots",
+                            "use backend.cuda_graph=false (see docs/conversion.md, 'CUDA graphs')")
+        self.cuda_graph = False
         so = ort.SessionOptions()
         so.graph_optimization_level = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -62,7 +71,7 @@ class OrtStaticCacheRunner:
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(onnx_path, so, providers=providers)
         self.providers_used = self.session.get_providers()
-        self.max_seq = max_seq = int(self.session.get_inputs()[3].shape[1])  # attention_mask [B, L]: L fixed
+        self.max_seq = max_seq = int(self.session.get_inputs()[4].shape[2])  # past_key_0 [B, Hkv, L, D]: L fixed
         self.run_options = ort.RunOptions()
         if self.cuda:
             # Let the GPU run ahead: the harness's CUDA events (same stream) time the work, not host waits.
@@ -75,16 +84,19 @@ class OrtStaticCacheRunner:
         self.step_ids = torch.zeros(max_batch, 1, dtype=torch.long, device=device)
         self.step_pos = torch.zeros(max_batch, 1, dtype=torch.long, device=device)
         self.step_slot = torch.zeros(1, dtype=torch.long, device=device)
-        self.mask = torch.ones(max_batch, max_seq, dtype=torch.long, device=device)
-        self.batch, self.fill, self.decode_bindings = 0, 0, {}
+        self.cols = torch.arange(max_seq, device=device).view(1, -1)
+        self.pad = torch.zeros(max_batch, 1, dtype=torch.long, device=device)  # left padding of each row
+        self.batch, self.fill = 0, 0
 
     def _bind(self, binding, name: str, tensor: torch.Tensor) -> None:
         binding.bind_input(name, "cuda" if self.cuda else "cpu", self.device_id, ONNX_TYPES[tensor.dtype],
                            list(tensor.shape), tensor.data_ptr())
 
-    def _binding(self, ids, pos, slots, batch: int):
+    def _binding(self, ids, pos, slots, batch: int, used: int):
         b = self.session.io_binding()
-        for name, t in zip(self.in_names[:4], (ids, pos, slots, self.mask[:batch])):
+        mask = (self.cols[:, :used] >= self.pad[:batch]).long()  # [B, T], contiguous
+        self._mask_alive = mask  # ORT reads it during the run: keep it referenced until the next call
+        for name, t in zip(self.in_names[:4], (ids, pos, slots, mask)):
             self._bind(b, name, t)
         dev = "cuda" if self.cuda else "cpu"
         for i, cache in enumerate(self.caches):
@@ -104,17 +116,11 @@ class OrtStaticCacheRunner:
         self.batch = batch
         pad = torch.zeros(batch, 1, dtype=torch.long, device=self.device) if prompt_lens is None \
             else (plen - prompt_lens.to(self.device)).view(batch, 1)
-        cols = torch.arange(self.max_seq, device=self.device).view(1, -1)
-        self.mask[:batch].copy_((cols >= pad).long())
+        self.pad[:batch].copy_(pad)
         positions = (torch.arange(plen, device=self.device).view(1, -1) - pad).clamp(min=0).contiguous()
         ids = input_ids.to(self.device).contiguous()
         slots = torch.arange(plen, device=self.device)
-        opts = self.run_options
-        if self.cuda_graph:
-            opts = self.ort.RunOptions()
-            opts.add_run_config_entry("gpu_graph_id", "-1")  # prefill shapes vary: never captured
-            opts.add_run_config_entry("disable_synchronize_execution_providers", "1")
-        self.session.run_with_iobinding(self._binding(ids, positions, slots, batch), opts)
+        self.session.run_with_iobinding(self._binding(ids, positions, slots, batch, plen), self.run_options)
         self.step_pos[:batch].copy_(positions[:, -1:] + 1)
         self.step_slot.fill_(plen)
         self.fill = plen
@@ -126,18 +132,8 @@ class OrtStaticCacheRunner:
             raise UserError(f"decode past the preallocated {self.max_seq} positions",
                             "lower grid.prompt_lens + grid.new_tokens")
         self.step_ids[:batch].copy_(tokens)
-        binding = self.decode_bindings.get(batch)
-        if binding is None:
-            binding = self._binding(self.step_ids[:batch], self.step_pos[:batch], self.step_slot, batch)
-            self.decode_bindings[batch] = binding
-            opts = self.ort.RunOptions()
-            if self.cuda_graph:
-                opts.add_run_config_entry("gpu_graph_id", str(batch))  # one captured graph per batch size
-            if self.cuda:
-                opts.add_run_config_entry("disable_synchronize_execution_providers", "1")
-            self.decode_options = getattr(self, "decode_options", {})
-            self.decode_options[batch] = opts
-        self.session.run_with_iobinding(binding, self.decode_options[batch])
+        binding = self._binding(self.step_ids[:batch], self.step_pos[:batch], self.step_slot, batch, self.fill + 1)
+        self.session.run_with_iobinding(binding, self.run_options)
         self.step_pos[:batch].add_(1)
         self.step_slot.add_(1)
         self.fill += 1

@@ -1,0 +1,102 @@
+"""ONNX export and the onnxruntime backend on CPU: parity for every variant, the artifact cache (reuse,
+corruption, atomic publish), reset_kv and batches of left-padded rows."""
+import pytest
+import torch
+
+from conftest import open_backend, tiny_model_cfg
+from harness.errors import UserError
+from harness.inputs import left_pad, random_prompt_ids
+from harness.validate import validate_backend
+from variants import VARIANTS
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_export_matches_hf_for_variant(registry, variant, cache_dir):
+    handle, source, info = open_backend(registry, "onnxruntime", model_cfg=VARIANTS[variant], max_seq=32,
+                                        tmp_cache=cache_dir)
+    try:
+        assert info["providers"] == ["CPUExecutionProvider"]
+        assert info["onnx_check_max_abs_diff"] < 1e-4
+        results = validate_backend(handle, source, torch.float32, "cpu", batch=3, prompt_len=9, steps=6, seed=1)
+        assert {r.case for r in results} == {"equal_lengths", "left_padded"}
+        assert all(r.passed and r.greedy_agreement == 1.0 for r in results), results
+    finally:
+        handle.close()
+
+
+def test_second_load_reuses_artifact_and_corruption_is_rebuilt(registry, cache_dir):
+    first, _, info1 = open_backend(registry, "onnxruntime", max_seq=24, tmp_cache=cache_dir)
+    first.close()
+    second, _, info2 = open_backend(registry, "onnxruntime", max_seq=24, tmp_cache=cache_dir)
+    second.close()
+    assert info2["onnx_reused"] and info2["onnx_dir"] == info1["onnx_dir"]
+    from pathlib import Path
+
+    data = Path(info1["onnx_dir"]) / "model.onnx.data"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])  # a truncated weights file
+    third, source, info3 = open_backend(registry, "onnxruntime", max_seq=24, tmp_cache=cache_dir)
+    try:
+        assert not info3["onnx_reused"]
+        ids = random_prompt_ids(source.config(), 1, 5, seed=2)
+        ref = source.build_fp32_cpu()(input_ids=ids).logits[:, -1]
+        torch.testing.assert_close(third.prefill(input_ids=ids, prompt_lens=None), ref, atol=1e-4, rtol=1e-4)
+    finally:
+        third.close()
+
+
+def test_no_temporary_directories_left(cache_dir):
+    assert not [p for p in (cache_dir / "onnx").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_reset_kv_keeps_buffers_and_repeats_results(registry, cache_dir):
+    handle, source, _ = open_backend(registry, "onnxruntime", max_seq=24, tmp_cache=cache_dir)
+    try:
+        runner = handle.instance.runner
+        pointers = [c.data_ptr() for c in runner.caches]
+        rows = [random_prompt_ids(source.config(), 1, n, seed=n)[0] for n in (7, 3, 5)]
+        ids, lens = left_pad(rows)
+        outs = []
+        for _ in range(2):
+            handle.reset_kv()
+            a = handle.prefill(input_ids=ids, prompt_lens=lens)
+            b = handle.decode_step(tokens=a.argmax(-1, keepdim=True))
+            outs.append((a, b))
+        torch.testing.assert_close(outs[0][0], outs[1][0])
+        torch.testing.assert_close(outs[0][1], outs[1][1])
+        assert [c.data_ptr() for c in runner.caches] == pointers
+    finally:
+        handle.close()
+
+
+def test_decode_past_preallocated_length_is_a_clear_error(registry, cache_dir):
+    handle, source, _ = open_backend(registry, "onnxruntime", max_seq=24, tmp_cache=cache_dir)
+    try:
+        with pytest.raises(UserError, match="exceeds the preallocated"):
+            handle.prefill(input_ids=torch.ones(1, 30, dtype=torch.long), prompt_lens=None)
+    finally:
+        handle.close()
+
+
+def test_unsupported_architecture_is_one_line(registry, tmp_path):
+    from backends.onnx_export.graph import check_supported
+    from transformers import AutoConfig
+
+    with pytest.raises(UserError, match="not 'gpt2'"):
+        check_supported(AutoConfig.for_model("gpt2"))
+    cfg = tiny_model_cfg(rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64})
+    from harness.models import ModelSource
+
+    with pytest.raises(UserError, match="rope_type 'yarn'"):
+        check_supported(ModelSource.from_config(cfg, 0).config())
+
+
+def test_cuda_graph_option_is_refused_with_reason(registry, cache_dir):
+    with pytest.raises(UserError, match="cuda_graph=true is not supported"):
+        open_backend(registry, "onnxruntime", options={"cuda_graph": True}, max_seq=24, tmp_cache=cache_dir)
