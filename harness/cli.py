@@ -53,6 +53,11 @@ def hydra_entry(cfg: DictConfig) -> None:
             code = run_job(cfg, _job_output_dir(cfg), _registry())
     except UserError as err:
         _fail(err)
+    except KeyboardInterrupt:
+        out = _job_output_dir(cfg)
+        print(f"\nenginebench: interrupted; every finished cell is in {out}/results.csv "
+              f"(continue with: resume=true output_dir={out})", file=sys.stderr, flush=True)
+        sys.exit(130)
     _state["exit_code"] = max(_state["exit_code"], code)
 
 
@@ -166,13 +171,17 @@ def precheck(argv: list[str]) -> None:
 
 
 def check_output_dir(cfg) -> None:
+    """Create the output directory now and write a probe file: a bad path fails before any work, in one line."""
+    import tempfile
+
     target = Path(cfg.output_dir) if cfg.get("output_dir") else Path("outputs")
-    probe = target
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise UserError(f"output directory '{target}' is not writable",
-                        "run from a writable directory or set output_dir=PATH (hydra.run.dir=PATH) to one")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target, prefix=".write-probe-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"output directory '{target}' is not writable ({exc.strerror})",
+                        "run from a writable directory or set output_dir=PATH to one") from exc
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,6 +36,7 @@ class MeasureConfig:
     memory_interval_ms: float = 10.0  # NVML / RSS sampling period
     cell_timeout_s: Optional[float] = None  # with isolation=process: a cell running longer is killed (status timeout)
     overhead_steps: int = 50  # decode steps used to measure the harness's own overhead
+    skip_larger_after_oom: bool = True  # after an OOM cell, record larger cells as skipped instead of trying them
 
 
 @dataclass
@@ -140,8 +141,8 @@ def check_config(cfg) -> None:
         raise UserError(f"unknown isolation '{cfg.isolation}'", "use isolation=none or isolation=process")
     if cfg.model.dtype is not None and cfg.model.dtype not in DTYPES:
         raise UserError(f"unknown model.dtype '{cfg.model.dtype}'", f"use one of {', '.join(DTYPES)}")
-    if not (cfg.device in ("auto", "cpu", "cuda") or (cfg.device.startswith("cuda:") and cfg.device[5:].isdigit())):
-        raise UserError(f"unknown device '{cfg.device}'", "use device=auto, cpu, cuda or cuda:N")
+    if not (cfg.device in ("auto", "pin", "cpu", "cuda") or (cfg.device.startswith("cuda:") and cfg.device[5:].isdigit())):
+        raise UserError(f"unknown device '{cfg.device}'", "use device=auto, pin, cpu, cuda or cuda:N")
     batches = _positive_list(cfg.grid.batch_sizes, "grid.batch_sizes")
     prompts = _positive_list(cfg.grid.prompt_lens, "grid.prompt_lens")
     del batches
@@ -153,6 +154,12 @@ def check_config(cfg) -> None:
                         "use measure.warmup>=0, measure.min_iters>=1, measure.min_seconds>=0, max_iters>=min_iters")
     if m.cell_timeout_s is not None and m.cell_timeout_s <= 0:
         raise UserError(f"measure.cell_timeout_s={m.cell_timeout_s} is not positive", "use a number of seconds > 0")
+    if m.cell_timeout_s is not None and cfg.isolation != "process":
+        raise UserError("measure.cell_timeout_s needs isolation=process (a hung cell can only be stopped by ending "
+                        "its process)", "add isolation=process")
+    if cfg.resume and not cfg.get("output_dir"):
+        raise UserError("resume=true needs the output directory of the run to resume",
+                        "add output_dir=PATH (the directory holding its results.csv)")
     limit = max_positions_of(cfg.model)
     longest = max(prompts) + cfg.grid.new_tokens
     if longest > limit:

@@ -20,6 +20,10 @@ def resolve_device(device: str) -> str:
 
     if device == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if device == "pin":
+        from harness.pinning import current_job_num, pin_device
+
+        return pin_device(current_job_num(), torch.cuda.device_count() if torch.cuda.is_available() else 0)
     if device == "cuda":
         device = "cuda:0"
     if device.startswith("cuda"):
@@ -33,7 +37,7 @@ def resolve_device(device: str) -> str:
         return device
     if device == "cpu":
         return device
-    raise UserError(f"unknown device '{device}'", "use device=auto, cpu, cuda or cuda:N")
+    raise UserError(f"unknown device '{device}'", "use device=auto, pin, cpu, cuda or cuda:N")
 
 
 def library_versions() -> dict[str, str]:

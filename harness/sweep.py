@@ -243,7 +243,10 @@ def one_line(exc: BaseException) -> str:
 def release_memory(device: str) -> None:
     gc.collect()
     if device.startswith("cuda"):
-        torch.cuda.empty_cache()
+        try:
+            torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001 - a poisoned CUDA context: later cells will say so (isolation=process helps)
+            pass
 
 
 def failed_rows(job: Job, cells, status: str, error: str) -> list[list[dict]]:
@@ -252,36 +255,57 @@ def failed_rows(job: Job, cells, status: str, error: str) -> list[list[dict]]:
     return [rows_for_cell(job.identity(b, p), [], status=status, error=error, **extra) for b, p in cells]
 
 
-def run_job(cfg, out_dir: Path, registry) -> int:
-    """Run one job; returns the exit status (0 ok, 1 validation failed under task=validate)."""
+def start_job(cfg, out_dir: Path) -> tuple[Job, ResultsWriter | None, dict[str, Any]]:
+    """Plan the job, open its results (resuming if asked) and write the first run.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
     job = plan_job(cfg, out_dir)
     writer = ResultsWriter(out_dir, resume=cfg.resume) if cfg.task == "benchmark" else None
     run_info: dict[str, Any] = {"config": _to_container(cfg), "environment": describe(job.device),
+                                "device": job.device,
                                 "weights": job.source.weights, "model_fingerprint": None}
     write_run_json(out_dir, run_info)
+    return job, writer, run_info
+
+
+def load_backend(job: Job, handle, run_info: dict) -> None:
+    """Call the load hook; record what it reports. User errors propagate; other failures too (callers record)."""
+    progress.say(f"loading {job.backend} on {job.device} ({dtype_name(job.dtype)}, {job.source.name}, "
+                 f"{job.source.weights} weights) ...")
+    t0 = time.perf_counter()
+    job.info = handle.load(spec=load_spec(job)) or {}
+    run_info["load_seconds"] = time.perf_counter() - t0
+    run_info["backend_info"] = job.info
+    run_info["model_fingerprint"] = job.source.fingerprint()
+
+
+def record_load_failure(job: Job, writer: ResultsWriter | None, run_info: dict, exc: BaseException,
+                        status: str | None = None) -> None:
+    """Every cell not yet done gets a row saying why it did not run: nothing is silently missing."""
+    status = status or ("oom" if is_oom(exc) else "load_failed")
+    if writer is not None:
+        for rows in failed_rows(job, todo_cells(job, writer), status, one_line(exc)):
+            writer.append_cell(rows)
+    run_info["load_error"] = one_line(exc)
+    progress.say(f"{job.backend}: load failed: {one_line(exc)}")
+
+
+def todo_cells(job: Job, writer: ResultsWriter) -> list[tuple[int, int]]:
+    return [c for c in job.cells if not writer.is_done(job.identity(*c))]
+
+
+def run_job(cfg, out_dir: Path, registry) -> int:
+    """Run one job in this process; returns the exit status (0 ok, 1 failed validation or load)."""
+    job, writer, run_info = start_job(cfg, out_dir)
     handle = registry.open(job.backend)
     exit_code = 0
     try:
-        spec = load_spec(job)
-        progress.say(f"loading {job.backend} on {job.device} ({dtype_name(job.dtype)}, {job.source.name}, "
-                     f"{job.source.weights} weights) ...")
-        t0 = time.perf_counter()
         try:
-            job.info = handle.load(spec=spec) or {}
+            load_backend(job, handle, run_info)
         except UserError:
             raise
-        except Exception as exc:  # noqa: BLE001 - recorded for every cell so nothing is silently missing
-            if writer is not None:
-                for rows in failed_rows(job, [c for c in job.cells if not writer.is_done(job.identity(*c))],
-                                        "oom" if is_oom(exc) else "load_failed", one_line(exc)):
-                    writer.append_cell(rows)
-            run_info["load_error"] = one_line(exc)
-            progress.say(f"{job.backend}: load failed: {one_line(exc)}")
+        except Exception as exc:  # noqa: BLE001 - recorded for every cell
+            record_load_failure(job, writer, run_info, exc)
             return 1
-        run_info["load_seconds"] = time.perf_counter() - t0
-        run_info["backend_info"] = job.info
-        run_info["model_fingerprint"] = job.source.fingerprint()
         if cfg.task == "build":
             progress.say(f"{job.backend}: artifacts ready ({run_info['load_seconds']:.1f} s)")
             return 0
@@ -293,7 +317,8 @@ def run_job(cfg, out_dir: Path, registry) -> int:
             from harness.generate import run_generate_task
 
             return run_generate_task(cfg, job, handle)
-        exit_code = run_benchmark(job, handle, writer, run_info)
+        peak_bw = prepare_benchmark(job, handle, run_info)
+        sweep_cells(job, writer, lambda b, p: run_cell(job, handle, b, p, peak_bw))
     finally:
         try:
             handle.close()
@@ -303,25 +328,42 @@ def run_job(cfg, out_dir: Path, registry) -> int:
     return exit_code
 
 
-def run_benchmark(job: Job, handle, writer: ResultsWriter, run_info: dict) -> int:
+def prepare_benchmark(job: Job, handle, run_info: dict) -> float:
+    """Once per job: the device's copy bandwidth (roofline denominator) and the harness's own overhead."""
     peak_bw = measure_copy_bandwidth(job.device)
     run_info["peak_copy_bandwidth_gb_s"] = peak_bw / 1e9
-    todo = [c for c in job.cells if not writer.is_done(job.identity(*c))]
-    if len(todo) < len(job.cells):
-        progress.say(f"resume: {len(job.cells) - len(todo)} of {len(job.cells)} cells already in results.csv")
     try:
         run_info["harness_overhead"] = measure_overhead(job, handle, min(job.cfg.grid.batch_sizes),
                                                         job.cfg.measure.overhead_steps)
     except Exception as exc:  # noqa: BLE001 - overhead is informative; a failure here is recorded, not fatal
         run_info["harness_overhead"] = {"error": one_line(exc)}
+    return peak_bw
+
+
+def sweep_cells(job: Job, writer: ResultsWriter, run_one) -> None:
+    """Run every missing cell with ``run_one(batch, prompt_len) -> rows``, writing each as it finishes.
+
+    After an out-of-memory cell, with ``measure.skip_larger_after_oom``, the cells at least as large in both
+    batch and prompt length are recorded as skipped instead of being tried."""
+    todo = todo_cells(job, writer)
+    if len(todo) < len(job.cells):
+        progress.say(f"resume: {len(job.cells) - len(todo)} of {len(job.cells)} cells already in results.csv")
+    oom_cells: list[tuple[int, int]] = []
     with progress.cells(len(todo), f"{job.backend}") as bar:
         for batch, prompt_len in todo:
             bar.describe(f"{job.backend} b={batch} p={prompt_len}")
-            rows = run_cell(job, handle, batch, prompt_len, peak_bw)
+            bigger_than = [c for c in oom_cells if batch >= c[0] and prompt_len >= c[1]]
+            if bigger_than and job.cfg.measure.skip_larger_after_oom:
+                b0, p0 = bigger_than[0]
+                rows = failed_rows(job, [(batch, prompt_len)], "skipped",
+                                   f"not run: the smaller cell b={b0} p={p0} ran out of memory")[0]
+            else:
+                rows = run_one(batch, prompt_len)
+            if rows[0]["status"] == "oom":
+                oom_cells.append((batch, prompt_len))
             writer.append_cell(rows)
             bar.advance(rows[0]["status"])
     progress.print_summary(writer.summary_path)
-    return 0
 
 
 def _to_container(cfg):

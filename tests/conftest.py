@@ -49,3 +49,24 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
 
 FAST = ["grid.batch_sizes=[1,2]", "grid.prompt_lens=[8]", "grid.new_tokens=3", "measure.warmup=1",
         "measure.min_iters=2", "measure.min_seconds=0", "measure.overhead_steps=4"]
+
+
+def install_plugin_packages(target: Path) -> Path:
+    """pip-install the test plugin packages (toy, fault) into ``target``: real entry points, real install."""
+    import shutil
+
+    for pkg in ("toy_backend_pkg", "fault_backend_pkg"):
+        src = target.parent / f"src-{pkg}"
+        shutil.copytree(ROOT / "tests" / "plugins" / pkg, src, dirs_exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--target", str(target), str(src)], check=True)
+    return target
+
+
+def plugin_env(site: Path, **extra) -> dict:
+    return {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]), **extra}
+
+
+@pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory):
+    return install_plugin_packages(tmp_path_factory.mktemp("plugins") / "site")

@@ -1,29 +1,14 @@
 """Plugin discovery: a third-party package installed with pip appears as a backend= choice and runs; observer
 plugins can wrap the selected backend's hooks; autoload can be switched off."""
-import os
-import shutil
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 
-from conftest import FAST, ROOT, run_cli
+from conftest import FAST, plugin_env, run_cli
 from harness import hookimpl
 
 
-@pytest.fixture(scope="module")
-def plugin_site(tmp_path_factory):
-    site = tmp_path_factory.mktemp("site")
-    src = tmp_path_factory.mktemp("src") / "pkg"
-    shutil.copytree(ROOT / "tests" / "plugins" / "toy_backend_pkg", src)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(src)], check=True)
-    return site
-
-
 def _env(site, **extra):
-    return {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]), **extra}
+    return plugin_env(site, **extra)
 
 
 def test_installed_plugin_package_appears_and_runs(plugin_site, tmp_path):

@@ -1,0 +1,21 @@
+"""Hydra callback: at the end of a multirun, aggregate every job's results into <sweep dir>/report/."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+
+
+class AggregateOnMultirunEnd(Callback):
+    def on_multirun_end(self, config, **kwargs) -> None:
+        from harness import progress
+        from harness.errors import UserError
+        from harness.report.cli import build_report
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            written = build_report([str(sweep_dir)], sweep_dir / "report", config.report.baseline,
+                                   config.report.plots)
+            progress.say(f"multirun report: {written['report']} (comparison: {written['comparison']})")
+        except UserError as err:  # e.g. every job was task=validate: nothing to aggregate
+            progress.say(f"multirun report skipped: {err.problem}")

@@ -1,0 +1,48 @@
+"""Fault injection for the reliability tests: the HF static-cache backend (real computation) plus faults at
+chosen grid cells — out of memory, a real segfault, a hang, NaN logits, slow steps, a missing library.
+
+Cells are named "BxP" (batch x prompt length) and matched at prefill.
+"""
+import ctypes
+import time
+
+import torch
+
+from backends.hf_staticcache.plugin import HFStaticCacheBackend
+from harness import hookimpl
+from harness.errors import MissingLibrary
+
+
+class FaultBackend(HFStaticCacheBackend):
+    @hookimpl
+    def enginebench_backend_defaults(self):
+        return {**super().enginebench_backend_defaults(), "oom_at": [], "crash_at": [], "hang_at": [],
+                "nan": False, "step_sleep_s": 0.0, "missing_library": False}
+
+    @hookimpl
+    def load(self, spec):
+        self.faults = spec.options
+        if self.faults["missing_library"]:
+            raise MissingLibrary("fault", "fault_native_lib", "fault-native-lib")
+        options = {k: spec.options[k] for k in ("attention", "compile", "cache")}
+        spec.options = options
+        return super().load(spec)
+
+    @hookimpl
+    def prefill(self, input_ids, prompt_lens):
+        cell = f"{input_ids.shape[0]}x{input_ids.shape[1]}"
+        if cell in self.faults["oom_at"]:
+            raise torch.OutOfMemoryError(f"CUDA out of memory (injected at cell {cell})")
+        if cell in self.faults["crash_at"]:
+            ctypes.string_at(0)  # a real segmentation fault inside native code
+        if cell in self.faults["hang_at"]:
+            time.sleep(3600)
+        logits = super().prefill(input_ids, prompt_lens)
+        return torch.full_like(logits, float("nan")) if self.faults["nan"] else logits
+
+    @hookimpl
+    def decode_step(self, tokens):
+        if self.faults["step_sleep_s"]:
+            time.sleep(self.faults["step_sleep_s"])
+        logits = super().decode_step(tokens)
+        return torch.full_like(logits, float("nan")) if self.faults["nan"] else logits
