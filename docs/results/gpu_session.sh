@@ -6,7 +6,7 @@ set -uo pipefail
 export PYTHONPATH=/root/gpu-site:$PWD ENGINEBENCH_CACHE_DIR=/root/ebcache PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/enginebench-gpu}; mkdir -p "$OUT"
 GRID="model=tinyllama-1.1b device=cuda grid.batch_sizes=[1,8,32] grid.prompt_lens=[128,1024] grid.new_tokens=64"
-step=${1:?step: smoke | hf | plain | ort | ort-maxseq | dry}
+step=${1:?step: smoke | hf | plain | ort | ort-maxseq | inplace | dry}
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c 'import torch, transformers, onnxruntime as o; print("torch", torch.__version__, "transformers", transformers.__version__, "onnxruntime", o.__version__, o.get_available_providers())'
@@ -26,6 +26,7 @@ step=${1:?step: smoke | hf | plain | ort | ort-maxseq | dry}
          python3 -m harness model=tinyllama-1.1b device=cuda backend=onnxruntime grid.batch_sizes=[1,8,32] \
            grid.prompt_lens=[128,1984] grid.new_tokens=64 validation.enabled=false isolation=process \
            output_dir=$OUT/runs/ort_maxseq ;;
+    inplace) python3 -m harness.benchmarks.ort_inplace --cache-dir $ENGINEBENCH_CACHE_DIR --out $OUT/ort_inplace.csv ;;
     dry) python3 -m harness.benchmarks.dry --device cuda --out $OUT/dry_gpu.csv --iters 200 ;;
   esac
 } 2>&1 | tee "$OUT/$step.log"

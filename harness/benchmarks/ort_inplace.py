@@ -1,0 +1,86 @@
+"""Is the KV-cache update in place? ONNX Runtime's own profiler, per decode step, at a fixed fill, for exports that
+differ only in the preallocated length (``python -m harness.benchmarks.ort_inplace --max-seq 1088 2048``).
+
+If ScatterND copied the whole cache (present not aliased to past), its kernel time would grow with max_seq; the
+end-to-end step time of this graph is dominated by per-node launch overhead on the host, so it is too noisy to
+show this, and the profiler's kernel durations are used instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+from harness.inputs import random_prompt_ids
+from harness.loadspec import LoadSpec
+from harness.models import ModelSource
+
+
+def profile(max_seq: int, batch: int, fill: int, steps: int, preset: str, cache_dir: Path) -> dict:
+    from backends.onnx_export.artifact import MODEL_FILE, onnx_artifact
+    from backends.onnxruntime_backend.runner import OrtStaticCacheRunner
+
+    source = ModelSource.from_config(yaml.safe_load(open(preset)), 0)
+    spec = LoadSpec(model=source, dtype=torch.bfloat16, device="cuda:0", options={}, max_batch=batch,
+                    max_seq=max_seq, cache_dir=cache_dir)
+    path = str(onnx_artifact(spec).directory / MODEL_FILE)
+    runner = OrtStaticCacheRunner(path, source.config(), torch.bfloat16, "cuda:0", batch)
+    ids = random_prompt_ids(source.config(), batch, fill, 0).cuda()
+    runner.prefill(ids, None)
+    tok = ids[:, -1:]
+    for _ in range(3):  # warm-up outside the profile
+        runner.decode(tok)
+    so_path = _profiled_session(runner, path)
+    runner.reset()
+    runner.prefill(ids, None)
+    for _ in range(steps):
+        runner.decode(tok)
+    torch.cuda.synchronize()
+    events = json.loads(Path(runner.session.end_profiling()).read_text())
+    del so_path
+    runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
+    prefill_end = runs[0]["ts"] + runs[0]["dur"]  # the first run in the profile is the prefill
+    decode_nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
+                    and e["ts"] > prefill_end]
+    scatter = sum(e["dur"] for e in decode_nodes if e["args"].get("op_name") == "ScatterND")
+    total = sum(e["dur"] for e in decode_nodes)
+    return {"max_seq": max_seq, "batch": batch, "fill": fill, "scatter_us_per_step": scatter / steps,
+            "all_nodes_us_per_step": total / steps, "gpu": torch.cuda.get_device_name()}
+
+
+def _profiled_session(runner, path: str):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.enable_profiling = True
+    so.log_severity_level = 3
+    stream = torch.cuda.current_stream().cuda_stream
+    runner.session = ort.InferenceSession(path, so, providers=[("CUDAExecutionProvider", {
+        "user_compute_stream": str(stream)})])
+    return so
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--max-seq", type=int, nargs="+", default=[1088, 2048])
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--fill", type=int, default=128)
+    p.add_argument("--steps", type=int, default=16)
+    p.add_argument("--preset", default="conf/model/tinyllama-1.1b.yaml")
+    p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "enginebench"))
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    rows = [profile(m, b, args.fill, args.steps, args.preset, Path(args.cache_dir))
+            for m in args.max_seq for b in args.batch]
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False))
+    if args.out:
+        table.to_csv(args.out, index=False)
+
+
+if __name__ == "__main__":
+    main()
