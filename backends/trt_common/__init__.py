@@ -1,0 +1,1 @@
+"""Shared by the TensorRT backends: which TensorRT is installed, the engine cache and builder, the runtime."""

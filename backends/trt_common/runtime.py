@@ -1,0 +1,115 @@
+"""Executing a static-KV-cache TensorRT engine (both TensorRT backends share it).
+
+- One execution context per optimization profile (0 = prefill, 1 = decode), created once with user-managed device
+  memory: both share one scratch buffer sized for the larger profile, so switching phase costs nothing.
+- The KV cache is allocated once on the device. ``kv_mode="ping-pong"``: the graph's present outputs cannot alias
+  its past inputs (an ONNX ScatterND writes a new tensor), so two buffer sets alternate each call; the cost is one
+  full-cache write per call and twice the cache memory. ``kv_mode="in-place"``: the network updates its cache
+  inputs itself (TensorRT's KV-cache-update layer) and present outputs are bound to the same addresses.
+- ``execute_async_v3`` on a dedicated stream; optional CUDA-graph replay of decode steps (captured per batch size
+  and ping-pong parity, after one warm-up step), since per-step inputs live at fixed addresses.
+This module needs an NVIDIA GPU that the installed TensorRT supports; none of the project's machines has one
+(TensorRT-RTX refuses compute capability 9.0), so it is exercised by the ``trt_gpu`` tests only.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from harness.errors import UserError
+
+TORCH_TYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT64": torch.int64,
+               "INT32": torch.int32, "BOOL": torch.bool}
+
+
+class TrtStaticCacheRunner:
+    def __init__(self, rt, engine_bytes: bytes, config, dtype: torch.dtype, device: str, max_batch: int,
+                 max_seq: int, kv_mode: str = "ping-pong", cuda_graph: bool = False):
+        if not device.startswith("cuda") or not torch.cuda.is_available():
+            raise UserError("TensorRT engines execute on an NVIDIA GPU only",
+                            "use device=cuda on a GPU machine, or task=build to build the engine here")
+        trt = rt.trt
+        self.trt, self.device, self.dtype, self.max_seq = trt, device, dtype, max_seq
+        self.kv_mode, self.cuda_graph = kv_mode, cuda_graph
+        self.runtime = trt.Runtime(rt.logger())
+        self.engine = self.runtime.deserialize_cuda_engine(engine_bytes)
+        if self.engine is None:
+            raise UserError(f"TensorRT {rt.flavour} {rt.version} cannot run this engine on "
+                            f"{torch.cuda.get_device_name(device)}", "use a GPU this TensorRT supports")
+        strategy = trt.ExecutionContextAllocationStrategy.USER_MANAGED
+        self.contexts = [self.engine.create_execution_context(strategy) for _ in range(2)]
+        scratch = max(self.engine.get_device_memory_size_for_profile_v2(p) for p in range(2))
+        self.scratch = torch.empty(max(scratch, 1), dtype=torch.uint8, device=device)
+        self.stream = torch.cuda.Stream(device=device)
+        for p, ctx in enumerate(self.contexts):
+            ctx.set_device_memory(self.scratch.data_ptr(), scratch)
+            ctx.set_optimization_profile_async(p, self.stream.cuda_stream)
+        layers = config.num_hidden_layers
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        shape = (max_batch, config.num_key_value_heads, max_seq, head_dim)
+        sets = 1 if kv_mode == "in-place" else 2
+        self.caches = [[torch.zeros(shape, dtype=dtype, device=device) for _ in range(2 * layers)]
+                       for _ in range(sets)]
+        self.layers = layers
+        self.logits = torch.empty(max_batch, config.vocab_size, dtype=dtype, device=device)
+        self.step_ids = torch.zeros(max_batch, 1, dtype=torch.long, device=device)
+        self.step_pos = torch.zeros(max_batch, 1, dtype=torch.long, device=device)
+        self.step_slot = torch.zeros(1, dtype=torch.long, device=device)
+        self.cols = torch.arange(max_seq, device=device).view(1, -1)
+        self.pad = torch.zeros(max_batch, 1, dtype=torch.long, device=device)
+        self.batch, self.fill, self.parity, self.graphs = 0, 0, 0, {}
+
+    def _run(self, profile: int, ids, pos, slots, batch: int, used: int) -> None:
+        ctx = self.contexts[profile]
+        mask = (self.cols[:, :used] >= self.pad[:batch]).long()
+        self._mask_alive = mask
+        src = self.caches[self.parity]
+        dst = self.caches[0 if self.kv_mode == "in-place" else 1 - self.parity]
+        tensors = {"input_ids": ids, "position_ids": pos, "cache_position": slots, "attention_mask": mask,
+                   "logits": self.logits[:batch]}
+        for i in range(self.layers):
+            for j, kind in enumerate(("key", "value")):
+                tensors[f"past_{kind}_{i}"] = src[2 * i + j][:batch]
+                tensors[f"present_{kind}_{i}"] = dst[2 * i + j][:batch]
+        for name, t in tensors.items():
+            if self.engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT:
+                ctx.set_input_shape(name, tuple(t.shape))
+            ctx.set_tensor_address(name, t.data_ptr())
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        if not ctx.execute_async_v3(self.stream.cuda_stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed")
+        torch.cuda.current_stream(self.device).wait_stream(self.stream)
+        if self.kv_mode != "in-place":
+            self.parity = 1 - self.parity
+
+    def prefill(self, input_ids: torch.Tensor, prompt_lens: torch.Tensor | None) -> torch.Tensor:
+        batch, plen = input_ids.shape
+        self.batch, self.parity = batch, 0
+        pad = torch.zeros(batch, 1, dtype=torch.long, device=self.device) if prompt_lens is None \
+            else (plen - prompt_lens.to(self.device)).view(batch, 1)
+        self.pad[:batch].copy_(pad)
+        positions = (torch.arange(plen, device=self.device).view(1, -1) - pad).clamp(min=0).contiguous()
+        self._run(0, input_ids.contiguous(), positions, torch.arange(plen, device=self.device), batch, plen)
+        self.step_pos[:batch].copy_(positions[:, -1:] + 1)
+        self.step_slot.fill_(plen)
+        self.fill = plen
+        return self.logits[:batch].clone()
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        batch = self.batch
+        if self.fill >= self.max_seq:
+            raise UserError(f"decode past the preallocated {self.max_seq} positions",
+                            "lower grid.prompt_lens + grid.new_tokens")
+        self.step_ids[:batch].copy_(tokens)
+        self._run(1, self.step_ids[:batch], self.step_pos[:batch], self.step_slot, batch, self.fill + 1)
+        self.step_pos[:batch].add_(1)
+        self.step_slot.add_(1)
+        self.fill += 1
+        return self.logits[:batch].clone()
+
+    def reset(self) -> None:
+        self.fill, self.parity = 0, 0
+
+    def facts(self) -> dict[str, Any]:
+        return {"kv_mode": self.kv_mode, "contexts": 2, "scratch_mib": self.scratch.numel() / (1 << 20)}

@@ -1,0 +1,70 @@
+"""Backend ``trt-onnx-parsed``: the ONNX file that ONNX Runtime validates, parsed by TensorRT's OnnxParser into a
+strongly typed engine with a prefill and a decode optimization profile; KV cache ping-ponged between two buffer
+sets (ScatterND outputs cannot alias their inputs). ``task=build`` works on a machine without a GPU (TensorRT-RTX
+builds ahead of time); running needs a GPU that the installed TensorRT supports."""
+from __future__ import annotations
+
+from typing import Any
+
+from harness import hookimpl
+
+
+def parse_onnx(onnx_path: str):
+    def define(trt, builder, network):
+        parser = trt.OnnxParser(network, trt.Logger(trt.Logger.WARNING))
+        if not parser.parse_from_file(onnx_path):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise RuntimeError(f"TensorRT's ONNX parser rejected {onnx_path}: {errors}")
+        return parser  # owns the parsed weights until the build returns
+
+    return define
+
+
+class TrtOnnxParsedBackend:
+    def __init__(self) -> None:
+        self.runner = None
+
+    @hookimpl
+    def enginebench_backend_defaults(self) -> dict[str, Any]:
+        return {"flavour": "auto", "workspace_mib": 4096, "cuda_graph": False}
+
+    @hookimpl
+    def load(self, spec) -> dict[str, Any]:
+        from backends.onnx_export.artifact import MODEL_FILE, onnx_artifact
+        from backends.trt_common.engine import ENGINE_FILE, Profiles, engine_artifact
+        from backends.trt_common.flavour import import_tensorrt
+
+        rt = import_tensorrt(spec.options["flavour"])
+        onnx = onnx_artifact(spec)
+        profiles = Profiles(spec.max_batch, spec.max_seq, min(spec.opt_batch, spec.max_batch),
+                            min(spec.opt_prompt_len, spec.max_seq))
+        engine = engine_artifact(spec, rt, "trt-onnx-parsed", {"onnx": onnx.meta["key"]},
+                                 parse_onnx(str(onnx.directory / MODEL_FILE)), profiles)
+        facts = {"flavour": rt.flavour, "trt_version": rt.version, "engine_reused": engine.reused,
+                 "engine_build_seconds": round(engine.meta["engine_build_seconds"], 1),
+                 "engine_mib": round(engine.meta["engine_bytes"] / (1 << 20), 1), "engine_dir": str(engine.directory)}
+        if spec.task == "build":
+            return facts
+        from backends.trt_common.runtime import TrtStaticCacheRunner
+
+        self.runner = TrtStaticCacheRunner(rt, (engine.directory / ENGINE_FILE).read_bytes(), spec.hf_config,
+                                           spec.dtype, spec.device, spec.max_batch, spec.max_seq,
+                                           kv_mode="ping-pong", cuda_graph=spec.options["cuda_graph"])
+        return {**facts, **self.runner.facts()}
+
+    @hookimpl
+    def prefill(self, input_ids, prompt_lens):
+        return self.runner.prefill(input_ids, prompt_lens)
+
+    @hookimpl
+    def decode_step(self, tokens):
+        return self.runner.decode(tokens)
+
+    @hookimpl
+    def reset_kv(self):
+        self.runner.reset()
+        return True
+
+    @hookimpl
+    def close(self):
+        self.runner = None
