@@ -33,7 +33,8 @@ def onnx_artifact(spec) -> Artifact:
     def build(tmp: Path) -> dict:
         progress.say(f"onnx: exporting {spec.model.name} ({dtype_name(spec.dtype)}, max_seq={spec.max_seq}) ...")
         # Export from CPU in the target dtype: the graph is device independent, and CPU keeps GPU memory free.
-        model = spec.model.build(spec.dtype, "cpu")
+        # float32: export the cached reference model itself (export reads it, never writes): saves a full copy
+        model = spec.model.build_fp32_cpu() if spec.dtype == torch.float32 else spec.model.build(spec.dtype, "cpu")
         meta = export_onnx(model, spec.max_seq, tmp / MODEL_FILE)
         del model
         progress.say(f"onnx: exported {meta['nodes']} nodes in {meta['export_seconds']:.1f} s; checking against HF")

@@ -36,11 +36,14 @@ class Profiles:
             s, kv = (1, self.opt_prompt, self.max_seq), (1, self.opt_prompt, self.max_seq)
         else:
             s, kv = (1, 1, 1), (2, min(self.max_seq, self.opt_prompt + 1), self.max_seq)
-        axes = {"input_ids": (b, s), "position_ids": (b, s), "cache_position": (s,), "attention_mask": (b, kv)}
-        if name in axes:
-            return tuple(tuple(axis[i] for axis in axes[name]) for i in range(3))
-        # caches: [batch, kv_heads, max_seq, head_dim], only batch dynamic
-        return tuple((b[i], *shape[1:]) for i in range(3))
+        axes = {"input_ids": (b, s), "position_ids": (b, s), "cache_position": (s,), "attention_mask": (b, kv),
+                "write_index": (b,)}
+        dynamic = axes.get(name, (b,))  # caches: [batch, kv_heads, max_seq, head_dim], batch dynamic
+        out = []
+        for i in range(3):
+            ranges = iter(dynamic)
+            out.append(tuple(next(ranges)[i] if d == -1 else d for d in shape))  # static dims stay as declared
+        return tuple(out)
 
 
 def add_profiles(trt, builder, network, config, profiles: Profiles) -> None:

@@ -59,6 +59,8 @@ class TrtStaticCacheRunner:
         self.cols = torch.arange(max_seq, device=device).view(1, -1)
         self.pad = torch.zeros(max_batch, 1, dtype=torch.long, device=device)
         self.batch, self.fill, self.parity, self.graphs = 0, 0, 0, {}
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.has_write_index = "write_index" in names
 
     def _run(self, profile: int, ids, pos, slots, batch: int, used: int) -> None:
         ctx = self.contexts[profile]
@@ -68,6 +70,11 @@ class TrtStaticCacheRunner:
         dst = self.caches[0 if self.kv_mode == "in-place" else 1 - self.parity]
         tensors = {"input_ids": ids, "position_ids": pos, "cache_position": slots, "attention_mask": mask,
                    "logits": self.logits[:batch]}
+        if self.has_write_index:  # the hand-built network's cache-update layer takes the first slot per row
+            self._write_alive = slots[:1].to(torch.int32).expand(batch).contiguous()
+            tensors["write_index"] = self._write_alive
+            tensors["attention_mask"] = mask = (self.cols >= self.pad[:batch]).long()  # [B, L]: fixed L
+            self._mask_alive = mask
         for i in range(self.layers):
             for j, kind in enumerate(("key", "value")):
                 tensors[f"past_{kind}_{i}"] = src[2 * i + j][:batch]

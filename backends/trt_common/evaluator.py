@@ -1,0 +1,202 @@
+"""Evaluate a TensorRT network definition with torch on the CPU — no GPU, no engine.
+
+The evaluator reads the very ``INetworkDefinition`` handed to the builder back through the TensorRT API (layers in
+order, their parameters, constant weights, inputs and outputs) and computes each layer with torch following
+TensorRT's documented semantics, in the dtype TensorRT assigns to each tensor (the network is strongly typed).
+It keeps no description of its own: what it computes is what the builder would compile. Any layer type it does not
+know raises :class:`UnsupportedLayer` naming the layer, so a network is checked before any GPU time is spent.
+
+Useful for any hand-built network: ``NetworkEvaluator(trt, network).run({"input": tensor, ...})``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+
+class UnsupportedLayer(NotImplementedError):
+    pass
+
+
+def _torch_dtype(trt, dtype) -> torch.dtype:
+    table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.bfloat16: torch.bfloat16,
+             trt.int32: torch.int32, trt.int64: torch.int64, trt.bool: torch.bool, trt.int8: torch.int8}
+    if dtype not in table:
+        raise UnsupportedLayer(f"tensor dtype {dtype} is not supported by the evaluator")
+    return table[dtype]
+
+
+def _axes(mask: int, ndim: int) -> list[int]:
+    return [a for a in range(ndim) if mask & (1 << a)]
+
+
+class NetworkEvaluator:
+    def __init__(self, trt, network):
+        self.trt, self.network = trt, network
+        T = trt.LayerType
+        self.handlers: dict = {
+            T.CONSTANT: (trt.IConstantLayer, self._constant), T.GATHER: (trt.IGatherLayer, self._gather),
+            T.MATRIX_MULTIPLY: (trt.IMatrixMultiplyLayer, self._matmul),
+            T.ELEMENTWISE: (trt.IElementWiseLayer, self._elementwise), T.UNARY: (trt.IUnaryLayer, self._unary),
+            T.REDUCE: (trt.IReduceLayer, self._reduce), T.SHUFFLE: (trt.IShuffleLayer, self._shuffle),
+            T.SLICE: (trt.ISliceLayer, self._slice), T.CONCATENATION: (trt.IConcatenationLayer, self._concat),
+            T.CAST: (trt.ICastLayer, self._cast), T.SOFTMAX: (trt.ISoftMaxLayer, self._softmax),
+            T.ACTIVATION: (trt.IActivationLayer, self._activation), T.SELECT: (trt.ISelectLayer, self._select),
+            T.SHAPE: (trt.IShapeLayer, self._shape), T.KV_CACHE_UPDATE: (trt.IKVCacheUpdateLayer, self._kv_update),
+        }
+        self.layer_types = sorted({str(network.get_layer(i).type) for i in range(network.num_layers)})
+
+    def run(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        env: dict[str, torch.Tensor] = {}
+        for i in range(self.network.num_inputs):
+            t = self.network.get_input(i)
+            if t.name not in inputs:
+                raise KeyError(f"network input '{t.name}' was not given")
+            env[t.name] = inputs[t.name].to(_torch_dtype(self.trt, t.dtype))
+        # Layers are stored in creation order, which need not be topological (set_input can wire a later
+        # layer's output into an earlier one): evaluate whichever layer has all its inputs, until none is left.
+        pending = [self.network.get_layer(i) for i in range(self.network.num_layers)]
+        while pending:
+            ready = [layer for layer in pending
+                     if all(layer.get_input(j) is None or layer.get_input(j).name in env
+                            for j in range(layer.num_inputs))]
+            if not ready:
+                raise RuntimeError(f"the network has a cycle or a dangling input at {pending[0].name}")
+            for layer in ready:
+                self._evaluate(layer, env)
+            done = {id(layer) for layer in ready}
+            pending = [layer for layer in pending if id(layer) not in done]
+        return {self.network.get_output(j).name: env[self.network.get_output(j).name]
+                for j in range(self.network.num_outputs)}
+
+    def _evaluate(self, layer, env: dict) -> None:
+        if layer.type not in self.handlers:
+            raise UnsupportedLayer(f"layer '{layer.name}' has type {layer.type}, which the evaluator does not "
+                                   f"implement (known: {', '.join(str(k) for k in self.handlers)})")
+        cls, handler = self.handlers[layer.type]
+        layer.__class__ = cls  # the Python API's way to reach a layer's own attributes
+        ins = [env[layer.get_input(j).name] if layer.get_input(j) is not None else None
+               for j in range(layer.num_inputs)]
+        out = handler(layer, ins)
+        want = _torch_dtype(self.trt, layer.get_output(0).dtype)
+        env[layer.get_output(0).name] = out.to(want) if out.dtype != want else out
+
+    # --- one method per layer type, after TensorRT's operator documentation -------------------------------
+    def _constant(self, layer, ins):
+        array = np.asarray(layer.weights)
+        want = _torch_dtype(self.trt, layer.get_output(0).dtype)
+        if want == torch.bfloat16 and array.dtype != np.float32:  # raw 16-bit words
+            t = torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16)
+        else:
+            t = torch.from_numpy(array.copy())
+        return t.reshape(tuple(layer.shape)).to(want)
+
+    def _gather(self, layer, ins):
+        data, idx = ins[0], ins[1].long()
+        if layer.mode != self.trt.GatherMode.DEFAULT or layer.num_elementwise_dims != 0:
+            raise UnsupportedLayer(f"gather '{layer.name}': only DEFAULT mode without elementwise dims")
+        a = layer.axis
+        idx = torch.where(idx < 0, idx + data.shape[a], idx)
+        r = data.movedim(a, 0)[idx]  # idx.shape + data.shape without axis a
+        k = idx.dim()
+        order = list(range(k, k + a)) + list(range(k)) + list(range(k + a, r.dim()))
+        return r.permute(order)
+
+    def _matmul(self, layer, ins):
+        M = self.trt.MatrixOperation
+        a, b = ins
+        ops = (layer.op0, layer.op1)
+        if M.VECTOR in ops:
+            raise UnsupportedLayer(f"matrix multiply '{layer.name}': VECTOR operands")
+        a = a.transpose(-1, -2) if ops[0] == M.TRANSPOSE else a
+        b = b.transpose(-1, -2) if ops[1] == M.TRANSPOSE else b
+        return torch.matmul(a, b)
+
+    def _elementwise(self, layer, ins):
+        E = self.trt.ElementWiseOperation
+        a, b = ins
+        ops: dict[object, Callable] = {
+            E.SUM: torch.add, E.PROD: torch.mul, E.SUB: torch.sub, E.DIV: torch.div, E.MAX: torch.maximum,
+            E.MIN: torch.minimum, E.POW: torch.pow, E.GREATER: torch.gt, E.LESS: torch.lt, E.EQUAL: torch.eq,
+            E.AND: torch.logical_and, E.OR: torch.logical_or, E.XOR: torch.logical_xor,
+            E.FLOOR_DIV: torch.floor_divide}
+        if layer.op not in ops:
+            raise UnsupportedLayer(f"elementwise '{layer.name}': operation {layer.op}")
+        return ops[layer.op](a, b)
+
+    def _unary(self, layer, ins):
+        U = self.trt.UnaryOperation
+        ops = {U.SQRT: torch.sqrt, U.RECIP: torch.reciprocal, U.NOT: torch.logical_not, U.EXP: torch.exp,
+               U.LOG: torch.log, U.NEG: torch.neg, U.ABS: torch.abs, U.SIN: torch.sin, U.COS: torch.cos}
+        if layer.op not in ops:
+            raise UnsupportedLayer(f"unary '{layer.name}': operation {layer.op}")
+        return ops[layer.op](ins[0])
+
+    def _reduce(self, layer, ins):
+        R = self.trt.ReduceOperation
+        x = ins[0]
+        axes = _axes(layer.axes, x.dim())
+        ops = {R.SUM: torch.sum, R.AVG: torch.mean, R.MAX: torch.amax, R.MIN: torch.amin}
+        if layer.op not in ops:
+            raise UnsupportedLayer(f"reduce '{layer.name}': operation {layer.op}")
+        return ops[layer.op](x, dim=axes, keepdim=layer.keep_dims)
+
+    def _shuffle(self, layer, ins):
+        x = ins[0]
+        if len(ins) > 1 and ins[1] is not None:
+            raise UnsupportedLayer(f"shuffle '{layer.name}': reshape from a shape tensor")
+        x = x.permute(tuple(layer.first_transpose)[: x.dim()])
+        dims = layer.reshape_dims
+        if dims is not None and len(dims) >= 0 and tuple(dims) != ():
+            shape = [x.shape[i] if (d == 0 and layer.zero_is_placeholder) else d for i, d in enumerate(dims)]
+            x = x.reshape(shape)
+        return x.permute(tuple(layer.second_transpose)[: x.dim()])
+
+    def _slice(self, layer, ins):
+        x = ins[0]
+        start = ins[1].tolist() if len(ins) > 1 and ins[1] is not None else list(layer.start)
+        size = ins[2].tolist() if len(ins) > 2 and ins[2] is not None else list(layer.shape)
+        stride = ins[3].tolist() if len(ins) > 3 and ins[3] is not None else list(layer.stride)
+        if layer.mode != self.trt.SampleMode.STRICT_BOUNDS:
+            raise UnsupportedLayer(f"slice '{layer.name}': mode {layer.mode}")
+        index = tuple(slice(s, s + n * st, st) for s, n, st in zip(start, size, stride))
+        return x[index]
+
+    def _concat(self, layer, ins):
+        return torch.cat(ins, dim=layer.axis)
+
+    def _cast(self, layer, ins):
+        return ins[0].to(_torch_dtype(self.trt, layer.to_type))
+
+    def _softmax(self, layer, ins):
+        axes = _axes(layer.axes, ins[0].dim())
+        if len(axes) != 1:
+            raise UnsupportedLayer(f"softmax '{layer.name}' over {len(axes)} axes")
+        return torch.softmax(ins[0], dim=axes[0])
+
+    def _activation(self, layer, ins):
+        A = self.trt.ActivationType
+        ops = {A.SIGMOID: torch.sigmoid, A.RELU: torch.relu, A.TANH: torch.tanh}
+        if layer.type not in ops:
+            raise UnsupportedLayer(f"activation '{layer.name}': {layer.type}")
+        return ops[layer.type](ins[0])
+
+    def _select(self, layer, ins):
+        cond, a, b = ins
+        return torch.where(cond.bool(), a, b)
+
+    def _shape(self, layer, ins):
+        return torch.tensor(tuple(ins[0].shape), dtype=torch.int64)
+
+    def _kv_update(self, layer, ins):
+        """Write ``update`` [B, H, S, D] into ``cache`` [B, H, L, D] at slots write_indices[b] .. + S (LINEAR)."""
+        cache, update, write = ins
+        if layer.cache_mode != self.trt.KVCacheMode.LINEAR:
+            raise UnsupportedLayer(f"kv cache update '{layer.name}': mode {layer.cache_mode}")
+        out = cache.clone()
+        seq = update.shape[2]
+        for b, start in enumerate(write.tolist()):
+            out[b, :, start:start + seq] = update[b]
+        return out

@@ -1,0 +1,1 @@
+"""A TensorRT network written layer by layer with the network-definition API (``trt-handbuilt``)."""

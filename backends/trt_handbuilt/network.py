@@ -1,0 +1,251 @@
+"""The Llama-family decoder as a TensorRT network, layer by layer, with weights taken from the HF state dict.
+
+Graph I/O (B and S dynamic through the optimization profiles; L = max_seq fixed):
+    input_ids [B, S] int64, position_ids [B, S] int64, cache_position [S] int64 (slots written),
+    write_index [B] int32 (first slot written, per row), attention_mask [B, L] int64 (1 = a real token),
+    past_key_i / past_value_i [B, Hkv, L, D]  ->  logits [B, V] (last position), present_key_i / present_value_i.
+The caches are updated in place by the KV-cache-update layer: present_* must be bound to the past_* addresses.
+
+Every step mirrors HF's modelling code: RMSNorm in float32 then cast and scale; q/k/v/o projections as matrix
+multiplies against [1, out, in] weight constants (TRANSPOSE), biases when the config has them (Qwen2); RoPE with
+HF's own cos/sin tables (computed by the model's rotary module, so llama3 scaling is exact), gathered by position
+and applied as q*cos + rotate_half(q)*sin, rotate_half being a constant signed permutation matrix; grouped-query
+attention by folding the group into the query axis; a causal mask over the whole static cache (slot <= the query's
+slot, and not padding); softmax in float32; SwiGLU MLP; final norm; lm_head (tied or not).
+Weights are named after their HF parameters (``model.layers.0.self_attn.q_proj.weight``), so an engine built with
+the refit flag can be refitted by name; host arrays are returned to the caller to keep alive through the build.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from harness.errors import UserError
+
+NP_TYPES = {torch.float32: np.float32, torch.float16: np.float16}
+
+
+@dataclass
+class NetworkOptions:
+    dtype: torch.dtype = torch.float16
+    max_seq: int = 2048
+    fuse_qkv: bool = True  # one [q;k;v] matmul instead of three
+    attention: str = "explicit"  # explicit matmul-softmax-matmul (the fused attention layer: see docs)
+
+
+class _Builder:
+    def __init__(self, trt, network, dtype: torch.dtype):
+        self.trt, self.net, self.dtype = trt, network, dtype
+        self.trt_dtype = {torch.float32: trt.float32, torch.float16: trt.float16,
+                          torch.bfloat16: trt.bfloat16}[dtype]
+        self.keep: list = []  # host memory behind every trt.Weights, alive until the build returns
+
+    def const(self, array: torch.Tensor, name: str):
+        """A named constant. bf16 goes in as raw 16-bit words (numpy has no bfloat16)."""
+        t = array.detach().contiguous().cpu()
+        if t.dtype == torch.bfloat16:
+            host = t.view(torch.int16).numpy()
+            weights = self.trt.Weights(self.trt.bfloat16, host.ctypes.data, host.size)
+        elif t.dtype == torch.int64:
+            host = t.numpy()
+            weights = self.trt.Weights(host)
+        else:
+            host = t.numpy()
+            weights = self.trt.Weights(host)
+        self.keep.append(host)
+        layer = self.net.add_constant(tuple(t.shape), weights)
+        layer.name = name
+        self.net.set_weights_name(weights, name)  # refit by HF parameter name
+        return layer.get_output(0)
+
+    def named(self, layer, name: str):
+        layer.name = name
+        return layer.get_output(0)
+
+    def ew(self, a, b, op, name):
+        return self.named(self.net.add_elementwise(a, b, op), name)
+
+    def unary(self, a, op, name):
+        return self.named(self.net.add_unary(a, op), name)
+
+    def cast(self, a, to, name):
+        return self.named(self.net.add_cast(a, to), name)
+
+    def shuffle(self, a, name, reshape=None, first=None, second=None):
+        layer = self.net.add_shuffle(a)
+        if first is not None:
+            layer.first_transpose = first
+        if reshape is not None:
+            layer.reshape_dims = reshape
+        if second is not None:
+            layer.second_transpose = second
+        return self.named(layer, name)
+
+    def matmul(self, a, b, name, transpose_b=False):
+        op = self.trt.MatrixOperation
+        return self.named(self.net.add_matrix_multiply(a, op.NONE, b, op.TRANSPOSE if transpose_b else op.NONE),
+                          name)
+
+    def linear(self, x, weight: torch.Tensor, bias: torch.Tensor | None, name: str):
+        w = self.const(weight.to(self.dtype).unsqueeze(0), f"{name}.weight")  # [1, out, in]
+        y = self.matmul(x, w, f"{name}.matmul", transpose_b=True)
+        if bias is not None:
+            b = self.const(bias.to(self.dtype).view(1, 1, -1), f"{name}.bias")
+            y = self.ew(y, b, self.trt.ElementWiseOperation.SUM, f"{name}.add_bias")
+        return y
+
+    def rms_norm(self, x, weight: torch.Tensor, eps: float, name: str):
+        trt, E = self.trt, self.trt.ElementWiseOperation
+        x32 = self.cast(x, trt.float32, f"{name}.to_fp32")
+        sq = self.ew(x32, x32, E.PROD, f"{name}.square")
+        mean = self.named(self.net.add_reduce(sq, trt.ReduceOperation.AVG, 1 << 2, True), f"{name}.mean")
+        eps_c = self.const(torch.tensor([[[eps]]], dtype=torch.float32), f"{name}.eps")
+        rstd = self.unary(self.unary(self.ew(mean, eps_c, E.SUM, f"{name}.add_eps"), trt.UnaryOperation.SQRT,
+                                     f"{name}.sqrt"), trt.UnaryOperation.RECIP, f"{name}.rsqrt")
+        normed = self.cast(self.ew(x32, rstd, E.PROD, f"{name}.scale"), self.trt_dtype, f"{name}.to_dtype")
+        w = self.const(weight.to(self.dtype).view(1, 1, -1), f"{name}.weight")
+        return self.ew(normed, w, E.PROD, f"{name}.mul_weight")
+
+
+def rope_tables(hf_model, max_seq: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """HF's own cos/sin for positions 0..max_seq-1 ([max_seq, D]), in the model dtype as HF applies them."""
+    body = hf_model.model
+    positions = torch.arange(max_seq).view(1, -1)
+    dummy = torch.zeros(1, max_seq, 1, dtype=torch.float32)
+    with torch.no_grad():
+        cos, sin = body.rotary_emb(dummy, positions)
+    return cos[0].to(dtype), sin[0].to(dtype)
+
+
+def rotate_half_matrix(head_dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """R with x @ R == cat(-x[D/2:], x[:D/2]) (HF's rotate_half)."""
+    half = head_dim // 2
+    r = torch.zeros(head_dim, head_dim, dtype=torch.float32)
+    for i in range(half):
+        r[i + half, i] = -1.0  # out[i] = -x[i + half]
+        r[i, i + half] = 1.0  # out[i + half] = x[i]
+    return r.to(dtype)
+
+
+def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
+    """Fill ``network`` with the model; returns the host arrays to keep alive until the build returns."""
+    cfg = hf_model.config
+    if cfg.model_type not in ("llama", "qwen2"):
+        raise UserError(f"trt-handbuilt supports llama and qwen2, not '{cfg.model_type}'",
+                        "use a Llama-family model")
+    if options.attention != "explicit":
+        raise UserError(f"backend.attention={options.attention} is not implemented in trt-handbuilt",
+                        "use backend.attention=explicit")
+    b = _Builder(trt, network, options.dtype)
+    E, dt = trt.ElementWiseOperation, b.trt_dtype
+    sd = {k: v.detach() for k, v in hf_model.state_dict().items()}  # converted to the target dtype per constant
+    layers, heads, kv = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads
+    d = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    groups, L = heads // kv, options.max_seq
+    ids = network.add_input("input_ids", trt.int64, (-1, -1))
+    pos = network.add_input("position_ids", trt.int64, (-1, -1))
+    slots = network.add_input("cache_position", trt.int64, (-1,))
+    write_index = network.add_input("write_index", trt.int32, (-1,))  # the cache-update layer wants int32
+    key_mask = network.add_input("attention_mask", trt.int64, (-1, L))
+
+    emb_w = b.const(sd["model.embed_tokens.weight"].to(options.dtype), "model.embed_tokens.weight")
+    # (rotate_half, the mask and the scale are derived constants; all other constants are HF parameters)
+    hidden = b.named(network.add_gather(emb_w, ids, 0), "embed")  # [B, S, H]
+    cos_t, sin_t = rope_tables(hf_model, L, options.dtype)
+    cos = b.shuffle(b.named(network.add_gather(b.const(cos_t, "rope.cos"), pos, 0), "rope.cos_gather"),
+                    "rope.cos_bcast", reshape=(0, 1, -1, d))  # [B, 1, S, D]
+    sin = b.shuffle(b.named(network.add_gather(b.const(sin_t, "rope.sin"), pos, 0), "rope.sin_gather"),
+                    "rope.sin_bcast", reshape=(0, 1, -1, d))
+    rot = b.const(rotate_half_matrix(d, options.dtype).view(1, 1, d, d), "rope.rotate_half")
+    # mask [B, 1, 1, S, L]: slot k visible to query q iff k <= q's slot and slot k holds a real token of the row
+    slot_ids = b.const(torch.arange(L, dtype=torch.int64).view(1, 1, 1, 1, L), "mask.slots")
+    q_slots = b.shuffle(slots, "mask.query_slots", reshape=(1, 1, 1, -1, 1))
+    future = b.ew(slot_ids, q_slots, E.GREATER, "mask.future")
+    causal = b.unary(future, trt.UnaryOperation.NOT, "mask.causal")
+    zero = b.const(torch.zeros(1, 1, dtype=torch.int64), "mask.zero")
+    real = b.shuffle(b.ew(key_mask, zero, E.GREATER, "mask.real"), "mask.real_bcast", reshape=(0, 1, 1, 1, L))
+    allowed = b.ew(causal, real, E.AND, "mask.allowed")
+    neg = b.const(torch.tensor([[[[[torch.finfo(torch.float32).min]]]]]), "mask.neg")
+    scale = b.const(torch.tensor([[[[hf_model.model.layers[0].self_attn.scaling]]]]).to(options.dtype),
+                    "attn.scale")
+
+    for i in range(layers):
+        p = f"model.layers.{i}"
+        attn_in = b.rms_norm(hidden, sd[f"{p}.input_layernorm.weight"], cfg.rms_norm_eps, f"{p}.input_layernorm")
+        names = ("q_proj", "k_proj", "v_proj")
+        bias = [sd.get(f"{p}.self_attn.{n}.bias") for n in names]
+        if options.fuse_qkv:
+            w = torch.cat([sd[f"{p}.self_attn.{n}.weight"] for n in names])
+            fb = torch.cat(bias) if bias[0] is not None else None
+            qkv = b.linear(attn_in, w, fb, f"{p}.self_attn.qkv_proj")  # [B, S, (H + 2 Hkv) D]
+            parts = []
+            shape = b.named(network.add_shape(qkv), f"{p}.qkv_shape")  # [B, S, (H + 2 Hkv) D]
+            keep_bs = b.const(torch.tensor([1, 1, 0], dtype=torch.int64), f"{p}.qkv_keep_bs")
+            bs = b.ew(shape, keep_bs, E.PROD, f"{p}.qkv_bs")  # [B, S, 0]
+            for j, (start, size) in enumerate(((0, heads * d), (heads * d, kv * d), ((heads + kv) * d, kv * d))):
+                sl = network.add_slice(qkv, (0, 0, start), (1, 1, size), (1, 1, 1))
+                width = b.const(torch.tensor([0, 0, size], dtype=torch.int64), f"{p}.{names[j]}_width")
+                sl.set_input(2, b.ew(bs, width, E.SUM, f"{p}.{names[j]}_size"))  # dynamic [B, S, size]
+                parts.append(b.named(sl, f"{p}.self_attn.{names[j]}"))
+            q, k, v = parts
+        else:
+            q, k, v = (b.linear(attn_in, sd[f"{p}.self_attn.{n}.weight"], bias[j], f"{p}.self_attn.{n}")
+                       for j, n in enumerate(names))
+        q = b.shuffle(q, f"{p}.q_heads", reshape=(0, 0, heads, d), second=(0, 2, 1, 3))  # [B, H, S, D]
+        k = b.shuffle(k, f"{p}.k_heads", reshape=(0, 0, kv, d), second=(0, 2, 1, 3))  # [B, Hkv, S, D]
+        v = b.shuffle(v, f"{p}.v_heads", reshape=(0, 0, kv, d), second=(0, 2, 1, 3))
+
+        def rope(x, tag):
+            rotated = b.matmul(x, rot, f"{p}.{tag}_rotate_half")
+            return b.ew(b.ew(x, cos, E.PROD, f"{p}.{tag}_cos"), b.ew(rotated, sin, E.PROD, f"{p}.{tag}_sin"),
+                        E.SUM, f"{p}.{tag}_rope")
+
+        q, k = rope(q, "q"), rope(k, "k")
+        caches = []
+        for kind, new in (("key", k), ("value", v)):
+            past = network.add_input(f"past_{kind}_{i}", dt, (-1, kv, L, d))
+            upd = network.add_kv_cache_update(past, new, write_index, trt.KVCacheMode.LINEAR)
+            upd.name = f"{p}.{kind}_cache_update"
+            present = upd.get_output(0)
+            present.name = f"present_{kind}_{i}"
+            network.mark_output(present)
+            caches.append(present)
+        k_all, v_all = caches
+        qg = b.shuffle(q, f"{p}.q_groups", reshape=(0, kv, -1, d))  # [B, Hkv, G*S, D]
+        scores = b.ew(b.matmul(qg, k_all, f"{p}.qk", transpose_b=True), scale, E.PROD, f"{p}.qk_scaled")
+        scores = b.shuffle(b.cast(scores, trt.float32, f"{p}.scores_fp32"), f"{p}.scores_5d",
+                           reshape=(0, 0, groups, -1, L))  # [B, Hkv, G, S, L]
+        masked = b.named(network.add_select(allowed, scores, neg), f"{p}.masked")
+        sm = network.add_softmax(masked)
+        sm.axes = 1 << 4
+        probs = b.shuffle(b.cast(b.named(sm, f"{p}.softmax"), dt, f"{p}.probs_dtype"), f"{p}.probs_4d",
+                          reshape=(0, 0, -1, L))
+        ctx = b.matmul(probs, v_all, f"{p}.pv")  # [B, Hkv, G*S, D]
+        ctx = b.shuffle(ctx, f"{p}.ctx_heads", reshape=(0, heads, -1, d), second=(0, 2, 1, 3))
+        ctx = b.shuffle(ctx, f"{p}.ctx_merge", reshape=(0, 0, heads * d))
+        attn_out = b.linear(ctx, sd[f"{p}.self_attn.o_proj.weight"], None, f"{p}.self_attn.o_proj")
+        hidden = b.ew(hidden, attn_out, E.SUM, f"{p}.attn_residual")
+        mlp_in = b.rms_norm(hidden, sd[f"{p}.post_attention_layernorm.weight"], cfg.rms_norm_eps,
+                            f"{p}.post_attention_layernorm")
+        gate = b.linear(mlp_in, sd[f"{p}.mlp.gate_proj.weight"], None, f"{p}.mlp.gate_proj")
+        up = b.linear(mlp_in, sd[f"{p}.mlp.up_proj.weight"], None, f"{p}.mlp.up_proj")
+        silu = b.ew(gate, b.named(network.add_activation(gate, trt.ActivationType.SIGMOID), f"{p}.mlp.sigmoid"),
+                    E.PROD, f"{p}.mlp.silu")
+        down = b.linear(b.ew(silu, up, E.PROD, f"{p}.mlp.gate_up"), sd[f"{p}.mlp.down_proj.weight"], None,
+                        f"{p}.mlp.down_proj")
+        hidden = b.ew(hidden, down, E.SUM, f"{p}.mlp_residual")
+
+    # last position: gather index S-1 along the sequence axis, S read from the tensor's shape
+    shape = b.named(network.add_shape(hidden), "last.shape")
+    seq = b.named(network.add_gather(shape, b.const(torch.tensor([1], dtype=torch.int64), "last.axis1"), 0),
+                  "last.seq_len")
+    last_idx = b.ew(seq, b.const(torch.tensor([1], dtype=torch.int64), "last.one"), E.SUB, "last.index")
+    last = b.named(network.add_gather(hidden, last_idx, 1), "last.hidden")  # [B, 1, H]
+    last = b.rms_norm(last, sd["model.norm.weight"], cfg.rms_norm_eps, "model.norm")
+    head_w = sd["lm_head.weight"] if "lm_head.weight" in sd else sd["model.embed_tokens.weight"]
+    logits = b.shuffle(b.linear(last, head_w, None, "lm_head"), "logits_2d", reshape=(0, -1))  # [B, V]
+    logits.name = "logits"
+    network.mark_output(logits)
+    return b.keep

@@ -1,0 +1,96 @@
+"""Backend ``trt-handbuilt``: the network of network.py, built into a TensorRT engine (GPU) or executed by the
+reference evaluator (``backend.mode=evaluator``, the default on CPU), which reads the network definition back
+through the TensorRT API and computes it with torch. The KV cache is updated in place by the cache-update layer."""
+from __future__ import annotations
+
+from typing import Any
+
+from harness import hookimpl
+from harness.errors import UserError
+
+NETWORK_VERSION = 1  # bump when network.py changes what it builds
+
+
+class TrtHandbuiltBackend:
+    def __init__(self) -> None:
+        self.runner = None
+
+    @hookimpl
+    def enginebench_backend_defaults(self) -> dict[str, Any]:
+        return {
+            "flavour": "auto",  # auto | tensorrt | rtx
+            "mode": "auto",  # auto (engine on CUDA, evaluator on CPU) | engine | evaluator
+            "fuse_qkv": True,
+            "attention": "explicit",  # explicit matmul-softmax-matmul
+            "workspace_mib": 4096,
+            "cuda_graph": False,
+        }
+
+    @hookimpl
+    def load(self, spec) -> dict[str, Any]:
+        from backends.trt_common.flavour import import_tensorrt
+        from backends.trt_handbuilt.network import NetworkOptions, define_llama
+
+        opts = spec.options
+        rt = import_tensorrt(opts["flavour"])
+        mode = opts["mode"]
+        if mode == "auto":
+            mode = "engine" if spec.device.startswith("cuda") or spec.task == "build" else "evaluator"
+        if mode not in ("engine", "evaluator"):
+            raise UserError(f"unknown backend.mode '{mode}'", "use backend.mode=auto, engine or evaluator")
+        options = NetworkOptions(dtype=spec.dtype, max_seq=spec.max_seq, fuse_qkv=opts["fuse_qkv"],
+                                 attention=opts["attention"])
+        import torch
+
+        # float32: the cached reference model itself (the network only reads its weights): no extra copy
+        model = spec.model.build_fp32_cpu() if spec.dtype == torch.float32 else spec.model.build(spec.dtype, "cpu")
+        facts = {"flavour": rt.flavour, "trt_version": rt.version, "mode": mode, "fuse_qkv": options.fuse_qkv,
+                 "attention": options.attention, "kv_mode": "in-place (KV-cache-update layer)"}
+        if mode == "evaluator":
+            if spec.device != "cpu":
+                raise UserError("backend.mode=evaluator runs on the CPU", "add device=cpu")
+            from backends.trt_handbuilt.evaluator_runner import EvaluatorRunner
+
+            builder = rt.trt.Builder(rt.logger())
+            self.network = builder.create_network(1 << int(rt.trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+            self._keep = (builder, define_llama(rt.trt, self.network, model, options))
+            self.runner = EvaluatorRunner(rt.trt, self.network, spec.hf_config, spec.dtype, spec.max_batch,
+                                          spec.max_seq)
+            return {**facts, "layers": self.network.num_layers,
+                    "layer_types": ",".join(t.split(".")[-1] for t in self.runner.evaluator.layer_types)}
+        from backends.trt_common.engine import ENGINE_FILE, Profiles, engine_artifact
+
+        profiles = Profiles(spec.max_batch, spec.max_seq, min(spec.opt_batch, spec.max_batch),
+                            min(spec.opt_prompt_len, spec.max_seq))
+        source = {"model": spec.model.fingerprint(), "network_version": NETWORK_VERSION, "dtype": str(spec.dtype),
+                  "max_seq": spec.max_seq, "fuse_qkv": options.fuse_qkv, "attention": options.attention}
+        engine = engine_artifact(spec, rt, "trt-handbuilt", source,
+                                 lambda trt, builder, network: define_llama(trt, network, model, options), profiles)
+        facts.update({"engine_reused": engine.reused, "engine_build_seconds": round(engine.meta["engine_build_seconds"], 1),
+                      "engine_mib": round(engine.meta["engine_bytes"] / (1 << 20), 1),
+                      "engine_dir": str(engine.directory)})
+        if spec.task == "build":
+            return facts
+        from backends.trt_common.runtime import TrtStaticCacheRunner
+
+        self.runner = TrtStaticCacheRunner(rt, (engine.directory / ENGINE_FILE).read_bytes(), spec.hf_config,
+                                           spec.dtype, spec.device, spec.max_batch, spec.max_seq,
+                                           kv_mode="in-place", cuda_graph=opts["cuda_graph"])
+        return {**facts, **self.runner.facts()}
+
+    @hookimpl
+    def prefill(self, input_ids, prompt_lens):
+        return self.runner.prefill(input_ids, prompt_lens)
+
+    @hookimpl
+    def decode_step(self, tokens):
+        return self.runner.decode(tokens)
+
+    @hookimpl
+    def reset_kv(self):
+        self.runner.reset()
+        return True
+
+    @hookimpl
+    def close(self):
+        self.runner = None

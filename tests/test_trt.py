@@ -1,0 +1,144 @@
+"""TensorRT backends. Here (no GPU TensorRT can run on): engines build ahead of time with TensorRT-RTX on the CPU,
+and the hand-built network's numerics are checked by the reference evaluator on every architecture variant.
+Engine execution tests are marked ``trt_gpu`` and skip with the reason unless TensorRT can run here
+(run them where it can: ``python -m pytest -m trt_gpu``)."""
+import pytest
+import torch
+
+from conftest import open_backend, run_cli
+from harness.errors import UserError
+from harness.inputs import random_prompt_ids
+from harness.validate import validate_backend
+from variants import VARIANTS
+
+trt_module = None
+for name in ("tensorrt", "tensorrt_rtx_bindings"):
+    try:
+        trt_module = __import__(name)
+        break
+    except ImportError:
+        continue
+needs_trt = pytest.mark.skipif(trt_module is None, reason="neither tensorrt nor tensorrt_rtx_bindings installed")
+
+
+def trt_can_execute() -> tuple[bool, str]:
+    if trt_module is None:
+        return False, "no TensorRT module installed"
+    if not torch.cuda.is_available():
+        return False, "no CUDA GPU: TensorRT engines execute on NVIDIA GPUs only"
+    cc = torch.cuda.get_device_capability()
+    if trt_module.__name__ == "tensorrt_rtx_bindings" and cc not in ((8, 0), (8, 6), (8, 9), (12, 0), (12, 1)):
+        return False, f"TensorRT-RTX does not run on compute capability {cc[0]}.{cc[1]} (needs full TensorRT)"
+    return True, ""
+
+
+RUNNABLE, WHY_NOT = trt_can_execute()
+
+
+@needs_trt
+@pytest.mark.parametrize("backend, extra", [("trt-onnx-parsed", []), ("trt-handbuilt", []),
+                                            ("trt-handbuilt", ["backend.fuse_qkv=false"])])
+def test_engine_builds_ahead_of_time(backend, extra, tmp_path):
+    proc = run_cli(f"backend={backend}", "task=build", *extra, f"cache_dir={tmp_path}", f"output_dir={tmp_path}/o")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    engines = list((tmp_path / backend).glob("*/model.engine"))
+    assert len(engines) == 1 and engines[0].stat().st_size > 0
+    again = run_cli(f"backend={backend}", "task=build", *extra, f"cache_dir={tmp_path}", f"output_dir={tmp_path}/o2")
+    assert "reusing cached artifact" in again.stderr
+
+
+@needs_trt
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_evaluator_matches_hf_for_variant(registry, variant):
+    handle, source, info = open_backend(registry, "trt-handbuilt", model_cfg=VARIANTS[variant], max_seq=32)
+    try:
+        assert info["mode"] == "evaluator" and "KV_CACHE_UPDATE" in info["layer_types"]
+        results = validate_backend(handle, source, torch.float32, "cpu", batch=3, prompt_len=9, steps=6, seed=2)
+        assert all(r.passed and r.greedy_agreement == 1.0 for r in results), results
+    finally:
+        handle.close()
+
+
+@needs_trt
+def test_evaluator_unfused_qkv_and_float16(registry):
+    for options, dtype, tol in (({"fuse_qkv": False}, torch.float32, 1e-4), ({}, torch.float16, 2e-2)):
+        handle, source, _ = open_backend(registry, "trt-handbuilt", options=options, dtype=dtype, max_seq=32)
+        try:
+            ids = random_prompt_ids(source.config(), 2, 7, seed=3)
+            ref = source.build_fp32_cpu()(input_ids=ids).logits[:, -1].detach()
+            got = handle.prefill(input_ids=ids, prompt_lens=None)
+            assert got.dtype == dtype and float((got.float() - ref).abs().max()) < tol
+        finally:
+            handle.close()
+
+
+@needs_trt
+def test_evaluator_reset_between_requests(registry):
+    handle, source, _ = open_backend(registry, "trt-handbuilt", max_seq=32)
+    try:
+        ids = random_prompt_ids(source.config(), 2, 6, seed=4)
+        first = [handle.prefill(input_ids=ids, prompt_lens=None)]
+        first.append(handle.decode_step(tokens=torch.tensor([[7], [8]])))
+        handle.reset_kv()
+        other = random_prompt_ids(source.config(), 2, 10, seed=5)
+        handle.prefill(input_ids=other, prompt_lens=None)  # a different request in between
+        handle.reset_kv()
+        again = [handle.prefill(input_ids=ids, prompt_lens=None), handle.decode_step(tokens=torch.tensor([[7], [8]]))]
+        for a, b in zip(first, again):
+            torch.testing.assert_close(a, b)
+    finally:
+        handle.close()
+
+
+@needs_trt
+def test_evaluator_rejects_unknown_layer_types():
+    from backends.trt_common.evaluator import NetworkEvaluator, UnsupportedLayer
+
+    trt = trt_module
+    builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+    net = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    x = net.add_input("x", trt.float32, (1, 8))
+    top = net.add_topk(x, trt.TopKOperation.MAX, 2, 1 << 1)
+    top.name = "my_topk"
+    net.mark_output(top.get_output(0))
+    with pytest.raises(UnsupportedLayer, match="my_topk"):
+        NetworkEvaluator(trt, net).run({"x": torch.randn(1, 8)})
+
+
+@needs_trt
+def test_cli_validate_runs_the_evaluator(tmp_path):
+    proc = run_cli("backend=trt-handbuilt", "task=validate", "device=cpu", f"output_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "validate trt-handbuilt [left_padded]: PASS" in proc.stderr
+
+
+def test_missing_tensorrt_is_one_line():
+    from backends.trt_common.flavour import import_tensorrt
+
+    with pytest.raises(UserError) as err:
+        import_tensorrt("nonexistent")
+    assert "backend.flavour" in err.value.problem
+
+
+@needs_trt
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["trt-onnx-parsed", "trt-handbuilt"])
+def test_tinyllama_engine_builds(backend, tmp_path):
+    proc = run_cli(f"backend={backend}", "task=build", "model=tinyllama-1.1b", "grid.batch_sizes=[1,8]",
+                   "grid.prompt_lens=[128]", "grid.new_tokens=64", "validation.enabled=false",
+                   f"cache_dir={tmp_path}", f"output_dir={tmp_path}/o", timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list((tmp_path / backend).glob("*/model.engine"))
+
+
+@pytest.mark.trt_gpu
+@pytest.mark.skipif(not RUNNABLE, reason=WHY_NOT or "TensorRT can run here")
+@pytest.mark.parametrize("backend", ["trt-onnx-parsed", "trt-handbuilt"])
+def test_engine_executes_and_validates_on_gpu(backend, tmp_path):
+    proc = run_cli(f"backend={backend}", "device=cuda", "grid.batch_sizes=[1,2]", "grid.prompt_lens=[8]",
+                   "grid.new_tokens=3", "measure.min_seconds=0", f"cache_dir={tmp_path}", f"output_dir={tmp_path}/o")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import pandas as pd
+
+    tidy = pd.read_csv(tmp_path / "o" / "results.csv")
+    assert set(tidy.status) == {"ok"} and set(tidy.validation) == {"pass"}
