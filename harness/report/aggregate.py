@@ -26,15 +26,39 @@ def result_files(paths: list[str | Path]) -> list[Path]:
     return found
 
 
+def backend_label(backend: str, options: dict, defaults: dict) -> str:
+    """The backend's name plus the options that differ from its defaults: ``hf-...[compile=reduce-overhead]``,
+    so that two configurations of one backend stay apart in comparisons and plots."""
+    changed = [f"{k}={v}" for k, v in options.items() if k != "name" and k in defaults and defaults[k] != v]
+    return f"{backend}[{','.join(changed)}]" if changed else backend
+
+
+def _defaults_of(backend: str) -> dict:
+    try:
+        from harness.plugins import PluginRegistry
+
+        registry = _defaults_of.registry = getattr(_defaults_of, "registry", None) or PluginRegistry.discover()
+        return registry.defaults(backend)
+    except Exception:  # noqa: BLE001 - a backend not installed here: label without options
+        return {}
+
+
 def load_results(paths: list[str | Path]) -> pd.DataFrame:
-    """All tidy rows, one frame; ``source`` says which file each row came from."""
+    """All tidy rows, one frame; ``source`` says which file each row came from, ``engine`` the backend and
+    ``backend`` its label (name plus non-default options, read from the run.json beside the file)."""
     frames = []
     for f in result_files(paths):
         df = pd.read_csv(f)
         if "metric" not in df.columns or "backend" not in df.columns:
             raise UserError(f"{f} is not an enginebench results.csv (no metric/backend columns)",
                             "give the tidy results.csv files, not summary.csv or comparison.csv")
-        frames.append(df.assign(source=str(f)))
+        df = df.assign(source=str(f), engine=df.backend)
+        run_json = f.parent / "run.json"
+        if run_json.exists():
+            options = json.loads(run_json.read_text()).get("config", {}).get("backend", {})
+            if options.get("name"):
+                df["backend"] = backend_label(options["name"], options, _defaults_of(options["name"]))
+        frames.append(df)
     return pd.concat(frames, ignore_index=True)
 
 
