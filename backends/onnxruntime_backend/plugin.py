@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from backends.static_cache import RunnerHooks
 from harness import hookimpl
 
 
-class OnnxRuntimeBackend:
-    def __init__(self) -> None:
-        self.runner = None
-
+class OnnxRuntimeBackend(RunnerHooks):
     @hookimpl
     def enginebench_backend_defaults(self) -> dict[str, Any]:
         return {
@@ -33,20 +31,3 @@ class OnnxRuntimeBackend:
         return {**self.runner.facts(), "onnx_reused": artifact.reused, "onnx_nodes": artifact.meta["nodes"],
                 "onnx_export_seconds": round(artifact.meta["export_seconds"], 2),
                 "onnx_check_max_abs_diff": artifact.meta["check"]["max_abs_diff"], "onnx_dir": str(artifact.directory)}
-
-    @hookimpl
-    def prefill(self, input_ids, prompt_lens):
-        return self.runner.prefill(input_ids, prompt_lens)
-
-    @hookimpl
-    def decode_step(self, tokens):
-        return self.runner.decode(tokens)
-
-    @hookimpl
-    def reset_kv(self):
-        self.runner.reset()
-        return True
-
-    @hookimpl
-    def close(self):
-        self.runner = None

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from backends.onnx_export.graph import io_names
+from backends.static_cache import CacheCursor
 from harness.errors import MissingLibrary, UserError
 
 ONNX_TYPES = {torch.float32: 1, torch.float16: 10, torch.bfloat16: 16, torch.int64: 7}
@@ -81,12 +82,7 @@ class OrtStaticCacheRunner:
         shape = (max_batch, config.num_key_value_heads, max_seq, head_dim)
         self.caches = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(2 * config.num_hidden_layers)]
         self.logits = torch.empty(max_batch, config.vocab_size, dtype=dtype, device=device)
-        self.step_ids = torch.zeros(max_batch, 1, dtype=torch.long, device=device)
-        self.step_pos = torch.zeros(max_batch, 1, dtype=torch.long, device=device)
-        self.step_slot = torch.zeros(1, dtype=torch.long, device=device)
-        self.cols = torch.arange(max_seq, device=device).view(1, -1)
-        self.pad = torch.zeros(max_batch, 1, dtype=torch.long, device=device)  # left padding of each row
-        self.batch, self.fill = 0, 0
+        self.cursor = CacheCursor(device, max_batch, max_seq)
 
     def _bind(self, binding, name: str, tensor: torch.Tensor) -> None:
         binding.bind_input(name, "cuda" if self.cuda else "cpu", self.device_id, ONNX_TYPES[tensor.dtype],
@@ -94,7 +90,7 @@ class OrtStaticCacheRunner:
 
     def _binding(self, ids, pos, slots, batch: int, used: int):
         b = self.session.io_binding()
-        mask = (self.cols[:, :used] >= self.pad[:batch]).long()  # [B, T], contiguous
+        mask = self.cursor.mask(used)  # [B, T], contiguous
         self._mask_alive = mask  # ORT reads it during the run: keep it referenced until the next call
         for name, t in zip(self.in_names[:4], (ids, pos, slots, mask)):
             self._bind(b, name, t)
@@ -109,38 +105,21 @@ class OrtStaticCacheRunner:
         return b
 
     def prefill(self, input_ids: torch.Tensor, prompt_lens: torch.Tensor | None) -> torch.Tensor:
-        batch, plen = input_ids.shape
-        if batch > self.caches[0].shape[0] or plen > self.max_seq:
-            raise UserError(f"prefill of {batch}x{plen} exceeds the preallocated {self.caches[0].shape[0]}x"
-                            f"{self.max_seq}", "raise the grid limits the backend was loaded for")
-        self.batch = batch
-        pad = torch.zeros(batch, 1, dtype=torch.long, device=self.device) if prompt_lens is None \
-            else (plen - prompt_lens.to(self.device)).view(batch, 1)
-        self.pad[:batch].copy_(pad)
-        positions = (torch.arange(plen, device=self.device).view(1, -1) - pad).clamp(min=0).contiguous()
-        ids = input_ids.to(self.device).contiguous()
-        slots = torch.arange(plen, device=self.device)
+        ids, positions, slots = self.cursor.begin(input_ids, prompt_lens)
+        batch, plen = ids.shape
         self.session.run_with_iobinding(self._binding(ids, positions, slots, batch, plen), self.run_options)
-        self.step_pos[:batch].copy_(positions[:, -1:] + 1)
-        self.step_slot.fill_(plen)
-        self.fill = plen
         return self.logits[:batch].clone()
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        batch = self.batch
-        if self.fill >= self.max_seq:
-            raise UserError(f"decode past the preallocated {self.max_seq} positions",
-                            "lower grid.prompt_lens + grid.new_tokens")
-        self.step_ids[:batch].copy_(tokens)
-        binding = self._binding(self.step_ids[:batch], self.step_pos[:batch], self.step_slot, batch, self.fill + 1)
+        ids, positions, slot = self.cursor.step(tokens)
+        batch = ids.shape[0]
+        binding = self._binding(ids, positions, slot, batch, self.cursor.fill + 1)
         self.session.run_with_iobinding(binding, self.run_options)
-        self.step_pos[:batch].add_(1)
-        self.step_slot.add_(1)
-        self.fill += 1
+        self.cursor.advance()
         return self.logits[:batch].clone()
 
     def reset(self) -> None:
-        self.fill = 0  # slots past the fill are masked out, so nothing needs clearing
+        self.cursor.reset()
 
     def facts(self) -> dict[str, Any]:
         return {"providers": self.providers_used, "cuda_graph": self.cuda_graph, "kv_update": "in place (aliased)"}

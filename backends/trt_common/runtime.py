@@ -6,8 +6,9 @@
   its past inputs (an ONNX ScatterND writes a new tensor), so two buffer sets alternate each call; the cost is one
   full-cache write per call and twice the cache memory. ``kv_mode="in-place"``: the network updates its cache
   inputs itself (TensorRT's KV-cache-update layer) and present outputs are bound to the same addresses.
-- ``execute_async_v3`` on a dedicated stream; optional CUDA-graph replay of decode steps (captured per batch size
-  and ping-pong parity, after one warm-up step), since per-step inputs live at fixed addresses.
+- ``execute_async_v3`` on a dedicated stream. Per-step inputs live at fixed addresses (``CacheCursor``), which is
+  what CUDA-graph capture of decode steps needs; the capture itself is not implemented yet (``cuda_graph=true`` is
+  refused with that reason) because no machine here can run an engine to verify it.
 This module needs an NVIDIA GPU that the installed TensorRT supports; none of the project's machines has one
 (TensorRT-RTX refuses compute capability 9.0), so it is exercised by the ``trt_gpu`` tests only.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 
+from backends.static_cache import CacheCursor
 from harness.errors import UserError
 
 TORCH_TYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT64": torch.int64,
@@ -29,6 +31,9 @@ class TrtStaticCacheRunner:
         if not device.startswith("cuda") or not torch.cuda.is_available():
             raise UserError("TensorRT engines execute on an NVIDIA GPU only",
                             "use device=cuda on a GPU machine, or task=build to build the engine here")
+        if cuda_graph:
+            raise UserError("backend.cuda_graph=true is not implemented for the TensorRT backends yet",
+                            "use backend.cuda_graph=false")
         trt = rt.trt
         self.trt, self.device, self.dtype, self.max_seq = trt, device, dtype, max_seq
         self.kv_mode, self.cuda_graph = kv_mode, cuda_graph
@@ -53,18 +58,14 @@ class TrtStaticCacheRunner:
                        for _ in range(sets)]
         self.layers = layers
         self.logits = torch.empty(max_batch, config.vocab_size, dtype=dtype, device=device)
-        self.step_ids = torch.zeros(max_batch, 1, dtype=torch.long, device=device)
-        self.step_pos = torch.zeros(max_batch, 1, dtype=torch.long, device=device)
-        self.step_slot = torch.zeros(1, dtype=torch.long, device=device)
-        self.cols = torch.arange(max_seq, device=device).view(1, -1)
-        self.pad = torch.zeros(max_batch, 1, dtype=torch.long, device=device)
-        self.batch, self.fill, self.parity, self.graphs = 0, 0, 0, {}
+        self.cursor = CacheCursor(device, max_batch, max_seq)
+        self.parity = 0
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.has_write_index = "write_index" in names
 
     def _run(self, profile: int, ids, pos, slots, batch: int, used: int) -> None:
         ctx = self.contexts[profile]
-        mask = (self.cols[:, :used] >= self.pad[:batch]).long()
+        mask = self.cursor.mask(used)
         self._mask_alive = mask
         src = self.caches[self.parity]
         dst = self.caches[0 if self.kv_mode == "in-place" else 1 - self.parity]
@@ -73,7 +74,7 @@ class TrtStaticCacheRunner:
         if self.has_write_index:  # the hand-built network's cache-update layer takes the first slot per row
             self._write_alive = slots[:1].to(torch.int32).expand(batch).contiguous()
             tensors["write_index"] = self._write_alive
-            tensors["attention_mask"] = mask = (self.cols >= self.pad[:batch]).long()  # [B, L]: fixed L
+            tensors["attention_mask"] = mask = self.cursor.mask(self.max_seq)  # [B, L]: L fixed in this network
             self._mask_alive = mask
         for i in range(self.layers):
             for j, kind in enumerate(("key", "value")):
@@ -91,32 +92,22 @@ class TrtStaticCacheRunner:
             self.parity = 1 - self.parity
 
     def prefill(self, input_ids: torch.Tensor, prompt_lens: torch.Tensor | None) -> torch.Tensor:
-        batch, plen = input_ids.shape
-        self.batch, self.parity = batch, 0
-        pad = torch.zeros(batch, 1, dtype=torch.long, device=self.device) if prompt_lens is None \
-            else (plen - prompt_lens.to(self.device)).view(batch, 1)
-        self.pad[:batch].copy_(pad)
-        positions = (torch.arange(plen, device=self.device).view(1, -1) - pad).clamp(min=0).contiguous()
-        self._run(0, input_ids.contiguous(), positions, torch.arange(plen, device=self.device), batch, plen)
-        self.step_pos[:batch].copy_(positions[:, -1:] + 1)
-        self.step_slot.fill_(plen)
-        self.fill = plen
+        self.parity = 0
+        ids, positions, slots = self.cursor.begin(input_ids, prompt_lens)
+        batch, plen = ids.shape
+        self._run(0, ids, positions, slots, batch, plen)
         return self.logits[:batch].clone()
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        batch = self.batch
-        if self.fill >= self.max_seq:
-            raise UserError(f"decode past the preallocated {self.max_seq} positions",
-                            "lower grid.prompt_lens + grid.new_tokens")
-        self.step_ids[:batch].copy_(tokens)
-        self._run(1, self.step_ids[:batch], self.step_pos[:batch], self.step_slot, batch, self.fill + 1)
-        self.step_pos[:batch].add_(1)
-        self.step_slot.add_(1)
-        self.fill += 1
+        ids, positions, slot = self.cursor.step(tokens)
+        batch = ids.shape[0]
+        self._run(1, ids, positions, slot, batch, self.cursor.fill + 1)
+        self.cursor.advance()
         return self.logits[:batch].clone()
 
     def reset(self) -> None:
-        self.fill, self.parity = 0, 0
+        self.cursor.reset()
+        self.parity = 0
 
     def facts(self) -> dict[str, Any]:
         return {"kv_mode": self.kv_mode, "contexts": 2, "scratch_mib": self.scratch.numel() / (1 << 20)}

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from backends.static_cache import RunnerHooks
 from harness import hookimpl
 from harness.errors import UserError
 
 NETWORK_VERSION = 1  # bump when network.py changes what it builds
 
 
-class TrtHandbuiltBackend:
-    def __init__(self) -> None:
-        self.runner = None
-
+class TrtHandbuiltBackend(RunnerHooks):
     @hookimpl
     def enginebench_backend_defaults(self) -> dict[str, Any]:
         return {
@@ -77,20 +75,3 @@ class TrtHandbuiltBackend:
                                            spec.dtype, spec.device, spec.max_batch, spec.max_seq,
                                            kv_mode="in-place", cuda_graph=opts["cuda_graph"])
         return {**facts, **self.runner.facts()}
-
-    @hookimpl
-    def prefill(self, input_ids, prompt_lens):
-        return self.runner.prefill(input_ids, prompt_lens)
-
-    @hookimpl
-    def decode_step(self, tokens):
-        return self.runner.decode(tokens)
-
-    @hookimpl
-    def reset_kv(self):
-        self.runner.reset()
-        return True
-
-    @hookimpl
-    def close(self):
-        self.runner = None

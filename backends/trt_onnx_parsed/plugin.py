@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from backends.static_cache import RunnerHooks
 from harness import hookimpl
 
 
@@ -20,10 +21,7 @@ def parse_onnx(onnx_path: str):
     return define
 
 
-class TrtOnnxParsedBackend:
-    def __init__(self) -> None:
-        self.runner = None
-
+class TrtOnnxParsedBackend(RunnerHooks):
     @hookimpl
     def enginebench_backend_defaults(self) -> dict[str, Any]:
         return {"flavour": "auto", "workspace_mib": 4096, "cuda_graph": False}
@@ -51,20 +49,3 @@ class TrtOnnxParsedBackend:
                                            spec.dtype, spec.device, spec.max_batch, spec.max_seq,
                                            kv_mode="ping-pong", cuda_graph=spec.options["cuda_graph"])
         return {**facts, **self.runner.facts()}
-
-    @hookimpl
-    def prefill(self, input_ids, prompt_lens):
-        return self.runner.prefill(input_ids, prompt_lens)
-
-    @hookimpl
-    def decode_step(self, tokens):
-        return self.runner.decode(tokens)
-
-    @hookimpl
-    def reset_kv(self):
-        self.runner.reset()
-        return True
-
-    @hookimpl
-    def close(self):
-        self.runner = None

@@ -1,1 +1,12 @@
 """Stand-alone micro-benchmarks whose printed output is committed under docs/results/."""
+from __future__ import annotations
+
+
+def print_and_save(rows: list[dict], out: str | None) -> None:
+    """Print the rows as a table and, with ``out``, write them as CSV."""
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False))
+    if out:
+        table.to_csv(out, index=False)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import time
 
-import pandas as pd
 import torch
+
+from harness.benchmarks import print_and_save
 
 from harness.sampling import apply_dry
 
@@ -59,10 +60,7 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     rows = [time_dry(args.device, b, c, args.vocab, args.iters) for b in args.batch for c in args.context]
-    table = pd.DataFrame(rows)
-    print(table.to_string(index=False))
-    if args.out:
-        table.to_csv(args.out, index=False)
+    print_and_save(rows, args.out)
 
 
 if __name__ == "__main__":

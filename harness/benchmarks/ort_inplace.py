@@ -11,8 +11,9 @@ import argparse
 import json
 from pathlib import Path
 
-import pandas as pd
 import torch
+
+from harness.benchmarks import print_and_save
 import yaml
 
 from harness.inputs import random_prompt_ids
@@ -76,10 +77,7 @@ def main() -> None:
     args = p.parse_args()
     rows = [profile(m, b, args.fill, args.steps, args.preset, Path(args.cache_dir))
             for m in args.max_seq for b in args.batch]
-    table = pd.DataFrame(rows)
-    print(table.to_string(index=False))
-    if args.out:
-        table.to_csv(args.out, index=False)
+    print_and_save(rows, args.out)
 
 
 if __name__ == "__main__":
