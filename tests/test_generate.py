@@ -51,7 +51,14 @@ def _greedy_cfg(**kw):
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [40, 41, 42], [100, 7, 200, 7, 100]]
 
 
-@pytest.mark.parametrize("backend", ["hf-flashattn-staticcache", "onnxruntime"])
+def _has_tensorrt() -> bool:
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) for m in ("tensorrt", "tensorrt_rtx_bindings"))
+
+
+@pytest.mark.parametrize("backend", ["hf-flashattn-staticcache", "onnxruntime", pytest.param(
+    "trt-handbuilt", marks=pytest.mark.skipif(not _has_tensorrt(), reason="no TensorRT module installed"))])
 def test_greedy_generation_equal_across_backends(registry, backend, tmp_path):
     reference, source, _ = open_backend(registry, "hf-flashattn-staticcache", max_seq=32)
     other, _, _ = open_backend(registry, backend, max_seq=32, tmp_cache=tmp_path)

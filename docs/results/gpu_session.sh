@@ -6,7 +6,7 @@ set -uo pipefail
 export PYTHONPATH=/root/gpu-site:$PWD ENGINEBENCH_CACHE_DIR=/root/ebcache PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/enginebench-gpu}; mkdir -p "$OUT"
 GRID="model=tinyllama-1.1b device=cuda grid.batch_sizes=[1,8,32] grid.prompt_lens=[128,1024] grid.new_tokens=64"
-step=${1:?step: smoke | hf | plain | ort | ort-maxseq | inplace | dry}
+step=${1:?step: smoke | hf | plain | ort | ort-maxseq | inplace | presets | dry}
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c 'import torch, transformers, onnxruntime as o; print("torch", torch.__version__, "transformers", transformers.__version__, "onnxruntime", o.__version__, o.get_available_providers())'
@@ -27,6 +27,10 @@ step=${1:?step: smoke | hf | plain | ort | ort-maxseq | inplace | dry}
            grid.prompt_lens=[128,1984] grid.new_tokens=64 validation.enabled=false isolation=process \
            output_dir=$OUT/runs/ort_maxseq ;;
     inplace) python3 -m harness.benchmarks.ort_inplace --cache-dir $ENGINEBENCH_CACHE_DIR --out $OUT/ort_inplace.csv ;;
+    presets)  # task=validate of the architecture presets on the GPU (bf16), HF and ONNX Runtime
+         for m in llama-3.2-1b qwen2.5-0.5b; do for b in hf-flashattn-staticcache onnxruntime; do
+           python3 -m harness task=validate device=cuda model=$m backend=$b output_dir=$OUT/runs/validate_${m}_$b
+         done; done ;;
     dry) python3 -m harness.benchmarks.dry --device cuda --out $OUT/dry_gpu.csv --iters 200 ;;
   esac
 } 2>&1 | tee "$OUT/$step.log"
