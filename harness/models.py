@@ -44,11 +44,17 @@ class ModelSource:
     path: str | None
     seed: int
     _fp32_cache: Any = field(default=None, repr=False)
+    _fingerprint: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_config(cls, model_cfg: Any, seed: int) -> "ModelSource":
         path = model_cfg.get("path")
-        hf_config = dict(model_cfg.get("hf_config") or {}) or None
+        hf_config = model_cfg.get("hf_config") or {}
+        if not isinstance(hf_config, dict):  # an OmegaConf node: nested values (rope_scaling) must be plain dicts
+            from omegaconf import OmegaConf
+
+            hf_config = OmegaConf.to_container(hf_config, resolve=True)
+        hf_config = dict(hf_config) or None
         if path is not None:
             check_checkpoint_dir(path)
         return cls(preset=model_cfg.get("preset") or "custom", hf_config=hf_config, path=path, seed=seed)
@@ -87,6 +93,14 @@ class ModelSource:
             self._fp32_cache = model.eval()
         return self._fp32_cache
 
+    def release(self) -> None:
+        """Drop the cached float32 model (it is rebuilt, identically, if needed again): frees host memory for
+        memory-hungry steps such as a TensorRT build."""
+        self._fp32_cache = None
+        import gc
+
+        gc.collect()
+
     def build(self, dtype: torch.dtype, device: str, attn_implementation: str | None = None):
         """A fresh copy of the model in ``dtype`` on ``device`` (the cached fp32 weights are not modified)."""
         import copy
@@ -110,6 +124,11 @@ class ModelSource:
 
     def fingerprint(self) -> str:
         """Identifies the weights: config + seed for random presets, path + mtimes for checkpoints."""
+        if self._fingerprint is None:
+            self._fingerprint = self._compute_fingerprint()
+        return self._fingerprint
+
+    def _compute_fingerprint(self) -> str:
         h = hashlib.sha256()
         if self.path:
             h.update(os.path.abspath(self.path).encode())

@@ -34,6 +34,8 @@ class TrtOnnxParsedBackend(RunnerHooks):
 
         rt = import_tensorrt(spec.options["flavour"])
         onnx = onnx_artifact(spec)
+        spec.model.fingerprint()  # computed (and kept) while the weights are in memory ...
+        spec.model.release()  # ... then the HF model goes: the TensorRT build needs the memory
         profiles = Profiles(spec.max_batch, spec.max_seq, min(spec.opt_batch, spec.max_batch),
                             min(spec.opt_prompt_len, spec.max_seq))
         engine = engine_artifact(spec, rt, "trt-onnx-parsed", {"onnx": onnx.meta["key"]},
