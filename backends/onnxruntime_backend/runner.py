@@ -63,9 +63,12 @@ class OrtStaticCacheRunner:
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[opt_level]
         so.log_severity_level = 3
         ort.set_default_logger_severity(3)  # per-node ScatterND notices would flood the progress output
+        self.stream = None
         if provider == "cuda":
-            stream = torch.cuda.current_stream(torch.device(device)).cuda_stream
-            options = {"device_id": str(self.device_id), "user_compute_stream": str(stream),
+            # ORT must run on a stream of ours: torch's default stream has handle 0, which ORT treats as "no user
+            # stream" and then runs on a private stream the harness's CUDA events do not order with.
+            self.stream = torch.cuda.Stream(device=device)
+            options = {"device_id": str(self.device_id), "user_compute_stream": str(self.stream.cuda_stream),
                        "enable_cuda_graph": "1" if self.cuda_graph else "0"}
             providers = [("CUDAExecutionProvider", options)]
         else:
@@ -75,7 +78,7 @@ class OrtStaticCacheRunner:
         self.max_seq = max_seq = int(self.session.get_inputs()[4].shape[2])  # past_key_0 [B, Hkv, L, D]: L fixed
         self.run_options = ort.RunOptions()
         if self.cuda:
-            # Let the GPU run ahead: the harness's CUDA events (same stream) time the work, not host waits.
+            # Let the GPU run ahead: _on_stream orders ORT's stream with the caller's, so no host wait is needed.
             self.run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
         self.in_names, self.out_names = io_names(config.num_hidden_layers)
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -104,19 +107,40 @@ class OrtStaticCacheRunner:
         b.bind_output("logits", dev, self.device_id, ONNX_TYPES[self.dtype], list(out.shape), out.data_ptr())
         return b
 
+    def _on_stream(self, work):
+        """Run ``work`` on ORT's stream, ordered after the caller's stream and before its next operation."""
+        if self.stream is None:
+            return work()
+        caller = torch.cuda.current_stream(self.device)
+        self.stream.wait_stream(caller)
+        with torch.cuda.stream(self.stream):
+            out = work()
+        caller.wait_stream(self.stream)
+        return out
+
     def prefill(self, input_ids: torch.Tensor, prompt_lens: torch.Tensor | None) -> torch.Tensor:
-        ids, positions, slots = self.cursor.begin(input_ids, prompt_lens)
-        batch, plen = ids.shape
-        self.session.run_with_iobinding(self._binding(ids, positions, slots, batch, plen), self.run_options)
-        return self.logits[:batch].clone()
+        def work():
+            ids, positions, slots = self.cursor.begin(input_ids, prompt_lens)
+            batch, plen = ids.shape
+            self.session.run_with_iobinding(self._binding(ids, positions, slots, batch, plen), self.run_options)
+            return self.logits[:batch].clone()
+
+        if input_ids.is_cuda and self.stream is not None:
+            input_ids.record_stream(self.stream)  # the caller may free it while ORT still reads it
+        return self._on_stream(work)
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        ids, positions, slot = self.cursor.step(tokens)
-        batch = ids.shape[0]
-        binding = self._binding(ids, positions, slot, batch, self.cursor.fill + 1)
-        self.session.run_with_iobinding(binding, self.run_options)
-        self.cursor.advance()
-        return self.logits[:batch].clone()
+        def work():
+            ids, positions, slot = self.cursor.step(tokens)
+            batch = ids.shape[0]
+            binding = self._binding(ids, positions, slot, batch, self.cursor.fill + 1)
+            self.session.run_with_iobinding(binding, self.run_options)
+            self.cursor.advance()
+            return self.logits[:batch].clone()
+
+        if tokens.is_cuda and self.stream is not None:
+            tokens.record_stream(self.stream)
+        return self._on_stream(work)
 
     def reset(self) -> None:
         self.cursor.reset()
