@@ -32,7 +32,7 @@ def load(spec: Any) -> dict[str, Any]:
     the HF model with the run's weights), dtype, device, backend options, the largest batch and sequence the job
     will use (preallocate for them), ``task`` and the artifact cache directory.
     Returns a dict of facts to record with every result row (e.g. the attention kernel that runs, the providers
-    in use); keys become ``info_<key>`` columns.
+    in use): stored as JSON in the ``backend_info`` column and in run.json.
     """
 
 
