@@ -140,7 +140,6 @@ class HFStaticCacheBackend:
             out = self.model(input_ids=input_ids, attention_mask=self.mask, position_ids=positions,
                              past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         self.positions = positions[:, -1:] + 1  # [B, 1] position of the next token, advanced in place
-        self.fill = plen
         return out.logits[:, -1]
 
     def _forward_decode(self, tokens, positions, mask):
@@ -162,7 +161,6 @@ class HFStaticCacheBackend:
         if self.decode_fn is not self._forward_decode:
             logits = logits.clone()  # CUDA-graph outputs are overwritten by the next replay
         self.positions.add_(1)
-        self.fill += 1
         return logits
 
     @hookimpl
