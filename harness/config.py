@@ -108,6 +108,10 @@ class EnginebenchConfig:
 
 def register_configs(backend_defaults: dict[str, dict[str, Any]]) -> None:
     """Put the schema and one ``backend/<name>`` node per discovered backend into Hydra's ConfigStore."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("eb_first"):  # ${eb_first:a,b}: a unless it is null/empty, else b
+        OmegaConf.register_new_resolver("eb_first", lambda first, default: first if first else default)
     cs = ConfigStore.instance()
     cs.store(name="enginebench_schema", node=EnginebenchConfig)
     for name, defaults in backend_defaults.items():
