@@ -25,8 +25,10 @@ from harness.sweep import (failed_rows, load_backend, one_line, prepare_benchmar
 LOAD_TIMEOUT_S = 3600.0  # building an engine can take long; a load is never cut by the cell timeout
 
 
-def _worker(conn, cfg_container: dict, out_dir: str, validate: bool, validation: str) -> None:
-    """Child process: load, (validate), measure once, then run cells until told to stop."""
+def _worker(conn, cfg_container: dict, out_dir: str, validate: bool, validation: str,
+            peak_bw: float | None) -> None:
+    """Child process: load, (validate), measure once per job (a restarted child reuses ``peak_bw``), then run
+    cells until told to stop."""
     from omegaconf import OmegaConf
 
     from harness.cli import _registry
@@ -41,8 +43,9 @@ def _worker(conn, cfg_container: dict, out_dir: str, validate: bool, validation:
         load_backend(job, handle, info)
         if validate:
             info["validation"] = run_validation(job, handle)
-        peak_bw = prepare_benchmark(job, handle, info)
-        conn.send(("ready", info, job.info, job.validation))
+        if peak_bw is None:
+            peak_bw = prepare_benchmark(job, handle, info)
+        conn.send(("ready", info, job.info, job.validation, peak_bw))
         while True:
             request = conn.recv()
             if request is None:
@@ -72,14 +75,14 @@ def _describe_exit(code: int | None) -> str:
 
 
 class Worker:
-    def __init__(self, cfg, out_dir: Path, validate: bool, validation: str):
+    def __init__(self, cfg, out_dir: Path, validate: bool, validation: str, peak_bw: float | None):
         from omegaconf import OmegaConf
 
         ctx = mp.get_context("spawn")  # a fresh interpreter: no inherited CUDA context
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_worker, daemon=True,
                                    args=(child, OmegaConf.to_container(cfg, resolve=True), str(out_dir), validate,
-                                         validation))
+                                         validation, peak_bw))
         self.process.start()
         child.close()
 
@@ -122,16 +125,16 @@ def run_job_isolated(cfg, out_dir: Path) -> int:
         return run_job(cfg, out_dir, _registry())  # validate / build / generate have no cells to protect
     job, writer, run_info = start_job(cfg, out_dir)
     timeout = cfg.measure.cell_timeout_s
-    state: dict[str, Any] = {"worker": None, "validated": False, "restarts": 0}
+    state: dict[str, Any] = {"worker": None, "validated": False, "restarts": 0, "peak_bw": None}
 
     def ready_worker() -> Worker | None:
         if state["worker"] is not None:
             return state["worker"]
         validate = cfg.validation.enabled and not state["validated"]
-        worker = Worker(cfg, out_dir, validate, job.validation)
+        worker = Worker(cfg, out_dir, validate, job.validation, state["peak_bw"])
         message = worker.wait(LOAD_TIMEOUT_S)
         if message[0] == "ready":
-            _, info, job.info, job.validation = message
+            _, info, job.info, job.validation, state["peak_bw"] = message
             if not state["validated"]:
                 run_info.update(info)
             state["validated"], state["worker"] = True, worker

@@ -164,11 +164,16 @@ def max_positions(config) -> int:
     return int(getattr(config, "max_position_embeddings", 2048))
 
 
+def head_dim(config) -> int:
+    """Per-head width: the config's ``head_dim`` when set (Llama 3.2), else hidden_size / heads."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
 def param_count(config) -> dict[str, int]:
     """Parameter counts from the architecture (no model needed): total and per-token-touched (for bytes/FLOPs)."""
     h, i, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     heads, kv = config.num_attention_heads, config.num_key_value_heads
-    d = getattr(config, "head_dim", None) or h // heads
+    d = head_dim(config)
     v = config.vocab_size
     attn = h * heads * d + 2 * h * kv * d + heads * d * h
     if config.model_type == "qwen2":

@@ -49,6 +49,11 @@ class Job:
     def hf_config(self):
         return self.source.config()
 
+    def row_context(self) -> dict[str, Any]:
+        """What every result row of this job carries besides its cell and metric."""
+        return {"validation": self.validation, "seed": self.cfg.seed, "backend_info": json.dumps(self.info),
+                "run_id": self.out_dir.name}
+
     def identity(self, batch: int, prompt_len: int) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.source.name, "weights": self.source.weights,
                 "dtype": dtype_name(self.dtype), "device": device_label(self.device), "batch_size": batch,
@@ -221,8 +226,7 @@ def cell_metrics(job: Job, batch: int, prompt_len: int, samples, peaks, peak_bw:
 
 def run_cell(job: Job, handle, batch: int, prompt_len: int, peak_bw: float) -> list[dict]:
     identity = job.identity(batch, prompt_len)
-    extra = {"validation": job.validation, "seed": job.cfg.seed, "backend_info": json.dumps(job.info),
-             "run_id": job.out_dir.name}
+    extra = job.row_context()
     sampler = MemorySampler(job.device, job.cfg.measure.memory_interval_ms / 1e3)
     try:
         with sampler:
@@ -250,8 +254,7 @@ def release_memory(device: str) -> None:
 
 
 def failed_rows(job: Job, cells, status: str, error: str) -> list[list[dict]]:
-    extra = {"validation": job.validation, "seed": job.cfg.seed, "backend_info": json.dumps(job.info),
-             "run_id": job.out_dir.name, "iterations": 0}
+    extra = {**job.row_context(), "iterations": 0}
     return [rows_for_cell(job.identity(b, p), [], status=status, error=error, **extra) for b, p in cells]
 
 
@@ -297,7 +300,6 @@ def run_job(cfg, out_dir: Path, registry) -> int:
     """Run one job in this process; returns the exit status (0 ok, 1 failed validation or load)."""
     job, writer, run_info = start_job(cfg, out_dir)
     handle = registry.open(job.backend)
-    exit_code = 0
     try:
         try:
             load_backend(job, handle, run_info)
@@ -325,7 +327,7 @@ def run_job(cfg, out_dir: Path, registry) -> int:
         except Exception as exc:  # noqa: BLE001 - a failing close must not hide the job's own outcome
             run_info["close_error"] = one_line(exc)
         write_run_json(out_dir, run_info)
-    return exit_code
+    return 0
 
 
 def prepare_benchmark(job: Job, handle, run_info: dict) -> float:

@@ -14,6 +14,7 @@ import torch
 
 from harness import hookimpl
 from harness.errors import UserError
+from harness.models import head_dim as model_head_dim
 
 from backends.hf_staticcache.attention import (SDPA_CHOICES, first_kernel_that_runs, flash_attn_available,
                                                 priority_order)
@@ -117,7 +118,7 @@ class HFStaticCacheBackend:
             return
         self._free_cache()
         cfg = self.config
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        head_dim = model_head_dim(cfg)
         self.cache = StaticCache(config=cfg, max_cache_len=self.max_seq)
         self.cache.early_initialization(batch_size=batch, num_heads=cfg.num_key_value_heads, head_dim=head_dim,
                                         dtype=self.dtype, device=torch.device(self.device))

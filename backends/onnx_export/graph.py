@@ -25,6 +25,7 @@ from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from harness.errors import UserError
+from harness.models import head_dim as model_head_dim
 
 SUPPORTED = ("llama", "qwen2")
 
@@ -61,7 +62,7 @@ class StaticCacheDecoder(nn.Module):
         self.num_layers = cfg.num_hidden_layers
         self.num_heads = cfg.num_attention_heads
         self.num_kv = cfg.num_key_value_heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.head_dim = model_head_dim(cfg)
 
     def forward(self, input_ids, position_ids, cache_position, attention_mask, *past):
         body = self.hf.model
@@ -111,7 +112,7 @@ class StaticCacheDecoder(nn.Module):
 def example_inputs(config, dtype, device, max_seq: int, batch: int = 2, seq: int = 3):
     """Inputs for tracing; seq >= 2 so the sequence axis is not specialised to 1."""
     wrapper_kv = config.num_key_value_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    head_dim = model_head_dim(config)
     ids = torch.ones(batch, seq, dtype=torch.long, device=device)
     pos = torch.arange(seq, device=device).expand(batch, seq).contiguous()
     mask = torch.ones(batch, seq + 2, dtype=torch.long, device=device)  # T distinct from S and L: stays dynamic

@@ -21,6 +21,7 @@ import torch
 from backends.onnx_export.graph import io_names
 from backends.static_cache import CacheCursor
 from harness.errors import MissingLibrary, UserError
+from harness.models import head_dim as model_head_dim
 
 ONNX_TYPES = {torch.float32: 1, torch.float16: 10, torch.bfloat16: 16, torch.int64: 7}
 OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -81,7 +82,7 @@ class OrtStaticCacheRunner:
             # Let the GPU run ahead: _on_stream orders ORT's stream with the caller's, so no host wait is needed.
             self.run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
         self.in_names, self.out_names = io_names(config.num_hidden_layers)
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        head_dim = model_head_dim(config)
         shape = (max_batch, config.num_key_value_heads, max_seq, head_dim)
         self.caches = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(2 * config.num_hidden_layers)]
         self.logits = torch.empty(max_batch, config.vocab_size, dtype=dtype, device=device)

@@ -20,6 +20,7 @@ import torch
 
 from backends.static_cache import CacheCursor
 from harness.errors import UserError
+from harness.models import head_dim as model_head_dim
 
 TORCH_TYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT64": torch.int64,
                "INT32": torch.int32, "BOOL": torch.bool}
@@ -51,7 +52,7 @@ class TrtStaticCacheRunner:
             ctx.set_device_memory(self.scratch.data_ptr(), scratch)
             ctx.set_optimization_profile_async(p, self.stream.cuda_stream)
         layers = config.num_hidden_layers
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        head_dim = model_head_dim(config)
         shape = (max_batch, config.num_key_value_heads, max_seq, head_dim)
         sets = 1 if kv_mode == "in-place" else 2
         self.caches = [[torch.zeros(shape, dtype=dtype, device=device) for _ in range(2 * layers)]

@@ -3,6 +3,7 @@ semantics as the engine, so ``task=validate device=cpu`` checks the network's nu
 from __future__ import annotations
 
 import torch
+from harness.models import head_dim as model_head_dim
 
 from backends.trt_common.evaluator import NetworkEvaluator
 from backends.static_cache import CacheCursor
@@ -11,7 +12,7 @@ from backends.static_cache import CacheCursor
 class EvaluatorRunner:
     def __init__(self, trt, network, config, dtype: torch.dtype, max_batch: int, max_seq: int):
         self.evaluator = NetworkEvaluator(trt, network)
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        head_dim = model_head_dim(config)
         shape = (max_batch, config.num_key_value_heads, max_seq, head_dim)
         self.caches = {f"past_{kind}_{i}": torch.zeros(shape, dtype=dtype)
                        for i in range(config.num_hidden_layers) for kind in ("key", "value")}

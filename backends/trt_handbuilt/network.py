@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from harness.errors import UserError
+from harness.models import head_dim as model_head_dim
 
 NP_TYPES = {torch.float32: np.float32, torch.float16: np.float16}
 
@@ -142,7 +143,7 @@ def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
     E, dt = trt.ElementWiseOperation, b.trt_dtype
     sd = {k: v.detach() for k, v in hf_model.state_dict().items()}  # converted to the target dtype per constant
     layers, heads, kv = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads
-    d = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    d = model_head_dim(cfg)
     groups, L = heads // kv, options.max_seq
     ids = network.add_input("input_ids", trt.int64, (-1, -1))
     pos = network.add_input("position_ids", trt.int64, (-1, -1))
