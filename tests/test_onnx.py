@@ -17,12 +17,13 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("artifacts")
 
 
+@pytest.mark.parametrize("attention", ["explicit", "gqa"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_export_matches_hf_for_variant(registry, variant, cache_dir):
+def test_export_matches_hf_for_variant(registry, variant, attention, cache_dir):
     handle, source, info = open_backend(registry, "onnxruntime", model_cfg=VARIANTS[variant], max_seq=32,
-                                        tmp_cache=cache_dir)
+                                        options={"attention": attention}, tmp_cache=cache_dir)
     try:
-        assert info["providers"] == ["CPUExecutionProvider"]
+        assert info["providers"] == ["CPUExecutionProvider"] and info["onnx_attention"] == attention
         assert info["onnx_check_max_abs_diff"] < 1e-4
         results = validate_backend(handle, source, torch.float32, "cpu", batch=3, prompt_len=9, steps=6, seed=1)
         assert {r.case for r in results} == {"equal_lengths", "left_padded"}
@@ -55,8 +56,10 @@ def test_no_temporary_directories_left(cache_dir):
     assert not [p for p in (cache_dir / "onnx").iterdir() if p.name.startswith(".tmp")]
 
 
-def test_reset_kv_keeps_buffers_and_repeats_results(registry, cache_dir):
-    handle, source, _ = open_backend(registry, "onnxruntime", max_seq=24, tmp_cache=cache_dir)
+@pytest.mark.parametrize("attention", ["explicit", "gqa"])
+def test_reset_kv_keeps_buffers_and_repeats_results(registry, attention, cache_dir):
+    handle, source, _ = open_backend(registry, "onnxruntime", options={"attention": attention}, max_seq=24,
+                                     tmp_cache=cache_dir)
     try:
         runner = handle.instance.runner
         pointers = [c.data_ptr() for c in runner.caches]
@@ -97,6 +100,38 @@ def test_unsupported_architecture_is_one_line(registry, tmp_path):
         check_supported(ModelSource.from_config(cfg, 0).config())
 
 
-def test_cuda_graph_option_is_refused_with_reason(registry, cache_dir):
-    with pytest.raises(UserError, match="cuda_graph=true is not supported"):
+def test_cuda_graph_needs_gqa_graph_on_cuda(registry, cache_dir):
+    with pytest.raises(UserError, match="cuda_graph=true needs backend.attention=gqa"):
         open_backend(registry, "onnxruntime", options={"cuda_graph": True}, max_seq=24, tmp_cache=cache_dir)
+    with pytest.raises(UserError, match="needs the GroupQueryAttention graph on the CUDA EP"):
+        open_backend(registry, "onnxruntime", options={"cuda_graph": True, "attention": "gqa"}, max_seq=24,
+                     tmp_cache=cache_dir)
+    with pytest.raises(UserError, match="unknown ONNX attention 'flash'"):
+        open_backend(registry, "onnxruntime", options={"attention": "flash"}, max_seq=24, tmp_cache=cache_dir)
+
+
+def test_gqa_module_in_torch_matches_hf():
+    """The custom op's torch implementation (ORT's semantics as gqa.py states them) against HF, ragged rows."""
+    from backends.onnx_export.graph import GqaStaticCacheDecoder
+    from backends.onnxruntime_backend.ragged_cursor import RaggedCursor
+    from harness.models import ModelSource
+
+    source = ModelSource.from_config(tiny_model_cfg(), 0)
+    model = source.build_fp32_cpu()
+    module, config = GqaStaticCacheDecoder(model), source.config()
+    rows = [random_prompt_ids(config, 1, n, seed=n)[0] for n in (6, 2)]
+    ids, lens = left_pad(rows)
+    cursor = RaggedCursor("cpu", 2, 16)
+    past = [torch.zeros(2, config.num_key_value_heads, 16, 16) for _ in range(2 * config.num_hidden_layers)]
+    seqs = [r.tolist() for r in rows]
+    with torch.no_grad():
+        logits, *past = module(*cursor.begin(ids, lens), *past)
+        for _ in range(3):
+            tokens = logits.argmax(-1, keepdim=True)
+            for b in range(2):
+                seqs[b].append(int(tokens[b]))
+            logits, *past = module(*cursor.step(tokens), *past)
+            cursor.advance()
+        for b in range(2):
+            ref = model(input_ids=torch.tensor([seqs[b]])).logits[0, -1]
+            torch.testing.assert_close(logits[b], ref, atol=1e-5, rtol=1e-5)

@@ -1,7 +1,8 @@
 """The cached, validated ONNX artifact of a model: export once, check it, reuse it.
 
 The cache key holds the model fingerprint (config + weights sample, or checkpoint path + mtimes), dtype, max_seq,
-opset, the export code's version and the torch / transformers / onnx versions: changing any of them re-exports.
+opset, the attention form, the export code's version and the torch / transformers / onnx versions: changing any of
+them re-exports.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from backends.onnx_export.graph import check_attention
 from harness import progress
 from harness.artifacts import Artifact, get_or_build
 from harness.models import dtype_name
@@ -18,24 +20,26 @@ EXPORT_VERSION = 2  # bump when graph.py / export.py change what they produce
 MODEL_FILE = "model.onnx"
 
 
-def onnx_key(spec) -> dict:
+def onnx_key(spec, attention: str = "explicit") -> dict:
     versions = {p: metadata.version(p) for p in ("torch", "transformers", "onnx", "onnxscript")}
     from backends.onnx_export.export import OPSET
 
     return {"model": spec.model.fingerprint(), "dtype": dtype_name(spec.dtype), "max_seq": spec.max_seq,
-            "opset": OPSET, "export_version": EXPORT_VERSION, "versions": versions}
+            "opset": OPSET, "attention": attention, "export_version": EXPORT_VERSION, "versions": versions}
 
 
-def onnx_artifact(spec) -> Artifact:
+def onnx_artifact(spec, attention: str = "explicit") -> Artifact:
+    """``attention``: explicit (every ONNX consumer) or gqa (ONNX Runtime only; see graph.py)."""
     from backends.onnx_export.export import export_onnx
     from backends.onnx_export.check import check_against_hf
 
     def build(tmp: Path) -> dict:
-        progress.say(f"onnx: exporting {spec.model.name} ({dtype_name(spec.dtype)}, max_seq={spec.max_seq}) ...")
+        progress.say(f"onnx: exporting {spec.model.name} ({dtype_name(spec.dtype)}, max_seq={spec.max_seq}, "
+                     f"{attention} attention) ...")
         # Export from CPU in the target dtype: the graph is device independent, and CPU keeps GPU memory free.
         # float32: export the cached reference model itself (export reads it, never writes): saves a full copy
         model = spec.model.build_fp32_cpu() if spec.dtype == torch.float32 else spec.model.build(spec.dtype, "cpu")
-        meta = export_onnx(model, spec.max_seq, tmp / MODEL_FILE)
+        meta = export_onnx(model, spec.max_seq, tmp / MODEL_FILE, attention)
         del model
         progress.say(f"onnx: exported {meta['nodes']} nodes in {meta['export_seconds']:.1f} s; checking against HF")
         meta["check"] = check_against_hf(tmp / MODEL_FILE, spec.model, spec.dtype)
@@ -43,4 +47,5 @@ def onnx_artifact(spec) -> Artifact:
             raise RuntimeError(f"exported graph disagrees with HF: {meta['check']}")
         return meta
 
-    return get_or_build(spec.cache_dir, "onnx", onnx_key(spec), build, log=progress.say)
+    check_attention(attention)
+    return get_or_build(spec.cache_dir, "onnx", onnx_key(spec, attention), build, log=progress.say)

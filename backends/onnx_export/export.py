@@ -11,34 +11,41 @@ from pathlib import Path
 
 import torch
 
-from backends.onnx_export.graph import StaticCacheDecoder, example_inputs, io_names
+from backends.onnx_export.graph import decoder_for, example_inputs, io_names
 
 OPSET = 20
 # The exporter lists torchvision ops it cannot register on every run; irrelevant here.
 logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 
-def export_onnx(hf_model, max_seq: int, path: Path, opset: int = OPSET) -> dict:
+def export_onnx(hf_model, max_seq: int, path: Path, attention: str = "explicit", opset: int = OPSET) -> dict:
     """Write the model to ``path`` (weights in one external-data file beside it); returns export facts."""
     import onnx
 
     config = hf_model.config
-    wrapper = StaticCacheDecoder(hf_model).eval()
+    wrapper = decoder_for(hf_model, attention).eval()
     device = next(hf_model.parameters()).device
     dtype = next(hf_model.parameters()).dtype
-    args = example_inputs(config, dtype, device, max_seq)
-    in_names, out_names = io_names(config.num_hidden_layers)
+    args = example_inputs(config, dtype, device, max_seq, attention)
+    in_names, out_names = io_names(config.num_hidden_layers, attention)
     batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=1, max=max_seq)
-    used = torch.export.Dim("kv_len", min=1, max=max_seq)
     # *past is one varargs tuple for torch.export: its shapes nest as one entry
-    shapes = [{0: batch, 1: seq}, {0: batch, 1: seq}, {0: seq}, {0: batch, 1: used},
-              tuple([{0: batch}] * (2 * config.num_hidden_layers))]
+    past = tuple([{0: batch}] * (2 * config.num_hidden_layers))
+    translations = {}
+    if attention == "gqa":
+        from backends.onnx_export.gqa import onnx_translation
+
+        shapes = [{0: batch, 1: seq}, {0: batch, 1: seq}, {0: batch}, {}, past]
+        translations = onnx_translation()
+    else:
+        used = torch.export.Dim("kv_len", min=1, max=max_seq)
+        shapes = [{0: batch, 1: seq}, {0: batch, 1: seq}, {0: seq}, {0: batch, 1: used}, past]
     t0 = time.perf_counter()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(wrapper, args, dynamic_shapes=tuple(shapes), input_names=in_names,
                                     output_names=out_names, opset_version=opset, dynamo=True, verbose=False,
-                                    optimize=True)
+                                    optimize=True, custom_translation_table=translations)
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path), external_data=True)
     model = onnx.load(str(path), load_external_data=False)
@@ -46,5 +53,6 @@ def export_onnx(hf_model, max_seq: int, path: Path, opset: int = OPSET) -> dict:
     ops: dict[str, int] = {}
     for node in model.graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    return {"export_seconds": time.perf_counter() - t0, "opset": opset, "nodes": len(model.graph.node),
+    return {"export_seconds": time.perf_counter() - t0, "opset": opset, "attention": attention,
+            "nodes": len(model.graph.node),
             "scatter_nodes": ops.get("ScatterND", 0), "op_counts": ops}

@@ -44,8 +44,17 @@ def check_supported(config) -> None:
                         "set use_sliding_window=false in the model config")
 
 
-def io_names(num_layers: int) -> tuple[list[str], list[str]]:
-    inputs = ["input_ids", "position_ids", "cache_position", "attention_mask"]
+ATTENTIONS = ("explicit", "gqa")  # written out as MatMul/Softmax/MatMul | ORT's GroupQueryAttention contrib op
+
+
+def check_attention(attention: str) -> None:
+    if attention not in ATTENTIONS:
+        raise UserError(f"unknown ONNX attention '{attention}'", f"use one of {', '.join(ATTENTIONS)}")
+
+
+def io_names(num_layers: int, attention: str = "explicit") -> tuple[list[str], list[str]]:
+    inputs = ["input_ids", "position_ids"]
+    inputs += ["cache_position", "attention_mask"] if attention == "explicit" else ["seqlens_k", "total_sequence_length"]
     outputs = ["logits"]
     for i in range(num_layers):
         inputs += [f"past_key_{i}", f"past_value_{i}"]
@@ -54,6 +63,8 @@ def io_names(num_layers: int) -> tuple[list[str], list[str]]:
 
 
 class StaticCacheDecoder(nn.Module):
+    """The explicit-attention graph (runs on every ONNX consumer, TensorRT's parser included)."""
+
     def __init__(self, hf_model):
         super().__init__()
         check_supported(hf_model.config)
@@ -63,6 +74,19 @@ class StaticCacheDecoder(nn.Module):
         self.num_heads = cfg.num_attention_heads
         self.num_kv = cfg.num_key_value_heads
         self.head_dim = model_head_dim(cfg)
+
+    def _layers(self, hidden, attend):
+        """HF's decoder layers around ``attend(i, attn_module, normed_hidden) -> (out [B, S, H*D], k_all, v_all)``."""
+        presents = []
+        for i, layer in enumerate(self.hf.model.layers):
+            out, k_all, v_all = attend(i, layer.self_attn, layer.input_layernorm(hidden))
+            presents += [k_all, v_all]
+            hidden = hidden + layer.self_attn.o_proj(out)
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return hidden, presents
+
+    def _logits(self, last_hidden):  # [B, 1, H] -> [B, V]
+        return self.hf.lm_head(self.hf.model.norm(last_hidden))[:, 0, :]
 
     def forward(self, input_ids, position_ids, cache_position, attention_mask, *past):
         body = self.hf.model
@@ -74,11 +98,8 @@ class StaticCacheDecoder(nn.Module):
         # [B, 1, S, T]: slot k visible to query q iff written no later than q's slot and not padding
         allowed = (slots.view(1, 1, 1, -1) <= cache_position.view(1, 1, -1, 1)) \
             & (attention_mask.view(batch, 1, 1, used) > 0)
-        presents = []
-        for i, layer in enumerate(body.layers):
-            residual = hidden
-            h = layer.input_layernorm(hidden)
-            attn = layer.self_attn
+
+        def attend(i, attn, h):
             q = attn.q_proj(h).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
             k = attn.k_proj(h).view(batch, seq, self.num_kv, self.head_dim).transpose(1, 2)
             v = attn.v_proj(h).view(batch, seq, self.num_kv, self.head_dim).transpose(1, 2)
@@ -87,13 +108,11 @@ class StaticCacheDecoder(nn.Module):
             # (index_copy_ would export as Transpose -> ScatterND -> Transpose: two full-cache copies).
             k_all = torch.ops.aten.index_put(past[2 * i], [None, None, cache_position], k)
             v_all = torch.ops.aten.index_put(past[2 * i + 1], [None, None, cache_position], v)
-            presents += [k_all, v_all]
             out = self._attend(q, k_all[:, :, :used], v_all[:, :, :used], allowed, attn.scaling)
-            hidden = residual + attn.o_proj(out.transpose(1, 2).reshape(batch, seq, -1))
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        last = body.norm(hidden[:, -1:, :])
-        logits = self.hf.lm_head(last)[:, 0, :]
-        return (logits, *presents)
+            return out.transpose(1, 2).reshape(batch, seq, -1), k_all, v_all
+
+        hidden, presents = self._layers(hidden, attend)
+        return (self._logits(hidden[:, -1:, :]), *presents)
 
     def _attend(self, q, k, v, allowed, scaling):
         groups = self.num_heads // self.num_kv
@@ -109,13 +128,49 @@ class StaticCacheDecoder(nn.Module):
         return out  # [B, H, S, D]
 
 
-def example_inputs(config, dtype, device, max_seq: int, batch: int = 2, seq: int = 3):
+class GqaStaticCacheDecoder(StaticCacheDecoder):
+    """The same layers with ORT's GroupQueryAttention (see gqa.py): rows are right-padded, each with its own length.
+
+    Graph I/O: input_ids / position_ids [B, S]; seqlens_k [B] int32 (row length after this call - 1);
+    total_sequence_length [] int32 (largest row length after this call); past_* as above -> logits [B, V] of each
+    row's last real token (index min(seqlens_k, S-1): the prompt's last token, or the one decoded token).
+    """
+
+    def forward(self, input_ids, position_ids, seqlens_k, total_sequence_length, *past):
+        from backends.onnx_export.gqa import group_query_attention
+
+        body = self.hf.model
+        batch, seq = input_ids.shape
+        hidden = body.embed_tokens(input_ids)
+        cos, sin = body.rotary_emb(hidden, position_ids)
+
+        def attend(i, attn, h):
+            q = attn.q_proj(h).view(batch, seq, self.num_heads, self.head_dim)
+            k = attn.k_proj(h).view(batch, seq, self.num_kv, self.head_dim)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=2)  # [B, S, H, D]: no transposes
+            return group_query_attention(q.reshape(batch, seq, -1), k.reshape(batch, seq, -1), attn.v_proj(h),
+                                         past[2 * i], past[2 * i + 1], seqlens_k, total_sequence_length,
+                                         self.num_heads, self.num_kv, float(attn.scaling))
+
+        hidden, presents = self._layers(hidden, attend)
+        last = torch.clamp(seqlens_k.long(), max=seq - 1).view(batch, 1, 1).expand(batch, 1, hidden.shape[-1])
+        return (self._logits(torch.gather(hidden, 1, last)), *presents)
+
+
+def decoder_for(hf_model, attention: str) -> StaticCacheDecoder:
+    check_attention(attention)
+    return (GqaStaticCacheDecoder if attention == "gqa" else StaticCacheDecoder)(hf_model)
+
+
+def example_inputs(config, dtype, device, max_seq: int, attention: str = "explicit", batch: int = 2, seq: int = 3):
     """Inputs for tracing; seq >= 2 so the sequence axis is not specialised to 1."""
-    wrapper_kv = config.num_key_value_heads
     head_dim = model_head_dim(config)
     ids = torch.ones(batch, seq, dtype=torch.long, device=device)
     pos = torch.arange(seq, device=device).expand(batch, seq).contiguous()
-    mask = torch.ones(batch, seq + 2, dtype=torch.long, device=device)  # T distinct from S and L: stays dynamic
-    past = [torch.zeros(batch, wrapper_kv, max_seq, head_dim, dtype=dtype, device=device)
+    past = [torch.zeros(batch, config.num_key_value_heads, max_seq, head_dim, dtype=dtype, device=device)
             for _ in range(2 * config.num_hidden_layers)]
+    if attention == "gqa":  # a first prompt: every row seq long
+        seqlens = torch.full((batch,), seq - 1, dtype=torch.int32, device=device)
+        return (ids, pos, seqlens, torch.tensor(seq, dtype=torch.int32), *past)
+    mask = torch.ones(batch, seq + 2, dtype=torch.long, device=device)  # T distinct from S and L: stays dynamic
     return (ids, pos, torch.arange(seq, device=device), mask, *past)

@@ -1,11 +1,13 @@
 """Backend ``onnxruntime``: our static-KV-cache ONNX export run by ONNX Runtime (CUDA EP on GPU, CPU EP otherwise)
-with I/O binding and the cache updated in place; optional CUDA-graph replay of decode steps."""
+with I/O binding and the cache updated in place; attention written out or as ORT's fused GroupQueryAttention;
+optional CUDA-graph replay of decode steps (GroupQueryAttention graph only)."""
 from __future__ import annotations
 
 from typing import Any
 
 from backends.static_cache import RunnerHooks
 from harness import hookimpl
+from harness.errors import UserError
 
 
 class OnnxRuntimeBackend(RunnerHooks):
@@ -14,17 +16,24 @@ class OnnxRuntimeBackend(RunnerHooks):
         return {
             "provider": "auto",  # auto | cuda | cpu  (auto: CUDA EP when device is CUDA)
             "graph_optimization": "all",  # disable | basic | extended | all
-            "cuda_graph": False,  # replay decode steps as CUDA graphs (one per batch size)
+            "attention": "explicit",  # explicit (MatMul/Softmax) | gqa (ORT's fused GroupQueryAttention)
+            "cuda_graph": False,  # replay decode steps as CUDA graphs (one per batch size; needs attention=gqa)
         }
 
     @hookimpl
     def load(self, spec) -> dict[str, Any]:
         from backends.onnx_export.artifact import MODEL_FILE, onnx_artifact
+        from backends.onnx_export.graph import check_attention
         from backends.onnxruntime_backend.runner import OrtStaticCacheRunner, import_ort
 
         import_ort()  # a missing library is reported before any export work
-        artifact = onnx_artifact(spec)
         opts = spec.options
+        check_attention(opts["attention"])
+        if opts["cuda_graph"] and opts["attention"] != "gqa":  # said before minutes of export, not after
+            raise UserError("backend.cuda_graph=true needs backend.attention=gqa (the explicit graph's cache "
+                            "indices run on the CPU and a replayed graph would write stale slots)",
+                            "add backend.attention=gqa or drop backend.cuda_graph=true")
+        artifact = onnx_artifact(spec, opts["attention"])
         self.runner = OrtStaticCacheRunner(str(artifact.directory / MODEL_FILE), spec.hf_config, spec.dtype,
                                            spec.device, spec.max_batch, provider=opts["provider"],
                                            opt_level=opts["graph_optimization"], cuda_graph=opts["cuda_graph"])

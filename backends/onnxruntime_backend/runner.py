@@ -3,14 +3,19 @@
 Memory: the K/V caches ([max_batch, Hkv, L, D] per layer) are torch tensors allocated once on the run's device;
 a batch of B rows binds a view of the first B rows. Each ``present_*`` output is bound to the same buffer as its
 ``past_*`` input, so the graph's ScatterND writes the new positions in place and no full-cache copy is made.
-Per-step inputs live in fixed buffers updated on the device (positions advance with an in-place add); the
-attention mask covers only the slots in use, so attention reads the fill, not the preallocated length.
+Per-step inputs live in fixed buffers updated on the device (positions advance with an in-place add).
 ``reset`` only rewinds: slots past the fill are never attended to, so the cache is not even cleared.
 
-CUDA graphs (``cuda_graph=true``) are refused: ORT's CUDA EP places the small int64 nodes that turn
-``cache_position`` into ScatterND indices on the CPU ("CPU path deemed faster"), and a captured graph freezes the
-values those nodes computed at capture time, so every replay writes the cache slot of the first step (measured on
-an H100: first decode exact, every replay off by 0.5-0.8 in the logits). See docs/conversion.md.
+Two graphs, told apart by their inputs (graph.py): the explicit-attention graph (ScatterND + masked softmax; its
+mask covers only the slots in use, so attention reads the fill, not the preallocated length) and the
+GroupQueryAttention graph (gqa.py; rows right-padded, per-row lengths in a device tensor).
+
+CUDA graphs (``cuda_graph=true``) need the GroupQueryAttention graph. With the explicit graph, ORT's CUDA EP places
+the small int64 nodes that turn ``cache_position`` into ScatterND indices on the CPU ("CPU path deemed faster"),
+and a captured graph freezes the values those nodes computed at capture time, so every replay writes the cache
+slot of the first step (measured on an H100: first decode exact, every replay off by 0.5-0.8 in the logits); its
+mask also changes shape every step. The GroupQueryAttention graph keeps every per-step value in device buffers of
+fixed shape per batch size: one captured graph per batch size (run option gpu_graph_id), prefill never captured.
 """
 from __future__ import annotations
 
@@ -19,11 +24,12 @@ from typing import Any
 import torch
 
 from backends.onnx_export.graph import io_names
+from backends.onnxruntime_backend.ragged_cursor import RaggedCursor
 from backends.static_cache import CacheCursor
 from harness.errors import MissingLibrary, UserError
 from harness.models import head_dim as model_head_dim
 
-ONNX_TYPES = {torch.float32: 1, torch.float16: 10, torch.bfloat16: 16, torch.int64: 7}
+ONNX_TYPES = {torch.float32: 1, torch.float16: 10, torch.bfloat16: 16, torch.int64: 7, torch.int32: 6}
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 
@@ -33,6 +39,14 @@ def import_ort():
     except ImportError as exc:
         raise MissingLibrary("onnxruntime", "onnxruntime", "onnxruntime (CPU) or onnxruntime-gpu (CUDA)") from exc
     return ort
+
+
+def graph_attention(onnx_path: str) -> str:
+    """Which of the two exported graphs the file holds, from its input names (weights not loaded)."""
+    import onnx
+
+    names = {i.name for i in onnx.load(onnx_path, load_external_data=False).graph.input}
+    return "gqa" if "seqlens_k" in names else "explicit"
 
 
 class OrtStaticCacheRunner:
@@ -52,11 +66,11 @@ class OrtStaticCacheRunner:
             raise MissingLibrary("onnxruntime", "onnxruntime CUDAExecutionProvider", "onnxruntime-gpu")
         if opt_level not in OPT_LEVELS:
             raise UserError(f"unknown backend.graph_optimization '{opt_level}'", f"use one of {', '.join(OPT_LEVELS)}")
-        if cuda_graph:
-            raise UserError("backend.cuda_graph=true is not supported with this export: ORT runs the cache-index "
-                            "nodes on the CPU and a captured graph would replay stale cache slots",
-                            "use backend.cuda_graph=false (see docs/conversion.md, 'CUDA graphs')")
-        self.cuda_graph = False
+        self.attention = graph_attention(onnx_path)
+        if cuda_graph and not (provider == "cuda" and self.attention == "gqa"):
+            raise UserError("backend.cuda_graph=true needs the GroupQueryAttention graph on the CUDA EP (the "
+                            "explicit graph's cache indices run on the CPU and would replay stale slots)",
+                            "use backend.attention=gqa with device=cuda, or backend.cuda_graph=false")
         so = ort.SessionOptions()
         so.graph_optimization_level = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -70,7 +84,7 @@ class OrtStaticCacheRunner:
             # stream" and then runs on a private stream the harness's CUDA events do not order with.
             self.stream = torch.cuda.Stream(device=device)
             options = {"device_id": str(self.device_id), "user_compute_stream": str(self.stream.cuda_stream),
-                       "enable_cuda_graph": "1" if self.cuda_graph else "0"}
+                       "enable_cuda_graph": "1" if cuda_graph else "0"}
             providers = [("CUDAExecutionProvider", options)]
         else:
             providers = ["CPUExecutionProvider"]
@@ -81,22 +95,27 @@ class OrtStaticCacheRunner:
         if self.cuda:
             # Let the GPU run ahead: _on_stream orders ORT's stream with the caller's, so no host wait is needed.
             self.run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
-        self.in_names, self.out_names = io_names(config.num_hidden_layers)
+        self._graph_options: dict[int, Any] = {}
+        self.cuda_graph = cuda_graph
+        self.in_names, self.out_names = io_names(config.num_hidden_layers, self.attention)
         head_dim = model_head_dim(config)
         shape = (max_batch, config.num_key_value_heads, max_seq, head_dim)
         self.caches = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(2 * config.num_hidden_layers)]
         self.logits = torch.empty(max_batch, config.vocab_size, dtype=dtype, device=device)
-        self.cursor = CacheCursor(device, max_batch, max_seq)
+        self.cursor = RaggedCursor(device, max_batch, max_seq) if self.attention == "gqa" \
+            else CacheCursor(device, max_batch, max_seq)
 
     def _bind(self, binding, name: str, tensor: torch.Tensor) -> None:
-        binding.bind_input(name, "cuda" if self.cuda else "cpu", self.device_id, ONNX_TYPES[tensor.dtype],
+        # total_sequence_length is a CPU input of GroupQueryAttention even on the CUDA EP
+        on_device = "cuda" if tensor.is_cuda else "cpu"
+        binding.bind_input(name, on_device, self.device_id if tensor.is_cuda else 0, ONNX_TYPES[tensor.dtype],
                            list(tensor.shape), tensor.data_ptr())
 
-    def _binding(self, ids, pos, slots, batch: int, used: int):
+    def _run(self, step_inputs, batch: int, graph_id: int) -> None:
+        """One session run on the four per-step inputs; graph_id >= 0 captures/replays a CUDA graph."""
         b = self.session.io_binding()
-        mask = self.cursor.mask(used)  # [B, T], contiguous
-        self._mask_alive = mask  # ORT reads it during the run: keep it referenced until the next call
-        for name, t in zip(self.in_names[:4], (ids, pos, slots, mask)):
+        self._inputs_alive = step_inputs  # ORT reads them during the run: keep them referenced until the next call
+        for name, t in zip(self.in_names[:4], step_inputs):
             self._bind(b, name, t)
         dev = "cuda" if self.cuda else "cpu"
         for i, cache in enumerate(self.caches):
@@ -106,7 +125,18 @@ class OrtStaticCacheRunner:
                           view.data_ptr())  # present_* aliases past_*: the update happens in place
         out = self.logits[:batch]
         b.bind_output("logits", dev, self.device_id, ONNX_TYPES[self.dtype], list(out.shape), out.data_ptr())
-        return b
+        options = self.run_options
+        if self.cuda_graph:
+            if graph_id not in self._graph_options:
+                self._graph_options[graph_id] = self._options_for_graph(graph_id)
+            options = self._graph_options[graph_id]
+        self.session.run_with_iobinding(b, options)
+
+    def _options_for_graph(self, graph_id: int):
+        options = self.ort.RunOptions()
+        options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+        options.add_run_config_entry("gpu_graph_id", str(graph_id))
+        return options
 
     def _on_stream(self, work):
         """Run ``work`` on ORT's stream, ordered after the caller's stream and before its next operation."""
@@ -121,9 +151,11 @@ class OrtStaticCacheRunner:
 
     def prefill(self, input_ids: torch.Tensor, prompt_lens: torch.Tensor | None) -> torch.Tensor:
         def work():
-            ids, positions, slots = self.cursor.begin(input_ids, prompt_lens)
-            batch, plen = ids.shape
-            self.session.run_with_iobinding(self._binding(ids, positions, slots, batch, plen), self.run_options)
+            inputs = self.cursor.begin(input_ids, prompt_lens)
+            batch, plen = inputs[0].shape
+            if self.attention == "explicit":
+                inputs = (*inputs, self.cursor.mask(plen))
+            self._run(inputs, batch, graph_id=-1)  # prompts are never captured
             return self.logits[:batch].clone()
 
         if input_ids.is_cuda and self.stream is not None:
@@ -132,10 +164,11 @@ class OrtStaticCacheRunner:
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         def work():
-            ids, positions, slot = self.cursor.step(tokens)
-            batch = ids.shape[0]
-            binding = self._binding(ids, positions, slot, batch, self.cursor.fill + 1)
-            self.session.run_with_iobinding(binding, self.run_options)
+            inputs = self.cursor.step(tokens)
+            batch = inputs[0].shape[0]
+            if self.attention == "explicit":
+                inputs = (*inputs, self.cursor.mask(self.cursor.fill + 1))
+            self._run(inputs, batch, graph_id=batch)  # one captured graph per batch size
             self.cursor.advance()
             return self.logits[:batch].clone()
 
@@ -147,4 +180,5 @@ class OrtStaticCacheRunner:
         self.cursor.reset()
 
     def facts(self) -> dict[str, Any]:
-        return {"providers": self.providers_used, "cuda_graph": self.cuda_graph, "kv_update": "in place (aliased)"}
+        return {"providers": self.providers_used, "cuda_graph": self.cuda_graph, "onnx_attention": self.attention,
+                "kv_update": "in place (aliased)"}

@@ -1,0 +1,86 @@
+"""ONNX Runtime's fused attention, ``com.microsoft.GroupQueryAttention``, as a torch custom op the exporter turns
+into that one node.
+
+Why: the attention written out as MatMul/Where/Softmax is ~20 nodes per layer, each launched from the host every
+step; ORT's GroupQueryAttention writes the new K/V into the static cache in place (past and present bound to the
+same buffer), attends with a fused kernel over each row's own length and takes its lengths from a device tensor,
+so a decode step can be captured as a CUDA graph and replayed.
+
+Semantics (ORT's contrib-op spec, mirrored by :func:`group_query_attention` so the module also runs in torch):
+    query [B, S, Hq*D], key / value [B, S, Hkv*D]: already projected and rotated (do_rotary=0: RoPE stays HF's)
+    past_key / past_value [B, Hkv, L, D]: the static cache, right-padded per row
+    seqlens_k [B] int32: each row's total length after this call, minus one
+    total_sequence_length [] int32: the batch's largest total length; S == total means "first prompt"
+First prompt: the S tokens go to slots 0..S-1 and attention is causal (right padding after a row's real tokens is
+never seen by its real queries). Later calls (S == 1 when B > 1): row b's tokens go to slots seqlens_k[b]-S+1..
+seqlens_k[b], and attend to slots 0..their own.
+"""
+from __future__ import annotations
+
+import torch
+
+OP = "enginebench::group_query_attention"
+
+
+@torch.library.custom_op(OP, mutates_args=())
+def group_query_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, past_key: torch.Tensor,
+                          past_value: torch.Tensor, seqlens_k: torch.Tensor, total_sequence_length: torch.Tensor,
+                          num_heads: int, kv_num_heads: int, scale: float
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    batch, seq, _ = query.shape
+    dim, cache_len = past_key.shape[-1], past_key.shape[2]
+    q = query.view(batch, seq, num_heads, dim).transpose(1, 2)
+    k = key.view(batch, seq, kv_num_heads, dim).transpose(1, 2)
+    v = value.view(batch, seq, kv_num_heads, dim).transpose(1, 2)
+    totals = seqlens_k.long() + 1  # [B]
+    first = seq == int(total_sequence_length)
+    starts = torch.zeros_like(totals) if first else totals - seq  # slot of each row's first new token
+    slots = starts.view(-1, 1) + torch.arange(seq, device=query.device)  # [B, S]
+    present_k, present_v = past_key.clone(), past_value.clone()
+    rows = torch.arange(batch, device=query.device).view(-1, 1)
+    present_k[rows, :, slots] = k.transpose(1, 2)
+    present_v[rows, :, slots] = v.transpose(1, 2)
+    groups = num_heads // kv_num_heads
+    keys = present_k.repeat_interleave(groups, dim=1)
+    values = present_v.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(q.float(), keys.float().transpose(-1, -2)) * scale  # [B, Hq, S, L]
+    cols = torch.arange(cache_len, device=query.device).view(1, 1, 1, -1)
+    visible = (cols <= slots.view(batch, 1, seq, 1)) & (cols < totals.view(batch, 1, 1, 1))
+    probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
+    out = torch.matmul(probs, values.float()).to(query.dtype).transpose(1, 2).reshape(batch, seq, -1)
+    return out, present_k, present_v
+
+
+@group_query_attention.register_fake
+def _(query, key, value, past_key, past_value, seqlens_k, total_sequence_length, num_heads, kv_num_heads, scale):
+    return torch.empty_like(query), torch.empty_like(past_key), torch.empty_like(past_value)
+
+
+def _schema():
+    """The part of ORT's GroupQueryAttention schema used here (onnx.defs does not know ORT's contrib ops)."""
+    from onnx.defs import OpSchema
+
+    param = OpSchema.FormalParameter
+    floats = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"]
+    inputs = [param(n, "T") for n in ("query", "key", "value", "past_key", "past_value")]
+    inputs += [param("seqlens_k", "M"), param("total_sequence_length", "M")]
+    outputs = [param(n, "T") for n in ("output", "present_key", "present_value")]
+    attrs = [OpSchema.Attribute(n, OpSchema.AttrType.INT, "") for n in ("num_heads", "kv_num_heads", "do_rotary")]
+    attrs.append(OpSchema.Attribute("scale", OpSchema.AttrType.FLOAT, ""))
+    return OpSchema("GroupQueryAttention", "com.microsoft", 1, inputs=inputs, outputs=outputs,
+                    type_constraints=[("T", floats, ""), ("M", ["tensor(int32)"], "")], attributes=attrs)
+
+
+def onnx_translation() -> dict:
+    """The exporter's translation of the custom op: one com.microsoft.GroupQueryAttention node."""
+    import onnxscript
+
+    gqa = onnxscript.values.Op(onnxscript.values.Opset("com.microsoft", 1), "GroupQueryAttention", _schema())
+
+    def translate(query, key, value, past_key, past_value, seqlens_k, total_sequence_length, num_heads: int,
+                  kv_num_heads: int, scale: float):
+        return gqa(query, key, value, past_key, past_value, seqlens_k,
+                   total_sequence_length, num_heads=num_heads, kv_num_heads=kv_num_heads, scale=scale, do_rotary=0,
+                   _outputs=3)
+
+    return {torch.ops.enginebench.group_query_attention.default: translate}
