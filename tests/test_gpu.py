@@ -25,7 +25,7 @@ def test_backend_on_cuda(extra, tmp_path):
     assert "gpu_device_used_peak_mib" in set(tidy.metric) and "torch_allocated_peak_mib" in set(tidy.metric)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])  # ORT's CUDA GroupQueryAttention: no float32
 def test_ort_cuda_graph_replays_match_plain_runs(registry, dtype, tmp_path):
     """Replayed decode graphs must compute what uncaptured runs compute, step after step, ragged rows, two batch
     sizes (one graph each) and a reset in between: a stale per-step input would show up as a divergence."""

@@ -133,7 +133,7 @@ class GqaStaticCacheDecoder(StaticCacheDecoder):
 
     Graph I/O: input_ids / position_ids [B, S]; seqlens_k [B] int32 (row length after this call - 1);
     total_sequence_length [] int32 (largest row length after this call); past_* as above -> logits [B, V] of each
-    row's last real token (index min(seqlens_k, S-1): the prompt's last token, or the one decoded token).
+    row's last real token (the prompt's last token, or the one decoded token).
     """
 
     def forward(self, input_ids, position_ids, seqlens_k, total_sequence_length, *past):
@@ -153,7 +153,10 @@ class GqaStaticCacheDecoder(StaticCacheDecoder):
                                          self.num_heads, self.num_kv, float(attn.scaling))
 
         hidden, presents = self._layers(hidden, attend)
-        last = torch.clamp(seqlens_k.long(), max=seq - 1).view(batch, 1, 1).expand(batch, 1, hidden.shape[-1])
+        # Right-padded rows: a token's position is its slot, so row b's last token this call sits at index
+        # seqlens_k[b] - position_ids[b, 0]. (Not min(seqlens_k, S-1): S comes from a shape, ORT computes it on the
+        # CPU and the copy to the GPU that follows rules out CUDA-graph capture.)
+        last = (seqlens_k.long() - position_ids[:, 0]).view(batch, 1, 1).expand(batch, 1, hidden.shape[-1])
         return (self._logits(torch.gather(hidden, 1, last)), *presents)
 
 

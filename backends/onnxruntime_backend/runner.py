@@ -67,6 +67,9 @@ class OrtStaticCacheRunner:
         if opt_level not in OPT_LEVELS:
             raise UserError(f"unknown backend.graph_optimization '{opt_level}'", f"use one of {', '.join(OPT_LEVELS)}")
         self.attention = graph_attention(onnx_path)
+        if provider == "cuda" and self.attention == "gqa" and dtype == torch.float32:
+            raise UserError("ORT's CUDA GroupQueryAttention has no float32 kernel (it would run on the CPU)",
+                            "use dtype=bfloat16 or float16, or backend.attention=explicit")
         if cuda_graph and not (provider == "cuda" and self.attention == "gqa"):
             raise UserError("backend.cuda_graph=true needs the GroupQueryAttention graph on the CUDA EP (the "
                             "explicit graph's cache indices run on the CPU and would replay stale slots)",

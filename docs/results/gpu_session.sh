@@ -6,7 +6,7 @@ set -uo pipefail
 export PYTHONPATH=/root/gpu-site:$PWD ENGINEBENCH_CACHE_DIR=/root/ebcache PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/enginebench-gpu}; mkdir -p "$OUT"
 GRID="model=tinyllama-1.1b device=cuda grid.batch_sizes=[1,8,32] grid.prompt_lens=[128,1024] grid.new_tokens=64"
-step=${1:?step: smoke | hf | plain | ort | gqa | ort-maxseq | inplace | presets | dry}
+step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | ort-maxseq | inplace | presets | dry}
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c 'import torch, transformers, onnxruntime as o; print("torch", torch.__version__, "transformers", transformers.__version__, "onnxruntime", o.__version__, o.get_available_providers())'
@@ -21,12 +21,13 @@ step=${1:?step: smoke | hf | plain | ort | gqa | ort-maxseq | inplace | presets 
          python3 -m harness.benchmarks.plain_hf_decode --compile reduce-overhead ;;
     ort) python3 -m harness $GRID backend=onnxruntime output_dir=$OUT/runs/ort
          python3 -m pytest -q -m gpu tests/test_gpu.py tests/test_dry.py ;;
-    gqa) # ORT's GroupQueryAttention graph, without and with CUDA-graph replay, next to HF reduce-overhead
-         python3 -m pytest -q -m gpu tests/test_gpu.py -k "ort or onnxruntime" -x
+    gpu-tests) python3 -m pytest -q -m gpu tests/test_gpu.py -p no:logging ;;
+    gqa) # ORT's GroupQueryAttention graph, without and with CUDA-graph replay
          python3 -m harness -m $GRID backend=onnxruntime backend.attention=gqa backend.cuda_graph=false,true \
-           hydra.sweep.dir=$OUT/runs/ort_gqa
+           hydra.sweep.dir=$OUT/runs/ort_gqa ;;
+    hf-ro) # HF reduce-overhead on the same machine, right after the gqa step
          python3 -m harness $GRID backend=hf-flashattn-staticcache backend.compile=reduce-overhead \
-           output_dir=$OUT/runs/hf_ro_same_call ;;
+           output_dir=$OUT/runs/hf_ro ;;
     ort-maxseq)  # in-place cache proof: decode at a fixed fill (p=128 cells) must not slow down when the
          # preallocated length grows from 1088 (the ort step's export) to 2048 (this one's)
          python3 -m harness model=tinyllama-1.1b device=cuda backend=onnxruntime grid.batch_sizes=[1,8,32] \
