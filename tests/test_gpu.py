@@ -48,4 +48,5 @@ def test_ort_cuda_graph_replays_match_plain_runs(registry, dtype, tmp_path):
         finally:
             handle.close()
     for replayed, plain in zip(logits[True], logits[False]):
-        torch.testing.assert_close(replayed, plain, atol=1e-3, rtol=1e-3)
+        per_step = (replayed - plain).abs().amax(dim=(1, 2)).tolist()  # [steps]
+        assert max(per_step) < 1e-3, f"replayed vs plain max |diff| per step: {per_step}"

@@ -4,7 +4,9 @@ The harness hands prompts left-padded (every backend gets the same tensors); ORT
 row's tokens from slot 0 with its length in ``seqlens_k``. :meth:`RaggedCursor.begin` rolls every row left by its
 padding, on the device. Decode inputs live in fixed buffers (fixed addresses, as CUDA-graph replay needs) that
 advance in place on the device; only ``total_sequence_length`` is a host scalar (ORT reads it on the CPU to tell a
-prompt from a decode step, so a replayed graph never needs its new value).
+prompt from a decode step). A captured graph keeps whatever the kernels derived from that host value at capture
+time, so with CUDA graphs decode steps pass a constant ``total_sequence_length`` = the cache length (true as an
+upper bound for every row; the rows' real lengths come from ``seqlens_k`` on the device).
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from harness.errors import UserError
 
 
 class RaggedCursor:
-    def __init__(self, device: str, max_batch: int, max_seq: int):
+    def __init__(self, device: str, max_batch: int, max_seq: int, constant_decode_total: bool = False):
         self.device, self.max_batch, self.max_seq = device, max_batch, max_seq
+        self.constant_decode_total = constant_decode_total
         self.step_ids = torch.zeros(max_batch, 1, dtype=torch.long, device=device)
         self.step_pos = torch.zeros(max_batch, 1, dtype=torch.long, device=device)  # = each row's length so far
         self.seqlens = torch.zeros(max_batch, dtype=torch.int32, device=device)  # seqlens_k of the next call
@@ -39,7 +42,7 @@ class RaggedCursor:
         self.batch, self.fill = batch, plen
         self.step_pos[:batch, 0].copy_(lens)
         self.seqlens[:batch].copy_(lens.to(torch.int32))
-        self.total.fill_(plen + 1)
+        self.total.fill_(self.max_seq if self.constant_decode_total else plen + 1)
         return ids, positions, seqlens, torch.tensor(plen, dtype=torch.int32)
 
     def step(self, tokens: torch.Tensor):
@@ -54,7 +57,8 @@ class RaggedCursor:
     def advance(self) -> None:
         self.step_pos[: self.batch].add_(1)
         self.seqlens[: self.batch].add_(1)
-        self.total.add_(1)
+        if not self.constant_decode_total:
+            self.total.add_(1)
         self.fill += 1
 
     def reset(self) -> None:

@@ -105,7 +105,8 @@ class OrtStaticCacheRunner:
         shape = (max_batch, config.num_key_value_heads, max_seq, head_dim)
         self.caches = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(2 * config.num_hidden_layers)]
         self.logits = torch.empty(max_batch, config.vocab_size, dtype=dtype, device=device)
-        self.cursor = RaggedCursor(device, max_batch, max_seq) if self.attention == "gqa" \
+        self.cursor = RaggedCursor(device, max_batch, max_seq, constant_decode_total=cuda_graph) \
+            if self.attention == "gqa" \
             else CacheCursor(device, max_batch, max_seq)
 
     def _bind(self, binding, name: str, tensor: torch.Tensor) -> None:
