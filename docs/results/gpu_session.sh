@@ -36,7 +36,7 @@ step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | ort-maxseq 
     inplace) python3 -m harness.benchmarks.ort_inplace --cache-dir $ENGINEBENCH_CACHE_DIR --out $OUT/ort_inplace.csv ;;
     presets)  # task=validate of the architecture presets on the GPU (bf16), HF and ONNX Runtime
          for m in ${PRESETS:-llama-3.2-1b qwen2.5-0.5b}; do for b in ${BACKENDS:-hf-flashattn-staticcache onnxruntime}; do
-           python3 -m harness task=validate device=cuda model=$m backend=$b output_dir=$OUT/runs/validate_${m}_$b
+           python3 -m harness task=validate device=cuda model=$m backend=$b ${EXTRA:-} output_dir=$OUT/runs/validate_${m}_$b
          done; done ;;
     dry) python3 -m harness.benchmarks.dry --device cuda --out $OUT/dry_gpu.csv --iters 200 ;;
   esac
