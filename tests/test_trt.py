@@ -37,7 +37,8 @@ RUNNABLE, WHY_NOT = trt_can_execute()
 
 @needs_trt
 @pytest.mark.parametrize("backend, extra", [("trt-onnx-parsed", []), ("trt-handbuilt", []),
-                                            ("trt-handbuilt", ["backend.fuse_qkv=false"])])
+                                            ("trt-handbuilt", ["backend.fuse_qkv=false"]),
+                                            ("trt-handbuilt", ["backend.attention=fused"])])
 def test_engine_builds_ahead_of_time(backend, extra, tmp_path):
     proc = run_cli(f"backend={backend}", "task=build", *extra, f"cache_dir={tmp_path}", f"output_dir={tmp_path}/o")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -48,11 +49,14 @@ def test_engine_builds_ahead_of_time(backend, extra, tmp_path):
 
 
 @needs_trt
+@pytest.mark.parametrize("attention", ["explicit", "fused"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_evaluator_matches_hf_for_variant(registry, variant):
-    handle, source, info = open_backend(registry, "trt-handbuilt", model_cfg=VARIANTS[variant], max_seq=32)
+def test_evaluator_matches_hf_for_variant(registry, variant, attention):
+    handle, source, info = open_backend(registry, "trt-handbuilt", model_cfg=VARIANTS[variant], max_seq=32,
+                                        options={"attention": attention})
     try:
         assert info["mode"] == "evaluator" and "KV_CACHE_UPDATE" in info["layer_types"]
+        assert ("ATTENTION_INPUT" in info["layer_types"]) == (attention == "fused")
         results = validate_backend(handle, source, torch.float32, "cpu", batch=3, prompt_len=9, steps=6, seed=2)
         assert all(r.passed and r.greedy_agreement == 1.0 for r in results), results
     finally:
@@ -61,7 +65,8 @@ def test_evaluator_matches_hf_for_variant(registry, variant):
 
 @needs_trt
 def test_evaluator_unfused_qkv_and_float16(registry):
-    for options, dtype, tol in (({"fuse_qkv": False}, torch.float32, 1e-4), ({}, torch.float16, 2e-2)):
+    for options, dtype, tol in (({"fuse_qkv": False}, torch.float32, 1e-4), ({}, torch.float16, 2e-2),
+                                ({"attention": "fused"}, torch.float16, 2e-2)):
         handle, source, _ = open_backend(registry, "trt-handbuilt", options=options, dtype=dtype, max_seq=32)
         try:
             ids = random_prompt_ids(source.config(), 2, 7, seed=3)
@@ -106,6 +111,45 @@ def test_evaluator_rejects_unknown_layer_types():
 
 
 @needs_trt
+@pytest.mark.parametrize("causal", ["NONE", "UPPER_LEFT", "LOWER_RIGHT"])
+def test_evaluator_attention_layer_semantics(causal):
+    """IAttention against a hand-written reference: GQA head mapping, bool mask, both causal alignments."""
+    from backends.trt_common.evaluator import NetworkEvaluator
+
+    trt = trt_module
+    builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+    net = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    shapes = {"q": (2, 4, 3, 8), "k": (2, 2, 5, 8), "v": (2, 2, 5, 8)}
+    q, k, v = (net.add_input(n, trt.float32, shp) for n, shp in shapes.items())
+    att = net.add_attention_v2(q, k, v, trt.AttentionNormalizationOp.SOFTMAX, getattr(trt.CausalMaskKind, causal))
+    if causal == "NONE":  # a mask cannot be combined with a causal kind
+        att.mask = net.add_input("mask", trt.bool, (2, 1, 3, 5))
+    net.mark_output(att.get_output(0))
+    torch.manual_seed(0)
+    feeds = {n: torch.randn(shp) for n, shp in shapes.items()}
+    keep = torch.rand(2, 1, 3, 5) > 0.3
+    keep[..., 0] = True  # every query sees at least one key
+    feeds["mask"] = keep
+    got = NetworkEvaluator(trt, net).run(feeds)[att.get_output(0).name]
+    expected = torch.empty(2, 4, 3, 8)
+    for h in range(4):  # query head h reads K/V head h // 2
+        scores = feeds["q"][:, h] @ feeds["k"][:, h // 2].transpose(-1, -2)  # [2, 3, 5]
+        for i in range(3):
+            for j in range(5):
+                hidden = {"NONE": ~keep[:, 0, i, j], "UPPER_LEFT": torch.tensor(j > i).expand(2),
+                          "LOWER_RIGHT": torch.tensor(j > i + 2).expand(2)}[causal]
+                scores[hidden, i, j] = float("-inf")
+        expected[:, h] = torch.softmax(scores, -1) @ feeds["v"][:, h // 2]
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+
+
+@needs_trt
+def test_unknown_attention_is_one_line(registry):
+    with pytest.raises(UserError, match="unknown backend.attention 'flash'"):
+        open_backend(registry, "trt-handbuilt", options={"attention": "flash"}, max_seq=32)
+
+
+@needs_trt
 def test_cli_validate_runs_the_evaluator(tmp_path):
     proc = run_cli("backend=trt-handbuilt", "task=validate", "device=cpu", f"output_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -122,9 +166,10 @@ def test_missing_tensorrt_is_one_line():
 
 @needs_trt
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["trt-onnx-parsed", "trt-handbuilt"])
-def test_tinyllama_engine_builds(backend, tmp_path):
-    proc = run_cli(f"backend={backend}", "task=build", "model=tinyllama-1.1b", "grid.batch_sizes=[1,8]",
+@pytest.mark.parametrize("backend, extra", [("trt-onnx-parsed", []), ("trt-handbuilt", []),
+                                            ("trt-handbuilt", ["backend.attention=fused"])])
+def test_tinyllama_engine_builds(backend, extra, tmp_path):
+    proc = run_cli(f"backend={backend}", *extra, "task=build", "model=tinyllama-1.1b", "grid.batch_sizes=[1,8]",
                    "grid.prompt_lens=[128]", "grid.new_tokens=64", "validation.enabled=false",
                    f"cache_dir={tmp_path}", f"output_dir={tmp_path}/o", timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -133,9 +178,10 @@ def test_tinyllama_engine_builds(backend, tmp_path):
 
 @pytest.mark.trt_gpu
 @pytest.mark.skipif(not RUNNABLE, reason=WHY_NOT or "TensorRT can run here")
-@pytest.mark.parametrize("backend", ["trt-onnx-parsed", "trt-handbuilt"])
-def test_engine_executes_and_validates_on_gpu(backend, tmp_path):
-    proc = run_cli(f"backend={backend}", "device=cuda", "grid.batch_sizes=[1,2]", "grid.prompt_lens=[8]",
+@pytest.mark.parametrize("backend, extra", [("trt-onnx-parsed", []), ("trt-handbuilt", []),
+                                            ("trt-handbuilt", ["backend.attention=fused"])])
+def test_engine_executes_and_validates_on_gpu(backend, extra, tmp_path):
+    proc = run_cli(f"backend={backend}", *extra, "device=cuda", "grid.batch_sizes=[1,2]", "grid.prompt_lens=[8]",
                    "grid.new_tokens=3", "measure.min_seconds=0", f"cache_dir={tmp_path}", f"output_dir={tmp_path}/o")
     assert proc.returncode == 0, proc.stderr[-3000:]
     import pandas as pd

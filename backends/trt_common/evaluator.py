@@ -45,6 +45,10 @@ class NetworkEvaluator:
             T.CAST: (trt.ICastLayer, self._cast), T.SOFTMAX: (trt.ISoftMaxLayer, self._softmax),
             T.ACTIVATION: (trt.IActivationLayer, self._activation), T.SELECT: (trt.ISelectLayer, self._select),
             T.SHAPE: (trt.IShapeLayer, self._shape), T.KV_CACHE_UPDATE: (trt.IKVCacheUpdateLayer, self._kv_update),
+            # An IAttention appears as two boundary layers: the input one holds Q, K, V and the mask; the output
+            # one yields the result. The whole attention is computed at the input boundary.
+            T.ATTENTION_INPUT: (trt.IAttentionInputLayer, self._attention),
+            T.ATTENTION_OUTPUT: (trt.IAttentionOutputLayer, self._attention_output),
         }
         self.layer_types = sorted({str(network.get_layer(i).type) for i in range(network.num_layers)})
 
@@ -200,3 +204,44 @@ class NetworkEvaluator:
         for b, start in enumerate(write.tolist()):
             out[b, :, start:start + seq] = update[b]
         return out
+
+    def _attention(self, layer, ins):
+        """IAttention (TensorRT's "Fused Attention" semantics): softmax(Q·Kᵀ + mask)·V with Q already scaled;
+        Q [B, Nq, Sq, D], K and V [B, Nkv, Skv, D] (PADDED_BHND), Nq % Nkv == 0 (query head h reads K/V head
+        h // (Nq / Nkv)); a bool mask keeps the True positions, a float mask is added; a causal kind aligns the
+        triangle to the upper left (key j <= query i) or the lower right (j <= i + Skv - Sq). Computed in float32,
+        returned in Q's type."""
+        att = layer.attention
+        F = self.trt.AttentionIOForm
+        if att.query_form != F.PADDED_BHND or att.key_value_form != F.PADDED_BHND:
+            raise UnsupportedLayer(f"attention '{att.name}': only the PADDED_BHND layout")
+        if att.normalization_quantize_scale is not None or att.num_ranks != 1:
+            raise UnsupportedLayer(f"attention '{att.name}': quantized normalization or multi-rank attention")
+        if att.key_value_lengths is not None:
+            raise UnsupportedLayer(f"attention '{att.name}': per-batch key/value lengths")
+        q, k, v = ins[0], ins[1], ins[2]
+        mask = ins[3] if len(ins) > 3 else None
+        groups = q.shape[1] // k.shape[1]
+        if q.shape[1] != groups * k.shape[1]:
+            raise ValueError(f"attention '{att.name}': {q.shape[1]} query heads are not a multiple of {k.shape[1]}")
+        k = k.float().repeat_interleave(groups, dim=1)
+        v = v.float().repeat_interleave(groups, dim=1)
+        scores = torch.matmul(q.float(), k.transpose(-1, -2))  # [B, Nq, Sq, Skv]
+        if mask is not None:
+            scores = scores.masked_fill(~mask.bool(), float("-inf")) if mask.dtype == torch.bool \
+                else scores + mask.float()
+        C = self.trt.CausalMaskKind
+        if att.causal_kind != C.NONE:
+            sq, skv = scores.shape[-2:]
+            offset = 0 if att.causal_kind == C.UPPER_LEFT else skv - sq
+            rows = torch.arange(sq).view(-1, 1)
+            scores = scores.masked_fill(torch.arange(skv).view(1, -1) > rows + offset, float("-inf"))
+        N = self.trt.AttentionNormalizationOp
+        if att.norm_op == N.SOFTMAX:
+            scores = torch.softmax(scores, dim=-1)
+        elif att.norm_op != N.NONE:
+            raise UnsupportedLayer(f"attention '{att.name}': normalization {att.norm_op}")
+        return torch.matmul(scores, v).to(q.dtype)
+
+    def _attention_output(self, layer, ins):
+        return ins[0]

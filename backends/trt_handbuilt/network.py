@@ -11,7 +11,9 @@ multiplies against [1, out, in] weight constants (TRANSPOSE), biases when the co
 HF's own cos/sin tables (computed by the model's rotary module, so llama3 scaling is exact), gathered by position
 and applied as q*cos + rotate_half(q)*sin, rotate_half being a constant signed permutation matrix; grouped-query
 attention by folding the group into the query axis; a causal mask over the whole static cache (slot <= the query's
-slot, and not padding); softmax in float32; SwiGLU MLP; final norm; lm_head (tied or not).
+slot, and not padding); softmax in float32 — or, with ``attention="fused"``, TensorRT's attention layer
+(``add_attention_v2``: pre-scaled Q, native GQA, the same mask as a bool input); SwiGLU MLP; final norm; lm_head
+(tied or not).
 Weights are named after their HF parameters (``model.layers.0.self_attn.q_proj.weight``), so an engine built with
 the refit flag can be refitted by name; host arrays are returned to the caller to keep alive through the build.
 """
@@ -33,7 +35,10 @@ class NetworkOptions:
     dtype: torch.dtype = torch.float16
     max_seq: int = 2048
     fuse_qkv: bool = True  # one [q;k;v] matmul instead of three
-    attention: str = "explicit"  # explicit matmul-softmax-matmul (the fused attention layer: see docs)
+    attention: str = "explicit"  # explicit: matmul-softmax-matmul | fused: TensorRT's attention layer (IAttention)
+
+
+ATTENTIONS = ("explicit", "fused")
 
 
 class _Builder:
@@ -136,9 +141,9 @@ def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
     if cfg.model_type not in ("llama", "qwen2"):
         raise UserError(f"trt-handbuilt supports llama and qwen2, not '{cfg.model_type}'",
                         "use a Llama-family model")
-    if options.attention != "explicit":
-        raise UserError(f"backend.attention={options.attention} is not implemented in trt-handbuilt",
-                        "use backend.attention=explicit")
+    if options.attention not in ATTENTIONS:
+        raise UserError(f"unknown backend.attention '{options.attention}' for trt-handbuilt",
+                        f"use one of {', '.join(ATTENTIONS)}")
     b = _Builder(trt, network, options.dtype)
     E, dt = trt.ElementWiseOperation, b.trt_dtype
     sd = {k: v.detach() for k, v in hf_model.state_dict().items()}  # converted to the target dtype per constant
@@ -167,7 +172,13 @@ def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
     causal = b.unary(future, trt.UnaryOperation.NOT, "mask.causal")
     zero = b.const(torch.zeros(1, 1, dtype=torch.int64), "mask.zero")
     real = b.shuffle(b.ew(key_mask, zero, E.GREATER, "mask.real"), "mask.real_bcast", reshape=(0, 1, 1, 1, L))
-    allowed = b.ew(causal, real, E.AND, "mask.allowed")
+    # A left-padding query would see no key at all; what a fused attention kernel returns for a fully masked row
+    # is not specified (softmax over nothing), and a NaN there would reach the cache and, through 0 * NaN, the
+    # real tokens. So every query also sees its own slot: harmless for real tokens, whose own slot is real.
+    own = b.ew(slot_ids, q_slots, E.EQUAL, "mask.own_slot")
+    allowed = b.ew(causal, b.ew(real, own, E.OR, "mask.real_or_own"), E.AND, "mask.allowed")
+    allowed_4d = b.shuffle(allowed, "mask.allowed_4d", reshape=(0, 1, -1, L)) \
+        if options.attention == "fused" else None  # [B, 1, S, L]: the attention layer's mask
     neg = b.const(torch.tensor([[[[[torch.finfo(torch.float32).min]]]]]), "mask.neg")
     scale = b.const(torch.tensor([[[[hf_model.model.layers[0].self_attn.scaling]]]]).to(options.dtype),
                     "attn.scale")
@@ -214,18 +225,28 @@ def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
             network.mark_output(present)
             caches.append(present)
         k_all, v_all = caches
-        qg = b.shuffle(q, f"{p}.q_groups", reshape=(0, kv, -1, d))  # [B, Hkv, G*S, D]
-        scores = b.ew(b.matmul(qg, k_all, f"{p}.qk", transpose_b=True), scale, E.PROD, f"{p}.qk_scaled")
-        scores = b.shuffle(b.cast(scores, trt.float32, f"{p}.scores_fp32"), f"{p}.scores_5d",
-                           reshape=(0, 0, groups, -1, L))  # [B, Hkv, G, S, L]
-        masked = b.named(network.add_select(allowed, scores, neg), f"{p}.masked")
-        sm = network.add_softmax(masked)
-        sm.axes = 1 << 4
-        probs = b.shuffle(b.cast(b.named(sm, f"{p}.softmax"), dt, f"{p}.probs_dtype"), f"{p}.probs_4d",
-                          reshape=(0, 0, -1, L))
-        ctx = b.matmul(probs, v_all, f"{p}.pv")  # [B, Hkv, G*S, D]
-        ctx = b.shuffle(ctx, f"{p}.ctx_heads", reshape=(0, heads, -1, d), second=(0, 2, 1, 3))
-        ctx = b.shuffle(ctx, f"{p}.ctx_merge", reshape=(0, 0, heads * d))
+        if options.attention == "fused":
+            # IAttention wants Q pre-scaled; GQA is native (N_q % N_kv == 0); the bool mask says "may attend".
+            # decomposable: TensorRT may fall back to separate kernels where no fused kernel fits.
+            qs = b.ew(q, scale, E.PROD, f"{p}.q_scaled")
+            att = network.add_attention_v2(qs, k_all, v_all, trt.AttentionNormalizationOp.SOFTMAX,
+                                           trt.CausalMaskKind.NONE)
+            att.mask, att.decomposable, att.name = allowed_4d, True, f"{p}.attention"
+            ctx = b.shuffle(att.get_output(0), f"{p}.ctx_merge", first=(0, 2, 1, 3),
+                            reshape=(0, 0, heads * d))  # [B, H, S, D] -> [B, S, H*D]
+        else:
+            qg = b.shuffle(q, f"{p}.q_groups", reshape=(0, kv, -1, d))  # [B, Hkv, G*S, D]
+            scores = b.ew(b.matmul(qg, k_all, f"{p}.qk", transpose_b=True), scale, E.PROD, f"{p}.qk_scaled")
+            scores = b.shuffle(b.cast(scores, trt.float32, f"{p}.scores_fp32"), f"{p}.scores_5d",
+                               reshape=(0, 0, groups, -1, L))  # [B, Hkv, G, S, L]
+            masked = b.named(network.add_select(allowed, scores, neg), f"{p}.masked")
+            sm = network.add_softmax(masked)
+            sm.axes = 1 << 4
+            probs = b.shuffle(b.cast(b.named(sm, f"{p}.softmax"), dt, f"{p}.probs_dtype"), f"{p}.probs_4d",
+                              reshape=(0, 0, -1, L))
+            ctx = b.matmul(probs, v_all, f"{p}.pv")  # [B, Hkv, G*S, D]
+            ctx = b.shuffle(ctx, f"{p}.ctx_heads", reshape=(0, heads, -1, d), second=(0, 2, 1, 3))
+            ctx = b.shuffle(ctx, f"{p}.ctx_merge", reshape=(0, 0, heads * d))
         attn_out = b.linear(ctx, sd[f"{p}.self_attn.o_proj.weight"], None, f"{p}.self_attn.o_proj")
         hidden = b.ew(hidden, attn_out, E.SUM, f"{p}.attn_residual")
         mlp_in = b.rms_norm(hidden, sd[f"{p}.post_attention_layernorm.weight"], cfg.rms_norm_eps,

@@ -9,7 +9,7 @@ from backends.static_cache import RunnerHooks
 from harness import hookimpl
 from harness.errors import UserError
 
-NETWORK_VERSION = 1  # bump when network.py changes what it builds
+NETWORK_VERSION = 2  # bump when network.py changes what it builds
 
 
 class TrtHandbuiltBackend(RunnerHooks):
@@ -19,7 +19,7 @@ class TrtHandbuiltBackend(RunnerHooks):
             "flavour": "auto",  # auto | tensorrt | rtx
             "mode": "auto",  # auto (engine on CUDA, evaluator on CPU) | engine | evaluator
             "fuse_qkv": True,
-            "attention": "explicit",  # explicit matmul-softmax-matmul
+            "attention": "explicit",  # explicit matmul-softmax-matmul | fused (TensorRT's attention layer)
             "workspace_mib": 4096,
             "cuda_graph": False,
         }
