@@ -1,5 +1,6 @@
-"""Is the KV-cache update in place? ONNX Runtime's own profiler, per decode step, at a fixed fill, for exports that
-differ only in the preallocated length (``python -m harness.benchmarks.ort_inplace --max-seq 1088 2048``).
+"""Is the KV-cache update in place, and where does a decode step's GPU time go? ONNX Runtime's own profiler, per
+decode step, at a fixed fill, for exports that differ only in the preallocated length
+(``python -m harness.benchmarks.ort_inplace --max-seq 1088 2048 [--attention gqa]``).
 
 If ScatterND copied the whole cache (present not aliased to past), its kernel time would grow with max_seq; the
 end-to-end step time of this graph is dominated by per-node launch overhead on the host, so it is too noisy to
@@ -21,14 +22,15 @@ from harness.loadspec import LoadSpec
 from harness.models import ModelSource
 
 
-def profile(max_seq: int, batch: int, fill: int, steps: int, preset: str, cache_dir: Path) -> dict:
+def profile(max_seq: int, batch: int, fill: int, steps: int, preset: str, cache_dir: Path,
+            attention: str = "explicit") -> dict:
     from backends.onnx_export.artifact import MODEL_FILE, onnx_artifact
     from backends.onnxruntime_backend.runner import OrtStaticCacheRunner
 
     source = ModelSource.from_config(yaml.safe_load(open(preset)), 0)
     spec = LoadSpec(model=source, dtype=torch.bfloat16, device="cuda:0", options={}, max_batch=batch,
                     max_seq=max_seq, cache_dir=cache_dir)
-    path = str(onnx_artifact(spec).directory / MODEL_FILE)
+    path = str(onnx_artifact(spec, attention).directory / MODEL_FILE)
     runner = OrtStaticCacheRunner(path, source.config(), torch.bfloat16, "cuda:0", batch)
     ids = random_prompt_ids(source.config(), batch, fill, 0).cuda()
     runner.prefill(ids, None)
@@ -47,10 +49,14 @@ def profile(max_seq: int, batch: int, fill: int, steps: int, preset: str, cache_
     prefill_end = runs[0]["ts"] + runs[0]["dur"]  # the first run in the profile is the prefill
     decode_nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
                     and e["ts"] > prefill_end]
-    scatter = sum(e["dur"] for e in decode_nodes if e["args"].get("op_name") == "ScatterND")
-    total = sum(e["dur"] for e in decode_nodes)
-    return {"max_seq": max_seq, "batch": batch, "fill": fill, "scatter_us_per_step": scatter / steps,
-            "all_nodes_us_per_step": total / steps, "gpu": torch.cuda.get_device_name()}
+    by_op: dict[str, float] = {}
+    for e in decode_nodes:
+        by_op[e["args"].get("op_name", "?")] = by_op.get(e["args"].get("op_name", "?"), 0.0) + e["dur"] / steps
+    top = sorted(by_op.items(), key=lambda kv: -kv[1])[:6]
+    return {"attention": attention, "max_seq": max_seq, "batch": batch, "fill": fill,
+            "scatter_us_per_step": by_op.get("ScatterND", 0.0),
+            "all_nodes_us_per_step": sum(by_op.values()), "nodes_per_step": len(decode_nodes) / steps,
+            "top_ops_us_per_step": "; ".join(f"{op} {us:.0f}" for op, us in top), "gpu": torch.cuda.get_device_name()}
 
 
 def _profiled_session(runner, path: str):
@@ -73,9 +79,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=16)
     p.add_argument("--preset", default="conf/model/tinyllama-1.1b.yaml")
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "enginebench"))
+    p.add_argument("--attention", default="explicit", choices=["explicit", "gqa"])
     p.add_argument("--out", default=None)
     args = p.parse_args()
-    rows = [profile(m, b, args.fill, args.steps, args.preset, Path(args.cache_dir))
+    rows = [profile(m, b, args.fill, args.steps, args.preset, Path(args.cache_dir), args.attention)
             for m in args.max_seq for b in args.batch]
     print_and_save(rows, args.out)
 
