@@ -12,22 +12,45 @@ from harness import hookimpl
 from harness.errors import UserError
 
 
-class CacheCursor:
+class StepBuffers:
+    """What every cursor shares: the preallocated limits, fixed token and position buffers, batch and fill."""
+
     def __init__(self, device: str, max_batch: int, max_seq: int):
         self.device, self.max_batch, self.max_seq = device, max_batch, max_seq
         self.step_ids = torch.zeros(max_batch, 1, dtype=torch.long, device=device)
         self.step_pos = torch.zeros(max_batch, 1, dtype=torch.long, device=device)  # next position per row
+        self.batch = self.fill = 0  # fill: the longest row so far (the padded prompt length + steps)
+
+    def check_prefill(self, batch: int, plen: int) -> None:
+        if batch > self.max_batch or plen > self.max_seq:
+            raise UserError(f"prefill of {batch}x{plen} exceeds the preallocated {self.max_batch}x{self.max_seq}",
+                            "raise the grid limits the backend was loaded for")
+
+    def step_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The decode tokens copied into the fixed buffer ([B, 1] view), after checking there is room."""
+        if self.fill >= self.max_seq:
+            raise UserError(f"decode past the preallocated {self.max_seq} positions",
+                            "lower grid.prompt_lens + grid.new_tokens")
+        self.step_ids[: self.batch].copy_(tokens)
+        return self.step_ids[: self.batch]
+
+    def reset(self) -> None:
+        self.fill = 0  # slots past the fill are never attended to, and the next prefill rewrites from slot 0
+
+
+class CacheCursor(StepBuffers):
+    """All rows share one write slot; left padding is masked (the explicit-attention graphs)."""
+
+    def __init__(self, device: str, max_batch: int, max_seq: int):
+        super().__init__(device, max_batch, max_seq)
         self.step_slot = torch.zeros(1, dtype=torch.long, device=device)  # next cache slot
         self.cols = torch.arange(max_seq, device=device).view(1, -1)
         self.pad = torch.zeros(max_batch, 1, dtype=torch.long, device=device)  # left padding per row
-        self.batch = self.fill = 0
 
     def begin(self, input_ids: torch.Tensor, prompt_lens: torch.Tensor | None):
         """Prefill inputs: (ids [B, P], positions [B, P], slots [P]); left-padded rows start at position 0."""
         batch, plen = input_ids.shape
-        if batch > self.max_batch or plen > self.max_seq:
-            raise UserError(f"prefill of {batch}x{plen} exceeds the preallocated {self.max_batch}x{self.max_seq}",
-                            "raise the grid limits the backend was loaded for")
+        self.check_prefill(batch, plen)
         pad = torch.zeros(batch, 1, dtype=torch.long, device=self.device) if prompt_lens is None \
             else (plen - prompt_lens.to(self.device)).view(batch, 1)
         self.pad[:batch].copy_(pad)
@@ -39,12 +62,7 @@ class CacheCursor:
 
     def step(self, tokens: torch.Tensor):
         """Decode inputs in the fixed buffers: (ids [B, 1], positions [B, 1], slot [1])."""
-        if self.fill >= self.max_seq:
-            raise UserError(f"decode past the preallocated {self.max_seq} positions",
-                            "lower grid.prompt_lens + grid.new_tokens")
-        b = self.batch
-        self.step_ids[:b].copy_(tokens)
-        return self.step_ids[:b], self.step_pos[:b], self.step_slot
+        return self.step_tokens(tokens), self.step_pos[: self.batch], self.step_slot
 
     def advance(self) -> None:
         """After a decode step: every row's position and the shared slot move on, on the device."""
@@ -55,9 +73,6 @@ class CacheCursor:
     def mask(self, used: int) -> torch.Tensor:
         """[B, used] int64: 1 where a slot holds a real token of the row (contiguous, for binding)."""
         return (self.cols[:, :used] >= self.pad[: self.batch]).long()
-
-    def reset(self) -> None:
-        self.fill = 0  # slots past the fill are masked out, so nothing needs clearing
 
 
 class RunnerHooks:

@@ -12,25 +12,20 @@ from __future__ import annotations
 
 import torch
 
-from harness.errors import UserError
+from backends.static_cache import StepBuffers
 
 
-class RaggedCursor:
+class RaggedCursor(StepBuffers):
     def __init__(self, device: str, max_batch: int, max_seq: int, constant_decode_total: bool = False):
-        self.device, self.max_batch, self.max_seq = device, max_batch, max_seq
+        super().__init__(device, max_batch, max_seq)  # step_pos: each row's length so far = its next position
         self.constant_decode_total = constant_decode_total
-        self.step_ids = torch.zeros(max_batch, 1, dtype=torch.long, device=device)
-        self.step_pos = torch.zeros(max_batch, 1, dtype=torch.long, device=device)  # = each row's length so far
         self.seqlens = torch.zeros(max_batch, dtype=torch.int32, device=device)  # seqlens_k of the next call
         self.total = torch.zeros((), dtype=torch.int32)  # host scalar: the longest row after the next call
-        self.batch = self.fill = 0  # fill: the longest row so far (the padded prompt length + steps)
 
     def begin(self, input_ids: torch.Tensor, prompt_lens: torch.Tensor | None):
         """Prefill inputs (ids [B, P] right-padded, positions [B, P], seqlens_k [B], total []) from left-padded ids."""
         batch, plen = input_ids.shape
-        if batch > self.max_batch or plen > self.max_seq:
-            raise UserError(f"prefill of {batch}x{plen} exceeds the preallocated {self.max_batch}x{self.max_seq}",
-                            "raise the grid limits the backend was loaded for")
+        self.check_prefill(batch, plen)
         ids = input_ids.to(self.device)
         lens = torch.full((batch,), plen, dtype=torch.long, device=self.device) if prompt_lens is None \
             else prompt_lens.to(self.device).long()
@@ -47,12 +42,8 @@ class RaggedCursor:
 
     def step(self, tokens: torch.Tensor):
         """Decode inputs in the fixed buffers: (ids [B, 1], positions [B, 1], seqlens_k [B], total [])."""
-        if self.fill >= self.max_seq:
-            raise UserError(f"decode past the preallocated {self.max_seq} positions",
-                            "lower grid.prompt_lens + grid.new_tokens")
         b = self.batch
-        self.step_ids[:b].copy_(tokens)
-        return self.step_ids[:b], self.step_pos[:b], self.seqlens[:b], self.total
+        return self.step_tokens(tokens), self.step_pos[:b], self.seqlens[:b], self.total
 
     def advance(self) -> None:
         self.step_pos[: self.batch].add_(1)
@@ -60,6 +51,3 @@ class RaggedCursor:
         if not self.constant_decode_total:
             self.total.add_(1)
         self.fill += 1
-
-    def reset(self) -> None:
-        self.fill = 0  # the next prefill rewrites slots from 0 and sets every length

@@ -94,11 +94,7 @@ class OrtStaticCacheRunner:
         self.session = ort.InferenceSession(onnx_path, so, providers=providers)
         self.providers_used = self.session.get_providers()
         self.max_seq = max_seq = int(self.session.get_inputs()[4].shape[2])  # past_key_0 [B, Hkv, L, D]: L fixed
-        self.run_options = ort.RunOptions()
-        if self.cuda:
-            # Let the GPU run ahead: _on_stream orders ORT's stream with the caller's, so no host wait is needed.
-            self.run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
-        self._graph_options: dict[int, Any] = {}
+        self._run_options: dict[int | None, Any] = {}  # by CUDA graph id (None: no graph)
         self.cuda_graph = cuda_graph
         self.in_names, self.out_names = io_names(config.num_hidden_layers, self.attention)
         head_dim = model_head_dim(config)
@@ -129,18 +125,18 @@ class OrtStaticCacheRunner:
                           view.data_ptr())  # present_* aliases past_*: the update happens in place
         out = self.logits[:batch]
         b.bind_output("logits", dev, self.device_id, ONNX_TYPES[self.dtype], list(out.shape), out.data_ptr())
-        options = self.run_options
-        if self.cuda_graph:
-            if graph_id not in self._graph_options:
-                self._graph_options[graph_id] = self._options_for_graph(graph_id)
-            options = self._graph_options[graph_id]
-        self.session.run_with_iobinding(b, options)
+        self.session.run_with_iobinding(b, self._options_for(graph_id if self.cuda_graph else None))
 
-    def _options_for_graph(self, graph_id: int):
-        options = self.ort.RunOptions()
-        options.add_run_config_entry("disable_synchronize_execution_providers", "1")
-        options.add_run_config_entry("gpu_graph_id", str(graph_id))
-        return options
+    def _options_for(self, graph_id: int | None):
+        if graph_id not in self._run_options:
+            options = self.ort.RunOptions()
+            if self.cuda:
+                # Let the GPU run ahead: _on_stream orders ORT's stream with the caller's: no host wait needed.
+                options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+            if graph_id is not None:
+                options.add_run_config_entry("gpu_graph_id", str(graph_id))
+            self._run_options[graph_id] = options
+        return self._run_options[graph_id]
 
     def _on_stream(self, work):
         """Run ``work`` on ORT's stream, ordered after the caller's stream and before its next operation."""
