@@ -16,6 +16,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
     ["backend=onnxruntime"],
     ["backend=onnxruntime", "backend.attention=gqa"],
     ["backend=onnxruntime", "backend.attention=gqa", "backend.cuda_graph=true"],
+    ["backend=onnxruntime", "backend.attention=gqa", "backend.fused_ops=true", "backend.cuda_graph=true"],
 ])
 def test_backend_on_cuda(extra, tmp_path):
     proc = run_cli(*extra, *FAST, "device=cuda", f"output_dir={tmp_path}")
@@ -25,13 +26,15 @@ def test_backend_on_cuda(extra, tmp_path):
     assert "gpu_device_used_peak_mib" in set(tidy.metric) and "torch_allocated_peak_mib" in set(tidy.metric)
 
 
+@pytest.mark.parametrize("fused_ops", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])  # ORT's CUDA GroupQueryAttention: no float32
-def test_ort_cuda_graph_replays_match_plain_runs(registry, dtype, tmp_path):
+def test_ort_cuda_graph_replays_match_plain_runs(registry, dtype, fused_ops, tmp_path):
     """Replayed decode graphs must compute what uncaptured runs compute, step after step, ragged rows, two batch
     sizes (one graph each) and a reset in between: a stale per-step input would show up as a divergence."""
     logits = {}
     for graph in (False, True):
-        handle, source, info = open_backend(registry, "onnxruntime", options={"attention": "gqa", "cuda_graph": graph},
+        handle, source, info = open_backend(registry, "onnxruntime", options={"attention": "gqa", "cuda_graph": graph,
+                                                                           "fused_ops": fused_ops},
                                             dtype=dtype, device="cuda", max_seq=48, tmp_cache=tmp_path)
         try:
             assert info["cuda_graph"] is graph

@@ -17,13 +17,20 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("artifacts")
 
 
-@pytest.mark.parametrize("attention", ["explicit", "gqa"])
+# the three exported graphs: attention written out | ORT's GroupQueryAttention | that plus ORT's other fused ops
+GRAPHS = {"explicit": {"attention": "explicit"}, "gqa": {"attention": "gqa"},
+          "gqa_fused": {"attention": "gqa", "fused_ops": True}}
+
+
+@pytest.mark.parametrize("graph", list(GRAPHS))
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_export_matches_hf_for_variant(registry, variant, attention, cache_dir):
+def test_export_matches_hf_for_variant(registry, variant, graph, cache_dir):
     handle, source, info = open_backend(registry, "onnxruntime", model_cfg=VARIANTS[variant], max_seq=32,
-                                        options={"attention": attention}, tmp_cache=cache_dir)
+                                        options=GRAPHS[graph], tmp_cache=cache_dir)
     try:
-        assert info["providers"] == ["CPUExecutionProvider"] and info["onnx_attention"] == attention
+        assert info["providers"] == ["CPUExecutionProvider"]
+        assert info["onnx_attention"] == GRAPHS[graph]["attention"]
+        assert info["onnx_fused_ops"] == GRAPHS[graph].get("fused_ops", False)
         assert info["onnx_check_max_abs_diff"] < 1e-4
         results = validate_backend(handle, source, torch.float32, "cpu", batch=3, prompt_len=9, steps=6, seed=1)
         assert {r.case for r in results} == {"equal_lengths", "left_padded"}
@@ -56,10 +63,9 @@ def test_no_temporary_directories_left(cache_dir):
     assert not [p for p in (cache_dir / "onnx").iterdir() if p.name.startswith(".tmp")]
 
 
-@pytest.mark.parametrize("attention", ["explicit", "gqa"])
-def test_reset_kv_keeps_buffers_and_repeats_results(registry, attention, cache_dir):
-    handle, source, _ = open_backend(registry, "onnxruntime", options={"attention": attention}, max_seq=24,
-                                     tmp_cache=cache_dir)
+@pytest.mark.parametrize("graph", list(GRAPHS))
+def test_reset_kv_keeps_buffers_and_repeats_results(registry, graph, cache_dir):
+    handle, source, _ = open_backend(registry, "onnxruntime", options=GRAPHS[graph], max_seq=24, tmp_cache=cache_dir)
     try:
         runner = handle.instance.runner
         pointers = [c.data_ptr() for c in runner.caches]
@@ -108,21 +114,27 @@ def test_cuda_graph_needs_gqa_graph_on_cuda(registry, cache_dir):
                      tmp_cache=cache_dir)
     with pytest.raises(UserError, match="unknown ONNX attention 'flash'"):
         open_backend(registry, "onnxruntime", options={"attention": "flash"}, max_seq=24, tmp_cache=cache_dir)
+    with pytest.raises(UserError, match="fused_ops=true needs the GroupQueryAttention graph"):
+        open_backend(registry, "onnxruntime", options={"fused_ops": True}, max_seq=24, tmp_cache=cache_dir)
 
 
-def test_gqa_module_in_torch_matches_hf():
-    """The custom op's torch implementation (ORT's semantics as gqa.py states them) against HF, ragged rows."""
-    from backends.onnx_export.graph import GqaStaticCacheDecoder
+@pytest.mark.parametrize("fused_ops", [False, True])
+@pytest.mark.parametrize("variant", ["llama3_rope_scaling", "qwen2_bias_tied"])
+def test_gqa_module_in_torch_matches_hf(variant, fused_ops):
+    """The custom ops' torch implementations (ORT's semantics as gqa.py and fused.py state them: packed q/k/v,
+    RoPE from cos/sin tables at each slot, fused residual + RMSNorm) against HF, ragged rows."""
+    from backends.onnx_export.graph import decoder_for
     from backends.onnxruntime_backend.ragged_cursor import RaggedCursor
-    from harness.models import ModelSource
+    from harness.models import ModelSource, head_dim
 
-    source = ModelSource.from_config(tiny_model_cfg(), 0)
+    source = ModelSource.from_config(VARIANTS[variant], 0)
     model = source.build_fp32_cpu()
-    module, config = GqaStaticCacheDecoder(model), source.config()
+    module, config = decoder_for(model, "gqa", fused_ops, max_seq=16), source.config()
     rows = [random_prompt_ids(config, 1, n, seed=n)[0] for n in (6, 2)]
     ids, lens = left_pad(rows)
     cursor = RaggedCursor("cpu", 2, 16)
-    past = [torch.zeros(2, config.num_key_value_heads, 16, 16) for _ in range(2 * config.num_hidden_layers)]
+    past = [torch.zeros(2, config.num_key_value_heads, 16, head_dim(config))
+            for _ in range(2 * config.num_hidden_layers)]
     seqs = [r.tolist() for r in rows]
     with torch.no_grad():
         logits, *past = module(*cursor.begin(ids, lens), *past)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from backends.onnx_export.graph import check_attention
+from backends.onnx_export.graph import check_attention, check_fused_ops
 from harness import progress
 from harness.artifacts import Artifact, get_or_build
 from harness.models import dtype_name
@@ -20,26 +20,27 @@ EXPORT_VERSION = 2  # bump when graph.py / export.py change what they produce
 MODEL_FILE = "model.onnx"
 
 
-def onnx_key(spec, attention: str = "explicit") -> dict:
+def onnx_key(spec, attention: str = "explicit", fused_ops: bool = False) -> dict:
     versions = {p: metadata.version(p) for p in ("torch", "transformers", "onnx", "onnxscript")}
     from backends.onnx_export.export import OPSET
 
     return {"model": spec.model.fingerprint(), "dtype": dtype_name(spec.dtype), "max_seq": spec.max_seq,
-            "opset": OPSET, "attention": attention, "export_version": EXPORT_VERSION, "versions": versions}
+            "opset": OPSET, "attention": attention, "fused_ops": fused_ops, "export_version": EXPORT_VERSION, "versions": versions}
 
 
-def onnx_artifact(spec, attention: str = "explicit") -> Artifact:
-    """``attention``: explicit (every ONNX consumer) or gqa (ONNX Runtime only; see graph.py)."""
+def onnx_artifact(spec, attention: str = "explicit", fused_ops: bool = False) -> Artifact:
+    """``attention``: explicit (every ONNX consumer) or gqa (ONNX Runtime only; see graph.py); ``fused_ops``:
+    ORT's other fused ops too (gqa only; see fused.py)."""
     from backends.onnx_export.export import export_onnx
     from backends.onnx_export.check import check_against_hf
 
     def build(tmp: Path) -> dict:
         progress.say(f"onnx: exporting {spec.model.name} ({dtype_name(spec.dtype)}, max_seq={spec.max_seq}, "
-                     f"{attention} attention) ...")
+                     f"{attention} attention{', fused ops' if fused_ops else ''}) ...")
         # Export from CPU in the target dtype: the graph is device independent, and CPU keeps GPU memory free.
         # float32: export the cached reference model itself (export reads it, never writes): saves a full copy
         model = spec.model.build_fp32_cpu() if spec.dtype == torch.float32 else spec.model.build(spec.dtype, "cpu")
-        meta = export_onnx(model, spec.max_seq, tmp / MODEL_FILE, attention)
+        meta = export_onnx(model, spec.max_seq, tmp / MODEL_FILE, attention, fused_ops)
         del model
         progress.say(f"onnx: exported {meta['nodes']} nodes in {meta['export_seconds']:.1f} s; checking against HF")
         meta["check"] = check_against_hf(tmp / MODEL_FILE, spec.model, spec.dtype)
@@ -48,4 +49,5 @@ def onnx_artifact(spec, attention: str = "explicit") -> Artifact:
         return meta
 
     check_attention(attention)
-    return get_or_build(spec.cache_dir, "onnx", onnx_key(spec, attention), build, log=progress.say)
+    check_fused_ops(attention, fused_ops)
+    return get_or_build(spec.cache_dir, "onnx", onnx_key(spec, attention, fused_ops), build, log=progress.say)

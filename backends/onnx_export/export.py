@@ -18,12 +18,13 @@ OPSET = 20
 logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 
-def export_onnx(hf_model, max_seq: int, path: Path, attention: str = "explicit", opset: int = OPSET) -> dict:
+def export_onnx(hf_model, max_seq: int, path: Path, attention: str = "explicit", fused_ops: bool = False,
+                opset: int = OPSET) -> dict:
     """Write the model to ``path`` (weights in one external-data file beside it); returns export facts."""
     import onnx
 
     config = hf_model.config
-    wrapper = decoder_for(hf_model, attention).eval()
+    wrapper = decoder_for(hf_model, attention, fused_ops, max_seq).eval()
     device = next(hf_model.parameters()).device
     dtype = next(hf_model.parameters()).dtype
     args = example_inputs(config, dtype, device, max_seq, attention)
@@ -37,6 +38,10 @@ def export_onnx(hf_model, max_seq: int, path: Path, attention: str = "explicit",
 
         shapes = [{0: batch, 1: seq}, {0: batch, 1: seq}, {0: batch}, {}, past]
         translations = onnx_translation()
+        if fused_ops:
+            from backends.onnx_export import fused
+
+            translations.update(fused.onnx_translation())
     else:
         used = torch.export.Dim("kv_len", min=1, max=max_seq)
         shapes = [{0: batch, 1: seq}, {0: batch, 1: seq}, {0: seq}, {0: batch, 1: used}, past]
@@ -49,10 +54,15 @@ def export_onnx(hf_model, max_seq: int, path: Path, attention: str = "explicit",
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path), external_data=True)
     model = onnx.load(str(path), load_external_data=False)
+    if fused_ops:
+        from backends.onnx_export.fused import blank_unused_norm_outputs
+
+        if blank_unused_norm_outputs(model):  # rewrites the graph only; the weights file stays as it is
+            onnx.save(model, str(path))
     onnx.checker.check_model(str(path))  # by path: works past the 2 GB protobuf limit
     ops: dict[str, int] = {}
     for node in model.graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    return {"export_seconds": time.perf_counter() - t0, "opset": opset, "attention": attention,
+    return {"export_seconds": time.perf_counter() - t0, "opset": opset, "attention": attention, "fused_ops": fused_ops,
             "nodes": len(model.graph.node),
             "scatter_nodes": ops.get("ScatterND", 0), "op_counts": ops}

@@ -137,21 +137,9 @@ class GqaStaticCacheDecoder(StaticCacheDecoder):
     """
 
     def forward(self, input_ids, position_ids, seqlens_k, total_sequence_length, *past):
-        from backends.onnx_export.gqa import group_query_attention
-
-        body = self.hf.model
-        batch, seq = input_ids.shape
-        hidden = body.embed_tokens(input_ids)
-        cos, sin = body.rotary_emb(hidden, position_ids)
-
-        def attend(i, attn, h):
-            q = attn.q_proj(h).view(batch, seq, self.num_heads, self.head_dim)
-            k = attn.k_proj(h).view(batch, seq, self.num_kv, self.head_dim)
-            q, k = apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=2)  # [B, S, H, D]: no transposes
-            return group_query_attention(q.reshape(batch, seq, -1), k.reshape(batch, seq, -1), attn.v_proj(h),
-                                         past[2 * i], past[2 * i + 1], seqlens_k, total_sequence_length,
-                                         self.num_heads, self.num_kv, float(attn.scaling))
-
+        batch = input_ids.shape[0]
+        hidden = self.hf.model.embed_tokens(input_ids)
+        attend = self._attention(hidden, position_ids, seqlens_k, total_sequence_length, past)
         hidden, presents = self._layers(hidden, attend)
         # Right-padded rows: a token's position is its slot, so row b's last token this call sits at index
         # seqlens_k[b] - position_ids[b, 0]. (Not min(seqlens_k, S-1): S comes from a shape, ORT computes it on the
@@ -159,9 +147,38 @@ class GqaStaticCacheDecoder(StaticCacheDecoder):
         last = (seqlens_k.long() - position_ids[:, 0]).view(batch, 1, 1).expand(batch, 1, hidden.shape[-1])
         return (self._logits(torch.gather(hidden, 1, last)), *presents)
 
+    def _attention(self, hidden, position_ids, seqlens_k, total_sequence_length, past):
+        """``attend`` for :meth:`_layers`: HF's RoPE on q and k, then the fused op."""
+        from backends.onnx_export.gqa import group_query_attention
 
-def decoder_for(hf_model, attention: str) -> StaticCacheDecoder:
+        batch, seq = hidden.shape[:2]
+        cos, sin = self.hf.model.rotary_emb(hidden, position_ids)
+
+        def attend(i, attn, h):
+            q = attn.q_proj(h).view(batch, seq, self.num_heads, self.head_dim)
+            k = attn.k_proj(h).view(batch, seq, self.num_kv, self.head_dim)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=2)  # [B, S, H, D]: no transposes
+            return group_query_attention(q.reshape(batch, seq, -1), k.reshape(batch, seq, -1), attn.v_proj(h),
+                                         past[2 * i], past[2 * i + 1], seqlens_k, total_sequence_length, None, None,
+                                         self.num_heads, self.num_kv, float(attn.scaling))
+
+        return attend
+
+
+def check_fused_ops(attention: str, fused_ops: bool) -> None:
+    if fused_ops and attention != "gqa":
+        raise UserError("fused_ops=true needs the GroupQueryAttention graph (ORT's fused ops exist only there)",
+                        "add backend.attention=gqa or drop backend.fused_ops=true")
+
+
+def decoder_for(hf_model, attention: str, fused_ops: bool = False, max_seq: int = 0) -> StaticCacheDecoder:
+    """The module to export: explicit | gqa attention; ``fused_ops`` (gqa only): fused.py's graph."""
     check_attention(attention)
+    check_fused_ops(attention, fused_ops)
+    if fused_ops:
+        from backends.onnx_export.fused import FusedGqaStaticCacheDecoder
+
+        return FusedGqaStaticCacheDecoder(hf_model, max_seq)
     return (GqaStaticCacheDecoder if attention == "gqa" else StaticCacheDecoder)(hf_model)
 
 

@@ -1,6 +1,7 @@
 """Backend ``onnxruntime``: our static-KV-cache ONNX export run by ONNX Runtime (CUDA EP on GPU, CPU EP otherwise)
-with I/O binding and the cache updated in place; attention written out or as ORT's fused GroupQueryAttention;
-optional CUDA-graph replay of decode steps (GroupQueryAttention graph only)."""
+with I/O binding and the cache updated in place; attention written out or as ORT's fused GroupQueryAttention
+(optionally with ORT's other fused ops: fused.py); optional CUDA-graph replay of decode steps (GroupQueryAttention
+graph only)."""
 from __future__ import annotations
 
 from typing import Any
@@ -18,25 +19,28 @@ class OnnxRuntimeBackend(RunnerHooks):
             "graph_optimization": "all",  # disable | basic | extended | all
             "attention": "explicit",  # explicit (MatMul/Softmax) | gqa (ORT's fused GroupQueryAttention)
             "cuda_graph": False,  # replay decode steps as CUDA graphs (one per batch size; needs attention=gqa)
+            # gqa only: fused residual+RMSNorm, RoPE inside GroupQueryAttention, one q/k/v and one gate/up GEMM
+            "fused_ops": False,
         }
 
     @hookimpl
     def load(self, spec) -> dict[str, Any]:
         from backends.onnx_export.artifact import MODEL_FILE, onnx_artifact
-        from backends.onnx_export.graph import check_attention
+        from backends.onnx_export.graph import check_attention, check_fused_ops
         from backends.onnxruntime_backend.runner import OrtStaticCacheRunner, import_ort
 
         import_ort()  # a missing library is reported before any export work
         opts = spec.options
         check_attention(opts["attention"])
+        check_fused_ops(opts["attention"], opts["fused_ops"])
         if opts["cuda_graph"] and opts["attention"] != "gqa":  # said before minutes of export, not after
             raise UserError("backend.cuda_graph=true needs backend.attention=gqa (the explicit graph's cache "
                             "indices run on the CPU and a replayed graph would write stale slots)",
                             "add backend.attention=gqa or drop backend.cuda_graph=true")
-        artifact = onnx_artifact(spec, opts["attention"])
+        artifact = onnx_artifact(spec, opts["attention"], opts["fused_ops"])
         self.runner = OrtStaticCacheRunner(str(artifact.directory / MODEL_FILE), spec.hf_config, spec.dtype,
                                            spec.device, spec.max_batch, provider=opts["provider"],
                                            opt_level=opts["graph_optimization"], cuda_graph=opts["cuda_graph"])
-        return {**self.runner.facts(), "onnx_reused": artifact.reused, "onnx_nodes": artifact.meta["nodes"],
+        return {**self.runner.facts(), "onnx_reused": artifact.reused, "onnx_fused_ops": artifact.meta.get("fused_ops", False), "onnx_nodes": artifact.meta["nodes"],
                 "onnx_export_seconds": round(artifact.meta["export_seconds"], 2),
                 "onnx_check_max_abs_diff": artifact.meta["check"]["max_abs_diff"], "onnx_dir": str(artifact.directory)}

@@ -6,7 +6,7 @@ set -uo pipefail
 export PYTHONPATH=/root/gpu-site:$PWD ENGINEBENCH_CACHE_DIR=/root/ebcache PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/enginebench-gpu}; mkdir -p "$OUT"
 GRID="model=tinyllama-1.1b device=cuda grid.batch_sizes=[1,8,32] grid.prompt_lens=[128,1024] grid.new_tokens=64"
-step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | ort-maxseq | inplace | profile-gqa | presets | dry}
+step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort-maxseq | inplace | profile-gqa | profile-fused | presets | dry}
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c 'import torch, transformers, onnxruntime as o; print("torch", torch.__version__, "transformers", transformers.__version__, "onnxruntime", o.__version__, o.get_available_providers())'
@@ -25,6 +25,9 @@ step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | ort-maxseq 
     gqa) # ORT's GroupQueryAttention graph, without and with CUDA-graph replay
          python3 -m harness -m $GRID backend=onnxruntime backend.attention=gqa backend.cuda_graph=false,true \
            hydra.sweep.dir=$OUT/runs/ort_gqa ;;
+    fused) # the gqa graph with ORT's other fused ops (fused.py), without and with CUDA-graph replay
+         python3 -m harness -m $GRID backend=onnxruntime backend.attention=gqa backend.fused_ops=true \
+           backend.cuda_graph=false,true hydra.sweep.dir=$OUT/runs/ort_fused ;;
     hf-ro) # HF reduce-overhead on the same machine, right after the gqa step
          python3 -m harness $GRID backend=hf-flashattn-staticcache backend.compile=reduce-overhead \
            output_dir=$OUT/runs/hf_ro ;;
@@ -36,6 +39,8 @@ step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | ort-maxseq 
     inplace) python3 -m harness.benchmarks.ort_inplace --cache-dir $ENGINEBENCH_CACHE_DIR --out $OUT/ort_inplace.csv ;;
     profile-gqa) python3 -m harness.benchmarks.ort_inplace --attention gqa --max-seq 1088 --batch 1 32 \
            --cache-dir $ENGINEBENCH_CACHE_DIR --out $OUT/ort_gqa_profile.csv ;;
+    profile-fused) python3 -m harness.benchmarks.ort_inplace --attention gqa --fused-ops --max-seq 1088 --batch 1 32 \
+           --cache-dir $ENGINEBENCH_CACHE_DIR --out $OUT/ort_fused_profile.csv ;;
     presets)  # task=validate of the architecture presets on the GPU (bf16), HF and ONNX Runtime
          for m in ${PRESETS:-llama-3.2-1b qwen2.5-0.5b}; do for b in ${BACKENDS:-hf-flashattn-staticcache onnxruntime}; do
            python3 -m harness task=validate device=cuda model=$m backend=$b ${EXTRA:-} output_dir=$OUT/runs/validate_${m}_$b

@@ -1,6 +1,6 @@
 """Is the KV-cache update in place, and where does a decode step's GPU time go? ONNX Runtime's own profiler, per
 decode step, at a fixed fill, for exports that differ only in the preallocated length
-(``python -m harness.benchmarks.ort_inplace --max-seq 1088 2048 [--attention gqa]``).
+(``python -m harness.benchmarks.ort_inplace --max-seq 1088 2048 [--attention gqa [--fused-ops]]``).
 
 If ScatterND copied the whole cache (present not aliased to past), its kernel time would grow with max_seq; the
 end-to-end step time of this graph is dominated by per-node launch overhead on the host, so it is too noisy to
@@ -23,14 +23,14 @@ from harness.models import ModelSource
 
 
 def profile(max_seq: int, batch: int, fill: int, steps: int, preset: str, cache_dir: Path,
-            attention: str = "explicit") -> dict:
+            attention: str = "explicit", fused_ops: bool = False) -> dict:
     from backends.onnx_export.artifact import MODEL_FILE, onnx_artifact
     from backends.onnxruntime_backend.runner import OrtStaticCacheRunner
 
     source = ModelSource.from_config(yaml.safe_load(open(preset)), 0)
     spec = LoadSpec(model=source, dtype=torch.bfloat16, device="cuda:0", options={}, max_batch=batch,
                     max_seq=max_seq, cache_dir=cache_dir)
-    path = str(onnx_artifact(spec, attention).directory / MODEL_FILE)
+    path = str(onnx_artifact(spec, attention, fused_ops).directory / MODEL_FILE)
     runner = OrtStaticCacheRunner(path, source.config(), torch.bfloat16, "cuda:0", batch)
     ids = random_prompt_ids(source.config(), batch, fill, 0).cuda()
     runner.prefill(ids, None)
@@ -53,7 +53,7 @@ def profile(max_seq: int, batch: int, fill: int, steps: int, preset: str, cache_
     for e in decode_nodes:
         by_op[e["args"].get("op_name", "?")] = by_op.get(e["args"].get("op_name", "?"), 0.0) + e["dur"] / steps
     top = sorted(by_op.items(), key=lambda kv: -kv[1])[:6]
-    return {"attention": attention, "max_seq": max_seq, "batch": batch, "fill": fill,
+    return {"attention": attention, "fused_ops": fused_ops, "max_seq": max_seq, "batch": batch, "fill": fill,
             "scatter_us_per_step": by_op.get("ScatterND", 0.0),
             "all_nodes_us_per_step": sum(by_op.values()), "nodes_per_step": len(decode_nodes) / steps,
             "top_ops_us_per_step": "; ".join(f"{op} {us:.0f}" for op, us in top), "gpu": torch.cuda.get_device_name()}
@@ -80,9 +80,11 @@ def main() -> None:
     p.add_argument("--preset", default="conf/model/tinyllama-1.1b.yaml")
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "enginebench"))
     p.add_argument("--attention", default="explicit", choices=["explicit", "gqa"])
+    p.add_argument("--fused-ops", action="store_true", help="the gqa graph with ORT's other fused ops (fused.py)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
-    rows = [profile(m, b, args.fill, args.steps, args.preset, Path(args.cache_dir), args.attention)
+    rows = [profile(m, b, args.fill, args.steps, args.preset, Path(args.cache_dir), args.attention,
+                       args.fused_ops)
             for m in args.max_seq for b in args.batch]
     print_and_save(rows, args.out)
 
