@@ -25,36 +25,42 @@ def comparison_table(tidy: pd.DataFrame, baseline: str) -> pd.DataFrame:
     backends = sorted(tidy.backend.unique())
     status = cell_status(tidy)
     cells = status[CELL].drop_duplicates().reset_index(drop=True)
-    out = cells.copy()
+    cols: dict[str, object] = {}  # gathered, then joined once (column-by-column inserts fragment the frame)
     for backend in backends:
         st = status[status.backend == backend].drop(columns="backend")
         merged = cells.merge(st, on=CELL, how="left")
-        out[f"status__{backend}"] = merged.status.astype(object).fillna("not run").values
-        out[f"error__{backend}"] = merged.error.astype(object).fillna("").values
-        out[f"validation__{backend}"] = merged.validation.astype(object).fillna("").values
+        cols[f"status__{backend}"] = merged.status.astype(object).fillna("not run").values
+        cols[f"error__{backend}"] = merged.error.astype(object).fillna("").values
+        cols[f"validation__{backend}"] = merged.validation.astype(object).fillna("").values
         for metric, short in KEY_METRICS.items():
             m = tidy[(tidy.backend == backend) & (tidy.metric == metric)][CELL + ["p10", "p50", "p90"]]
             m = cells.merge(m, on=CELL, how="left")
             for stat in ("p50", "p10", "p90"):
-                out[f"{short}_{stat}__{backend}"] = m[stat].values
+                cols[f"{short}_{stat}__{backend}"] = m[stat].values
         mem = tidy[(tidy.backend == backend) & (tidy.metric.isin(MEMORY))]
         for metric in MEMORY:
             m = cells.merge(mem[mem.metric == metric][CELL + ["mean"]], on=CELL, how="left")
             if m["mean"].notna().any():
-                out[f"{metric}__{backend}"] = m["mean"].values
+                cols[f"{metric}__{backend}"] = m["mean"].values
+    out = pd.concat([cells, pd.DataFrame(cols, index=cells.index)], axis=1)
     if baseline in backends:
-        for backend in backends:
-            if backend == baseline:
-                continue
-            for short in ("decode_ms", "prefill_ms"):
-                base, other = f"{short}_{{}}__{baseline}", f"{short}_{{}}__{backend}"
-                out[f"{short}_speedup__{backend}"] = out[base.format("p50")] / out[other.format("p50")]
-                overlap = (out[other.format("p10")] <= out[base.format("p90")]) & \
-                          (out[base.format("p10")] <= out[other.format("p90")])
-                verdict = pd.Series("", index=out.index, dtype=object)
-                measured = out[other.format("p50")].notna() & out[base.format("p50")].notna()
-                verdict[measured & overlap] = "within noise"
-                verdict[measured & ~overlap & (out[f"{short}_speedup__{backend}"] > 1)] = "faster"
-                verdict[measured & ~overlap & (out[f"{short}_speedup__{backend}"] < 1)] = "slower"
-                out[f"{short}_verdict__{backend}"] = verdict
+        out = pd.concat([out, _speedups(out, baseline, [b for b in backends if b != baseline])], axis=1)
     return out.sort_values(CELL).reset_index(drop=True)
+
+
+def _speedups(out: pd.DataFrame, baseline: str, backends: list[str]) -> pd.DataFrame:
+    """Each backend's p50 speedup over the baseline, and whether their p10-p90 ranges overlap (within noise)."""
+    cols: dict[str, pd.Series] = {}
+    for backend in backends:
+        for short in ("decode_ms", "prefill_ms"):
+            base, other = f"{short}_{{}}__{baseline}", f"{short}_{{}}__{backend}"
+            speedup = out[base.format("p50")] / out[other.format("p50")]
+            overlap = (out[other.format("p10")] <= out[base.format("p90")]) & \
+                      (out[base.format("p10")] <= out[other.format("p90")])
+            verdict = pd.Series("", index=out.index, dtype=object)
+            measured = out[other.format("p50")].notna() & out[base.format("p50")].notna()
+            verdict[measured & overlap] = "within noise"
+            verdict[measured & ~overlap & (speedup > 1)] = "faster"
+            verdict[measured & ~overlap & (speedup < 1)] = "slower"
+            cols[f"{short}_speedup__{backend}"], cols[f"{short}_verdict__{backend}"] = speedup, verdict
+    return pd.DataFrame(cols, index=out.index)
