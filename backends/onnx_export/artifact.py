@@ -25,7 +25,8 @@ def onnx_key(spec, attention: str = "explicit", fused_ops: bool = False) -> dict
     from backends.onnx_export.export import OPSET
 
     return {"model": spec.model.fingerprint(), "dtype": dtype_name(spec.dtype), "max_seq": spec.max_seq,
-            "opset": OPSET, "attention": attention, "fused_ops": fused_ops, "export_version": EXPORT_VERSION, "versions": versions}
+            "opset": OPSET, "attention": attention, "fused_ops": fused_ops, "export_version": EXPORT_VERSION,
+            "versions": versions}
 
 
 def onnx_artifact(spec, attention: str = "explicit", fused_ops: bool = False) -> Artifact:

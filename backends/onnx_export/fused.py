@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from backends.onnx_export.gqa import group_query_attention
+from backends.onnx_export.gqa import FLOAT_TYPES, contrib_op, group_query_attention
 from backends.onnx_export.graph import GqaStaticCacheDecoder
 
 OP = "enginebench::skip_rms_norm"
@@ -46,22 +46,18 @@ def _schema():
     from onnx.defs import OpSchema
 
     param = OpSchema.FormalParameter
-    floats = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"]
     return OpSchema("SkipSimplifiedLayerNormalization", "com.microsoft", 1,
                     inputs=[param(n, "T") for n in ("input", "skip", "gamma")],
                     outputs=[param("output", "T"), param("mean", "U"), param("inv_std_var", "U"),
                              param("input_skip_bias_sum", "T")],
-                    type_constraints=[("T", floats, ""), ("U", ["tensor(float)"], "")],
+                    type_constraints=[("T", FLOAT_TYPES, ""), ("U", ["tensor(float)"], "")],
                     attributes=[OpSchema.Attribute("epsilon", OpSchema.AttrType.FLOAT, "")])
 
 
 def onnx_translation() -> dict:
     """One com.microsoft.SkipSimplifiedLayerNormalization node; outputs 1-2 (mean, inv_std_var) are blanked
     after export by :func:`blank_unused_norm_outputs` (ORT's CUDA kernel does not produce them)."""
-    import onnxscript
-
-    node = onnxscript.values.Op(onnxscript.values.Opset("com.microsoft", 1), "SkipSimplifiedLayerNormalization",
-                                _schema())
+    node = contrib_op(_schema())
 
     def translate(input, skip, gamma, epsilon: float):
         out, _mean, _inv_std, total = node(input, skip, gamma, epsilon=epsilon, _outputs=4)

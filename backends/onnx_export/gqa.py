@@ -37,20 +37,20 @@ def group_query_attention(query: torch.Tensor, key: Optional[torch.Tensor], valu
     dim, cache_len = past_key.shape[-1], past_key.shape[2]
     if key is None:  # packed q/k/v
         query, key, value = query.split([num_heads * dim, kv_num_heads * dim, kv_num_heads * dim], dim=-1)
-    q = query.reshape(batch, seq, num_heads, dim)
+    q = query.reshape(batch, seq, num_heads, dim)  # [B, S, H, D] until the scores
     k = key.reshape(batch, seq, kv_num_heads, dim)
-    v = value.reshape(batch, seq, kv_num_heads, dim).transpose(1, 2)
+    v = value.reshape(batch, seq, kv_num_heads, dim)
     totals = seqlens_k.long() + 1  # [B]
     first = seq == int(total_sequence_length)
     starts = torch.zeros_like(totals) if first else totals - seq  # slot of each row's first new token
     slots = starts.view(-1, 1) + torch.arange(seq, device=query.device)  # [B, S]
     if cos_cache is not None:  # a token's rotary position is its slot (rows are right-padded)
         q, k = rotate(q, cos_cache, sin_cache, slots), rotate(k, cos_cache, sin_cache, slots)
-    q, k = q.transpose(1, 2), k.transpose(1, 2)
     present_k, present_v = past_key.clone(), past_value.clone()
     rows = torch.arange(batch, device=query.device).view(-1, 1)
-    present_k[rows, :, slots] = k.transpose(1, 2)
-    present_v[rows, :, slots] = v.transpose(1, 2)
+    present_k[rows, :, slots] = k  # advanced indices first: the target is [B, S, Hkv, D], as k and v are
+    present_v[rows, :, slots] = v
+    q = q.transpose(1, 2)
     groups = num_heads // kv_num_heads
     keys = present_k.repeat_interleave(groups, dim=1)
     values = present_v.repeat_interleave(groups, dim=1)
@@ -77,12 +77,22 @@ def _(query, key, value, past_key, past_value, seqlens_k, total_sequence_length,
     return query.new_empty(*query.shape[:2], width), torch.empty_like(past_key), torch.empty_like(past_value)
 
 
+FLOAT_TYPES = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"]
+
+
+def contrib_op(schema):
+    """The onnxscript op that emits one node of ORT's contrib domain, from the part of its schema declared here
+    (onnx.defs does not know ORT's contrib ops)."""
+    import onnxscript
+
+    return onnxscript.values.Op(onnxscript.values.Opset(schema.domain, schema.since_version), schema.name, schema)
+
+
 def _schema():
-    """The part of ORT's GroupQueryAttention schema used here (onnx.defs does not know ORT's contrib ops)."""
+    """The part of ORT's GroupQueryAttention schema used here."""
     from onnx.defs import OpSchema
 
     param = OpSchema.FormalParameter
-    floats = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"]
     inputs = [param(n, "T") for n in ("query", "key", "value", "past_key", "past_value")]
     inputs += [param("seqlens_k", "M"), param("total_sequence_length", "M"), param("cos_cache", "T"),
                param("sin_cache", "T")]
@@ -90,14 +100,12 @@ def _schema():
     attrs = [OpSchema.Attribute(n, OpSchema.AttrType.INT, "") for n in ("num_heads", "kv_num_heads", "do_rotary")]
     attrs.append(OpSchema.Attribute("scale", OpSchema.AttrType.FLOAT, ""))
     return OpSchema("GroupQueryAttention", "com.microsoft", 1, inputs=inputs, outputs=outputs,
-                    type_constraints=[("T", floats, ""), ("M", ["tensor(int32)"], "")], attributes=attrs)
+                    type_constraints=[("T", FLOAT_TYPES, ""), ("M", ["tensor(int32)"], "")], attributes=attrs)
 
 
 def onnx_translation() -> dict:
     """The exporter's translation of the custom op: one com.microsoft.GroupQueryAttention node."""
-    import onnxscript
-
-    gqa = onnxscript.values.Op(onnxscript.values.Opset("com.microsoft", 1), "GroupQueryAttention", _schema())
+    gqa = contrib_op(_schema())
 
     def translate(query, key, value, past_key, past_value, seqlens_k, total_sequence_length, cos_cache, sin_cache,
                   num_heads: int, kv_num_heads: int, scale: float):

@@ -54,7 +54,10 @@ def check_attention(attention: str) -> None:
 
 def io_names(num_layers: int, attention: str = "explicit") -> tuple[list[str], list[str]]:
     inputs = ["input_ids", "position_ids"]
-    inputs += ["cache_position", "attention_mask"] if attention == "explicit" else ["seqlens_k", "total_sequence_length"]
+    if attention == "explicit":
+        inputs += ["cache_position", "attention_mask"]
+    else:
+        inputs += ["seqlens_k", "total_sequence_length"]
     outputs = ["logits"]
     for i in range(num_layers):
         inputs += [f"past_key_{i}", f"past_value_{i}"]

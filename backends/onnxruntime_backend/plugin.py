@@ -41,6 +41,7 @@ class OnnxRuntimeBackend(RunnerHooks):
         self.runner = OrtStaticCacheRunner(str(artifact.directory / MODEL_FILE), spec.hf_config, spec.dtype,
                                            spec.device, spec.max_batch, provider=opts["provider"],
                                            opt_level=opts["graph_optimization"], cuda_graph=opts["cuda_graph"])
-        return {**self.runner.facts(), "onnx_reused": artifact.reused, "onnx_fused_ops": artifact.meta.get("fused_ops", False), "onnx_nodes": artifact.meta["nodes"],
+        return {**self.runner.facts(), "onnx_reused": artifact.reused,
+                "onnx_fused_ops": artifact.meta.get("fused_ops", False), "onnx_nodes": artifact.meta["nodes"],
                 "onnx_export_seconds": round(artifact.meta["export_seconds"], 2),
                 "onnx_check_max_abs_diff": artifact.meta["check"]["max_abs_diff"], "onnx_dir": str(artifact.directory)}
