@@ -3,7 +3,9 @@
 An artifact is a directory named by the hash of everything that determines it (the key). It is built in a
 temporary directory and renamed into place (atomic), with a manifest of every file's size and sha256; on reuse the
 manifest is checked, so a partial or corrupt artifact is detected and rebuilt. A file lock per key lets concurrent
-runs share the cache: one builds, the others wait and then reuse.
+runs share the cache: one builds, the others wait and then reuse. Any damage found (an unreadable or incomplete
+manifest, wrong types, a file where the artifact directory should be) is repaired by rebuilding, and build
+directories left by a killed build are swept.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 MANIFEST = "manifest.json"
 
@@ -32,24 +34,70 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _manifest_problem(directory: Path) -> str | None:
-    """None when every file listed in the manifest is present with its size and hash, else what is wrong."""
+def _read_manifest(directory: Path) -> tuple[dict | None, str | None]:
+    """(manifest, None) when the manifest is well formed and every file it lists is present with its size and
+    hash; else (None, what is wrong). Any damage — bytes that are not JSON, missing keys, wrong types — is a
+    problem to repair by rebuilding, never an exception."""
     manifest_path = directory / MANIFEST
+    if not directory.is_dir() or directory.is_symlink():
+        return None, "not a directory"
     if not manifest_path.is_file():
-        return "no manifest (interrupted build?)"
+        return None, "no manifest (interrupted build?)"
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError:
-        return "unreadable manifest"
+        manifest = json.loads(manifest_path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"unreadable manifest ({type(exc).__name__})"
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) \
+            or not isinstance(manifest.get("meta"), dict):
+        return None, "incomplete manifest (needs a 'files' and a 'meta' object)"
     for name, expected in manifest["files"].items():
+        if not isinstance(expected, dict) or not isinstance(expected.get("size"), int) \
+                or not isinstance(expected.get("sha256"), str):
+            return None, f"manifest entry for {name} lacks its size or sha256"
         f = directory / name
         if not f.is_file():
-            return f"{name} is missing"
+            return None, f"{name} is missing"
         if f.stat().st_size != expected["size"]:
-            return f"{name} has {f.stat().st_size} bytes, expected {expected['size']}"
+            return None, f"{name} has {f.stat().st_size} bytes, expected {expected['size']}"
         if file_digest(f) != expected["sha256"]:
-            return f"{name} does not match its checksum"
-    return None
+            return None, f"{name} does not match its checksum"
+    return manifest, None
+
+
+def _remove(path: Path) -> None:
+    """Remove whatever is at ``path``: a directory tree, a file or a symlink."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def sweep_stale_builds(root: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """Remove ``.tmp-<hash>-<pid>`` build directories left by a killed build: its process is gone and nobody
+    holds the key's lock (the lock also guards against a live build on another host sharing the cache)."""
+    removed = []
+    for tmp in root.glob(".tmp-*-*"):
+        _, digest, pid = tmp.name.rsplit("-", 2)
+        if not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        try:
+            with FileLock(str(root / f"{digest}.lock"), timeout=0):
+                _remove(tmp)
+        except Timeout:
+            continue
+        removed.append(tmp)
+        log(f"removed {tmp}, left by a build whose process {pid} is gone")
+    return removed
 
 
 class Artifact:
@@ -61,18 +109,22 @@ def get_or_build(root: Path, kind: str, key: dict[str, Any], build: Callable[[Pa
                  log: Callable[[str], None] = print) -> Artifact:
     """The artifact for ``key``: reused if intact, else built by ``build(tmp_dir) -> meta`` and published."""
     root = Path(root) / kind
+    if root.exists() and not root.is_dir():
+        log(f"{kind}: {root} is a file where the cache directory should be; replacing it")
+        root.unlink()
     root.mkdir(parents=True, exist_ok=True)
+    sweep_stale_builds(root, log)
     digest = key_hash(key)
     final = root / digest
     with FileLock(str(root / f"{digest}.lock")):
-        if final.exists():
-            problem = _manifest_problem(final)
-            if problem is None:
-                meta = json.loads((final / MANIFEST).read_text())["meta"]
+        if final.exists() or final.is_symlink():
+            manifest, problem = _read_manifest(final)
+            if manifest is not None:
+                meta = manifest["meta"]
                 log(f"{kind}: reusing cached artifact {final} (built {meta.get('built_at', '?')})")
                 return Artifact(final, meta, reused=True)
             log(f"{kind}: cached artifact {final} is damaged ({problem}); rebuilding")
-            shutil.rmtree(final)
+            _remove(final)
         tmp = root / f".tmp-{digest}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()

@@ -15,6 +15,7 @@ from omegaconf import MISSING
 
 from harness.errors import UserError
 from harness.models import DTYPES, check_checkpoint_dir
+from harness.sampling import check_sampling
 
 TASKS = ("benchmark", "validate", "build", "generate")
 ISOLATION = ("none", "process")
@@ -164,8 +165,23 @@ def check_config(cfg) -> None:
     if cfg.resume and not cfg.get("output_dir"):
         raise UserError("resume=true needs the output directory of the run to resume",
                         "add output_dir=PATH (the directory holding its results.csv)")
+    check_sampling(cfg.sampling)
     limit = max_positions_of(cfg.model)
     longest = max(prompts) + cfg.grid.new_tokens
     if longest > limit:
         raise UserError(f"prompt {max(prompts)} + new_tokens {cfg.grid.new_tokens} = {longest} positions, but the "
                         f"model has {limit}", f"lower grid.prompt_lens or grid.new_tokens to fit in {limit}")
+    if cfg.task == "validate" or (cfg.task == "benchmark" and cfg.validation.enabled):
+        check_validation(cfg.validation, limit)
+
+
+def check_validation(v, limit: int) -> None:
+    """validation.* sizes: at least 1 each, and prompt + new tokens within the model's positions."""
+    for key in ("batch", "prompt_len", "new_tokens"):
+        if v[key] < 1:
+            raise UserError(f"validation.{key}={v[key]} is below 1", f"use validation.{key}=N with N >= 1")
+    if v.prompt_len + v.new_tokens > limit:
+        total = v.prompt_len + v.new_tokens
+        raise UserError(f"validation.prompt_len {v.prompt_len} + validation.new_tokens {v.new_tokens} = {total} "
+                        f"positions, but the model has {limit}",
+                        f"lower validation.prompt_len or validation.new_tokens to fit in {limit}")

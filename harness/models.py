@@ -155,6 +155,15 @@ def check_checkpoint_dir(path: str) -> None:
     if not (p / "config.json").is_file():
         raise UserError(f"model.path '{path}' has no config.json, so it is not an HF checkpoint",
                         "point model.path at the directory that holds config.json and the weights")
+    try:
+        parsed = json.loads((p / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"model.path '{path}': config.json is unreadable ({type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())[:120]})",
+                        "restore config.json from the checkpoint's source (e.g. download it again)") from exc
+    if not isinstance(parsed, dict):
+        raise UserError(f"model.path '{path}': config.json is not a JSON object",
+                        "restore config.json from the checkpoint's source (e.g. download it again)")
     if not any((p / w).is_file() for w in _WEIGHT_FILES):
         raise UserError(f"model.path '{path}' has no weights ({', '.join(_WEIGHT_FILES)})",
                         "download or copy the checkpoint's weights into that directory")

@@ -135,6 +135,32 @@ def sample(logits: torch.Tensor, generator: torch.Generator | None = None) -> to
     return torch.multinomial(probs, 1, generator=generator)
 
 
+# Each option's valid range: (predicate, the range in words). Values outside them either did nothing (top_p=2
+# leaves the distribution as it is) or crashed torch.multinomial mid-run (temperature=0, min_p=1.5).
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "top_p": (lambda v: 0.0 < v <= 1.0, "0 < top_p <= 1"),
+    "top_k": (lambda v: v >= 0, "top_k >= 0 (0 = off)"),
+    "min_p": (lambda v: 0.0 <= v <= 1.0, "0 <= min_p <= 1"),
+    "repetition_penalty": (lambda v: v > 0.0, "repetition_penalty > 0 (1 = off)"),
+    "dry_multiplier": (lambda v: v >= 0.0, "dry_multiplier >= 0 (0 = off)"),
+    "dry_base": (lambda v: v > 1.0, "dry_base > 1"),
+    "dry_allowed_length": (lambda v: v >= 0, "dry_allowed_length >= 0"),
+    "dry_penalty_last_n": (lambda v: v >= -1, "dry_penalty_last_n >= -1 (-1 = whole context)"),
+}
+
+
+def check_sampling(cfg) -> None:
+    """Refuse a sampler option outside its range before any work: one UserError naming the key and the range."""
+    from harness.errors import UserError
+
+    if not cfg.greedy and not cfg.temperature > 0:
+        raise UserError(f"sampling.temperature={cfg.temperature} is not above 0",
+                        "use sampling.temperature>0, or sampling.greedy=true for argmax decoding")
+    for key, (ok, words) in RANGES.items():
+        if not ok(cfg[key]):
+            raise UserError(f"sampling.{key}={cfg[key]} is out of range", f"use {words}")
+
+
 Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 PROCESSORS = ("repetition_penalty", "dry", "temperature", "top_k", "top_p", "min_p")
 

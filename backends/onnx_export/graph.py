@@ -168,6 +168,14 @@ class GqaStaticCacheDecoder(StaticCacheDecoder):
         return attend
 
 
+def check_gqa_head_size(attention: str, head_dim: int) -> None:
+    """ORT's GroupQueryAttention kernels (CUDA and CPU alike) need head_size % 8 == 0: refused before minutes of
+    export, not at the first run with ORT's raw "head_size must be a multiple of 8"."""
+    if attention == "gqa" and head_dim % 8:
+        raise UserError(f"ORT's GroupQueryAttention needs a head size that is a multiple of 8; this model's "
+                        f"is {head_dim}", "use backend.attention=explicit for this model")
+
+
 def check_fused_ops(attention: str, fused_ops: bool) -> None:
     if fused_ops and attention != "gqa":
         raise UserError("fused_ops=true needs the GroupQueryAttention graph (ORT's fused ops exist only there)",

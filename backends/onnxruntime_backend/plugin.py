@@ -9,6 +9,7 @@ from typing import Any
 from backends.static_cache import RunnerHooks
 from harness import hookimpl
 from harness.errors import UserError
+from harness.models import head_dim as model_head_dim
 
 
 class OnnxRuntimeBackend(RunnerHooks):
@@ -26,13 +27,14 @@ class OnnxRuntimeBackend(RunnerHooks):
     @hookimpl
     def load(self, spec) -> dict[str, Any]:
         from backends.onnx_export.artifact import MODEL_FILE, onnx_artifact
-        from backends.onnx_export.graph import check_attention, check_fused_ops
+        from backends.onnx_export.graph import check_attention, check_fused_ops, check_gqa_head_size
         from backends.onnxruntime_backend.runner import OrtStaticCacheRunner, import_ort
 
         import_ort()  # a missing library is reported before any export work
         opts = spec.options
         check_attention(opts["attention"])
         check_fused_ops(opts["attention"], opts["fused_ops"])
+        check_gqa_head_size(opts["attention"], model_head_dim(spec.hf_config))
         if opts["cuda_graph"] and opts["attention"] != "gqa":  # said before minutes of export, not after
             raise UserError("backend.cuda_graph=true needs backend.attention=gqa (the explicit graph's cache "
                             "indices run on the CPU and a replayed graph would write stale slots)",
