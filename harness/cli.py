@@ -41,33 +41,55 @@ def _job_output_dir(cfg) -> Path:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_entry(cfg: DictConfig) -> None:
-    from harness.sweep import run_job
+    from harness import multirun
+    from harness.pinning import pinned
 
+    out = _job_output_dir(cfg)
+    pin = None
     try:
-        check_config(cfg)
-        if cfg.isolation == "process":
-            from harness.isolation import run_job_isolated
-
-            code = run_job_isolated(cfg, _job_output_dir(cfg))
-        else:
-            code = run_job(cfg, _job_output_dir(cfg), _registry())
+        check_config(cfg, multirun=multirun.in_multirun())
+        cfg.isolation = multirun.isolation_for(cfg)  # what really runs is what run.json records
+        with pinned(cfg) as pin:
+            code = _run_one_job(cfg, out)
     except UserError as err:
-        _fail(err)
+        if not multirun.in_multirun():
+            _fail(err)
+        # one job of a sweep: say why it stopped, record it, and let the other jobs run
+        _print_user_error(err)
+        code = EXIT_USER_ERROR
+        if out.is_dir():
+            multirun.record_job_end(out, code, err.one_line(), pin=pin)
     except KeyboardInterrupt:
-        out = _job_output_dir(cfg)
         print(f"\nenginebench: interrupted; every finished cell is in {out}/results.csv "
               f"(continue with: resume=true output_dir={out})", file=sys.stderr, flush=True)
         sys.exit(130)
+    else:
+        if (out / "run.json").exists():
+            multirun.record_job_end(out, code, pin=pin)
     _state["exit_code"] = max(_state["exit_code"], code)
 
 
+def _run_one_job(cfg, out: Path) -> int:
+    from harness.sweep import run_job
+
+    if cfg.isolation == "process":
+        from harness.isolation import run_job_isolated
+
+        return run_job_isolated(cfg, out)
+    return run_job(cfg, out, _registry())
+
+
 def _fail(err: UserError) -> None:
+    _print_user_error(err)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def _print_user_error(err: UserError) -> None:
     if _verbose():
         import traceback
 
         traceback.print_exc()
     print(err.one_line(), file=sys.stderr, flush=True)
-    sys.exit(EXIT_USER_ERROR)
 
 
 def _verbose() -> bool:
@@ -154,6 +176,8 @@ def precheck(argv: list[str]) -> None:
 
     registry = _registry()
     overrides = [a for a in argv if not a.startswith("-") and not a.startswith("hydra")]
+    multirun = "-m" in argv or "--multirun" in argv
+    sweep_dir_given = any(a.startswith("hydra.sweep.dir=") for a in argv)
     try:
         combos = _sweep_combinations(overrides)
     except Exception as exc:  # noqa: BLE001 - parse errors become one line
@@ -165,8 +189,11 @@ def precheck(argv: list[str]) -> None:
                 cfg = compose(config_name="config", overrides=combo)
             except Exception as exc:  # noqa: BLE001
                 raise _explain_hydra_error(exc, registry, _known_keys(compose, combo)) from exc
-            check_config(cfg)
+            check_config(cfg, multirun=multirun)
             check_output_dir(cfg)
+            if multirun and cfg.resume and not cfg.get("output_dir") and not sweep_dir_given:
+                raise UserError("resume=true in a multirun needs the sweep directory to resume",
+                                "add hydra.sweep.dir=PATH (the multirun folder holding the job folders)")
     GlobalHydra.instance().clear()
 
 
@@ -198,7 +225,9 @@ def main(argv: list[str] | None = None) -> None:
         _fail(err)
     sys.argv = [sys.argv[0], *argv]
     hydra_entry()
-    sys.exit(_state["exit_code"])
+    from harness.multirun import outcome
+
+    sys.exit(max(_state["exit_code"], outcome["exit_code"] or 0))
 
 
 if __name__ == "__main__":

@@ -88,6 +88,16 @@ class ReportConfig:
 
 
 @dataclass
+class PinConfig:
+    """``device=pin`` (harness/pinning.py): how jobs of a parallel sweep share the host's devices."""
+
+    jobs_per_gpu: int = 1  # jobs that may use one GPU at once (1: each job has its GPU to itself)
+    cpu_slots: int = 0  # without a GPU: at most this many jobs run at once on the CPU (0: no limit)
+    wait_s: Optional[float] = None  # how long a job waits for a free GPU before giving up (None: no limit)
+    lock_dir: Optional[str] = None  # the per-GPU lock files (local disk); default: <temp dir>/enginebench-locks
+
+
+@dataclass
 class EnginebenchConfig:
     backend: Any = MISSING
     model: ModelConfig = MISSING
@@ -100,6 +110,7 @@ class EnginebenchConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    pin: PinConfig = field(default_factory=PinConfig)
     cache_dir: Optional[str] = None  # artifact cache (ONNX, engines); default ~/.cache/enginebench
     isolation: str = "none"  # none | process (each backend job in a child process: survives native crashes)
     resume: bool = False  # rerun only the cells missing from results.csv in the output dir
@@ -138,8 +149,18 @@ def max_positions_of(model_cfg) -> int:
     return int(cfg.get("max_position_embeddings", 2048))
 
 
-def check_config(cfg) -> None:
-    """Meaning-level checks of a composed config (Hydra has already checked keys and types)."""
+def check_pin(pin) -> None:
+    if pin.jobs_per_gpu < 1:
+        raise UserError(f"pin.jobs_per_gpu={pin.jobs_per_gpu} is below 1", "use pin.jobs_per_gpu=1 (one job per GPU)")
+    if pin.cpu_slots < 0:
+        raise UserError(f"pin.cpu_slots={pin.cpu_slots} is negative", "use pin.cpu_slots=0 (no limit) or N >= 1")
+    if pin.wait_s is not None and pin.wait_s < 0:
+        raise UserError(f"pin.wait_s={pin.wait_s} is negative", "use pin.wait_s=null (wait as long as it takes)")
+
+
+def check_config(cfg, multirun: bool = False) -> None:
+    """Meaning-level checks of a composed config (Hydra has already checked keys and types). In a multirun
+    (``multirun=True``) each job has a directory of its own under the sweep directory, which resume=true resumes."""
     if cfg.task not in TASKS:
         raise UserError(f"unknown task '{cfg.task}'", f"use task={' | task='.join(TASKS)}")
     if cfg.isolation not in ISOLATION:
@@ -148,6 +169,7 @@ def check_config(cfg) -> None:
         raise UserError(f"unknown model.dtype '{cfg.model.dtype}'", f"use one of {', '.join(DTYPES)}")
     if not (cfg.device in ("auto", "pin", "cpu", "cuda") or (cfg.device.startswith("cuda:") and cfg.device[5:].isdigit())):
         raise UserError(f"unknown device '{cfg.device}'", "use device=auto, pin, cpu, cuda or cuda:N")
+    check_pin(cfg.pin)
     batches = _positive_list(cfg.grid.batch_sizes, "grid.batch_sizes")
     prompts = _positive_list(cfg.grid.prompt_lens, "grid.prompt_lens")
     del batches
@@ -162,7 +184,7 @@ def check_config(cfg) -> None:
     if m.cell_timeout_s is not None and cfg.isolation != "process":
         raise UserError("measure.cell_timeout_s needs isolation=process (a hung cell can only be stopped by ending "
                         "its process)", "add isolation=process")
-    if cfg.resume and not cfg.get("output_dir"):
+    if cfg.resume and not cfg.get("output_dir") and not multirun:
         raise UserError("resume=true needs the output directory of the run to resume",
                         "add output_dir=PATH (the directory holding its results.csv)")
     check_sampling(cfg.sampling)

@@ -21,9 +21,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
     if device == "pin":
-        from harness.pinning import current_job_num, pin_device
+        from harness.pinning import pinned_device
 
-        return pin_device(current_job_num(), torch.cuda.device_count() if torch.cuda.is_available() else 0)
+        return pinned_device(torch.cuda.device_count() if torch.cuda.is_available() else 0)
     if device == "cuda":
         device = "cuda:0"
     if device.startswith("cuda"):

@@ -78,6 +78,9 @@ class Worker:
     def __init__(self, cfg, out_dir: Path, validate: bool, validation: str, peak_bw: float | None):
         from omegaconf import OmegaConf
 
+        if mp.get_start_method(allow_none=True) not in (None, *mp.get_all_start_methods()):
+            # e.g. 'loky' inside a joblib worker: the spawned child would be told to use a method it cannot find
+            mp.set_start_method("spawn", force=True)
         ctx = mp.get_context("spawn")  # a fresh interpreter: no inherited CUDA context
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_worker, daemon=True,
@@ -124,14 +127,17 @@ def run_job_isolated(cfg, out_dir: Path) -> int:
 
         return run_job(cfg, out_dir, _registry())  # validate / build / generate have no cells to protect
     job, writer, run_info = start_job(cfg, out_dir)
+    if run_info is None:
+        return 0
     timeout = cfg.measure.cell_timeout_s
-    state: dict[str, Any] = {"worker": None, "validated": False, "restarts": 0, "peak_bw": None}
+    state: dict[str, Any] = {"worker": None, "validated": False, "restarts": 0, "peak_bw": None, "pids": []}
 
     def ready_worker() -> Worker | None:
         if state["worker"] is not None:
             return state["worker"]
         validate = cfg.validation.enabled and not state["validated"]
         worker = Worker(cfg, out_dir, validate, job.validation, state["peak_bw"])
+        state["pids"].append(worker.process.pid)  # the processes that used the device (NVML lists them)
         message = worker.wait(LOAD_TIMEOUT_S)
         if message[0] == "ready":
             _, info, job.info, job.validation, state["peak_bw"] = message
@@ -168,7 +174,7 @@ def run_job_isolated(cfg, out_dir: Path) -> int:
     finally:
         if state["worker"] is not None:
             state["worker"].stop()
-        run_info["isolation"] = {"mode": "process", "restarts": state["restarts"]}
+        run_info["isolation"] = {"mode": "process", "restarts": state["restarts"], "worker_pids": state["pids"]}
         write_run_json(out_dir, run_info)
     return 0 if "load_error" not in run_info else 1
 

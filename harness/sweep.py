@@ -258,11 +258,18 @@ def failed_rows(job: Job, cells, status: str, error: str) -> list[list[dict]]:
     return [rows_for_cell(job.identity(b, p), [], status=status, error=error, **extra) for b, p in cells]
 
 
-def start_job(cfg, out_dir: Path) -> tuple[Job, ResultsWriter | None, dict[str, Any]]:
-    """Plan the job, open its results (resuming if asked) and write the first run.json."""
+def start_job(cfg, out_dir: Path) -> tuple[Job, ResultsWriter | None, dict[str, Any] | None]:
+    """Plan the job, open its results (resuming if asked) and write the first run.json.
+
+    With resume=true and every cell already in results.csv, run.json is left as it is and run_info is None: the
+    job has nothing to do (in a resumed multirun, the jobs that had finished)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     job = plan_job(cfg, out_dir)
     writer = ResultsWriter(out_dir, resume=cfg.resume) if cfg.task == "benchmark" else None
+    if writer is not None and cfg.resume and not todo_cells(job, writer):
+        progress.say(f"resume: all {len(job.cells)} cells of {job.backend} are in {out_dir}/results.csv; "
+                     "nothing to run")
+        return job, writer, None
     run_info: dict[str, Any] = {"config": _to_container(cfg), "environment": describe(job.device),
                                 "device": job.device,
                                 "weights": job.source.weights, "model_fingerprint": None}
@@ -299,6 +306,8 @@ def todo_cells(job: Job, writer: ResultsWriter) -> list[tuple[int, int]]:
 def run_job(cfg, out_dir: Path, registry) -> int:
     """Run one job in this process; returns the exit status (0 ok, 1 failed validation or load)."""
     job, writer, run_info = start_job(cfg, out_dir)
+    if run_info is None:
+        return 0
     handle = registry.open(job.backend)
     try:
         try:

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from conftest import FAST, ROOT, run_cli
-from harness.pinning import pin_device
 from harness.report.comparison import comparison_table
 from harness.report.regression import compare_runs
 
@@ -81,11 +80,6 @@ def test_compare_flags_regression_and_exit_code(multirun, tmp_path):
     assert subprocess.run(cmd, capture_output=True, cwd=ROOT).returncode == 0
     gated = subprocess.run(cmd + ["--fail-on-regression"], capture_output=True, text=True, cwd=ROOT)
     assert gated.returncode == 1 and "regression" in gated.stdout
-
-
-def test_pin_device_spreads_jobs_over_gpus():
-    assert [pin_device(n, 4) for n in range(6)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]
-    assert pin_device(3, 0) == "cpu"
 
 
 def test_joblib_launcher_parallel_jobs_aggregate(tmp_path):

@@ -44,7 +44,7 @@ def onnx_artifact(spec, attention: str = "explicit", fused_ops: bool = False) ->
         meta = export_onnx(model, spec.max_seq, tmp / MODEL_FILE, attention, fused_ops)
         del model
         progress.say(f"onnx: exported {meta['nodes']} nodes in {meta['export_seconds']:.1f} s; checking against HF")
-        meta["check"] = check_against_hf(tmp / MODEL_FILE, spec.model, spec.dtype)
+        meta["check"] = check_against_hf(tmp / MODEL_FILE, spec.model, spec.dtype, spec.device)
         if not meta["check"]["passed"]:
             raise RuntimeError(f"exported graph disagrees with HF: {meta['check']}")
         return meta

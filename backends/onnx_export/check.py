@@ -10,7 +10,9 @@ from harness.validate import compare, reference_greedy
 CHECK_STEPS = 4
 
 
-def check_against_hf(onnx_path, source, dtype) -> dict:
+def check_against_hf(onnx_path, source, dtype, device: str = "cpu") -> dict:
+    """``device``: the job's device; a CUDA job checks there when the CPU EP lacks the dtype (never on another
+    job's GPU)."""
     from backends.onnxruntime_backend.runner import OrtStaticCacheRunner
 
     config = source.config()
@@ -24,7 +26,8 @@ def check_against_hf(onnx_path, source, dtype) -> dict:
         if not torch.cuda.is_available():
             raise
         provider = f"cuda (CPU EP refused {dtype}: {type(exc).__name__})"
-        runner = OrtStaticCacheRunner(str(onnx_path), config, dtype, "cuda:0", 2)
+        gpu = device if device.startswith("cuda") else "cuda:0"
+        runner = OrtStaticCacheRunner(str(onnx_path), config, dtype, gpu, 2)
     dev = runner.device
     logits = [runner.prefill(ids.to(dev), lens.to(dev)).float().cpu()]
     for k in range(CHECK_STEPS - 1):

@@ -1,4 +1,5 @@
-"""Hydra callback: at the end of a multirun, aggregate every job's results into <sweep dir>/report/."""
+"""Hydra callback: at the end of a multirun, aggregate every job's results into <sweep dir>/report/ and take the
+sweep's exit status from the jobs' run.json (jobs of parallel launchers ran in other processes)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,11 +9,12 @@ from hydra.experimental.callback import Callback
 
 class AggregateOnMultirunEnd(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
-        from harness import progress
+        from harness import multirun, progress
         from harness.errors import UserError
         from harness.report.cli import build_report
 
         sweep_dir = Path(config.hydra.sweep.dir)
+        multirun.outcome["exit_code"] = multirun.sweep_exit_code(sweep_dir)
         try:
             written = build_report([str(sweep_dir)], sweep_dir / "report", config.report.baseline,
                                    config.report.plots)
