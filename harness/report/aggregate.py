@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from harness.errors import UserError
+from harness.results import read_results_frame
 
 
 def result_files(paths: list[str | Path]) -> list[Path]:
@@ -48,7 +50,9 @@ def load_results(paths: list[str | Path]) -> pd.DataFrame:
     ``backend`` its label (name plus non-default options, read from the run.json beside the file)."""
     frames = []
     for f in result_files(paths):
-        df = pd.read_csv(f)
+        df, skipped = read_results_frame(f)
+        if skipped:  # a run killed mid-write (or a full disk): its whole cells are still worth reporting
+            print(f"enginebench-report: skipped {skipped} in {f}", file=sys.stderr)
         if "metric" not in df.columns or "backend" not in df.columns:
             raise UserError(f"{f} is not an enginebench results.csv (no metric/backend columns)",
                             "give the tidy results.csv files, not summary.csv or comparison.csv")
