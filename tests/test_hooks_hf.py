@@ -84,7 +84,8 @@ def test_hook_close_unregisters_backend(registry):
 
 
 def test_hook_enginebench_backend_defaults(registry):
-    assert registry.defaults(HF) == {"attention": "auto", "compile": "none", "cache": "static"}
+    assert registry.defaults(HF) == {"attention": "auto", "compile": "none", "cuda_graph": False,
+                                      "cache": "static"}
 
 
 def test_dynamic_cache_reference_matches_static(registry):

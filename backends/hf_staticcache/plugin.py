@@ -1,6 +1,13 @@
-"""Backend ``hf-flashattn-staticcache``: the HF model with a preallocated ``StaticCache``, FlashAttention-2 when
-the flash-attn package is importable, else SDPA (kernel selectable and probed), optional ``torch.compile`` of the
-decode step (``reduce-overhead`` = CUDA graphs), and ``cache=dynamic`` as the stock-HF reference.
+"""Backend ``hf-flashattn-staticcache``: the HF model with a preallocated ``StaticCache`` and a choice of attention.
+
+``backend.attention``: ``flash_attention_2`` (flash-attn 2.x), ``flash_attention_4`` (flash-attn-4's CuTe kernels),
+``torch_flash`` (PyTorch's own FlashAttention-2 kernel) attend over the static cache reading only each row's filled
+slots (static_attention.py); ``sdpa`` (kernel probed, or forced: flash | efficient | cudnn | math) and ``eager`` are
+HF's own, with a mask over the whole cache. ``auto`` probes the candidates on the loaded model, in that order on
+CUDA (SDPA on the CPU), and keeps the first that runs; ``backend_info`` records what ran for prefill and decode.
+``backend.compile`` compiles the decode step (``reduce-overhead`` = CUDA graphs via torch.compile);
+``backend.cuda_graph=true`` captures the decode step as a CUDA graph by hand, without compile.
+``cache=dynamic`` is the stock-HF reference.
 
 One static cache is allocated per batch size as the sweep reaches it (the sweep visits batch sizes in order and
 the previous one is freed first); within a batch size ``reset_kv`` zeroes it in place.
@@ -8,19 +15,35 @@ the previous one is freed first); within a batch size ``reset_kv`` zeroes it in 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Any
 
 import torch
 
+from backends.hf_staticcache.attention import (
+    SDPA_CHOICES,
+    first_kernel_that_runs,
+    priority_order,
+)
+from backends.hf_staticcache.decode_graph import DecodeGraph
+from backends.hf_staticcache.flash_packages import installed_flash_attn
+from backends.hf_staticcache.selection import FLASH_CHOICES, candidates, check_choice
+from backends.hf_staticcache.static_attention import (
+    HF_NAMES,
+    FillState,
+    register_attention_functions,
+    use_token_major_storage,
+)
 from harness import hookimpl
 from harness.errors import UserError
 from harness.models import head_dim as model_head_dim
 
-from backends.hf_staticcache.attention import (SDPA_CHOICES, first_kernel_that_runs, flash_attn_available,
-                                                priority_order)
-
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
-ATTENTION_CHOICES = ("auto", "flash_attention_2", "eager", *SDPA_CHOICES)
+KERNEL_DETAIL = {
+    "flash_attention_2": "flash_attn.flash_attn_with_kvcache (cache_leftpad, cache_seqlens)",
+    "flash_attention_4": "flash_attn.cute.flash_attn_varlen_func (cu_seqlens_k, seqused_k; split-KV at decode)",
+    "torch_flash": "torch.ops.aten._flash_attention_forward (varlen, seqused_k)",
+}
 
 
 class HFStaticCacheBackend:
@@ -28,51 +51,111 @@ class HFStaticCacheBackend:
 
     def __init__(self) -> None:
         self.model, self.cache, self.cache_batch, self.device = None, None, None, "cpu"
+        self.fill, self.graphs, self.flash = None, {}, None
 
     @hookimpl
     def enginebench_backend_defaults(self) -> dict[str, Any]:
         return {
-            "attention": "auto",  # auto | flash_attention_2 | eager | flash | efficient | cudnn | math (SDPA kernels)
+            # auto | flash_attention_2 | flash_attention_4 | torch_flash | sdpa | eager | flash | efficient | cudnn
+            # | math (the last four: SDPA restricted to one kernel)
+            "attention": "auto",
             "compile": "none",  # none | default | reduce-overhead (CUDA graphs) | max-autotune
+            "cuda_graph": False,  # capture the decode step as a CUDA graph by hand (static cache, compile=none)
             "cache": "static",  # static | dynamic (stock HF DynamicCache, reallocates: the reference)
         }
 
     @hookimpl
     def load(self, spec) -> dict[str, Any]:
         opts = spec.options
-        self._check_options(opts)
+        self._check_options(opts, spec)
         self.device, self.dtype = spec.device, spec.dtype
         self.max_seq, self.static = spec.max_seq, opts["cache"] == "static"
-        attention = opts["attention"]
-        if attention == "auto":
-            attention = "flash_attention_2" if flash_attn_available() and spec.device.startswith("cuda") else "sdpa"
-        elif attention == "flash_attention_2" and not flash_attn_available():
-            raise UserError("attention=flash_attention_2 needs the flash-attn package",
-                            "pip install flash-attn, or use backend.attention=auto")
-        self.sdpa_only = SDPA_CHOICES.get(attention)
-        impl = "sdpa" if attention in SDPA_CHOICES or attention == "sdpa" else attention
-        self.model = spec.model.build(spec.dtype, spec.device, attn_implementation=impl)
+        self.cuda_graph = bool(opts["cuda_graph"])
+        register_attention_functions()
+        todo = candidates(opts["attention"], spec.device) if self.static else ["sdpa"]
+        self.model = spec.model.build(spec.dtype, spec.device)
         self.config = self.model.config
+        self.takes_cache_position = "cache_position" in inspect.signature(self.model.forward).parameters
         self.cache, self.cache_batch = None, None
+        info = {"compile": opts["compile"], "cache": opts["cache"], "cuda_graph": self.cuda_graph}
+        info.update(self._choose_attention(todo, opts["attention"]))
         self.decode_fn = self._forward_decode
         if opts["compile"] != "none":
             # Compile the decode step only (gpt-fast style): prefill shapes change per cell.
             self.decode_fn = torch.compile(self._forward_decode, mode=opts["compile"], fullgraph=False)
-        info = {"attn_implementation": impl, "compile": opts["compile"], "cache": opts["cache"]}
-        if impl == "sdpa":
-            info.update(self._probe_sdpa_kernels())
-        else:
-            info["attention_kernel_prefill"] = info["attention_kernel_decode"] = impl
         return info
 
-    def _check_options(self, opts: dict[str, Any]) -> None:
+    def _check_options(self, opts: dict[str, Any], spec) -> None:
         if opts["compile"] not in COMPILE_MODES:
             raise UserError(f"unknown backend.compile '{opts['compile']}'", f"use one of {', '.join(COMPILE_MODES)}")
-        if opts["attention"] not in ATTENTION_CHOICES:
-            raise UserError(f"unknown backend.attention '{opts['attention']}'",
-                            f"use one of {', '.join(ATTENTION_CHOICES)}")
         if opts["cache"] not in ("static", "dynamic"):
             raise UserError(f"unknown backend.cache '{opts['cache']}'", "use backend.cache=static or dynamic")
+        check_choice(opts["attention"], spec.device, spec.dtype)
+        if opts["attention"] in FLASH_CHOICES and opts["cache"] != "static":
+            raise UserError(f"backend.attention={opts['attention']} attends over the static cache",
+                            "drop backend.cache=dynamic, or use backend.attention=sdpa")
+        if opts["cuda_graph"]:
+            if not spec.device.startswith("cuda"):
+                raise UserError("backend.cuda_graph=true needs a CUDA device", "use device=cuda or drop it")
+            if opts["compile"] != "none" or opts["cache"] != "static":
+                raise UserError("backend.cuda_graph=true captures the decode step itself (static cache, no compile)",
+                                "use backend.compile=none backend.cache=static, or backend.compile=reduce-overhead "
+                                "without backend.cuda_graph")
+
+    # -- attention choice --------------------------------------------------------------------------------------
+
+    def _set_attention(self, choice: str) -> None:
+        self.flash = choice if choice in HF_NAMES else None  # HF_NAMES: the FLASH_CHOICES and the CPU reference
+        self.sdpa_only = SDPA_CHOICES.get(choice)
+        impl = HF_NAMES[choice] if self.flash else ("eager" if choice == "eager" else "sdpa")
+        self.model.set_attn_implementation(impl)
+        self.impl = impl
+        self._free_cache()  # the cache's storage layout depends on the choice
+
+    def _choose_attention(self, todo: list[str], asked: str) -> dict[str, Any]:
+        """Probe each candidate on the loaded model (a real left-padded prefill and decode step); keep the first
+        that runs. Records why the others did not."""
+        skipped = {}
+        for choice in todo:
+            if choice in FLASH_CHOICES:
+                from backends.hf_staticcache.selection import flash_problem
+
+                if problem := flash_problem(choice, self.device, self.dtype):
+                    skipped[choice] = problem
+                    continue
+            self._set_attention(choice)
+            if choice in FLASH_CHOICES:
+                try:
+                    self._probe_run()
+                except Exception as exc:
+                    if asked != "auto":
+                        raise UserError(f"backend.attention={choice} failed on this model: "
+                                        f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+                                        "use backend.attention=auto") from exc
+                    skipped[choice] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                    continue
+                finally:
+                    self._free_cache()
+                info = {"attention_kernel_prefill": choice, "attention_kernel_decode": choice,
+                        "attention_kernel_detail": KERNEL_DETAIL[choice]}
+            elif choice == "eager":
+                info = {"attention_kernel_prefill": "eager", "attention_kernel_decode": "eager"}
+            else:
+                info = self._probe_sdpa_kernels()
+            info.update(attn_implementation=self.impl, attention_requested=asked, flash_attn_installed=
+                        installed_flash_attn())
+            if skipped:
+                info["attention_skipped"] = skipped
+            return info
+        raise UserError(f"no attention choice among {todo} runs here: {skipped}", "use backend.attention=auto")
+
+    def _probe_run(self) -> None:
+        """A 2-row left-padded prefill and one decode step with the current attention choice."""
+        ids = torch.ones(2, 4, dtype=torch.long, device=self.device)
+        self.reset_kv()
+        self._prefill(ids, torch.tensor([4, 2], device=self.device))
+        self.fill.advance()
+        self._forward_decode(ids[:, :1], self.step_pos, self.mask)
 
     def _sdpa_context(self):
         from torch.nn.attention import sdpa_kernel
@@ -81,30 +164,32 @@ class HFStaticCacheBackend:
 
     def _probe_sdpa_kernels(self) -> dict[str, str]:
         """Run a real 2-row prefill and decode step under each SDPA kernel alone (see attention.py)."""
-        candidates = [self.sdpa_only] if self.sdpa_only is not None else priority_order()
+        candidates_ = [self.sdpa_only] if self.sdpa_only is not None else priority_order()
         ids = torch.ones(2, 4, dtype=torch.long, device=self.device)
         results = {}
 
         def run_prefill():
             self.reset_kv()
-            self._prefill_eager(ids, None)
+            self._prefill(ids, None)
 
-        results["attention_kernel_prefill"] = first_kernel_that_runs(run_prefill, candidates, self.device)
+        results["attention_kernel_prefill"] = first_kernel_that_runs(run_prefill, candidates_, self.device)
 
         def run_decode():
             self.reset_kv()
-            self._prefill_eager(ids, None)
-            self._forward_decode(ids[:, :1], self.positions, self.mask)
+            self._prefill(ids, None)
+            self._forward_decode(ids[:, :1], self.step_pos, self.mask)
 
-        results["attention_kernel_decode"] = first_kernel_that_runs(run_decode, candidates, self.device)
+        results["attention_kernel_decode"] = first_kernel_that_runs(run_decode, candidates_, self.device)
         self._free_cache()
         if "none" in results.values():
-            raise UserError(f"no SDPA kernel among {[c.name for c in candidates]} runs this model here",
+            raise UserError(f"no SDPA kernel among {[c.name for c in candidates_]} runs this model here",
                             "use backend.attention=auto")
         return results
 
+    # -- cache -------------------------------------------------------------------------------------------------
+
     def _free_cache(self) -> None:
-        self.cache, self.cache_batch = None, None
+        self.cache, self.cache_batch, self.fill, self.graphs = None, None, None, {}
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
 
@@ -118,14 +203,29 @@ class HFStaticCacheBackend:
             return
         self._free_cache()
         cfg = self.config
-        head_dim = model_head_dim(cfg)
         self.cache = StaticCache(config=cfg, max_cache_len=self.max_seq)
-        self.cache.early_initialization(batch_size=batch, num_heads=cfg.num_key_value_heads, head_dim=head_dim,
-                                        dtype=self.dtype, device=torch.device(self.device))
+        self.cache.early_initialization(batch_size=batch, num_heads=cfg.num_key_value_heads,
+                                        head_dim=model_head_dim(cfg), dtype=self.dtype,
+                                        device=torch.device(self.device))
+        if self.flash:
+            use_token_major_storage(self.cache)
+            self.fill = FillState(batch, self.max_seq, self.device)
+        # fixed-address step inputs (CUDA graphs replay them): next position per row, next cache slot
+        self.step_pos = torch.zeros(batch, 1, dtype=torch.long, device=self.device)
+        self.step_slot = torch.zeros(1, dtype=torch.long, device=self.device)
+        self.mask_buf = torch.zeros(batch, self.max_seq, dtype=torch.long, device=self.device)
         self.cache_batch = batch
 
+    # -- phases ------------------------------------------------------------------------------------------------
+
+    def _model_kwargs(self, cache_position: torch.Tensor) -> dict[str, Any]:
+        kwargs = self.fill.kwargs() if self.fill is not None else {}
+        if self.takes_cache_position:  # transformers < 5.2x: else it derives it from the cache (a host sync)
+            kwargs["cache_position"] = cache_position
+        return kwargs
+
     @torch.no_grad()
-    def _prefill_eager(self, input_ids: torch.Tensor, prompt_lens: torch.Tensor | None) -> torch.Tensor:
+    def _prefill(self, input_ids: torch.Tensor, prompt_lens: torch.Tensor | None) -> torch.Tensor:
         batch, plen = input_ids.shape
         self._ensure_cache(batch)
         if prompt_lens is None:
@@ -135,33 +235,55 @@ class HFStaticCacheBackend:
             pad = (plen - prompt_lens.to(self.device)).view(batch, 1)
             width = self.max_seq if self.static else plen
             cols = torch.arange(width, device=self.device).view(1, -1)
-            self.mask = (cols >= pad).long()  # [B, max_seq]: left padding is never attended to
+            # [B, max_seq]: left padding is never attended to (FlashAttention choices skip it via FillState)
+            self.mask = None if self.flash else (cols >= pad).long()
+            if self.mask is not None and self.static:  # one fixed buffer per cache: a CUDA graph reads it
+                self.mask = self.mask_buf.copy_(self.mask)
         positions = (torch.arange(plen, device=self.device).view(1, -1) - pad).clamp(min=0)  # [B, P]
+        if self.fill is not None:
+            self.fill.begin(pad, plen)
+        slots = torch.arange(plen, device=self.device)
         with self._sdpa_context():
             out = self.model(input_ids=input_ids, attention_mask=self.mask, position_ids=positions,
-                             past_key_values=self.cache, use_cache=True, logits_to_keep=1)
-        self.positions = positions[:, -1:] + 1  # [B, 1] position of the next token, advanced in place
+                             past_key_values=self.cache, use_cache=True, logits_to_keep=1,
+                             **self._model_kwargs(slots))
+        if self.static:
+            self.step_pos.copy_(positions[:, -1:] + 1)  # [B, 1] position of the next token, advanced in place
+            self.step_slot.fill_(plen)
+        else:
+            self.step_pos = positions[:, -1:] + 1
         return out.logits[:, -1]
 
     def _forward_decode(self, tokens, positions, mask):
         with self._sdpa_context():
             out = self.model(input_ids=tokens, attention_mask=mask, position_ids=positions,
-                             past_key_values=self.cache, use_cache=True)
+                             past_key_values=self.cache, use_cache=True,
+                             **(self._model_kwargs(self.step_slot) if self.static else {}))
         return out.logits[:, -1]
 
     @hookimpl
     def prefill(self, input_ids, prompt_lens):
-        return self._prefill_eager(input_ids, prompt_lens)
+        return self._prefill(input_ids, prompt_lens)
 
     @hookimpl
     @torch.no_grad()
     def decode_step(self, tokens):
         if not self.static and self.mask is not None:
             self.mask = torch.nn.functional.pad(self.mask, (0, 1), value=1)
-        logits = self.decode_fn(tokens, self.positions, self.mask)
-        if self.decode_fn is not self._forward_decode:
-            logits = logits.clone()  # CUDA-graph outputs are overwritten by the next replay
-        self.positions.add_(1)
+        if self.fill is not None:
+            self.fill.advance()
+        if self.cuda_graph:
+            graph = self.graphs.setdefault(self.cache_batch, DecodeGraph(
+                lambda step_tokens: self._forward_decode(step_tokens, self.step_pos, self.mask),
+                self.cache_batch, self.device))
+            logits = graph(tokens)
+        else:
+            logits = self.decode_fn(tokens, self.step_pos, self.mask)
+            if self.decode_fn is not self._forward_decode:
+                logits = logits.clone()  # CUDA-graph outputs are overwritten by the next replay
+        self.step_pos.add_(1)
+        if self.static:
+            self.step_slot.add_(1)
         return logits
 
     @hookimpl
