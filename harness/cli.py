@@ -211,8 +211,29 @@ def check_output_dir(cfg) -> None:
                         "run from a writable directory or set output_dir=PATH to one") from exc
 
 
+def version_text() -> str:
+    """``enginebench --version``: this package's version, then the libraries that decide the numbers."""
+    import importlib.metadata as metadata
+    import platform
+
+    from harness.environment import library_versions
+
+    try:
+        own = metadata.version("enginebench")
+    except metadata.PackageNotFoundError:
+        own = "unknown (not installed)"
+    libs = library_versions()
+    key = ["torch", "transformers", "onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorrt-rtx-cu13-bindings",
+           "hydra-core", "numpy", "scipy", "pandas"]
+    return "\n".join([f"enginebench {own}", f"python {platform.python_version()}",
+                      *(f"{name} {libs[name]}" for name in key if name in libs)])
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--version" in argv or "-V" in argv:
+        print(version_text())
+        sys.exit(0)
     if "--verbose" in argv:
         argv.remove("--verbose")
         os.environ["ENGINEBENCH_VERBOSE"] = "1"

@@ -83,7 +83,7 @@ class GenerateConfig:
 
 @dataclass
 class ReportConfig:
-    baseline: str = "hf-flashattn-staticcache"
+    baseline: Optional[str] = None  # configuration speedups are measured against; null: HF's default if present
     plots: bool = True
 
 

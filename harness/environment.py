@@ -11,8 +11,8 @@ from typing import Any
 import torch
 
 LIBRARIES = ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt",
-             "tensorrt-rtx-cu13-bindings", "pluggy", "hydra-core", "omegaconf", "numpy", "pandas", "nvidia-ml-py",
-             "flash-attn")
+             "tensorrt-rtx-cu13-bindings", "pluggy", "hydra-core", "omegaconf", "numpy", "pandas", "scipy",
+             "nvidia-ml-py", "flash-attn")
 
 
 def resolve_device(device: str) -> str:

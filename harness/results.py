@@ -22,24 +22,35 @@ from harness.stats import STAT_NAMES
 
 CELL_KEYS = ("backend", "model", "weights", "dtype", "device", "batch_size", "prompt_len", "new_tokens")
 ROW_COLUMNS = (*CELL_KEYS, "metric", "unit", *STAT_NAMES, "status", "error", "validation", "iterations",
-               "seed", "backend_info", "cell_rows", "run_id")
+               "seed", "backend_info", "machine_warnings", "cell_rows", "run_id")
 SUMMARY_STATS = ("mean", "p10", "p50", "p90", "p99")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temporary file in the same directory and rename: readers see the old or the new file."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; results get the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it; set straight back
+    os.umask(mask)
+    return mask
 
 
 def cell_key(row: dict[str, Any]) -> tuple:

@@ -1,5 +1,5 @@
-"""Reporting: a two-backend multirun on CPU yields comparison.csv, plots and report.md; compare flags regressions;
-the launchers are wired; results from parallel jobs aggregate."""
+"""Reporting: a two-backend multirun on CPU yields comparison.csv, plots and report.md; the launchers are wired;
+results from parallel jobs aggregate. (Verdicts, compare and baselines on synthetic samples: test_verdicts.py.)"""
 import subprocess
 import sys
 
@@ -8,7 +8,6 @@ import pytest
 
 from conftest import FAST, ROOT, run_cli
 from harness.report.comparison import comparison_table
-from harness.report.regression import compare_runs
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +26,7 @@ def test_multirun_writes_comparison_plots_and_report(multirun):
     for col in ["decode_ms_p50__onnxruntime", "decode_ms_p50__hf-flashattn-staticcache",
                 "decode_ms_speedup__onnxruntime", "decode_ms_verdict__onnxruntime", "status__onnxruntime"]:
         assert col in comparison.columns
-    assert set(comparison.decode_ms_verdict__onnxruntime) <= {"faster", "slower", "within noise"}
+    assert set(comparison.decode_ms_verdict__onnxruntime) <= {"faster", "slower", "within noise", "unstable", "untested"}
     pngs = sorted(p.name.split("__")[0] for p in (report / "plots").glob("*.png"))
     assert pngs == ["decode_latency_vs_batch", "peak_memory_vs_batch", "prefill_latency_vs_prompt",
                     "roofline_fraction_vs_batch", "throughput_vs_batch"]
@@ -57,29 +56,6 @@ def test_report_cli_bad_path_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "harness.report.cli", str(tmp_path / "nothing")],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and proc.stderr.startswith("enginebench: error:")
-
-
-def _shifted(tidy, factor):
-    out = tidy.copy()
-    rows = (out.backend == "onnxruntime") & (out.metric == "decode_latency_ms") & (out.batch_size == 1)
-    for stat in ("p10", "p50", "p90", "mean"):
-        out.loc[rows, stat] *= factor
-    return out
-
-
-def test_compare_flags_regression_and_exit_code(multirun, tmp_path):
-    tidy = pd.read_csv(multirun / "report" / "results.csv")
-    table = compare_runs(tidy, _shifted(tidy, 3.0))
-    flagged = table[table.verdict == "regression"]
-    assert len(flagged) == 1 and flagged.iloc[0].backend == "onnxruntime"
-    assert set(compare_runs(tidy, tidy).verdict) == {"within noise"}
-    old, new = tmp_path / "old.csv", tmp_path / "new.csv"
-    tidy.to_csv(old, index=False)
-    _shifted(tidy, 3.0).to_csv(new, index=False)
-    cmd = [sys.executable, "-m", "harness.report.cli", "compare", str(old), str(new)]
-    assert subprocess.run(cmd, capture_output=True, cwd=ROOT).returncode == 0
-    gated = subprocess.run(cmd + ["--fail-on-regression"], capture_output=True, text=True, cwd=ROOT)
-    assert gated.returncode == 1 and "regression" in gated.stdout
 
 
 def test_joblib_launcher_parallel_jobs_aggregate(tmp_path):

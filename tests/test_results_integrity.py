@@ -18,7 +18,7 @@ def _identity(b, p=8):
 
 
 def _ok(b, p=8):
-    return rows_for_cell(_identity(b, p), [("a_ms", "ms", summarize([1.0, 2.0])), ("b_ms", "ms", summarize([3.0]))],
+    return rows_for_cell(_identity(b, p), [("decode_latency_ms", "ms", summarize([1.0, 2.0])), ("b_ms", "ms", summarize([3.0]))],
                          status="ok", error="", iterations=2)
 
 

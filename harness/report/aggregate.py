@@ -1,14 +1,24 @@
-"""Find and merge tidy results from run directories, multirun directories or CSV files (any mix, any machine)."""
+"""Find and merge tidy results from run directories, multirun directories or CSV files (any mix, any machine).
+
+A result is identified by its *configuration*: the backend plus every backend option that differs from the
+backend's defaults (``onnxruntime[attention=gqa,cuda_graph=true]``). Two configurations are never merged into one
+number, and two runs of one configuration are never averaged: where a cell of one configuration appears in several
+runs, the last one given is used and :func:`repeated_cells` lists the others for the report.
+"""
 from __future__ import annotations
 
 import json
 import sys
+from functools import cache, lru_cache
 from pathlib import Path
 
 import pandas as pd
 
 from harness.errors import UserError
 from harness.results import read_results_frame
+from harness.samples import read_cell_samples
+
+CELL = ["model", "weights", "dtype", "device", "batch_size", "prompt_len", "new_tokens"]
 
 
 def result_files(paths: list[str | Path]) -> list[Path]:
@@ -28,26 +38,50 @@ def result_files(paths: list[str | Path]) -> list[Path]:
     return found
 
 
-def backend_label(backend: str, options: dict, defaults: dict) -> str:
-    """The backend's name plus the options that differ from its defaults: ``hf-...[compile=reduce-overhead]``,
-    so that two configurations of one backend stay apart in comparisons and plots."""
-    changed = [f"{k}={v}" for k, v in options.items() if k != "name" and k in defaults and defaults[k] != v]
+def configuration_label(backend: str, options: dict, defaults: dict | None) -> str:
+    """The backend's name plus the options that differ from its defaults: ``hf-...[compile=reduce-overhead]``.
+
+    Without the defaults (a backend not installed where the report is made, and a run.json that predates
+    recording them) every option is named: a longer label, but two configurations never share one."""
+    options = {k: v for k, v in options.items() if k != "name"}
+    if defaults is None:
+        changed = [f"{k}={v}" for k, v in sorted(options.items())]
+    else:
+        changed = [f"{k}={v}" for k, v in options.items() if k not in defaults or defaults[k] != v]
     return f"{backend}[{','.join(changed)}]" if changed else backend
 
 
-def _defaults_of(backend: str) -> dict:
+backend_label = configuration_label  # the earlier name
+
+
+@cache
+def _registry_defaults(backend: str) -> str | None:
     try:
         from harness.plugins import PluginRegistry
 
-        registry = _defaults_of.registry = getattr(_defaults_of, "registry", None) or PluginRegistry.discover()
-        return registry.defaults(backend)
-    except Exception:  # noqa: BLE001 - a backend not installed here: label without options
-        return {}
+        return json.dumps(PluginRegistry.discover().defaults(backend))
+    except Exception:  # noqa: BLE001 - a backend not installed here: the label names every option
+        return None
+
+
+def label_of_run(info: dict) -> str | None:
+    """The configuration label of a run, from its run.json (recorded at run time, else recomputed)."""
+    if info.get("configuration"):
+        return info["configuration"]
+    options = info.get("config", {}).get("backend", {})
+    if not options.get("name"):
+        return None
+    defaults = info.get("backend_defaults")
+    if defaults is None:
+        text = _registry_defaults(options["name"])
+        defaults = json.loads(text) if text else None
+    return configuration_label(options["name"], options, defaults)
 
 
 def load_results(paths: list[str | Path]) -> pd.DataFrame:
     """All tidy rows, one frame; ``source`` says which file each row came from, ``engine`` the backend and
-    ``backend`` its label (name plus non-default options, read from the run.json beside the file)."""
+    ``backend`` its configuration label (see the module docstring). A merged results.csv written by
+    enginebench-report keeps its own ``source`` and labels, so it can be compared again."""
     frames = []
     for f in result_files(paths):
         df, skipped = read_results_frame(f)
@@ -56,14 +90,51 @@ def load_results(paths: list[str | Path]) -> pd.DataFrame:
         if "metric" not in df.columns or "backend" not in df.columns:
             raise UserError(f"{f} is not an enginebench results.csv (no metric/backend columns)",
                             "give the tidy results.csv files, not summary.csv or comparison.csv")
-        df = df.assign(source=str(f), engine=df.backend)
-        run_json = f.parent / "run.json"
-        if run_json.exists():
-            options = json.loads(run_json.read_text()).get("config", {}).get("backend", {})
-            if options.get("name"):
-                df["backend"] = backend_label(options["name"], options, _defaults_of(options["name"]))
+        if "cv" not in df.columns and {"std", "mean"} <= set(df.columns):  # results from before CVs were kept
+            df["cv"] = df["std"] / df["mean"]
+        if "engine" not in df.columns:  # a run's own results.csv
+            df = df.assign(source=str(f), engine=df.backend)
+            run_json = f.parent / "run.json"
+            if run_json.exists():
+                label = label_of_run(json.loads(run_json.read_text()))
+                if label:
+                    df["backend"] = label
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
+
+
+def latest_per_cell(tidy: pd.DataFrame) -> pd.DataFrame:
+    """One row per (cell, configuration, metric): the last input wins (see :func:`repeated_cells`)."""
+    return tidy.drop_duplicates(subset=CELL + ["backend", "metric"], keep="last")
+
+
+def repeated_cells(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Cells of one configuration measured in more than one input: configuration, cell, runs, the one shown."""
+    if "source" not in tidy.columns:
+        return pd.DataFrame()
+    per_cell = tidy.drop_duplicates(subset=CELL + ["backend", "source"])
+    groups = per_cell.groupby(CELL + ["backend"], dropna=False).source
+    counts = groups.nunique()
+    repeated = counts[counts > 1]
+    if repeated.empty:
+        return pd.DataFrame()
+    shown = groups.last()[repeated.index]
+    return pd.DataFrame({"runs": repeated, "shown": shown}).reset_index()
+
+
+def cell_samples(tidy_row) -> dict | None:
+    """The kept samples of the cell behind one tidy row, or None (an older run, or a row without a source)."""
+    source = getattr(tidy_row, "source", None) if not isinstance(tidy_row, dict) else tidy_row.get("source")
+    if not isinstance(source, str) or not source:
+        return None
+    get = tidy_row.get if isinstance(tidy_row, dict) else lambda k: getattr(tidy_row, k)
+    return _read_samples(str(Path(source).parent), int(get("batch_size")), int(get("prompt_len")),
+                         int(get("new_tokens")))
+
+
+@lru_cache(maxsize=4096)
+def _read_samples(run_dir: str, batch: int, prompt_len: int, new_tokens: int):
+    return read_cell_samples(Path(run_dir), batch, prompt_len, new_tokens)
 
 
 def run_infos(paths: list[str | Path]) -> list[dict]:
@@ -71,7 +142,10 @@ def run_infos(paths: list[str | Path]) -> list[dict]:
     for f in result_files(paths):
         run_json = f.parent / "run.json"
         if run_json.exists():
-            infos.append(json.loads(run_json.read_text()))
+            info = json.loads(run_json.read_text())
+            info["_configuration"] = label_of_run(info)
+            info["_dir"] = str(f.parent)
+            infos.append(info)
     return infos
 
 
@@ -79,3 +153,22 @@ def validations(paths: list[str | Path]) -> pd.DataFrame:
     frames = [pd.read_csv(f.parent / "validation.csv") for f in result_files(paths)
               if (f.parent / "validation.csv").exists()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def configuration_pivot(tidy: pd.DataFrame, metric: str, stat: str = "p50") -> pd.DataFrame:
+    """Cells as rows, one column per (configuration, run): the table a notebook shows. Never pools: a cell and
+    column with more than one value is an error, and runs of one configuration stay in separate columns."""
+    rows = tidy[tidy.metric == metric].copy()
+    if "source" in rows.columns:
+        runs = rows.groupby("backend").source.transform("nunique")
+        run_name = rows.source.map(lambda s: Path(s).parent.name)
+        rows["configuration"] = rows.backend.where(runs <= 1, rows.backend + " @ " + run_name)
+    else:
+        rows["configuration"] = rows.backend
+    index = [c for c in ("model", "dtype", "device", "batch_size", "prompt_len") if rows[c].nunique() > 1 or
+             c in ("batch_size", "prompt_len")]
+    dup = rows.duplicated(subset=index + ["configuration", "new_tokens", "weights"], keep=False)
+    if dup.any():
+        raise UserError(f"{int(dup.sum())} rows of {metric} share a cell and a configuration",
+                        "give each run once; runs of one configuration are shown side by side, not averaged")
+    return rows.pivot(index=index, columns="configuration", values=stat)

@@ -2,6 +2,9 @@
 
     enginebench-report PATH... [--out DIR] [--baseline NAME] [--no-plots]
     enginebench-report compare OLD NEW [--threshold 0.05] [--fail-on-regression] [--out FILE]
+
+Exit status: 0 done; 1 ``compare --fail-on-regression`` found a regression (or a cell that failed in NEW);
+2 bad input (no results, a baseline not in the results, two result sets with no cell in common).
 """
 from __future__ import annotations
 
@@ -11,47 +14,107 @@ from pathlib import Path
 
 from harness.errors import EXIT_USER_ERROR, UserError
 from harness.results import atomic_write_text
+from harness.stats import ALPHA, CONFIDENCE, MAX_CV, MIN_EFFECT, MIN_N
+
+VERDICT_HELP = (f"Verdicts: a two-sided Mann-Whitney U test on both sides' kept samples at --alpha (default "
+                f"{ALPHA}) plus a minimum effect; sides with fewer than --min-n (default {MIN_N}) samples or a "
+                f"CV above --max-cv (default {MAX_CV}) are 'unstable'. Intervals: {CONFIDENCE:.0%} bootstrap.")
 
 
-def build_report(paths: list[str], out_dir: Path, baseline: str = "hf-flashattn-staticcache",
-                 plots: bool = True) -> dict[str, Path]:
-    from harness.report.aggregate import load_results, run_infos, validations
-    from harness.report.comparison import comparison_table
+def build_report(paths: list[str], out_dir: Path, baseline: str | None = None, plots: bool = True,
+                 test_options: dict | None = None) -> dict[str, Path]:
+    """Merge ``paths`` into ``out_dir``: results.csv, comparison.csv, plots/ and report.md.
+
+    ``baseline``: a configuration label (or a backend with one configuration here); None = the default HF
+    configuration if present. A baseline that is not in the results is a UserError naming what is there."""
+    from harness.report.aggregate import (
+        load_results,
+        repeated_cells,
+        run_infos,
+        validations,
+    )
+    from harness.report.comparison import comparison_table, resolve_baseline
     from harness.report.markdown import write_report
     from harness.report.plots import make_plots
 
     tidy = load_results(paths)
+    baseline = resolve_baseline(sorted(tidy.backend.unique()), baseline)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "results.csv", tidy.to_csv(index=False))
-    comparison = comparison_table(tidy, baseline)
+    comparison = comparison_table(tidy, baseline, test_options)
     atomic_write_text(out_dir / "comparison.csv", comparison.to_csv(index=False))
     pngs = make_plots(tidy, out_dir / "plots") if plots else []
     write_report(out_dir / "report.md", tidy, comparison, run_infos(paths), validations(paths), pngs, baseline,
-                 [str(p) for p in paths])
+                 [str(p) for p in paths], repeated_cells(tidy), test_options)
     return {"results": out_dir / "results.csv", "comparison": out_dir / "comparison.csv",
             "report": out_dir / "report.md", "plots": out_dir / "plots"}
 
 
-def _compare(argv: list[str]) -> int:
-    from harness.report.aggregate import load_results
-    from harness.report.regression import compare_runs
+def _add_test_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--alpha", type=float, default=ALPHA, help=f"significance level of the test (default {ALPHA})")
+    p.add_argument("--min-n", type=int, default=MIN_N, help=f"fewer samples: unstable (default {MIN_N})")
+    p.add_argument("--max-cv", type=float, default=MAX_CV, help=f"larger CV: unstable (default {MAX_CV})")
 
-    p = argparse.ArgumentParser(prog="enginebench-report compare")
-    p.add_argument("old")
-    p.add_argument("new")
-    p.add_argument("--threshold", type=float, default=0.05, help="relative change that counts (default 0.05)")
-    p.add_argument("--fail-on-regression", action="store_true", help="exit 1 when any cell regressed")
+
+def _test_options(args) -> dict:
+    options = {"alpha": args.alpha, "min_n": args.min_n, "max_cv": args.max_cv}
+    if hasattr(args, "min_effect"):
+        options["min_effect"] = args.min_effect
+    return options
+
+
+def compare_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="enginebench-report compare", epilog=VERDICT_HELP,
+                                description="Cells whose latency moved beyond noise between two result sets.")
+    p.add_argument("old", help="run dir, multirun dir or results.csv measured first")
+    p.add_argument("new", help="the one to judge against OLD")
+    p.add_argument("--threshold", type=float, default=MIN_EFFECT,
+                   help=f"smallest relative change of the median that counts (default {MIN_EFFECT})")
+    p.add_argument("--fail-on-regression", action="store_true",
+                   help="exit 1 when any cell regressed or failed in NEW")
     p.add_argument("--out", default=None, help="write the comparison as CSV")
-    args = p.parse_args(argv)
-    table = compare_runs(load_results([args.old]), load_results([args.new]), args.threshold)
+    _add_test_options(p)
+    return p
+
+
+def _compare(argv: list[str]) -> int:
+    from harness.report.aggregate import load_results, run_infos
+    from harness.report.regression import compare_runs, environment_differences
+
+    args = compare_parser().parse_args(argv)
+    table = compare_runs(load_results([args.old]), load_results([args.new]), args.threshold,
+                         **_test_options(args))
+    for line in environment_differences(run_infos([args.old]), run_infos([args.new])):
+        print(f"warning: the runs differ in {line}", file=sys.stderr)
     if args.out:
         atomic_write_text(Path(args.out), table.to_csv(index=False))
-    moved = table[table.verdict.isin(["regression", "improvement"])]
-    cols = ["backend", "batch_size", "prompt_len", "metric", "p50_old", "p50_new", "change", "verdict"]
-    print(moved[cols].to_string(index=False) if len(moved) else "no cell moved beyond noise")
+    shown = table[~table.verdict.isin(["within noise"])]
+    cols = ["backend", "batch_size", "prompt_len", "metric", "p50_old", "p50_new", "change", "change_ci_low",
+            "change_ci_high", "n_old", "n_new", "verdict", "why_no_verdict"]
+    print(shown[cols].to_string(index=False) if len(shown) else
+          f"all {len(table)} matched cells within noise")
     counts = table.verdict.value_counts().to_dict()
     print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())), file=sys.stderr)
-    return 1 if args.fail_on_regression and counts.get("regression", 0) else 0
+    failed = sum(v for k, v in counts.items() if k == "regression" or k.endswith(" in new") and k != "missing in new")
+    return 1 if args.fail_on_regression and failed else 0
+
+
+def report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="enginebench-report", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\n")[0],
+        epilog="commands:\n  compare OLD NEW       cells whose latency moved beyond noise between two result sets\n"
+               "                        (enginebench-report compare --help)\n\n" + VERDICT_HELP)
+    p.add_argument("paths", nargs="+", help="run dirs, multirun dirs or results.csv files")
+    p.add_argument("--out", default=None, help="output directory (default: <first path>/report)")
+    p.add_argument("--baseline", default=None,
+                   help="configuration the speedups are measured against, as labelled in the results "
+                        "(default: hf-flashattn-staticcache when present)")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--min-effect", type=float, default=MIN_EFFECT,
+                   help=f"smallest relative change of the median that counts (default {MIN_EFFECT})")
+    _add_test_options(p)
+    return p
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,15 +122,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if argv and argv[0] == "compare":
             sys.exit(_compare(argv[1:]))
-        p = argparse.ArgumentParser(prog="enginebench-report", description=__doc__.splitlines()[0])
-        p.add_argument("paths", nargs="+", help="run dirs, multirun dirs or results.csv files")
-        p.add_argument("--out", default=None, help="output directory (default: <first path>/report)")
-        p.add_argument("--baseline", default="hf-flashattn-staticcache")
-        p.add_argument("--no-plots", action="store_true")
-        args = p.parse_args(argv)
+        args = report_parser().parse_args(argv)
         first = Path(args.paths[0])
         out = Path(args.out) if args.out else (first if first.is_dir() else first.parent) / "report"
-        written = build_report(args.paths, out, args.baseline, not args.no_plots)
+        written = build_report(args.paths, out, args.baseline, not args.no_plots, _test_options(args))
         for name, path in written.items():
             print(f"{name}: {path}")
     except UserError as err:

@@ -1,27 +1,60 @@
-"""comparison.csv: one row per grid cell, each backend's key metrics side by side, and each backend's speedup over
-the baseline with a noise verdict (the p10-p90 ranges of the two overlap = "within noise")."""
+"""comparison.csv: one row per grid cell, each configuration's key metrics side by side (median, p10/p90, n, CV and
+the median's confidence interval), and each configuration's speedup over the baseline with a verdict from a test
+on the kept samples of both sides (harness/stats.py): faster, slower, within noise, unstable (too few samples or
+too noisy to judge) or untested (a run that kept no samples)."""
 from __future__ import annotations
+
+import difflib
 
 import pandas as pd
 
-CELL = ["model", "weights", "dtype", "device", "batch_size", "prompt_len", "new_tokens"]
+from harness.errors import UserError
+from harness.report.aggregate import CELL, cell_samples, latest_per_cell
+from harness.samples import comparison_units
+from harness.stats import compare_samples
+
 KEY_METRICS = {  # metric -> short name in comparison.csv
     "decode_latency_ms": "decode_ms",
     "prefill_latency_ms": "prefill_ms",
     "e2e_throughput_tok_s": "e2e_tok_s",
     "decode_bandwidth_frac": "bw_frac",
 }
+TESTED = {"decode_ms": "decode_latency_ms", "prefill_ms": "prefill_latency_ms"}  # speedups with a verdict
+SPREAD = ("n", "cv", "p50_ci_low", "p50_ci_high")  # written for the tested metrics where results have them
 MEMORY = ["gpu_process_used_peak_mib", "torch_allocated_peak_mib", "host_rss_peak_mib"]
+DEFAULT_BASELINE = "hf-flashattn-staticcache"
+VERDICT = {"lower": "faster", "higher": "slower"}  # latency of the configuration vs the baseline's
+
+
+def resolve_baseline(configurations: list[str], baseline: str | None) -> str | None:
+    """The configuration speedups are measured against.
+
+    ``None``: the default backend's default configuration if present, else no speedups. A name must match a
+    configuration, or a backend with exactly one configuration here; anything else is an error naming what
+    is there (a misspelled baseline must not silently drop every speedup column)."""
+    if baseline is None:
+        return DEFAULT_BASELINE if DEFAULT_BASELINE in configurations else None
+    if baseline in configurations:
+        return baseline
+    of_backend = [c for c in configurations if c.split("[", 1)[0] == baseline]
+    if len(of_backend) == 1:
+        return of_backend[0]
+    close = difflib.get_close_matches(baseline, configurations, n=1, cutoff=0.4)
+    hint = f"did you mean --baseline '{close[0]}'? " if close else ""
+    what = "several configurations of it are" if of_backend else "it is not among the configurations"
+    raise UserError(f"baseline '{baseline}': {what} in these results ({', '.join(configurations)})",
+                    f"{hint}give one of them exactly as written")
 
 
 def cell_status(tidy: pd.DataFrame) -> pd.DataFrame:
-    return tidy.groupby(CELL + ["backend"], dropna=False)[["status", "error", "validation"]].first().reset_index()
+    cols = ["status", "error", "validation"] + (["machine_warnings"] if "machine_warnings" in tidy else [])
+    return tidy.groupby(CELL + ["backend"], dropna=False)[cols].first().reset_index()
 
 
-def comparison_table(tidy: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """Wide comparison; a backend absent from a cell that others ran is marked ``not run``, never left blank."""
-    # the latest measurement wins when the same cell of the same backend appears in several inputs
-    tidy = tidy.drop_duplicates(subset=CELL + ["backend", "metric"], keep="last")
+def comparison_table(tidy: pd.DataFrame, baseline: str | None, test_options: dict | None = None) -> pd.DataFrame:
+    """Wide comparison; a configuration absent from a cell that others ran is marked ``not run``, never left
+    blank. ``baseline`` must already be resolved (see :func:`resolve_baseline`); None: no speedup columns."""
+    tidy = latest_per_cell(tidy)
     backends = sorted(tidy.backend.unique())
     status = cell_status(tidy)
     cells = status[CELL].drop_duplicates().reset_index(drop=True)
@@ -32,10 +65,13 @@ def comparison_table(tidy: pd.DataFrame, baseline: str) -> pd.DataFrame:
         cols[f"status__{backend}"] = merged.status.astype(object).fillna("not run").values
         cols[f"error__{backend}"] = merged.error.astype(object).fillna("").values
         cols[f"validation__{backend}"] = merged.validation.astype(object).fillna("").values
+        if "machine_warnings" in merged:
+            cols[f"machine_warnings__{backend}"] = merged.machine_warnings.astype(object).fillna("").values
         for metric, short in KEY_METRICS.items():
-            m = tidy[(tidy.backend == backend) & (tidy.metric == metric)][CELL + ["p10", "p50", "p90"]]
+            stats = ["p50", "p10", "p90"] + [s for s in SPREAD if short in TESTED and s in tidy.columns]
+            m = tidy[(tidy.backend == backend) & (tidy.metric == metric)][CELL + stats]
             m = cells.merge(m, on=CELL, how="left")
-            for stat in ("p50", "p10", "p90"):
+            for stat in stats:
                 cols[f"{short}_{stat}__{backend}"] = m[stat].values
         mem = tidy[(tidy.backend == backend) & (tidy.metric.isin(MEMORY))]
         for metric in MEMORY:
@@ -43,24 +79,57 @@ def comparison_table(tidy: pd.DataFrame, baseline: str) -> pd.DataFrame:
             if m["mean"].notna().any():
                 cols[f"{metric}__{backend}"] = m["mean"].values
     out = pd.concat([cells, pd.DataFrame(cols, index=cells.index)], axis=1)
-    if baseline in backends:
-        out = pd.concat([out, _speedups(out, baseline, [b for b in backends if b != baseline])], axis=1)
+    if baseline is not None and baseline in backends:
+        others = [b for b in backends if b != baseline]
+        out = pd.concat([out, _speedups(tidy, out, baseline, others, test_options or {})], axis=1)
     return out.sort_values(CELL).reset_index(drop=True)
 
 
-def _speedups(out: pd.DataFrame, baseline: str, backends: list[str]) -> pd.DataFrame:
-    """Each backend's p50 speedup over the baseline, and whether their p10-p90 ranges overlap (within noise)."""
-    cols: dict[str, pd.Series] = {}
-    for backend in backends:
-        for short in ("decode_ms", "prefill_ms"):
-            base, other = f"{short}_{{}}__{baseline}", f"{short}_{{}}__{backend}"
-            speedup = out[base.format("p50")] / out[other.format("p50")]
-            overlap = (out[other.format("p10")] <= out[base.format("p90")]) & \
-                      (out[base.format("p10")] <= out[other.format("p90")])
-            verdict = pd.Series("", index=out.index, dtype=object)
-            measured = out[other.format("p50")].notna() & out[base.format("p50")].notna()
-            verdict[measured & overlap] = "within noise"
-            verdict[measured & ~overlap & (speedup > 1)] = "faster"
-            verdict[measured & ~overlap & (speedup < 1)] = "slower"
-            cols[f"{short}_speedup__{backend}"], cols[f"{short}_verdict__{backend}"] = speedup, verdict
+def _units(tidy: pd.DataFrame, backend: str, metric: str) -> dict[tuple, object]:
+    """Cell -> the independent samples of ``metric`` kept by the run that measured it (None where none)."""
+    rows = tidy[(tidy.backend == backend) & (tidy.metric == metric) & (tidy.status == "ok")]
+    out = {}
+    for row in rows.to_dict("records"):
+        samples = cell_samples(row)
+        out[tuple(row[c] for c in CELL)] = comparison_units(samples, metric) if samples is not None else None
+    return out
+
+
+def _speedups(tidy: pd.DataFrame, out: pd.DataFrame, baseline: str, backends: list[str],
+              test_options: dict) -> pd.DataFrame:
+    """Per configuration and tested metric: speedup = baseline median / configuration median, its interval, the
+    test's p-value and verdict, and the number of independent samples on each side."""
+    cols: dict[str, list] = {}
+    keys = [tuple(r) for r in out[CELL].itertuples(index=False)]
+    for short, metric in TESTED.items():
+        base_units = _units(tidy, baseline, metric)
+        for backend in backends:
+            other_units = _units(tidy, backend, metric)
+            speedup, low, high, pval, verdict, why, n = [], [], [], [], [], [], []
+            for i, key in enumerate(keys):
+                base_p50, other_p50 = out[f"{short}_p50__{baseline}"][i], out[f"{short}_p50__{backend}"][i]
+                a, b = base_units.get(key), other_units.get(key)
+                speedup.append(base_p50 / other_p50 if pd.notna(base_p50) and pd.notna(other_p50) else float("nan"))
+                if pd.isna(base_p50) or pd.isna(other_p50):
+                    low.append(float("nan")), high.append(float("nan")), pval.append(float("nan"))
+                    verdict.append(""), why.append(""), n.append("")
+                    continue
+                if a is None or b is None:
+                    low.append(float("nan")), high.append(float("nan")), pval.append(float("nan"))
+                    verdict.append("untested"), why.append("no samples kept"), n.append("")
+                    continue
+                v = compare_samples(a, b, **test_options)  # ratio = other / baseline latency
+                low.append(1 / v.ratio_ci_high if v.ratio_ci_high else float("nan"))
+                high.append(1 / v.ratio_ci_low if v.ratio_ci_low else float("nan"))
+                pval.append(v.p_value)
+                verdict.append(VERDICT.get(v.verdict, v.verdict))
+                why.append(v.reason)
+                n.append(f"{v.n_a} vs {v.n_b}")
+            cols[f"{short}_speedup__{backend}"] = speedup
+            cols[f"{short}_speedup_ci_low__{backend}"] = low
+            cols[f"{short}_speedup_ci_high__{backend}"] = high
+            cols[f"{short}_p_value__{backend}"] = pval
+            cols[f"{short}_verdict__{backend}"] = verdict
+            cols[f"{short}_why_no_verdict__{backend}"] = why
+            cols[f"{short}_n_tested__{backend}"] = n
     return pd.DataFrame(cols, index=out.index)

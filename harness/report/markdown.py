@@ -6,17 +6,31 @@ from pathlib import Path
 import pandas as pd
 
 from harness.report.comparison import CELL
+from harness.results import atomic_write_text
+from harness.stats import CONFIDENCE
 
 METHOD = """\
 - Each grid cell: reset the KV cache, prefill the prompt batch, then `new_tokens` decode steps feeding back the
   greedy token. Warm-up iterations (`measure.warmup`) are discarded; timed iterations repeat until both
-  `measure.min_iters` and `measure.min_seconds` are reached.
+  `measure.min_iters` and `measure.min_seconds` are reached and, with `measure.target_rel_ci`, until the median's
+  confidence interval is that tight (or `measure.max_seconds` has passed). Every timed sample is kept
+  (`samples/` in each run directory).
 - GPU timing: CUDA events recorded around every prefill and decode-step hook call and read after the iteration,
   so no host synchronisation sits inside the timed region. CPU timing: `perf_counter`.
-- Statistics over iterations (prefill, end to end) or over all decode steps of all iterations (decode):
-  mean, p10/p50/p90/p99, std, min, max. A speedup is "within noise" when the p10-p90 ranges overlap.
+- Statistics over iterations (prefill, end to end) or over all decode steps of all iterations (decode): median
+  (p50) with its {level:.0%} percentile-bootstrap confidence interval ({resamples} resamples, seed {seed}),
+  p10/p90, n and the coefficient of variation (CV = std / mean).
+- Verdicts: "faster"/"slower" only when a two-sided Mann-Whitney U test on the kept samples of both sides rejects
+  "no difference" at alpha = {alpha} AND the medians differ by at least {effect:.0%}; otherwise "within noise".
+  Independent units: one value per iteration (decode: the iteration's median step time). A pair with fewer than
+  {min_n} units on a side or a CV above {max_cv} is "unstable" (no verdict); a run that kept no samples is
+  "untested". The speedup's interval is the bootstrap interval of the ratio of medians.
+- Configurations (backend + every option that differs from the backend's defaults) are never pooled; a cell
+  measured by several runs of one configuration shows the last run given (listed below), never an average.
 - Memory: NVML sampled every `measure.memory_interval_ms` in a background thread (device-wide and this process),
   torch's allocator peak, host RSS; energy from NVML's energy counter where supported.
+- Machine state per run and per cell: load average, CPU steal, other busy processes, GPU clocks, power,
+  temperature, throttle reasons, other GPU processes; cells measured on a machine that was not quiet are listed.
 - Roofline: decode bytes per step (all matmul weights + the filled KV cache) / step time, over a device-to-device
   copy bandwidth measured once per run.
 - Validation: logits against the HF model in float32 eager on the same inputs (equal-length and left-padded rows).
@@ -39,7 +53,8 @@ def environment_section(infos: list[dict]) -> str:
     for info in infos:
         env, cfg = info.get("environment", {}), info.get("config", {})
         libs = env.get("libraries", {})
-        rows.append({"backend": cfg.get("backend", {}).get("name"), "device": env.get("gpu_name") or env.get("cpu"),
+        rows.append({"configuration": info.get("_configuration") or cfg.get("backend", {}).get("name"),
+                     "device": env.get("gpu_name") or env.get("cpu"),
                      "driver": env.get("gpu_driver", ""), "cuda": env.get("cuda_runtime", ""),
                      "torch": libs.get("torch", ""), "transformers": libs.get("transformers", ""),
                      "onnxruntime": libs.get("onnxruntime-gpu", libs.get("onnxruntime", "")),
@@ -47,26 +62,97 @@ def environment_section(infos: list[dict]) -> str:
     return markdown_table(pd.DataFrame(rows).drop_duplicates()) if rows else "(no run.json found)"
 
 
-def write_report(path: Path, tidy: pd.DataFrame, comparison: pd.DataFrame, infos: list[dict],
-                 validation: pd.DataFrame, plots: list[Path], baseline: str, sources: list[str]) -> None:
-    parts = ["# enginebench report", "", f"Inputs: {', '.join(sources)}", "", "## Environment", "",
-             environment_section(infos), "", "## Method", "", METHOD, "## Results", ""]
-    backends = sorted(tidy.backend.unique())
-    short = comparison[CELL[:0] + ["batch_size", "prompt_len"]].copy()
-    for b in backends:
-        for col, name in ((f"decode_ms_p50__{b}", f"{b} decode ms"), (f"prefill_ms_p50__{b}", f"{b} prefill ms"),
-                          (f"status__{b}", f"{b} status")):
-            if col in comparison:
-                short[name] = comparison[col]
-        if f"decode_ms_speedup__{b}" in comparison:
-            short[f"{b} decode speedup vs {baseline}"] = comparison[f"decode_ms_speedup__{b}"].map(
-                lambda v: "" if pd.isna(v) else f"{v:.2f}x") + " " + comparison[f"decode_ms_verdict__{b}"]
+def _fmt(v, spec: str = ".3g") -> str:
+    return "" if v is None or (isinstance(v, float) and pd.isna(v)) else format(v, spec)
+
+
+def _config_row(row: dict, short: str, b: str, baseline: str | None) -> dict:
+    """One configuration in one cell: median [CI], n, CV, and the speedup over the baseline with its verdict."""
+    p50 = row.get(f"{short}_p50__{b}")
+    out = {"batch": row["batch_size"], "prompt": row["prompt_len"], "configuration": b}
+    if p50 is None or pd.isna(p50):
+        out["median"] = str(row.get(f"status__{b}", ""))
+        return out
+    low, high = row.get(f"{short}_p50_ci_low__{b}"), row.get(f"{short}_p50_ci_high__{b}")
+    out["median"] = _fmt(p50) + (f" [{_fmt(low)}, {_fmt(high)}]" if _fmt(low) else "")
+    out["n"] = _fmt(row.get(f"{short}_n__{b}"), ".0f")
+    cv = row.get(f"{short}_cv__{b}")
+    out["CV"] = f"{cv:.0%}" if _fmt(cv) else ""
+    if baseline and b != baseline and row.get(f"{short}_verdict__{b}"):
+        low, high = row.get(f"{short}_speedup_ci_low__{b}"), row.get(f"{short}_speedup_ci_high__{b}")
+        out["speedup vs baseline"] = _fmt(row[f"{short}_speedup__{b}"], ".2f") + "x" + (
+            f" [{_fmt(low, '.2f')}, {_fmt(high, '.2f')}]" if _fmt(low) else "")
+        out["verdict"] = row[f"{short}_verdict__{b}"]
+        details = []
+        if row.get(f"{short}_n_tested__{b}"):
+            details.append(f"n {row[f'{short}_n_tested__{b}']}")
+        if _fmt(row.get(f"{short}_p_value__{b}")):
+            details.append(f"p={row[f'{short}_p_value__{b}']:.2g}")
+        if row.get(f"{short}_why_no_verdict__{b}"):
+            details.append(str(row[f"{short}_why_no_verdict__{b}"]))
+        out["test"] = "; ".join(details)
+    elif b == baseline:
+        out["speedup vs baseline"] = "(baseline)"
+    return out
+
+
+def results_tables(comparison: pd.DataFrame, backends: list[str], baseline: str | None) -> list[str]:
+    """Per model/dtype/device and metric, one row per cell and configuration: median [CI] n CV, and the speedup
+    over the baseline with its interval, verdict and test."""
+    parts = []
     for keys, group in comparison.groupby(["model", "dtype", "device"]):
-        parts += [f"### {keys[0]}, {keys[1]}, {keys[2]}", "", markdown_table(short.loc[group.index]), ""]
+        parts += [f"### {keys[0]}, {keys[1]}, {keys[2]}", ""]
+        for short, title in (("decode_ms", "Decode step latency (ms)"), ("prefill_ms", "Prefill latency (ms)")):
+            rows = [_config_row(row, short, b, baseline) for row in group.to_dict("records") for b in backends]
+            table = pd.DataFrame(rows).fillna("")
+            parts += [f"{title}, median [{CONFIDENCE:.0%} CI]:", "", markdown_table(table), ""]
+    return parts
+
+
+def conditions_section(tidy: pd.DataFrame, infos: list[dict]) -> list[str]:
+    """Runs and cells measured while the machine was not quiet (from run.json and the machine_warnings column)."""
+    from harness.machine_state import warnings_for
+
+    lines = []
+    for info in infos:
+        state = info.get("machine_state", {})
+        found = sorted({w for s in state.values() if isinstance(s, dict) for w in warnings_for(s)})
+        if found:
+            lines.append(f"- run {info.get('_dir', '?')} ({info.get('_configuration')}): {'; '.join(found)}")
+    if "machine_warnings" in tidy.columns:
+        noisy = tidy[tidy.machine_warnings.astype(object).fillna("") != ""].drop_duplicates(CELL + ["backend"])
+        for row in noisy.itertuples(index=False):
+            lines.append(f"- {row.backend} b={row.batch_size} p={row.prompt_len}: {row.machine_warnings}")
+    if not lines:
+        recorded = any(info.get("machine_state") for info in infos) or "machine_warnings" in tidy.columns
+        return ["No warnings: the machine was quiet during every cell." if recorded else
+                "These results predate machine-state capture: nothing is known about machine load."]
+    return ["Measured while the machine was not quiet (treat these numbers with care):", "", *lines]
+
+
+def write_report(path: Path, tidy: pd.DataFrame, comparison: pd.DataFrame, infos: list[dict],
+                 validation: pd.DataFrame, plots: list[Path], baseline: str | None, sources: list[str],
+                 repeated: pd.DataFrame | None = None, test_options: dict | None = None) -> None:
+    from harness.stats import ALPHA, MAX_CV, MIN_EFFECT, MIN_N, N_RESAMPLES, SEED
+
+    test = {"alpha": ALPHA, "min_effect": MIN_EFFECT, "min_n": MIN_N, "max_cv": MAX_CV, **(test_options or {})}
+    method = METHOD.format(level=CONFIDENCE, resamples=N_RESAMPLES, seed=SEED, alpha=test["alpha"],
+                           effect=test["min_effect"], min_n=test["min_n"], max_cv=test["max_cv"])
+    parts = ["# enginebench report", "", f"Inputs: {', '.join(sources)}", "", "## Environment", "",
+             environment_section(infos), "", "## Method", "", method, "## Results", ""]
+    backends = sorted(tidy.backend.unique())
+    parts += [f"Baseline: `{baseline}`." if baseline else
+              "No baseline among these configurations: no speedups (give --baseline NAME).", ""]
+    parts += results_tables(comparison, backends, baseline)
+    if repeated is not None and len(repeated):
+        parts += ["### Cells measured by more than one run of a configuration", "",
+                  "Shown above: the last run given; the runs are not averaged.", "",
+                  markdown_table(repeated[["backend", "batch_size", "prompt_len", "runs", "shown"]]), ""]
     failed = tidy[tidy.status != "ok"].drop_duplicates(CELL + ["backend"])
     if len(failed):
         parts += ["### Cells that did not produce measurements", "",
                   markdown_table(failed[["backend", "batch_size", "prompt_len", "status", "error"]]), ""]
+    parts += ["## Measurement conditions", "", *conditions_section(tidy, infos), ""]
     if plots:
         parts += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(path.parent)})" for p in plots] + [""]
     parts += ["## Validation", ""]
@@ -82,4 +168,4 @@ def write_report(path: Path, tidy: pd.DataFrame, comparison: pd.DataFrame, infos
     caveats.append("- TensorRT backends can only execute where TensorRT supports the GPU; cells a backend did not "
                    "run are listed with their status above, never left blank.")
     parts += ["## Caveats", "", *caveats, ""]
-    path.write_text("\n".join(parts))
+    atomic_write_text(path, "\n".join(parts))

@@ -1,4 +1,11 @@
-"""The standard plots (PNG): one line per backend, units on the axes, model and device in the title."""
+"""The standard plots (PNG): one line per configuration (backend + non-default options), units on the axes, model
+and device in the title.
+
+Each line is the median with a shaded p10-p90 band (named in the legend); the legend sits outside the axes so it
+never covers data; y axes start at 0 so that heights compare honestly; a configuration whose cell failed or was
+not run is marked with a red x on the x axis at that cell and named in the legend with its status, instead of
+vanishing from the plot.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,44 +36,71 @@ def _title(group: dict) -> str:
     return f"{group['model']} ({group['weights']} weights), {group['dtype']}, {group['device']}"
 
 
+def _failed_marks(group: pd.DataFrame, panel: str, value, x: str) -> dict[str, list]:
+    """Configuration -> [(x, status)] of cells in this panel that produced no measurement."""
+    part = group[(group[panel] == value) & (group.status != "ok")].drop_duplicates(["backend", x])
+    marks: dict[str, list] = {}
+    for row in part.itertuples(index=False):
+        marks.setdefault(row.backend, []).append((getattr(row, x), row.status))
+    return marks
+
+
 def make_plots(tidy: pd.DataFrame, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    ok = tidy[tidy.status == "ok"]
-    for keys, group in ok.groupby(["model", "weights", "dtype", "device"]):
+    for keys, group in tidy.groupby(["model", "weights", "dtype", "device"]):
         label = dict(zip(["model", "weights", "dtype", "device"], keys))
         tag = "_".join(str(k).replace(" ", "-") for k in (label["model"], label["dtype"], label["device"]))
+        ok = group[group.status == "ok"]
+        configs = sorted(group.backend.unique())
+        colors = {c: f"C{i % 10}" for i, c in enumerate(configs)}
         for stem, metric, stat, x, panel, ylabel, logx in PLOTS:
-            data = group[group.metric == metric]
+            data = ok[ok.metric == metric]
             if data.empty and metric == "gpu_process_used_peak_mib":  # CPU runs: host memory instead
                 metric, ylabel = HOST_MEMORY
-                data = group[group.metric == metric]
+                data = ok[ok.metric == metric]
             if data.empty:
                 continue
-            panels = sorted(data[panel].unique())
+            panels = sorted(group[panel].unique())
             fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 1, 3.8), squeeze=False)
+            legend: dict[str, object] = {}
             for ax, value in zip(axes[0], panels):
                 part = data[data[panel] == value]
                 for backend, line in part.groupby("backend"):
                     line = line.sort_values(x)
-                    ax.plot(line[x], line[stat], marker="o", label=backend)
+                    (handle,) = ax.plot(line[x], line[stat], marker="o", color=colors[backend])
+                    legend.setdefault(backend, handle)
                     if stat == "p50" and {"p10", "p90"} <= set(line.columns):
-                        ax.fill_between(line[x], line["p10"], line["p90"], alpha=0.2)
+                        band = ax.fill_between(line[x], line["p10"], line["p90"], alpha=0.2, color=colors[backend])
+                        legend.setdefault("shaded band: p10-p90 of the samples", band)
+                for backend, cells in _failed_marks(group, panel, value, x).items():
+                    xs = [c[0] for c in cells]
+                    # on the x axis (y=0 in axes coordinates), drawn over the frame so it stays visible
+                    handle = ax.scatter(xs, [0] * len(xs), marker="x", s=60, color="red", zorder=5, clip_on=False,
+                                        transform=ax.get_xaxis_transform())
+                    statuses = "/".join(sorted({c[1] for c in cells}))
+                    legend.setdefault(f"{backend}: {statuses} (x on the axis)", handle)
                 ax.set_xlabel({"batch_size": "batch size", "prompt_len": "prompt length (tokens)"}[x])
                 ax.set_ylabel(ylabel)
                 ax.set_title(f"{panel.replace('_', ' ')} = {value}", fontsize=9)
-                if logx and part[x].nunique() > 1:
+                if logx and group[x].nunique() > 1:
                     ax.set_xscale("log", base=2)
-                ticks = sorted(part[x].unique())
+                ticks = sorted(group[x].unique())
                 ax.set_xticks(ticks)
                 ax.set_xticklabels([str(t) for t in ticks])
                 ax.minorticks_off()
+                ax.set_ylim(bottom=0)  # heights compare honestly only from zero
                 ax.grid(True, alpha=0.3)
-            axes[0][0].legend(fontsize=8)
+            for backend in configs:  # a configuration with nothing at all in this plot is still named
+                if not any(k == backend or k.startswith(f"{backend}: ") for k in legend):
+                    statuses = "/".join(sorted(set(group[group.backend == backend].status)))
+                    legend[f"{backend}: no measurement ({statuses})"] = plt.Line2D([], [], linestyle="none")
             fig.suptitle(_title(label), fontsize=10)
             fig.tight_layout()
+            fig.legend(list(legend.values()), list(legend.keys()), loc="upper left", bbox_to_anchor=(1.0, 0.95),
+                       fontsize=8, frameon=False)
             path = out_dir / f"{stem}__{tag}.png"
-            fig.savefig(path, dpi=110)
+            fig.savefig(path, dpi=110, bbox_inches="tight")  # 'tight' grows the canvas to hold the legend
             plt.close(fig)
             written.append(path)
     return written

@@ -1,0 +1,66 @@
+"""Every timed sample of a cell, kept beside results.csv so that any statistic can be recomputed and two runs can
+be compared by a test on their samples (``enginebench-report compare``), not by their summaries.
+
+One NumPy ``.npz`` file per cell in ``<run dir>/samples/``, written atomically when the cell finishes:
+
+- ``prefill_ms`` [iterations], ``e2e_ms`` [iterations]: one value per timed iteration;
+- ``decode_ms`` [iterations, new_tokens]: every decode step, one row per iteration;
+- ``meta``: JSON text with the cell's identity and the machine state while it was timed.
+
+Units of comparison (independent samples, see harness/stats.py): prefill and e2e per iteration; decode as the
+median step time of each iteration, since steps of one iteration share its machine state.
+"""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.results import atomic_write_bytes
+
+SAMPLES_DIR = "samples"
+COMPARABLE = ("prefill_latency_ms", "decode_latency_ms", "e2e_latency_ms")  # metrics with kept samples
+
+
+def samples_path(run_dir: Path, batch: int, prompt_len: int, new_tokens: int) -> Path:
+    return Path(run_dir) / SAMPLES_DIR / f"b{batch}_p{prompt_len}_n{new_tokens}.npz"
+
+
+def write_cell_samples(run_dir: Path, identity: dict[str, Any], prefill_ms, decode_ms, e2e_ms,
+                       machine_state: dict[str, Any] | None = None) -> Path:
+    """Atomically write one cell's samples (decode_ms: one list of step times per iteration)."""
+    path = samples_path(run_dir, identity["batch_size"], identity["prompt_len"], identity["new_tokens"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    meta = json.dumps({"identity": identity, "machine_state": machine_state or {}}, default=str)
+    np.savez_compressed(buf, prefill_ms=np.asarray(prefill_ms, dtype=np.float64),
+                        decode_ms=np.asarray(decode_ms, dtype=np.float64),
+                        e2e_ms=np.asarray(e2e_ms, dtype=np.float64), meta=np.array(meta))
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def read_cell_samples(run_dir: Path, batch: int, prompt_len: int, new_tokens: int) -> dict[str, Any] | None:
+    """The arrays and meta of one cell, or None when the run kept no samples for it (older runs)."""
+    path = samples_path(run_dir, batch, prompt_len, new_tokens)
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        out = {k: data[k] for k in ("prefill_ms", "decode_ms", "e2e_ms")}
+        out["meta"] = json.loads(str(data["meta"]))
+    return out
+
+
+def comparison_units(samples: dict[str, Any], metric: str) -> np.ndarray:
+    """The independent samples of ``metric`` that a two-sample test may use (see the module docstring)."""
+    if metric == "prefill_latency_ms":
+        return samples["prefill_ms"]
+    if metric == "e2e_latency_ms":
+        return samples["e2e_ms"]
+    if metric == "decode_latency_ms":
+        decode = samples["decode_ms"]
+        return np.median(decode, axis=1) if decode.ndim == 2 and decode.size else decode.ravel()
+    raise KeyError(f"no kept samples for metric {metric}")
