@@ -6,7 +6,7 @@ set -uo pipefail
 export PYTHONPATH=/root/gpu-site:$PWD ENGINEBENCH_CACHE_DIR=/root/ebcache PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/enginebench-gpu}; mkdir -p "$OUT"
 GRID="model=tinyllama-1.1b device=cuda grid.batch_sizes=[1,8,32] grid.prompt_lens=[128,1024] grid.new_tokens=64"
-step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort-maxseq | inplace | profile-gqa | profile-fused | presets | dry}
+step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort-maxseq | inplace | profile-gqa | profile-fused | presets | dry | multigpu | interference}
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c 'import torch, transformers, onnxruntime as o; print("torch", torch.__version__, "transformers", transformers.__version__, "onnxruntime", o.__version__, o.get_available_providers())'
@@ -46,6 +46,8 @@ step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort
            python3 -m harness task=validate device=cuda model=$m backend=$b ${EXTRA:-} output_dir=$OUT/runs/validate_${m}_$b
          done; done ;;
     dry) python3 -m harness.benchmarks.dry --device cuda --out $OUT/dry_gpu.csv --iters 200 ;;
+    multigpu) bash docs/results/multigpu.sh sweep ;;  # nvidia-h200-x2; stage hydra-joblib-launcher + joblib too
+    interference) bash docs/results/multigpu.sh interference ;;  # nvidia-h200-x2
   esac
 } 2>&1 | tee "$OUT/$step.log"
 [ -d "$OUT/runs" ] && tar -C "$OUT" -czf "$OUT/${step}_runs.tar.gz" runs && rm -rf "$OUT/runs"
