@@ -24,8 +24,8 @@ class FaultBackend(HFStaticCacheBackend):
         self.faults = spec.options
         if self.faults["missing_library"]:
             raise MissingLibrary("fault", "fault_native_lib", "fault-native-lib")
-        options = {k: spec.options[k] for k in ("attention", "compile", "cache")}
-        spec.options = options
+        faults = ("oom_at", "crash_at", "hang_at", "nan", "step_sleep_s", "missing_library")
+        spec.options = {k: v for k, v in spec.options.items() if k not in faults}  # the HF backend's own options
         return super().load(spec)
 
     @hookimpl
