@@ -5,7 +5,7 @@
 #                 both GPUs (the jobs run at once, one per GPU) and with one GPU visible (the second job queues);
 #                 NVML sampled meanwhile; nvml_watch.py check states which process used which GPU; wall clocks.
 #   interference: one HF cell on GPU 0 alone, while GPU 1 runs a heavy job, and alone again (drift control);
-#                 enginebench-report compare gives the difference with its p10-p90 verdict.
+#                 enginebench-report compare gives the difference with its verdict (test on the samples).
 # MG_DRY=1 runs the same logic on a CPU machine (tiny-llama; pin.cpu_slots stand in for the GPUs).
 set -uo pipefail
 PY=${PY:-python3}
@@ -40,7 +40,8 @@ case "$part" in
         | tee $R/check_${n}gpu.md
     done ;;
   interference)
-    CELL="$MODEL device=$GPU0 backend=hf-flashattn-staticcache validation.enabled=false measure.min_seconds=3"
+    # 15 iterations per cell: enough samples for compare's test (harness/stats.py needs >= 5 a side)
+    CELL="$MODEL device=$GPU0 backend=hf-flashattn-staticcache validation.enabled=false measure.min_iters=15"
     $PY -m harness $CELL output_dir=$R/cell_alone
     $PY -m harness $MODEL $HEAVY_GRID device=$GPU1 backend=hf-flashattn-staticcache validation.enabled=false \
       measure.min_seconds=900 measure.max_iters=1000000 output_dir=$R/heavy_gpu1 > $R/heavy_gpu1.log 2>&1 &
@@ -61,7 +62,22 @@ case "$part" in
     $PY -m harness $CELL output_dir=$R/cell_alone_after
     for pair in "cell_alone cell_loaded" "cell_alone cell_alone_after"; do
       set -- $pair
-      echo "== $1 -> $2 (p50 change; verdict from the p10-p90 ranges)"
-      $PY -m harness.report.cli compare $R/$1/results.csv $R/$2/results.csv --out $R/compare_${1}_vs_$2.csv
-    done ;;
+      echo "== $1 -> $2 (median change, its bootstrap CI and the Mann-Whitney verdict on the kept samples)"
+      $PY -m harness.report.cli compare $R/$1 $R/$2 --out $R/compare_${1}_vs_$2.csv
+    done
+    echo "== p10 / p50 / p90 per run (from summary.csv), for runs without kept samples too"
+    $PY - "$R" <<'PYEOF'
+import sys, pandas as pd
+rows = []
+for run in ("cell_alone", "cell_loaded", "cell_alone_after"):
+    s = pd.read_csv(f"{sys.argv[1]}/{run}/summary.csv")
+    for m in ("decode_latency_ms", "e2e_latency_ms"):
+        for r in s.itertuples():
+            rows.append({"run": run, "batch": r.batch_size, "metric": m, "p10": getattr(r, f"{m}_p10"),
+                         "p50": getattr(r, f"{m}_p50"), "p90": getattr(r, f"{m}_p90")})
+t = pd.DataFrame(rows).sort_values(["metric", "batch", "run"])
+print(t.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+t.to_csv(f"{sys.argv[1]}/interference_p10_p50_p90.csv", index=False)
+PYEOF
+    ;;
 esac

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import signal
 import sys
@@ -61,7 +62,10 @@ def _norm(uuid: str | None) -> str:
 
 def check(sweep: Path, samples: Path, expect_gpus: int) -> int:
     runs = {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep.glob("*/run.json"))}
-    rows = list(csv.DictReader(open(samples))) if samples.exists() else []
+    rows = []
+    if samples.exists():
+        with open(samples, newline="") as f:
+            rows = list(csv.DictReader(f))
     lines, ok = [f"# Multi-GPU check of {sweep.name} ({len(runs)} jobs, {len(rows)} NVML rows)", ""], True
 
     def state(passed: bool, text: str) -> None:
@@ -89,7 +93,7 @@ def check(sweep: Path, samples: Path, expect_gpus: int) -> int:
           f"the jobs used {len(set(uuids.values()) - {''})} different GPU UUIDs (expected {expect_gpus})")
     spans = sorted((r["pin"]["claimed_at"], r["pin"]["released_at"]) for r in runs.values()
                    if r.get("pin", {}).get("released_at"))
-    overlap = any(b[0] < a[1] for a, b in zip(spans, spans[1:]))
+    overlap = any(b[0] < a[1] for a, b in itertools.pairwise(spans))
     lines.append(f"- INFO: the jobs' device claims {'overlapped: they ran at the same time' if overlap else 'did not overlap: they ran one after the other'}")
     gpus_of_pid: dict[str, set[str]] = {}
     for row in rows:
