@@ -168,3 +168,9 @@ def test_submitit_local_runs_jobs_apart_and_gathers_one_report(plugin_site, tmp_
     tidy = pd.read_csv(sweep / "report" / "results.csv")
     assert set(tidy.run_id) == {"1_fault"} and set(tidy.status) == {"ok"}
     assert (sweep / ".submitit").is_dir()
+
+
+def test_bad_pin_option_is_one_line(tmp_path):
+    proc = run_cli("device=pin", "pin.jobs_per_gpu=0", f"output_dir={tmp_path}/o")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("enginebench: error: pin.jobs_per_gpu=0 is below 1")
