@@ -19,8 +19,10 @@ from typing import Any
 from harness import progress
 from harness.errors import UserError
 from harness.results import write_run_json
-from harness.sweep import (failed_rows, load_backend, one_line, prepare_benchmark, record_load_failure, run_cell,
-                           run_validation, start_job, sweep_cells)
+from harness.plan import plan_job
+from harness.plugins import registry
+from harness.stages import load_backend, prepare_benchmark, record_load_failure, run_validation, start_job
+from harness.sweep import failed_rows, one_line, run_cell, sweep_cells
 
 LOAD_TIMEOUT_S = 3600.0  # building an engine can take long; a load is never cut by the cell timeout
 
@@ -31,14 +33,11 @@ def _worker(conn, cfg_container: dict, out_dir: str, validate: bool, validation:
     cells until told to stop."""
     from omegaconf import OmegaConf
 
-    from harness.cli import _registry
-    from harness.sweep import plan_job
-
     cfg = OmegaConf.create(cfg_container)
     job = plan_job(cfg, Path(out_dir))
     job.validation = validation
     info: dict[str, Any] = {}
-    handle = _registry().open(job.backend)
+    handle = registry().open(job.backend)
     try:
         load_backend(job, handle, info)
         if validate:
@@ -121,11 +120,7 @@ class Worker:
 
 
 def run_job_isolated(cfg, out_dir: Path) -> int:
-    if cfg.task != "benchmark":
-        from harness.cli import _registry
-        from harness.sweep import run_job
-
-        return run_job(cfg, out_dir, _registry())  # validate / build / generate have no cells to protect
+    """A benchmark job whose backend runs in child processes (harness.job.run_job decides when)."""
     job, writer, run_info = start_job(cfg, out_dir)
     if run_info is None:
         return 0

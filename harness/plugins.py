@@ -109,6 +109,21 @@ class PluginRegistry:
         return BackendHandle(self, name, instance)
 
 
+_shared: dict[str, "PluginRegistry"] = {}
+
+
+def registry() -> "PluginRegistry":
+    """The process's registry: discovered once, its backends' option nodes put into Hydra's ConfigStore (so that
+    ``backend=<name>`` composes). The CLI, the Python API and isolation workers all use this one."""
+    if "registry" not in _shared:
+        from harness.config import register_configs
+
+        found = PluginRegistry.discover()
+        register_configs({name: found.defaults(name) for name in found.names()})
+        _shared["registry"] = found
+    return _shared["registry"]
+
+
 class _SelectedHook:
     """One hook of one backend: a pluggy subset caller that leaves out every other open backend.
 

@@ -7,6 +7,8 @@ import sys
 
 from tqdm import tqdm
 
+from harness import metrics
+
 _current: "CellBar | None" = None
 
 
@@ -52,10 +54,10 @@ def cell_progress(iteration: int) -> None:
         _current.iteration(iteration)
 
 
-SUMMARY_COLUMNS = ["backend", "batch_size", "prompt_len", "status", "prefill_latency_ms_p50",
-                   "decode_latency_ms_p50", "decode_latency_ms_p90", "decode_throughput_tok_s_p50",
-                   "e2e_latency_ms_p50", "gpu_process_used_peak_mib", "torch_allocated_peak_mib", "host_rss_peak_mib",
-                   "validation"]
+SUMMARY_COLUMNS = ["backend", "batch_size", "prompt_len", "status", f"{metrics.PREFILL_LATENCY}_p50",
+                   f"{metrics.DECODE_LATENCY}_p50", f"{metrics.DECODE_LATENCY}_p90", f"{metrics.DECODE_THROUGHPUT}_p50",
+                   f"{metrics.E2E_LATENCY}_p50", metrics.GPU_PROCESS_PEAK, metrics.TORCH_ALLOCATED_PEAK,
+                   metrics.HOST_RSS_PEAK, "validation"]
 
 
 def print_summary(summary_csv) -> None:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 from harness.artifacts import MANIFEST, get_or_build, key_hash, sweep_stale_builds
 
 KEY = {"k": 18}

@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import FAST, run_cli
+from helpers import FAST, run_cli
 
 
 def test_default_run_writes_results(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import FAST, open_backend, run_cli
+from helpers import FAST, open_backend, run_cli
 from harness.config import SamplingConfig
 from harness.generate import generate
 from harness.sampling import (apply_min_p, apply_repetition_penalty, apply_temperature, apply_top_k, apply_top_p,

@@ -3,7 +3,7 @@ tiny model there; skipped with the reason elsewhere."""
 import pandas as pd
 import pytest
 import torch
-from conftest import FAST, open_backend, run_cli
+from helpers import FAST, open_backend, run_cli
 
 from harness.inputs import left_pad, random_prompt_ids
 
@@ -76,7 +76,7 @@ def _skip_unless_runs(choice):
 def _ragged_logits(registry, options, steps=12):
     """Logits of prefill + decode steps over ragged left-padded batches (two batch sizes, a reset in between, a
     prompt longer than one 128-key tile), tokens fixed in advance so that every backend sees the same inputs."""
-    from conftest import tiny_model_cfg
+    from helpers import tiny_model_cfg
 
     handle, source, info = open_backend(registry, "hf-flashattn-staticcache", model_cfg=tiny_model_cfg(**HEAD64),
                                         options=options, dtype=torch.bfloat16, device="cuda", max_seq=192)
@@ -113,7 +113,7 @@ def test_flash_choice_matches_sdpa_math_on_ragged_batches(registry, choice, cuda
 @pytest.mark.parametrize("choice", FLASH)
 def test_flash_decode_step_compiles_without_graph_break(registry, choice):
     _skip_unless_runs(choice)
-    from conftest import tiny_model_cfg
+    from helpers import tiny_model_cfg
 
     handle, source, _ = open_backend(registry, "hf-flashattn-staticcache", model_cfg=tiny_model_cfg(**HEAD64),
                                      options={"attention": choice}, dtype=torch.bfloat16, device="cuda", max_seq=64)

@@ -3,7 +3,7 @@ errors, and the static-cache attention path itself (HF's AttentionInterface + to
 fill), run through the ``reference`` op (the kernels' contract in plain torch) against full forwards."""
 import pytest
 import torch
-from conftest import open_backend, run_cli
+from helpers import open_backend, run_cli
 
 from backends.hf_staticcache import flash_packages
 from backends.hf_staticcache.selection import (
@@ -71,7 +71,7 @@ def test_cli_flash_attention_4_on_cpu_exits_2_with_the_fix(tmp_path):
 
 
 def test_cuda_graph_on_cpu_is_refused(registry):
-    from conftest import tiny_model_cfg
+    from helpers import tiny_model_cfg
 
     from harness.loadspec import LoadSpec
     from harness.models import ModelSource
@@ -129,7 +129,7 @@ def test_left_padded_rows_prefill_and_decode_match_each_row_alone(static_referen
 
 
 def test_grouped_query_attention_reads_kv_heads_without_repeat(registry):
-    from conftest import tiny_model_cfg
+    from helpers import tiny_model_cfg
 
     cfg = tiny_model_cfg(num_key_value_heads=1)  # every query head shares one K/V head
     handle, source, _ = open_backend(registry, HF, model_cfg=cfg, max_seq=24)

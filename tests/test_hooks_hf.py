@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import open_backend, tiny_model_cfg
+from helpers import open_backend, tiny_model_cfg
 from harness.inputs import left_pad, random_prompt_ids
 
 HF = "hf-flashattn-staticcache"

@@ -2,7 +2,7 @@
 import ast
 import inspect
 
-from conftest import ROOT
+from helpers import ROOT
 from harness import hookspecs
 
 

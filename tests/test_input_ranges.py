@@ -2,7 +2,7 @@
 other one-line errors of point 9 that need no restructured job runner."""
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 from harness.errors import UserError
 
 

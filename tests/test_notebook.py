@@ -1,7 +1,7 @@
 """The notebook runs end to end (so it never rots): executed with nbclient in a fresh kernel."""
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def test_benchmark_notebook_executes():

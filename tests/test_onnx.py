@@ -3,7 +3,7 @@ corruption, atomic publish), reset_kv and batches of left-padded rows."""
 import pytest
 import torch
 
-from conftest import open_backend, tiny_model_cfg
+from helpers import open_backend, tiny_model_cfg
 from harness.errors import UserError
 from harness.inputs import left_pad, random_prompt_ids
 from harness.validate import validate_backend
@@ -123,7 +123,7 @@ def test_cuda_graph_needs_gqa_graph_on_cuda(registry, cache_dir):
 def test_gqa_module_in_torch_matches_hf(variant, fused_ops):
     """The custom ops' torch implementations (ORT's semantics as gqa.py and fused.py state them: packed q/k/v,
     RoPE from cos/sin tables at each slot, fused residual + RMSNorm) against HF, ragged rows."""
-    from backends.onnx_export.graph import decoder_for
+    from backends.onnx_export.export import decoder_for
     from backends.onnxruntime_backend.ragged_cursor import RaggedCursor
     from harness.models import ModelSource, head_dim
 

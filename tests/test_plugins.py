@@ -3,7 +3,7 @@ plugins can wrap the selected backend's hooks; autoload can be switched off."""
 import pandas as pd
 import pytest
 
-from conftest import FAST, plugin_env, run_cli
+from helpers import FAST, plugin_env, run_cli
 from harness import hookimpl
 
 
@@ -30,7 +30,7 @@ def test_autoload_switch_hides_third_party_backends(plugin_site, tmp_path):
 def test_observer_hookwrapper_sees_only_the_selected_backend(registry):
     import torch
 
-    from conftest import open_backend
+    from helpers import open_backend
 
     calls = []
 

@@ -9,7 +9,7 @@ import time
 
 import pandas as pd
 
-from conftest import ROOT, plugin_env, run_cli
+from helpers import ROOT, plugin_env, run_cli
 
 GRID = ["grid.batch_sizes=[1,2]", "grid.prompt_lens=[8,16]", "grid.new_tokens=3", "measure.warmup=1",
         "measure.min_iters=2", "measure.min_seconds=0", "measure.overhead_steps=4"]

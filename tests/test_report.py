@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import FAST, ROOT, run_cli
+from helpers import FAST, ROOT, run_cli
 from harness.report.comparison import comparison_table
 
 

@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import FAST, ROOT, run_cli
+from helpers import FAST, ROOT, run_cli
 from harness.errors import UserError
 from harness.results import ResultsWriter, read_cells, read_results_frame, rows_for_cell
 from harness.stats import summarize

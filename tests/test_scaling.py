@@ -14,7 +14,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import ROOT, plugin_env, run_cli
+from helpers import ROOT, plugin_env, run_cli
 
 from harness.errors import UserError
 from harness.pinning import (

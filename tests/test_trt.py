@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import open_backend, run_cli
+from helpers import open_backend, run_cli
 from harness.errors import UserError
 from harness.inputs import random_prompt_ids
 from harness.validate import validate_backend

@@ -1,5 +1,5 @@
 """Tiny configs of every architecture variant the conversions support (shared by the ONNX and TensorRT tests)."""
-from conftest import tiny_model_cfg
+from helpers import tiny_model_cfg
 
 VARIANTS = {
     "llama_gqa2": tiny_model_cfg(),

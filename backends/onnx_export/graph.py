@@ -182,17 +182,6 @@ def check_fused_ops(attention: str, fused_ops: bool) -> None:
                         "add backend.attention=gqa or drop backend.fused_ops=true")
 
 
-def decoder_for(hf_model, attention: str, fused_ops: bool = False, max_seq: int = 0) -> StaticCacheDecoder:
-    """The module to export: explicit | gqa attention; ``fused_ops`` (gqa only): fused.py's graph."""
-    check_attention(attention)
-    check_fused_ops(attention, fused_ops)
-    if fused_ops:
-        from backends.onnx_export.fused import FusedGqaStaticCacheDecoder
-
-        return FusedGqaStaticCacheDecoder(hf_model, max_seq)
-    return (GqaStaticCacheDecoder if attention == "gqa" else StaticCacheDecoder)(hf_model)
-
-
 def example_inputs(config, dtype, device, max_seq: int, attention: str = "explicit", batch: int = 2, seq: int = 3):
     """Inputs for tracing; seq >= 2 so the sequence axis is not specialised to 1."""
     head_dim = model_head_dim(config)

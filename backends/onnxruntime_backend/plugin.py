@@ -28,6 +28,7 @@ class OnnxRuntimeBackend(RunnerHooks):
     def load(self, spec) -> dict[str, Any]:
         from backends.onnx_export.artifact import MODEL_FILE, onnx_artifact
         from backends.onnx_export.graph import check_attention, check_fused_ops, check_gqa_head_size
+        from backends.onnxruntime_backend.export_check import check_against_hf
         from backends.onnxruntime_backend.runner import OrtStaticCacheRunner, import_ort
 
         import_ort()  # a missing library is reported before any export work
@@ -39,7 +40,7 @@ class OnnxRuntimeBackend(RunnerHooks):
             raise UserError("backend.cuda_graph=true needs backend.attention=gqa (the explicit graph's cache "
                             "indices run on the CPU and a replayed graph would write stale slots)",
                             "add backend.attention=gqa or drop backend.cuda_graph=true")
-        artifact = onnx_artifact(spec, opts["attention"], opts["fused_ops"])
+        artifact = onnx_artifact(spec, opts["attention"], opts["fused_ops"], check_against_hf)
         self.runner = OrtStaticCacheRunner(str(artifact.directory / MODEL_FILE), spec.hf_config, spec.dtype,
                                            spec.device, spec.max_batch, provider=opts["provider"],
                                            opt_level=opts["graph_optimization"], cuda_graph=opts["cuda_graph"])

@@ -30,10 +30,11 @@ class TrtOnnxParsedBackend(RunnerHooks):
     def load(self, spec) -> dict[str, Any]:
         from backends.onnx_export.artifact import MODEL_FILE, onnx_artifact
         from backends.trt_common.engine import ENGINE_FILE, Profiles, engine_artifact
+        from backends.onnxruntime_backend.export_check import ort_export_check
         from backends.trt_common.flavour import import_tensorrt
 
         rt = import_tensorrt(spec.options["flavour"])
-        onnx = onnx_artifact(spec)
+        onnx = onnx_artifact(spec, check=ort_export_check())  # checked by ORT where installed
         spec.model.fingerprint()  # computed (and kept) while the weights are in memory ...
         spec.model.release()  # ... then the HF model goes: the TensorRT build needs the memory
         profiles = Profiles(spec.max_batch, spec.max_seq, min(spec.opt_batch, spec.max_batch),

@@ -14,11 +14,11 @@ step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort
     smoke) python3 -m pytest -q -m gpu tests/test_gpu.py tests/test_dry.py -x ;;
     hf)  python3 -m harness -m $GRID backend=hf-flashattn-staticcache backend.compile=none,reduce-overhead \
            hydra.sweep.dir=$OUT/runs/hf
-         python3 -m harness.benchmarks.plain_hf_decode --compile reduce-overhead
-         python3 -m harness.benchmarks.plain_hf_decode --compile reduce-overhead --max-cache 1088
-         python3 -m harness.benchmarks.plain_hf_decode --compile none ;;
-    plain) python3 -m harness.benchmarks.plain_hf_decode --compile reduce-overhead --max-cache 1088
-         python3 -m harness.benchmarks.plain_hf_decode --compile reduce-overhead ;;
+         python3 -m tools.plain_hf_decode --compile reduce-overhead
+         python3 -m tools.plain_hf_decode --compile reduce-overhead --max-cache 1088
+         python3 -m tools.plain_hf_decode --compile none ;;
+    plain) python3 -m tools.plain_hf_decode --compile reduce-overhead --max-cache 1088
+         python3 -m tools.plain_hf_decode --compile reduce-overhead ;;
     ort) python3 -m harness $GRID backend=onnxruntime output_dir=$OUT/runs/ort
          python3 -m pytest -q -m gpu tests/test_gpu.py tests/test_dry.py ;;
     gpu-tests) python3 -m pytest -q -m gpu tests/test_gpu.py -p no:logging ;;
@@ -36,16 +36,16 @@ step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort
          python3 -m harness model=tinyllama-1.1b device=cuda backend=onnxruntime grid.batch_sizes=[1,8,32] \
            grid.prompt_lens=[128,1984] grid.new_tokens=64 validation.enabled=false isolation=process \
            output_dir=$OUT/runs/ort_maxseq ;;
-    inplace) python3 -m harness.benchmarks.ort_inplace --cache-dir $ENGINEBENCH_CACHE_DIR --out $OUT/ort_inplace.csv ;;
-    profile-gqa) python3 -m harness.benchmarks.ort_inplace --attention gqa --max-seq 1088 --batch 1 32 \
+    inplace) python3 -m tools.ort_inplace --cache-dir $ENGINEBENCH_CACHE_DIR --out $OUT/ort_inplace.csv ;;
+    profile-gqa) python3 -m tools.ort_inplace --attention gqa --max-seq 1088 --batch 1 32 \
            --cache-dir $ENGINEBENCH_CACHE_DIR --out $OUT/ort_gqa_profile.csv ;;
-    profile-fused) python3 -m harness.benchmarks.ort_inplace --attention gqa --fused-ops --max-seq 1088 --batch 1 32 \
+    profile-fused) python3 -m tools.ort_inplace --attention gqa --fused-ops --max-seq 1088 --batch 1 32 \
            --cache-dir $ENGINEBENCH_CACHE_DIR --out $OUT/ort_fused_profile.csv ;;
     presets)  # task=validate of the architecture presets on the GPU (bf16), HF and ONNX Runtime
          for m in ${PRESETS:-llama-3.2-1b qwen2.5-0.5b}; do for b in ${BACKENDS:-hf-flashattn-staticcache onnxruntime}; do
            python3 -m harness task=validate device=cuda model=$m backend=$b ${EXTRA:-} output_dir=$OUT/runs/validate_${m}_$b
          done; done ;;
-    dry) python3 -m harness.benchmarks.dry --device cuda --out $OUT/dry_gpu.csv --iters 200 ;;
+    dry) python3 -m tools.dry --device cuda --out $OUT/dry_gpu.csv --iters 200 ;;
     multigpu) bash docs/results/multigpu.sh sweep ;;  # nvidia-h200-x2; stage hydra-joblib-launcher + joblib too
     interference) bash docs/results/multigpu.sh interference ;;  # nvidia-h200-x2
   esac

@@ -1,6 +1,6 @@
 """Is the KV-cache update in place, and where does a decode step's GPU time go? ONNX Runtime's own profiler, per
 decode step, at a fixed fill, for exports that differ only in the preallocated length
-(``python -m harness.benchmarks.ort_inplace --max-seq 1088 2048 [--attention gqa [--fused-ops]]``).
+(``python -m tools.ort_inplace --max-seq 1088 2048 [--attention gqa [--fused-ops]]``).
 
 If ScatterND copied the whole cache (present not aliased to past), its kernel time would grow with max_seq; the
 end-to-end step time of this graph is dominated by per-node launch overhead on the host, so it is too noisy to
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from harness.benchmarks import print_and_save
+from tools import print_and_save
 import yaml
 
 from harness.inputs import random_prompt_ids

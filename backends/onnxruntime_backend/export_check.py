@@ -1,20 +1,31 @@
-"""The check every export passes before it is cached: ONNX Runtime logits against HF float32 on the same inputs
-(prefill of two left-padded rows, then a few decode steps), within the dtype's tolerance."""
+"""The check an ONNX export passes before it is cached: ONNX Runtime logits against HF float32 on the same inputs
+(prefill of two left-padded rows, then a few decode steps), within the dtype's tolerance.
+
+It lives with the ORT backend (it runs the ORT runner) and is handed to ``onnx_artifact`` by its callers, so that
+the export package never imports ONNX Runtime: a TensorRT engine can be built from the export where ORT is not
+installed (the export is then cached unchecked under its own key, and the engine is validated like any backend).
+"""
 from __future__ import annotations
 
 import torch
 
+from backends.onnxruntime_backend.runner import OrtStaticCacheRunner
 from harness.inputs import left_pad, random_prompt_ids
 from harness.validate import compare, reference_greedy
 
 CHECK_STEPS = 4
 
 
+def ort_export_check():
+    """``check_against_hf`` when ONNX Runtime is installed, else None (the export is cached unchecked)."""
+    import importlib.util
+
+    return check_against_hf if importlib.util.find_spec("onnxruntime") is not None else None
+
+
 def check_against_hf(onnx_path, source, dtype, device: str = "cpu") -> dict:
     """``device``: the job's device; a CUDA job checks there when the CPU EP lacks the dtype (never on another
     job's GPU)."""
-    from backends.onnxruntime_backend.runner import OrtStaticCacheRunner
-
     config = source.config()
     rows = [random_prompt_ids(config, 1, n, seed=n)[0] for n in (6, 3)]
     ids, lens = left_pad(rows)

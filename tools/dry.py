@@ -1,4 +1,4 @@
-"""Per-step cost of the DRY sampler at context lengths 512, 2048 and 8192 (``python -m harness.benchmarks.dry``).
+"""Per-step cost of the DRY sampler at context lengths 512, 2048 and 8192 (``python -m tools.dry``).
 
 On CUDA the calls are timed with CUDA events over many back-to-back calls (the way a decode loop issues them)
 and run under ``torch.cuda.set_sync_debug_mode("error")``, which raises if DRY synchronises with the host.
@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from harness.benchmarks import print_and_save
+from tools import print_and_save
 
 from harness.sampling import apply_dry
 

@@ -1,5 +1,5 @@
 """A plain script (no harness): HF model + StaticCache + torch.compile(reduce-overhead) decode, timed with CUDA
-events — the yardstick for the harness's own numbers (``python -m harness.benchmarks.plain_hf_decode``).
+events — the yardstick for the harness's own numbers (``python -m tools.plain_hf_decode``).
 
 Same model construction as the harness (preset config, seeded random weights, bf16), batch 1, prompt 128,
 64 decode steps; prints the median ms per decode step over repeated runs.

@@ -1,4 +1,5 @@
-"""Stand-alone micro-benchmarks whose printed output is committed under docs/results/."""
+"""Stand-alone micro-benchmarks (``python -m tools.<name>`` from the repository root) whose printed output is
+committed under docs/results/. Not part of the installed package: they may import backends directly."""
 from __future__ import annotations
 
 

@@ -1,0 +1,153 @@
+"""Composing configs from command-line overrides, for the CLI and the Python API alike.
+
+Every job of a command line (each combination of a multirun sweep) is composed and checked before any job runs,
+so a typo costs one line and exit code 2, not a traceback after an hour of sweeping. Hydra's and OmegaConf's
+composition errors are turned into a :class:`UserError` naming the bad part and the fix (with did-you-mean).
+"""
+from __future__ import annotations
+
+import difflib
+import itertools
+import re
+from pathlib import Path
+
+from harness.config import check_config
+from harness.errors import UserError
+from harness.plugins import PluginRegistry, registry
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def compose_config(overrides: list[str]):
+    """One job's config from overrides (no sweeps), checked; raises UserError on a bad key or value."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    plugins = registry()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            try:
+                cfg = compose(config_name="config", overrides=list(overrides))
+            except Exception as exc:  # noqa: BLE001 - composition errors become one line
+                raise explain_hydra_error(exc, plugins, _known_keys(compose, list(overrides))) from exc
+    finally:
+        GlobalHydra.instance().clear()
+    check_config(cfg)
+    return cfg
+
+
+def sweep_combinations(overrides: list[str], limit: int = 256) -> list[list[str]]:
+    """Expand ``key=a,b`` sweeps into the job override lists Hydra will run (at most ``limit`` are checked)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    choices = []
+    for o in parsed:
+        if o.is_sweep_override():
+            choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+        else:
+            choices.append([o.input_line])
+    return [list(c) for c in itertools.islice(itertools.product(*choices), limit)]
+
+
+def explain_hydra_error(exc: Exception, plugins: PluginRegistry, known_keys: list[str] | None = None) -> UserError:
+    """Turn Hydra / OmegaConf composition errors into one line with a fix."""
+    text = str(exc)
+    cause = str(exc.__cause__ or "")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    missing = re.search(r"Could not find '(\w+)/([^']+)'", text)
+    if missing:
+        group, value = missing.groups()
+        if group == "backend" and value in plugins.load_errors:
+            return UserError(f"backend '{value}' failed to load: {plugins.load_errors[value]}",
+                             "fix or reinstall the package that provides it, or choose another backend")
+        options = plugins.names() if group == "backend" else _group_options(group)
+        close = difflib.get_close_matches(value, options, n=1)
+        hint = f"did you mean {group}={close[0]}? " if close else ""
+        return UserError(f"unknown {group} '{value}'", f"{hint}choose one of: {', '.join(options)}")
+    key = re.search(r"Could not override '([^']+)'", text)
+    if key and re.search(r"not in|No match", cause):
+        name = key.group(1)
+        close = difflib.get_close_matches(name, known_keys or [], n=1)
+        hint = f"did you mean {close[0]}? " if close else "check the spelling; "
+        return UserError(f"unknown config key '{name}'",
+                         f"{hint}`enginebench --cfg job` lists every key (use +key=value to add a new one)")
+    conv = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text + " " + cause)
+    if conv:
+        full_key = re.search(r"full_key: (\S+)", text + "\n" + cause)
+        where = full_key.group(1) if full_key else "that key"
+        kind = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}.get(conv.group(2),
+                                                                                          conv.group(2))
+        return UserError(f"wrong type for {where}: '{conv.group(1)}' is not {kind}", f"give {where} {kind}")
+    return UserError(f"invalid command line: {first}", "see `enginebench --help` and `enginebench --cfg job`")
+
+
+def _known_keys(compose, combo: list[str]) -> list[str]:
+    """Every key of the config that this command line selects (for did-you-mean hints)."""
+    groups = [o for o in combo if o.split("=", 1)[0] in ("backend", "model")]
+    for overrides in (groups, []):
+        try:
+            return _flat_keys(compose(config_name="config", overrides=overrides))
+        except Exception:  # noqa: BLE001 - the group itself may be the bad part
+            continue
+    return []
+
+
+def _flat_keys(cfg, prefix: str = "") -> list[str]:
+    from omegaconf import DictConfig
+
+    keys = []
+    for k, v in cfg.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, DictConfig) and k != "hf_config":
+            keys.extend(_flat_keys(v, full + "."))
+    return keys
+
+
+def _group_options(group: str) -> list[str]:
+    folder = Path(CONF_DIR) / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def precheck(argv: list[str]) -> None:
+    """Compose and check every job of this command line; raise UserError on the first bad one."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    plugins = registry()
+    overrides = [a for a in argv if not a.startswith("-") and not a.startswith("hydra")]
+    multirun = "-m" in argv or "--multirun" in argv
+    sweep_dir_given = any(a.startswith("hydra.sweep.dir=") for a in argv)
+    try:
+        combos = sweep_combinations(overrides)
+    except Exception as exc:  # noqa: BLE001 - parse errors become one line
+        raise explain_hydra_error(exc, plugins) from exc
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        for combo in combos:
+            try:
+                cfg = compose(config_name="config", overrides=combo)
+            except Exception as exc:  # noqa: BLE001
+                raise explain_hydra_error(exc, plugins, _known_keys(compose, combo)) from exc
+            check_config(cfg, multirun=multirun)
+            check_output_dir(cfg)
+            if multirun and cfg.resume and not cfg.get("output_dir") and not sweep_dir_given:
+                raise UserError("resume=true in a multirun needs the sweep directory to resume",
+                                "add hydra.sweep.dir=PATH (the multirun folder holding the job folders)")
+    GlobalHydra.instance().clear()
+
+
+def check_output_dir(cfg) -> None:
+    """Create the output directory now and write a probe file: a bad path fails before any work, in one line."""
+    import tempfile
+
+    target = Path(cfg.output_dir) if cfg.get("output_dir") else Path("outputs")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target, prefix=".write-probe-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"output directory '{target}' is not writable ({exc.strerror})",
+                        "run from a writable directory or set output_dir=PATH to one") from exc

@@ -1,0 +1,81 @@
+"""The one place that runs a job: every entry point (the ``enginebench`` command and each job of a multirun, and
+the Python API) calls :func:`run_job`, which picks how the job runs from its task and ``isolation``.
+
+- task=benchmark, isolation=process: :mod:`harness.isolation` (a child process per backend; crashes cost one cell);
+- otherwise in this process: load, then build (stop) | validate | generate | validate + sweep the grid.
+Returns the exit status: 0 ok, 1 a failed load or validation. Bad input raises UserError.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness import multirun, progress
+from harness.errors import EXIT_USER_ERROR, UserError
+from harness.pinning import pinned
+from harness.plugins import PluginRegistry, registry
+from harness.results import write_run_json
+from harness.stages import load_backend, prepare_benchmark, record_load_failure, run_validation, start_job
+from harness.sweep import one_line, run_cell, sweep_cells
+
+
+def run_job(cfg, out_dir: Path, plugins: PluginRegistry | None = None) -> int:
+    """Run one composed, checked job into ``out_dir``; returns its exit status, also written into its run.json.
+
+    ``device=pin`` holds a device slot for the job's lifetime; under a parallel multirun launcher the job runs
+    isolated unless the command line said isolation=none (harness.multirun). A UserError is recorded in run.json
+    too, then raised."""
+    cfg.isolation = multirun.isolation_for(cfg)  # what really runs is what run.json records
+    pin = None
+    try:
+        with pinned(cfg) as pin:
+            code = _dispatch(cfg, out_dir, plugins)
+    except UserError as err:
+        if (out_dir / "run.json").exists():
+            multirun.record_job_end(out_dir, EXIT_USER_ERROR, err.one_line(), pin=pin)
+        raise
+    if (out_dir / "run.json").exists():
+        multirun.record_job_end(out_dir, code, pin=pin)
+    return code
+
+
+def _dispatch(cfg, out_dir: Path, plugins: PluginRegistry | None) -> int:
+    if cfg.isolation == "process" and cfg.task == "benchmark":  # validate / build / generate have no cells to protect
+        from harness.isolation import run_job_isolated
+
+        return run_job_isolated(cfg, out_dir)
+    return _run_in_process(cfg, out_dir, plugins or registry())
+
+
+def _run_in_process(cfg, out_dir: Path, plugins: PluginRegistry) -> int:
+    job, writer, run_info = start_job(cfg, out_dir)
+    if run_info is None:
+        return 0
+    handle = plugins.open(job.backend)
+    try:
+        try:
+            load_backend(job, handle, run_info)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded for every cell
+            record_load_failure(job, writer, run_info, exc)
+            return 1
+        if cfg.task == "build":
+            progress.say(f"{job.backend}: artifacts ready ({run_info['load_seconds']:.1f} s)")
+            return 0
+        if cfg.task == "validate" or (cfg.task == "benchmark" and cfg.validation.enabled):
+            run_info["validation"] = run_validation(job, handle)
+            if cfg.task == "validate":
+                return 0 if job.validation == "pass" else 1
+        if cfg.task == "generate":
+            from harness.generate import run_generate_task
+
+            return run_generate_task(cfg, job, handle)
+        peak_bw = prepare_benchmark(job, handle, run_info)
+        sweep_cells(job, writer, lambda b, p: run_cell(job, handle, b, p, peak_bw))
+    finally:
+        try:
+            handle.close()
+        except Exception as exc:  # noqa: BLE001 - a failing close must not hide the job's own outcome
+            run_info["close_error"] = one_line(exc)
+        write_run_json(out_dir, run_info)
+    return 0

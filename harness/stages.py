@@ -1,0 +1,93 @@
+"""The stages of a job before and around its cell loop, shared by the in-process run and the isolation worker:
+open the results and run.json, load the backend, validate it (validation.csv), measure the device's bandwidth and
+the harness's overhead, and record a failed load for every cell it leaves undone.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import progress
+from harness.environment import describe, device_label
+from harness.measure import measure_overhead
+from harness.models import dtype_name
+from harness.plan import Job, load_spec, plan_job
+from harness.results import ResultsWriter, atomic_write_text, write_run_json
+from harness.roofline import measure_copy_bandwidth
+from harness.sweep import failed_rows, is_oom, one_line, todo_cells
+from harness.validate import as_rows, validate_backend
+
+
+def start_job(cfg, out_dir: Path) -> tuple[Job, ResultsWriter | None, dict[str, Any] | None]:
+    """Plan the job, open its results (resuming if asked) and write the first run.json.
+
+    With resume=true and every cell already in results.csv, run.json is left as it is and run_info is None: the
+    job has nothing to do (in a resumed multirun, the jobs that had finished)."""
+    from omegaconf import OmegaConf
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    job = plan_job(cfg, out_dir)
+    writer = ResultsWriter(out_dir, resume=cfg.resume) if cfg.task == "benchmark" else None
+    if writer is not None and cfg.resume and not todo_cells(job, writer):
+        progress.say(f"resume: all {len(job.cells)} cells of {job.backend} are in {out_dir}/results.csv; "
+                     "nothing to run")
+        return job, writer, None
+    run_info: dict[str, Any] = {"config": OmegaConf.to_container(cfg, resolve=True),
+                                "environment": describe(job.device), "device": job.device,
+                                "weights": job.source.weights, "model_fingerprint": None}
+    write_run_json(out_dir, run_info)
+    return job, writer, run_info
+
+
+def load_backend(job: Job, handle, run_info: dict) -> None:
+    """Call the load hook; record what it reports. User errors propagate; other failures too (callers record)."""
+    progress.say(f"loading {job.backend} on {job.device} ({dtype_name(job.dtype)}, {job.source.name}, "
+                 f"{job.source.weights} weights) ...")
+    t0 = time.perf_counter()
+    job.info = handle.load(spec=load_spec(job)) or {}
+    run_info["load_seconds"] = time.perf_counter() - t0
+    run_info["backend_info"] = job.info
+    run_info["model_fingerprint"] = job.source.fingerprint()
+
+
+def record_load_failure(job: Job, writer: ResultsWriter | None, run_info: dict, exc: BaseException,
+                        status: str | None = None) -> None:
+    """Every cell not yet done gets a row saying why it did not run: nothing is silently missing."""
+    status = status or ("oom" if is_oom(exc) else "load_failed")
+    if writer is not None:
+        for rows in failed_rows(job, todo_cells(job, writer), status, one_line(exc)):
+            writer.append_cell(rows)
+    run_info["load_error"] = one_line(exc)
+    progress.say(f"{job.backend}: load failed: {one_line(exc)}")
+
+
+def run_validation(job: Job, handle) -> list[dict]:
+    """Validate the loaded backend against HF float32; write validation.csv; set ``job.validation``."""
+    import pandas as pd
+
+    v = job.cfg.validation
+    results = validate_backend(handle, job.source, job.dtype, job.device, v.batch, v.prompt_len, v.new_tokens,
+                               job.cfg.seed)
+    job.validation = "pass" if all(r.passed for r in results) else "fail"
+    rows = [{"backend": job.backend, "model": job.source.name, "dtype": dtype_name(job.dtype),
+             "device": device_label(job.device), **r} for r in as_rows(results)]
+    atomic_write_text(job.out_dir / "validation.csv", pd.DataFrame(rows).to_csv(index=False))
+    for r in results:
+        mark = "PASS" if r.passed else "FAIL"
+        progress.say(f"validate {job.backend} [{r.case}]: {mark}  max|Δ|={r.max_abs_diff:.3g} "
+                     f"(tol {r.tolerance:.3g})  top-1 {r.top1_agreement:.3f}  greedy {r.greedy_agreement:.3f}"
+                     + (f"  ({r.reason})" if r.reason else ""))
+    return rows
+
+
+def prepare_benchmark(job: Job, handle, run_info: dict) -> float:
+    """Once per job: the device's copy bandwidth (roofline denominator) and the harness's own overhead."""
+    peak_bw = measure_copy_bandwidth(job.device)
+    run_info["peak_copy_bandwidth_gb_s"] = peak_bw / 1e9
+    try:
+        run_info["harness_overhead"] = measure_overhead(job, handle, min(job.cfg.grid.batch_sizes),
+                                                        job.cfg.measure.overhead_steps)
+    except Exception as exc:  # noqa: BLE001 - overhead is informative; a failure here is recorded, not fatal
+        run_info["harness_overhead"] = {"error": one_line(exc)}
+    return peak_bw

@@ -1,0 +1,60 @@
+"""Helpers shared by the tests: the tiny model's config, opening a backend directly, running the CLI, and
+installing the test plugin packages (tests/plugins/). Fixtures live in conftest.py."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = yaml.safe_load((ROOT / "conf" / "model" / "tiny-llama.yaml").read_text())
+
+
+def tiny_model_cfg(**hf_overrides):
+    cfg = {"preset": "tiny-llama", "path": None, "dtype": None, "hf_config": {**TINY["hf_config"], **hf_overrides}}
+    return cfg
+
+
+def open_backend(registry, name, model_cfg=None, options=None, max_batch=4, max_seq=64, seed=0,
+                 dtype=torch.float32, device="cpu", tmp_cache=None):
+    from harness.loadspec import LoadSpec
+    from harness.models import ModelSource
+
+    source = ModelSource.from_config(model_cfg or tiny_model_cfg(), seed)
+    handle = registry.open(name)
+    opts = {**registry.defaults(name), **(options or {})}
+    spec = LoadSpec(model=source, dtype=dtype, device=device, options=opts, max_batch=max_batch, max_seq=max_seq,
+                    **({"cache_dir": Path(tmp_cache)} if tmp_cache else {}))
+    info = handle.load(spec=spec)
+    return handle, source, info
+
+
+def run_cli(*args, cwd=None, env=None, timeout=600):
+    """Run ``python -m harness`` with arguments; returns CompletedProcess (text)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd or ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+FAST = ["grid.batch_sizes=[1,2]", "grid.prompt_lens=[8]", "grid.new_tokens=3", "measure.warmup=1",
+        "measure.min_iters=2", "measure.min_seconds=0", "measure.overhead_steps=4"]
+
+
+def install_plugin_packages(target: Path) -> Path:
+    """pip-install the test plugin packages (toy, fault) into ``target``: real entry points, real install."""
+    import shutil
+
+    for pkg in ("toy_backend_pkg", "fault_backend_pkg"):
+        src = target.parent / f"src-{pkg}"
+        shutil.copytree(ROOT / "tests" / "plugins" / pkg, src, dirs_exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--target", str(target), str(src)], check=True)
+    return target
+
+
+def plugin_env(site: Path, **extra) -> dict:
+    return {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]), **extra}
