@@ -33,5 +33,6 @@ def test_isolation_process_is_honoured(tmp_path):
     out = benchmark(["backend=hf-flashattn-staticcache", "device=cpu", "isolation=process",
                      "validation.enabled=false", *FAST], output_dir=tmp_path / "run")
     run = json.loads((out / "run.json").read_text())
-    assert run["isolation"] == {"mode": "process", "restarts": 0}
+    assert run["isolation"]["mode"] == "process" and run["isolation"]["restarts"] == 0
+    assert len(run["isolation"]["worker_pids"]) == 1  # the cells ran in a child process
     assert (out / "results.csv").read_text().count("\n") > 2
