@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from harness.results import ResultsWriter, rows_for_cell, write_run_json
 from harness.samples import read_cell_samples, write_cell_samples
