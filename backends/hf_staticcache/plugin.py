@@ -34,9 +34,8 @@ from backends.hf_staticcache.static_attention import (
     register_attention_functions,
     use_token_major_storage,
 )
-from harness import hookimpl
-from harness.errors import UserError
-from harness.models import head_dim as model_head_dim
+from harness.sdk import UserError, hookimpl
+from harness.sdk import head_dim as model_head_dim
 
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 KERNEL_DETAIL = {

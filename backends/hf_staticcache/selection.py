@@ -9,7 +9,7 @@ import torch
 
 from backends.hf_staticcache.attention import SDPA_CHOICES
 from backends.hf_staticcache.flash_packages import fa2_problem, fa4_problem
-from harness.errors import UserError
+from harness.sdk import UserError
 
 FLASH_CHOICES = ("flash_attention_2", "flash_attention_4", "torch_flash")  # static-cache FlashAttention kernels
 AUTO_ORDER_CUDA = (*FLASH_CHOICES, "sdpa")

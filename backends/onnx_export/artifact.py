@@ -13,9 +13,7 @@ from typing import Any, Callable
 import torch
 
 from backends.onnx_export.graph import check_attention, check_fused_ops
-from harness import progress
-from harness.artifacts import Artifact, get_or_build
-from harness.models import dtype_name
+from harness.sdk import Artifact, dtype_name, get_or_build, say
 
 EXPORT_VERSION = 2  # bump when graph.py / export.py change what they produce
 MODEL_FILE = "model.onnx"
@@ -39,14 +37,14 @@ def onnx_artifact(spec, attention: str = "explicit", fused_ops: bool = False,
     from backends.onnx_export.export import export_onnx
 
     def build(tmp: Path) -> dict:
-        progress.say(f"onnx: exporting {spec.model.name} ({dtype_name(spec.dtype)}, max_seq={spec.max_seq}, "
+        say(f"onnx: exporting {spec.model.name} ({dtype_name(spec.dtype)}, max_seq={spec.max_seq}, "
                      f"{attention} attention{', fused ops' if fused_ops else ''}) ...")
         # Export from CPU in the target dtype: the graph is device independent, and CPU keeps GPU memory free.
         # float32: export the cached reference model itself (export reads it, never writes): saves a full copy
         model = spec.model.build_fp32_cpu() if spec.dtype == torch.float32 else spec.model.build(spec.dtype, "cpu")
         meta = export_onnx(model, spec.max_seq, tmp / MODEL_FILE, attention, fused_ops)
         del model
-        progress.say(f"onnx: exported {meta['nodes']} nodes in {meta['export_seconds']:.1f} s"
+        say(f"onnx: exported {meta['nodes']} nodes in {meta['export_seconds']:.1f} s"
                      + ("; checking against HF" if check else ""))
         if check is None:
             meta["check"] = {"passed": None, "reason": "not checked (no checker given, e.g. ONNX Runtime missing)"}
@@ -61,4 +59,4 @@ def onnx_artifact(spec, attention: str = "explicit", fused_ops: bool = False,
     key = onnx_key(spec, attention, fused_ops)
     if check is None:
         key["unchecked"] = True
-    return get_or_build(spec.cache_dir, "onnx", key, build, log=progress.say)
+    return get_or_build(spec.cache_dir, "onnx", key, build, log=say)

@@ -11,8 +11,14 @@ from pathlib import Path
 
 import torch
 
-from backends.onnx_export.graph import (GqaStaticCacheDecoder, StaticCacheDecoder, check_attention, check_fused_ops,
-                                        example_inputs, io_names)
+from backends.onnx_export.graph import (
+    GqaStaticCacheDecoder,
+    StaticCacheDecoder,
+    check_attention,
+    check_fused_ops,
+    example_inputs,
+    io_names,
+)
 
 OPSET = 20
 # The exporter lists torchvision ops it cannot register on every run; irrelevant here.
@@ -24,7 +30,9 @@ def decoder_for(hf_model, attention: str, fused_ops: bool = False, max_seq: int 
     check_attention(attention)
     check_fused_ops(attention, fused_ops)
     if fused_ops:
-        from backends.onnx_export.fused import FusedGqaStaticCacheDecoder  # fused.py builds on graph.py
+        from backends.onnx_export.fused import (
+            FusedGqaStaticCacheDecoder,  # fused.py builds on graph.py
+        )
 
         return FusedGqaStaticCacheDecoder(hf_model, max_seq)
     return (GqaStaticCacheDecoder if attention == "gqa" else StaticCacheDecoder)(hf_model)

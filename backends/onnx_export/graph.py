@@ -24,8 +24,8 @@ import torch
 from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from harness.errors import UserError
-from harness.models import head_dim as model_head_dim
+from harness.sdk import UserError
+from harness.sdk import head_dim as model_head_dim
 
 SUPPORTED = ("llama", "qwen2")
 

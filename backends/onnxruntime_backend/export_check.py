@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 
 from backends.onnxruntime_backend.runner import OrtStaticCacheRunner
-from harness.inputs import left_pad, random_prompt_ids
-from harness.validate import compare, reference_greedy
+from harness.sdk import compare, left_pad, random_prompt_ids, reference_greedy
 
 CHECK_STEPS = 4
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.static_cache import RunnerHooks
-from harness import hookimpl
-from harness.errors import UserError
-from harness.models import head_dim as model_head_dim
+from harness.sdk import RunnerHooks, UserError, hookimpl
+from harness.sdk import head_dim as model_head_dim
 
 
 class OnnxRuntimeBackend(RunnerHooks):
@@ -27,7 +25,11 @@ class OnnxRuntimeBackend(RunnerHooks):
     @hookimpl
     def load(self, spec) -> dict[str, Any]:
         from backends.onnx_export.artifact import MODEL_FILE, onnx_artifact
-        from backends.onnx_export.graph import check_attention, check_fused_ops, check_gqa_head_size
+        from backends.onnx_export.graph import (
+            check_attention,
+            check_fused_ops,
+            check_gqa_head_size,
+        )
         from backends.onnxruntime_backend.export_check import check_against_hf
         from backends.onnxruntime_backend.runner import OrtStaticCacheRunner, import_ort
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from backends.static_cache import StepBuffers
+from harness.sdk import StepBuffers
 
 
 class RaggedCursor(StepBuffers):

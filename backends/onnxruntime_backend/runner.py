@@ -25,9 +25,8 @@ import torch
 
 from backends.onnx_export.graph import io_names
 from backends.onnxruntime_backend.ragged_cursor import RaggedCursor
-from backends.static_cache import CacheCursor
-from harness.errors import MissingLibrary, UserError
-from harness.models import head_dim as model_head_dim
+from harness.sdk import CacheCursor, MissingLibrary, UserError
+from harness.sdk import head_dim as model_head_dim
 
 ONNX_TYPES = {torch.float32: 1, torch.float16: 10, torch.bfloat16: 16, torch.int64: 7, torch.int32: 6}
 OPT_LEVELS = ("disable", "basic", "extended", "all")

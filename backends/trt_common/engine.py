@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from harness import progress
-from harness.artifacts import Artifact, get_or_build
 from backends.trt_common.flavour import TensorRT
+from harness.sdk import Artifact, get_or_build, say
 
 ENGINE_FILE = "model.engine"
 
@@ -66,7 +65,7 @@ class _Heartbeat:
     def _run(self):
         t0 = time.perf_counter()
         while not self._stop.wait(self.every_s):
-            progress.say(f"{self.label}: still building ({time.perf_counter() - t0:.0f} s)")
+            say(f"{self.label}: still building ({time.perf_counter() - t0:.0f} s)")
 
     def __enter__(self):
         self._thread.start()
@@ -91,7 +90,7 @@ def build_engine(rt: TensorRT, define_network: Callable, profiles: Profiles, out
     timing_cache = config.create_timing_cache(cache_bytes)
     config.set_timing_cache(timing_cache, ignore_mismatch=False)
     add_profiles(trt, builder, network, config, profiles)
-    progress.say(f"{label}: building engine ({network.num_layers} layers, {network.num_inputs} inputs, "
+    say(f"{label}: building engine ({network.num_layers} layers, {network.num_inputs} inputs, "
                  f"TensorRT {rt.flavour} {rt.version}) ...")
     t0 = time.perf_counter()
     with _Heartbeat(label):
@@ -127,4 +126,4 @@ def engine_artifact(spec, rt: TensorRT, kind: str, source_key: dict, define_netw
         return build_engine(rt, define_network, profiles, tmp / ENGINE_FILE, timing_cache,
                             spec.options.get("workspace_mib", 4096), kind)
 
-    return get_or_build(spec.cache_dir, kind, key, build, log=progress.say)
+    return get_or_build(spec.cache_dir, kind, key, build, log=say)

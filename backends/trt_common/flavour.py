@@ -7,7 +7,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from harness.errors import UserError
+from harness.sdk import UserError
 
 FLAVOURS = {"tensorrt": "tensorrt", "rtx": "tensorrt_rtx_bindings"}
 PIP = "tensorrt-cu13 (full TensorRT, from NVIDIA's index) or tensorrt-rtx-cu13-libs tensorrt-rtx-cu13-bindings"

@@ -18,9 +18,8 @@ from typing import Any
 
 import torch
 
-from backends.static_cache import CacheCursor
-from harness.errors import UserError
-from harness.models import head_dim as model_head_dim
+from harness.sdk import CacheCursor, UserError
+from harness.sdk import head_dim as model_head_dim
 
 TORCH_TYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT64": torch.int64,
                "INT32": torch.int32, "BOOL": torch.bool}

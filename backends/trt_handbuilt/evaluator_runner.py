@@ -3,10 +3,10 @@ semantics as the engine, so ``task=validate device=cpu`` checks the network's nu
 from __future__ import annotations
 
 import torch
-from harness.models import head_dim as model_head_dim
 
 from backends.trt_common.evaluator import NetworkEvaluator
-from backends.static_cache import CacheCursor
+from harness.sdk import CacheCursor
+from harness.sdk import head_dim as model_head_dim
 
 
 class EvaluatorRunner:

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness.errors import UserError
-from harness.models import head_dim as model_head_dim
+from harness.sdk import UserError
+from harness.sdk import head_dim as model_head_dim
 
 NP_TYPES = {torch.float32: np.float32, torch.float16: np.float16}
 

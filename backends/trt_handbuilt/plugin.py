@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.static_cache import RunnerHooks
-from harness import hookimpl
-from harness.errors import UserError
+from harness.sdk import RunnerHooks, UserError, hookimpl
 
 NETWORK_VERSION = 2  # bump when network.py changes what it builds
 

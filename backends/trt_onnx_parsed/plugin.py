@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.static_cache import RunnerHooks
-from harness import hookimpl
+from harness.sdk import RunnerHooks, hookimpl
 
 
 def parse_onnx(onnx_path: str):
@@ -29,8 +28,8 @@ class TrtOnnxParsedBackend(RunnerHooks):
     @hookimpl
     def load(self, spec) -> dict[str, Any]:
         from backends.onnx_export.artifact import MODEL_FILE, onnx_artifact
-        from backends.trt_common.engine import ENGINE_FILE, Profiles, engine_artifact
         from backends.onnxruntime_backend.export_check import ort_export_check
+        from backends.trt_common.engine import ENGINE_FILE, Profiles, engine_artifact
         from backends.trt_common.flavour import import_tensorrt
 
         rt = import_tensorrt(spec.options["flavour"])

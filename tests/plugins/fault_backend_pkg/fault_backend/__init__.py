@@ -9,8 +9,7 @@ import time
 import torch
 
 from backends.hf_staticcache.plugin import HFStaticCacheBackend
-from harness import hookimpl
-from harness.errors import MissingLibrary
+from harness.sdk import MissingLibrary, hookimpl
 
 
 class FaultBackend(HFStaticCacheBackend):

@@ -3,7 +3,7 @@ sequence every step. Slow on purpose; it shows everything a plugin needs: an ent
 five hooks."""
 import torch
 
-from harness import hookimpl
+from harness.sdk import hookimpl
 
 
 class ToyNoCacheBackend:

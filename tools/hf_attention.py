@@ -1,5 +1,5 @@
 """Prefill and decode-step latency of ``hf-flashattn-staticcache`` per attention choice and compile mode, through
-the backend's own hooks (``python -m backends.hf_staticcache.bench``; GPU only).
+the backend's own hooks (``python -m tools.hf_attention``; GPU only).
 
 Leaner than a harness sweep, to fit many cells into little GPU time: the model is built once per (attention,
 compile) and the cache sized for the largest cell, as the harness does. Per cell (batch x prompt): one warm-up and

@@ -2,7 +2,7 @@
 position of each row, the next cache slot, and fixed per-step input buffers (fixed addresses, as CUDA graphs need).
 
 Used by the ONNX Runtime runner, the TensorRT runtime and the hand-built network's evaluator runner, which differ
-only in how they execute the graph.
+only in how they execute the graph; offered to every backend through :mod:`harness.sdk`.
 """
 from __future__ import annotations
 

@@ -1,0 +1,45 @@
+"""The backend SDK: everything a backend (built-in or third-party) may import from the harness, in one place.
+
+    from harness.sdk import hookimpl, UserError, head_dim, get_or_build, say
+
+Stability: the names in ``__all__`` keep their meaning and signatures within a major version of enginebench; a
+change to one of them is a breaking change and is announced in the README. Everything else in ``harness`` is
+internal and may change in any release. Built-in backends import from here only (tests/test_sdk.py checks it),
+so the contract is exercised by every run. The hooks themselves are specified in :mod:`harness.hookspecs`, and
+docs/plugins.md describes the whole plugin contract.
+
+What is here, by purpose:
+
+- hooks: ``hookimpl`` (mark a hook implementation), ``LoadSpec`` (what ``load(spec)`` receives);
+- errors: ``UserError(problem, fix)`` for bad input (one line, exit 2), ``MissingLibrary`` for an absent
+  optional dependency;
+- model helpers: ``head_dim(config)``, ``dtype_name(dtype)``;
+- artifact cache: ``get_or_build(root, kind, key, build)`` returns an ``Artifact`` (directory, meta, reused),
+  built once per key, content-checked and shared between concurrent runs;
+- progress: ``say(message)`` prints a status line without breaking the progress bar;
+- validation helpers: ``random_prompt_ids``, ``left_pad``, ``reference_greedy``, ``compare`` (to check an
+  exported artifact against HF float32 before caching it, as the ONNX export does);
+- static KV cache: ``StepBuffers``, ``CacheCursor`` (positions, slots, masks and fixed-address step buffers for
+  graph runners) and ``RunnerHooks`` (the four per-step hooks delegated to ``self.runner``).
+"""
+from __future__ import annotations
+
+from harness import hookimpl
+from harness.artifacts import Artifact, get_or_build
+from harness.errors import MissingLibrary, UserError
+from harness.inputs import left_pad, random_prompt_ids
+from harness.loadspec import LoadSpec
+from harness.models import dtype_name, head_dim
+from harness.progress import say
+from harness.static_cache import CacheCursor, RunnerHooks, StepBuffers
+from harness.validate import compare, reference_greedy
+
+__all__ = [
+    "hookimpl", "LoadSpec",
+    "UserError", "MissingLibrary",
+    "head_dim", "dtype_name",
+    "Artifact", "get_or_build",
+    "say",
+    "random_prompt_ids", "left_pad", "reference_greedy", "compare",
+    "StepBuffers", "CacheCursor", "RunnerHooks",
+]
