@@ -104,7 +104,7 @@ def test_static_attention_uses_hf_interface_and_token_major_cache(static_referen
     handle, source = static_reference
     handle.prefill(input_ids=random_prompt_ids(source.config(), 2, 5, seed=1), prompt_lens=None)
     backend = handle.instance
-    assert backend.model.config._attn_implementation == "enginebench_reference"
+    assert backend.model.config._attn_implementation == "enginebench_static_reference"
     keys = backend.cache.layers[0].keys  # HF sees [B, Hkv, L, D] ...
     assert keys.shape[2] == 32 and keys.transpose(1, 2).is_contiguous()  # ... stored [B, L, Hkv, D]
     assert backend.fill.kv_used.tolist() == [5, 5] and backend.fill.kv_start.tolist() == [0, 32, 64]

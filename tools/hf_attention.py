@@ -77,7 +77,7 @@ def main() -> None:
     source = ModelSource.from_config(preset, seed=0)
     registry = PluginRegistry.discover()
     max_seq = max(args.prompt) + args.warm_steps + args.steps + 8
-    rows = []
+    written = 0
     for compile_mode in args.compile:
         for attention in args.attention:
             print(f"{args.model} attention={attention} compile={compile_mode}", flush=True)
@@ -95,18 +95,19 @@ def main() -> None:
                 print("  failed:", error, flush=True)
             finally:
                 handle.close()
-            for cell in cells:
-                rows.append({"model": args.model, "attention": attention, "compile": compile_mode, **cell,
-                             "kernel_prefill": info.get("attention_kernel_prefill", ""),
-                             "kernel_decode": info.get("attention_kernel_decode", ""), "max_seq": max_seq,
-                             "gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "error": error,
-                             "backend_info": json.dumps(info)})
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    with open(args.out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {len(rows)} rows to {args.out}", file=sys.stderr)
+            rows = [{"model": args.model, "attention": attention, "compile": compile_mode, "batch": "", "prompt": "",
+                     "prefill_ms_p50": "", "decode_ms_p50": "", "prefill_peak_mib": "", **cell,
+                     "kernel_prefill": info.get("attention_kernel_prefill", ""),
+                     "kernel_decode": info.get("attention_kernel_decode", ""), "max_seq": max_seq,
+                     "gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "error": error,
+                     "backend_info": json.dumps(info)} for cell in cells]
+            with open(args.out, "a", newline="") as f:  # appended per choice: a cut-off run keeps what finished
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                if f.tell() == 0:
+                    writer.writeheader()
+                writer.writerows(rows)
+            written += len(rows)
+    print(f"wrote {written} rows to {args.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

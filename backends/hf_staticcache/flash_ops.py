@@ -70,10 +70,12 @@ def fa4(q: Tensor, k: Tensor, v: Tensor, kv_start: Tensor, kv_used: Tensor, max_
     """FlashAttention-4's CuTe kernels (flash-attn-4, JIT-compiled per configuration at first call)."""
     from flash_attn.cute import flash_attn_varlen_func
 
-    # num_splits=0: FA4's split-KV heuristic (flash-decoding), so a single long row still fills the GPU; it is
-    # decided on the host from max_k, which is fixed per cache, so a CUDA graph replays the same plan.
+    # Split-KV (flash-decoding) lets a single long row fill the GPU, but FA4 has it on Blackwell only ("SplitKV
+    # not supported on SM 9.0"): on Hopper one CTA per (row, KV head) walks the whole fill. The split count is
+    # decided on the host from max_k, fixed per cache, so a CUDA graph replays the same plan.
+    splits = 0 if torch.cuda.get_device_capability(q.device)[0] >= 10 and q.shape[1] == 1 else 1  # 0: heuristic
     out = flash_attn_varlen_func(q, k, v, cu_seqlens_k=kv_start, seqused_k=kv_used, max_seqlen_k=max_k,
-                                 softmax_scale=scale, causal=causal, num_splits=0 if q.shape[1] == 1 else 1)
+                                 softmax_scale=scale, causal=causal, num_splits=splits)
     return out[0] if isinstance(out, tuple) else out
 
 

@@ -40,7 +40,7 @@ from harness.sdk import head_dim as model_head_dim
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 KERNEL_DETAIL = {
     "flash_attention_2": "flash_attn.flash_attn_with_kvcache (cache_leftpad, cache_seqlens)",
-    "flash_attention_4": "flash_attn.cute.flash_attn_varlen_func (cu_seqlens_k, seqused_k; split-KV at decode)",
+    "flash_attention_4": "flash_attn.cute.flash_attn_varlen_func (cu_seqlens_k, seqused_k; split-KV on Blackwell only)",
     "torch_flash": "torch.ops.aten._flash_attention_forward (varlen, seqused_k)",
 }
 
@@ -122,9 +122,9 @@ class HFStaticCacheBackend:
                 if problem := flash_problem(choice, self.device, self.dtype):
                     skipped[choice] = problem
                     continue
-            self._set_attention(choice)
             if choice in FLASH_CHOICES:
                 try:
+                    self._set_attention(choice)
                     self._probe_run()
                 except Exception as exc:
                     if asked != "auto":
@@ -138,8 +138,10 @@ class HFStaticCacheBackend:
                 info = {"attention_kernel_prefill": choice, "attention_kernel_decode": choice,
                         "attention_kernel_detail": KERNEL_DETAIL[choice]}
             elif choice == "eager":
+                self._set_attention(choice)
                 info = {"attention_kernel_prefill": "eager", "attention_kernel_decode": "eager"}
             else:
+                self._set_attention(choice)
                 info = self._probe_sdpa_kernels()
             info.update(attn_implementation=self.impl, attention_requested=asked, flash_attn_installed=
                         installed_flash_attn())
@@ -272,7 +274,8 @@ class HFStaticCacheBackend:
         if self.fill is not None:
             self.fill.advance()
         if self.cuda_graph:
-            graph = self.graphs.setdefault(self.cache_batch, DecodeGraph(
+            # one graph per batch size and mask kind (SDPA rows: left-padded or not; the flash choices: no mask)
+            graph = self.graphs.setdefault((self.cache_batch, self.mask is None), DecodeGraph(
                 lambda step_tokens: self._forward_decode(step_tokens, self.step_pos, self.mask),
                 self.cache_batch, self.device))
             logits = graph(tokens)

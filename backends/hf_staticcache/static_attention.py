@@ -1,6 +1,6 @@
 """FlashAttention over HF's ``StaticCache`` through transformers' own extension point (``AttentionInterface``).
 
-How one attention layer runs with ``attn_implementation=enginebench_<choice>``:
+How one attention layer runs with ``attn_implementation=enginebench_static_<kernel>`` (``HF_NAMES``):
 1. HF's attention module computes q/k/v and RoPE, then ``StaticCache.update`` writes the new K/V into the cache in
    place (HF's code, unchanged) and hands our function the whole cache.
 2. Our function calls one kernel op (flash_ops.py) that reads only each row's filled slots, given two small device
@@ -19,7 +19,10 @@ import torch
 
 from backends.hf_staticcache.flash_ops import OPS
 
-HF_NAMES = {choice: f"enginebench_{choice}" for choice in OPS}  # names registered in transformers
+# Names registered in transformers. None may contain "flash": transformers takes any such name for one of its own
+# FlashAttention integrations and tries to import a flash-attn package or a hub kernel for it (seen in 5.17).
+HF_NAMES = {"flash_attention_2": "enginebench_static_fa2", "flash_attention_4": "enginebench_static_fa4",
+            "torch_flash": "enginebench_static_torch_fa", "reference": "enginebench_static_reference"}
 
 
 class FillState:

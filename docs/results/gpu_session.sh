@@ -3,10 +3,10 @@
 # lacks (bash ../shared/gpu/stage.sh; see docs/results/README.md). Usage: bash docs/results/gpu_session.sh STEP
 # Each step writes a log and a tarball of its run directories under $OUT.
 set -uo pipefail
-export PYTHONPATH=/root/gpu-site:$PWD ENGINEBENCH_CACHE_DIR=/root/ebcache PYTHONUNBUFFERED=1
+export PYTHONPATH=/root/gpu-site:/root/gpu-site/nvidia_cutlass_dsl/dsl_packages:$PWD ENGINEBENCH_CACHE_DIR=/root/ebcache PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/enginebench-gpu}; mkdir -p "$OUT"
 GRID="model=tinyllama-1.1b device=cuda grid.batch_sizes=[1,8,32] grid.prompt_lens=[128,1024] grid.new_tokens=64"
-step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort-maxseq | inplace | profile-gqa | profile-fused | presets | dry | multigpu | interference}
+step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort-maxseq | inplace | profile-gqa | profile-fused | presets | dry | multigpu | interference | flash-tests | flash-validate | flash-bench}
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c 'import torch, transformers, onnxruntime as o; print("torch", torch.__version__, "transformers", transformers.__version__, "onnxruntime", o.__version__, o.get_available_providers())'
@@ -45,6 +45,19 @@ step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort
          for m in ${PRESETS:-llama-3.2-1b qwen2.5-0.5b}; do for b in ${BACKENDS:-hf-flashattn-staticcache onnxruntime}; do
            python3 -m harness task=validate device=cuda model=$m backend=$b ${EXTRA:-} output_dir=$OUT/runs/validate_${m}_$b
          done; done ;;
+    flash-tests)  # FlashAttention over the static cache vs SDPA-math, CUDA-graph replays, graph breaks, auto
+         python3 -m pytest -q -s -m gpu tests/test_gpu.py -k "flash or auto or extra1 or extra3 or extra5" -p no:logging ;;
+    flash-validate)  # task=validate with each FlashAttention choice, all at once (CPU fp32 references in parallel)
+         for m in tinyllama-1.1b llama-3.2-1b qwen2.5-0.5b; do for a in ${FA_CHOICES:-torch_flash flash_attention_4}; do
+           python3 -m harness task=validate device=cuda model=$m backend=hf-flashattn-staticcache \
+             backend.attention=$a output_dir=$OUT/runs/validate_${m}_$a > $OUT/runs_${m}_$a.log 2>&1 &
+         done; done; wait; tail -n 4 $OUT/runs_*.log; rm -f $OUT/runs_*.log ;;
+    flash-bench)  # prefill/decode p50 per attention choice (bench.py); reduce-overhead at batch 1 only (compile time)
+         B="python3 -m backends.hf_staticcache.bench"
+         $B --model tinyllama-1.1b --batch 1 --prompt 128 1984 --compile reduce-overhead --out $OUT/fa_tinyllama.csv
+         $B --model tinyllama-1.1b --batch 1 8 32 --prompt 128 1024 1984 --compile none --out $OUT/fa_tinyllama.csv
+         $B --model llama-3.2-1b --batch 1 8 --prompt 128 4096 8192 --compile none --out $OUT/fa_llama.csv
+         $B --model llama-3.2-1b --batch 1 --prompt 128 8192 --compile reduce-overhead --out $OUT/fa_llama.csv ;;
     dry) python3 -m tools.dry --device cuda --out $OUT/dry_gpu.csv --iters 200 ;;
     multigpu) bash docs/results/multigpu.sh sweep ;;  # nvidia-h200-x2; stage hydra-joblib-launcher + joblib too
     interference) bash docs/results/multigpu.sh interference ;;  # nvidia-h200-x2
