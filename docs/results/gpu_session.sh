@@ -52,8 +52,8 @@ step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort
            python3 -m harness task=validate device=cuda model=$m backend=hf-flashattn-staticcache \
              backend.attention=$a output_dir=$OUT/runs/validate_${m}_$a > $OUT/runs_${m}_$a.log 2>&1 &
          done; done; wait; tail -n 4 $OUT/runs_*.log; rm -f $OUT/runs_*.log ;;
-    flash-bench)  # prefill/decode p50 per attention choice (bench.py); reduce-overhead at batch 1 only (compile time)
-         B="python3 -m backends.hf_staticcache.bench"
+    flash-bench)  # prefill/decode p50 per attention choice; reduce-overhead at batch 1 only (compile time)
+         B="python3 -m tools.hf_attention"
          $B --model tinyllama-1.1b --batch 1 --prompt 128 1984 --compile reduce-overhead --out $OUT/fa_tinyllama.csv
          $B --model tinyllama-1.1b --batch 1 8 32 --prompt 128 1024 1984 --compile none --out $OUT/fa_tinyllama.csv
          $B --model llama-3.2-1b --batch 1 8 --prompt 128 4096 8192 --compile none --out $OUT/fa_llama.csv
