@@ -22,6 +22,11 @@ from filelock import FileLock, Timeout
 MANIFEST = "manifest.json"
 
 
+def default_cache_dir() -> Path:
+    """Where artifacts live unless ``cache_dir=`` says otherwise: $ENGINEBENCH_CACHE_DIR or ~/.cache/enginebench."""
+    return Path(os.environ.get("ENGINEBENCH_CACHE_DIR", Path.home() / ".cache" / "enginebench"))
+
+
 def key_hash(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
 

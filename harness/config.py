@@ -44,14 +44,16 @@ class MeasureConfig:
 class ValidationConfig:
     enabled: bool = True  # validate each backend once per benchmark job (the `validation` column)
     batch: int = 2
-    prompt_len: int = 16
-    new_tokens: int = 8
+    prompt_len: int = 16  # random ids; a model with a tokenizer is validated on real chat prompts (harness/prompts.py)
+    new_tokens: Optional[int] = None  # null: 32 on real text, 8 on random weights
 
 
 @dataclass
 class ModelConfig:
     preset: str = MISSING
-    path: Optional[str] = None
+    path: Optional[str] = None  # a local HF checkpoint directory
+    gguf: Optional[str] = None  # a GGUF file (converted once into a cached HF checkpoint) ...
+    gguf_package: Optional[str] = None  # ... or, with this, a file inside that installed pip package
     dtype: Optional[str] = None
     hf_config: dict[str, Any] = field(default_factory=dict)
 
@@ -79,6 +81,7 @@ class GenerateConfig:
     max_new_tokens: int = 32
     stop: list[str] = field(default_factory=list)
     stream: bool = True
+    chat: Optional[bool] = None  # wrap the prompt in the tokenizer's chat template; null = when it has one
 
 
 @dataclass
@@ -141,6 +144,10 @@ def _positive_list(values, key: str) -> list[int]:
 
 
 def max_positions_of(model_cfg) -> int:
+    if model_cfg.get("gguf"):
+        from harness.gguf import locate_gguf, read_metadata
+
+        return int(read_metadata(locate_gguf(model_cfg.gguf, model_cfg.get("gguf_package")))["context_length"] or 2048)
     if model_cfg.path:
         check_checkpoint_dir(model_cfg.path)
         cfg = json.loads((Path(model_cfg.path) / "config.json").read_text())

@@ -1,5 +1,8 @@
 """Text generation on any backend, through its hooks only: prefill a (left-padded) batch of prompts, then decode
-steps with the configured samplers; KV reset between requests; stop at max_new_tokens, EOS or a stop string."""
+steps with the configured samplers; KV reset between requests; stop at max_new_tokens, EOS or a stop string.
+
+With a tokenizer that has a chat template (instruct models), the prompt is sent as one user message with the
+assistant's turn opened, and the end-of-turn token (the tokenizer's EOS) ends the answer."""
 from __future__ import annotations
 
 import sys
@@ -10,6 +13,7 @@ import torch
 
 from harness.errors import UserError
 from harness.inputs import left_pad
+from harness.prompts import message_ids
 from harness.sampling import build_processors, next_tokens, sequence_breaker_ids
 
 
@@ -78,11 +82,25 @@ def generate(handle, prompts: list[list[int]], device: str, sampling_cfg, max_ne
     return Generation([list(p) for p in prompts], new_ids, reasons)
 
 
-def parse_prompt(prompt: str | None, tokenizer, config) -> list[int]:
+def has_chat_template(tokenizer) -> bool:
+    return tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
+
+
+def use_chat(setting: bool | None, tokenizer) -> bool:
+    """``generate.chat``: None means yes when the tokenizer has a chat template (instruct models)."""
+    if setting and not has_chat_template(tokenizer):
+        raise UserError("generate.chat=true, but this model's tokenizer has no chat template",
+                        "drop generate.chat (or set generate.chat=false) to send the prompt as plain text")
+    return has_chat_template(tokenizer) if setting is None else bool(setting)
+
+
+def parse_prompt(prompt: str | None, tokenizer, config, chat: bool = False) -> list[int]:
+    """Token ids of the prompt: chat-templated (``chat``), plain text with a tokenizer, or ids given as text
+    without one."""
     if prompt is None or not str(prompt).strip():
         raise UserError("task=generate needs a prompt", 'add prompt="..." (text with a tokenizer, token ids without)')
     if tokenizer is not None:
-        return tokenizer.encode(str(prompt))
+        return message_ids(tokenizer, str(prompt)) if chat else tokenizer.encode(str(prompt))
     try:
         ids = [int(tok) for tok in str(prompt).replace(",", " ").split()]
     except ValueError as exc:
@@ -95,11 +113,36 @@ def parse_prompt(prompt: str | None, tokenizer, config) -> list[int]:
     return ids
 
 
+def answer_text(tokenizer, ids: list[int]) -> str:
+    """The generated text without special tokens (the end-of-turn token is not part of the answer)."""
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+class TextStream:
+    """Prints tokens as they come. With a tokenizer, the text is decoded from all tokens so far and only the new
+    part printed: a token alone can decode to half a UTF-8 character or lose its leading space."""
+
+    def __init__(self, tokenizer, out):
+        self.tokenizer, self.out, self.ids, self.shown = tokenizer, out, [], 0
+
+    def add(self, token: int) -> None:
+        if self.tokenizer is None:
+            print(f"{token} ", end="", file=self.out, flush=True)
+            return
+        self.ids.append(token)
+        text = answer_text(self.tokenizer, self.ids)
+        if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for the next token
+            return
+        print(text[self.shown:], end="", file=self.out, flush=True)
+        self.shown = len(text)
+
+
 def run_generate_task(cfg, job, handle) -> int:
     tokenizer = job.source.tokenizer()
     config = job.hf_config
     prompt = cfg.prompt if cfg.prompt is not None else cfg.generate.prompt
-    prompt_ids = parse_prompt(prompt, tokenizer, config)
+    chat = use_chat(cfg.generate.get("chat"), tokenizer)
+    prompt_ids = parse_prompt(prompt, tokenizer, config, chat)
     if len(prompt_ids) + cfg.generate.max_new_tokens > job.cfg.grid.new_tokens + max(job.cfg.grid.prompt_lens):
         raise UserError(f"prompt ({len(prompt_ids)} tokens) + generate.max_new_tokens "
                         f"({cfg.generate.max_new_tokens}) exceeds the preallocated length",
@@ -107,26 +150,30 @@ def run_generate_task(cfg, job, handle) -> int:
     out = sys.stdout
     if tokenizer is None:
         print("(no tokenizer: random-weight preset, token ids in and out)", file=sys.stderr)
+    elif chat:
+        print("(the prompt goes in as a user message in the model's chat template; generate.chat=false sends it "
+              "as plain text)", file=sys.stderr)
     print(f"prompt: {prompt}", file=out)
     print("output: ", end="", file=out, flush=True)
 
+    streamer = TextStream(tokenizer, out)
+
     def stream(row: int, token: int) -> None:
-        if not cfg.generate.stream:
-            return
-        piece = tokenizer.decode([token]) if tokenizer is not None else f"{token} "
-        print(piece, end="", file=out, flush=True)
+        if cfg.generate.stream:
+            streamer.add(token)
 
     result = generate(handle, [prompt_ids], job.device, cfg.sampling, cfg.generate.max_new_tokens,
                       eos_ids(config, tokenizer), seed=cfg.seed, tokenizer=tokenizer, stop=list(cfg.generate.stop),
                       on_token=stream)
     if not cfg.generate.stream:
-        text = tokenizer.decode(result.new_ids[0]) if tokenizer else " ".join(map(str, result.new_ids[0]))
+        text = answer_text(tokenizer, result.new_ids[0]) if tokenizer else " ".join(map(str, result.new_ids[0]))
         print(text, end="", file=out)
     print(f"\n[{len(result.new_ids[0])} tokens, finished by {result.finish_reasons[0]}]", file=out, flush=True)
     import json
 
     (job.out_dir / "generation.json").write_text(json.dumps({
         "prompt": prompt, "prompt_ids": prompt_ids, "new_ids": result.new_ids[0],
-        "text": tokenizer.decode(result.new_ids[0]) if tokenizer else None,
+        "chat": chat,
+        "text": answer_text(tokenizer, result.new_ids[0]) if tokenizer else None,
         "finish_reason": result.finish_reasons[0], "backend": job.backend, "seed": cfg.seed}, indent=2))
     return 0

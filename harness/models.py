@@ -1,4 +1,5 @@
-"""Model sources: architecture presets with seeded random weights, or a local HF checkpoint directory.
+"""Model sources: architecture presets with seeded random weights, a local HF checkpoint directory, or a GGUF file
+(converted once into a cached HF checkpoint by harness/gguf.py).
 
 Every backend builds its weights from the same :class:`ModelSource`, so all backends (and the float32 reference)
 compute with identical parameters. Random weights are drawn on the CPU in float32 under the run's seed (the CPU
@@ -43,12 +44,28 @@ class ModelSource:
     hf_config: dict[str, Any] | None
     path: str | None
     seed: int
+    gguf: Any = None  # a harness.gguf.GgufCheckpoint when the weights come from a GGUF file (path is its conversion)
     _fp32_cache: Any = field(default=None, repr=False)
+    _tokenizer: Any = field(default=False, repr=False)  # False: not loaded yet (None: the model has none)
+    # results computed from the float32 model, kept while this source lives (validation's reference continuations:
+    # every backend validated against the same source reuses them)
+    memo: dict = field(default_factory=dict, repr=False)
     _fingerprint: str | None = field(default=None, repr=False)
 
     @classmethod
-    def from_config(cls, model_cfg: Any, seed: int) -> "ModelSource":
+    def from_config(cls, model_cfg: Any, seed: int, cache_dir: str | None = None) -> "ModelSource":
+        """From a ``model`` config node. A GGUF file (``model.gguf``) is converted here on first use, into
+        ``cache_dir`` (default: the artifact cache)."""
         path = model_cfg.get("path")
+        gguf = None
+        if model_cfg.get("gguf"):
+            if path is not None:
+                raise UserError("both model.path and model.gguf are given",
+                                "give one: model.path=DIR (HF checkpoint) or model.gguf=FILE.gguf")
+            from harness.gguf import gguf_checkpoint
+
+            gguf = gguf_checkpoint(model_cfg.gguf, model_cfg.get("gguf_package"), cache_dir)
+            path = str(gguf.directory)
         hf_config = model_cfg.get("hf_config") or {}
         if not isinstance(hf_config, dict):  # an OmegaConf node: nested values (rope_scaling) must be plain dicts
             from omegaconf import OmegaConf
@@ -57,7 +74,8 @@ class ModelSource:
         hf_config = dict(hf_config) or None
         if path is not None:
             check_checkpoint_dir(path)
-        return cls(preset=model_cfg.get("preset") or "custom", hf_config=hf_config, path=path, seed=seed)
+        return cls(preset=model_cfg.get("preset") or "custom", hf_config=None if gguf else hf_config, path=path,
+                   seed=seed, gguf=gguf)
 
     @property
     def weights(self) -> str:
@@ -65,7 +83,16 @@ class ModelSource:
 
     @property
     def name(self) -> str:
+        if self.gguf is not None:
+            return self.preset if self.preset != "custom" else self.gguf.gguf_file.stem
         return os.path.basename(os.path.normpath(self.path)) if self.path else self.preset
+
+    def describe(self) -> dict[str, Any]:
+        """Where the weights come from, for run.json: random, or the checkpoint (and the GGUF file and its hash)."""
+        facts: dict[str, Any] = {"weights": self.weights, "checkpoint": self.path}
+        if self.gguf is not None:
+            facts.update(gguf_file=str(self.gguf.gguf_file), gguf_sha256=self.gguf.sha256)
+        return facts
 
     def config(self):
         from transformers import AutoConfig
@@ -112,25 +139,30 @@ class ModelSource:
         return model.eval()
 
     def tokenizer(self):
-        """The checkpoint's tokenizer, or None for random-weight presets (token ids in and out)."""
-        if not self.path:
-            return None
-        try:
-            from transformers import AutoTokenizer
+        """The checkpoint's tokenizer, or None for random-weight presets (token ids in and out). Loaded once."""
+        if self._tokenizer is False:
+            self._tokenizer = None
+            if self.path:
+                try:
+                    from transformers import AutoTokenizer
 
-            return AutoTokenizer.from_pretrained(self.path)
-        except Exception:
-            return None
+                    self._tokenizer = AutoTokenizer.from_pretrained(self.path)
+                except Exception:  # noqa: BLE001 - a checkpoint without tokenizer files: ids in and out
+                    self._tokenizer = None
+        return self._tokenizer
 
     def fingerprint(self) -> str:
-        """Identifies the weights: config + seed for random presets, path + mtimes for checkpoints."""
+        """Identifies the weights: config + seed for random presets, the file's sha256 for GGUF files, path + mtimes
+        for other checkpoints."""
         if self._fingerprint is None:
             self._fingerprint = self._compute_fingerprint()
         return self._fingerprint
 
     def _compute_fingerprint(self) -> str:
         h = hashlib.sha256()
-        if self.path:
+        if self.gguf is not None:
+            h.update(f"gguf:{self.gguf.sha256}".encode())
+        elif self.path:
             h.update(os.path.abspath(self.path).encode())
             for f in sorted(Path(self.path).iterdir()):
                 st = f.stat()

@@ -6,16 +6,17 @@ Pure bookkeeping: nothing here loads a model or touches a device beyond resolvin
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from harness.artifacts import default_cache_dir
 from harness.environment import device_label, resolve_device
 from harness.loadspec import LoadSpec
 from harness.models import ModelSource, dtype_name, resolve_dtype
+from harness.validate import default_steps, longest_validation_row
 
 
 @dataclass
@@ -50,7 +51,7 @@ class Job:
 
 def plan_job(cfg, out_dir: Path) -> Job:
     device = resolve_device(cfg.device)
-    source = ModelSource.from_config(cfg.model, cfg.seed)
+    source = ModelSource.from_config(cfg.model, cfg.seed, cfg.cache_dir)  # a GGUF file: converted on first use
     dtype = resolve_dtype(cfg.model.dtype, device)
     cells = sorted((b, p) for b in cfg.grid.batch_sizes for p in cfg.grid.prompt_lens)
     return Job(cfg, out_dir, cfg.backend.name, source, device, dtype, cells)
@@ -65,11 +66,9 @@ def load_spec(job: Job) -> LoadSpec:
     cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
     grid = cfg.grid
     max_batch = max(max(grid.batch_sizes), cfg.validation.batch if cfg.validation.enabled else 1)
-    max_seq = max(max(grid.prompt_lens) + grid.new_tokens, cfg.validation.prompt_len + cfg.validation.new_tokens)
+    v = cfg.validation
+    longest = longest_validation_row(job.source, v.batch, v.prompt_len)  # real prompts have their own lengths
+    max_seq = max(max(grid.prompt_lens) + grid.new_tokens, longest + default_steps(job.source, v.new_tokens))
     return LoadSpec(model=job.source, dtype=job.dtype, device=job.device, options=options, max_batch=max_batch,
                     max_seq=max_seq, task=cfg.task, cache_dir=cache_dir, opt_batch=min(grid.batch_sizes),
                     opt_prompt_len=min(grid.prompt_lens))
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("ENGINEBENCH_CACHE_DIR", Path.home() / ".cache" / "enginebench"))

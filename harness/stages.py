@@ -35,7 +35,7 @@ def start_job(cfg, out_dir: Path) -> tuple[Job, ResultsWriter | None, dict[str, 
         return job, writer, None
     run_info: dict[str, Any] = {"config": OmegaConf.to_container(cfg, resolve=True),
                                 "environment": describe(job.device), "device": job.device,
-                                "weights": job.source.weights, "model_fingerprint": None}
+                                **job.source.describe(), "model_fingerprint": None}
     write_run_json(out_dir, run_info)
     return job, writer, run_info
 

@@ -4,10 +4,14 @@ Two batches are checked: equal-length rows, and left-padded rows of different le
 row alone, unpadded, so padding bugs show). Metrics: max/mean |Δlogit| (teacher-forced on the reference's greedy
 tokens, so every step sees the same context), top-1 agreement over those steps, and greedy-token agreement when
 the backend decodes on its own tokens (matching prefix length / new_tokens, averaged over rows).
+
+Inputs: for a model with a tokenizer, the real chat messages of harness/prompts.py (every one of them, ``batch``
+rows at a time, whole and left-padded; and the first ``batch`` cut to the shortest one's length for the
+equal-length case), and at least 32 new tokens by default; for random-weight presets, random token ids.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -34,6 +38,48 @@ class Validation:
     tolerance: float
     passed: bool
     reason: str = ""
+    inputs: str = "random ids"  # or "chat prompts" (real text, for models with a tokenizer)
+
+
+TEXT_STEPS = 32  # default new tokens on real text: a greedy continuation long enough to be a real answer
+RANDOM_STEPS = 8  # default on random weights (near-tied logits: longer runs only measure the ties)
+
+
+def default_steps(source, steps: int | None) -> int:
+    """``validation.new_tokens``: as given, else 32 on real text (a tokenizer) and 8 on random ids."""
+    if steps is not None:
+        return steps
+    return TEXT_STEPS if source.tokenizer() is not None else RANDOM_STEPS
+
+
+def validation_inputs(source, batch: int, prompt_len: int, seed: int) -> tuple[str, dict[str, list[list]]]:
+    """The cases to check, each a list of row groups (one group = one batch of 1-D id tensors), and what they are.
+
+    With a tokenizer: every shipped chat prompt, ``batch`` rows at a time ("left_padded": whole prompts of
+    different lengths), and the first ``batch`` cut to the shortest one's length ("equal_lengths"). Without one:
+    one batch of random ids of ``prompt_len`` and the same rows cut to decreasing lengths."""
+    tokenizer = source.tokenizer()
+    if tokenizer is not None:
+        from harness.prompts import CHAT_PROMPTS, message_ids
+
+        rows = [torch.tensor(message_ids(tokenizer, m)) for m in CHAT_PROMPTS]
+        first = rows[:batch]
+        shortest = min(len(r) for r in first)
+        cases = {"equal_lengths": [[r[:shortest] for r in first]],
+                 "left_padded": [rows[i:i + batch] for i in range(0, len(rows), batch)]}
+        return "chat prompts", cases
+    prompt = random_prompt_ids(source.config(), batch, prompt_len, seed + 7919)  # not a benchmark cell's inputs
+    cases = {"equal_lengths": [[prompt[b] for b in range(batch)]]}
+    if batch > 1 and prompt_len > 1:
+        cases["left_padded"] = [[prompt[b, : max(1, prompt_len - (b * prompt_len) // (2 * batch))]
+                                 for b in range(batch)]]
+    return "random ids", cases
+
+
+def longest_validation_row(source, batch: int, prompt_len: int) -> int:
+    """The longest validation prompt (backends preallocate for it plus the new tokens)."""
+    _, cases = validation_inputs(source, batch, prompt_len, 0)
+    return max(len(r) for groups in cases.values() for group in groups for r in group)
 
 
 @torch.no_grad()
@@ -89,23 +135,27 @@ def compare(case: str, ref_tokens, ref_logits, got_logits, got_tokens, dtype) ->
     return Validation(case, max_abs, mean_abs, top1, greedy, tolerance, not reasons, "; ".join(reasons))
 
 
-def validate_backend(handle, source, dtype, device: str, batch: int, prompt_len: int, steps: int,
+def validate_backend(handle, source, dtype, device: str, batch: int, prompt_len: int, steps: int | None,
                      seed: int) -> list[Validation]:
-    config = source.config()
     reference = source.build_fp32_cpu()
-    prompt = random_prompt_ids(config, batch, prompt_len, seed + 7919)  # not a benchmark cell's inputs
-    cases = {"equal_lengths": [prompt[b] for b in range(batch)]}
-    if batch > 1 and prompt_len > 1:
-        cases["left_padded"] = [prompt[b, : max(1, prompt_len - (b * prompt_len) // (2 * batch))]
-                                for b in range(batch)]
+    steps = default_steps(source, steps)
+    inputs, cases = validation_inputs(source, batch, prompt_len, seed)
     results = []
-    for case, rows in cases.items():
-        ref_tokens, ref_logits = reference_greedy(reference, rows, steps)
-        ids, lens = left_pad(rows)
-        lens_arg = None if case == "equal_lengths" else lens
-        got_logits, _ = backend_logits(handle, ids, lens_arg, ref_tokens, steps, device)
-        _, free_tokens = backend_logits(handle, ids, lens_arg, None, steps, device)
-        results.append(compare(case, ref_tokens, ref_logits, got_logits, free_tokens, dtype))
+    for case, groups in cases.items():
+        parts = []  # per group: reference tokens, reference logits, backend logits, backend's own tokens
+        for rows in groups:
+            key = ("reference_greedy", steps, tuple(tuple(r.tolist()) for r in rows))
+            if key not in source.memo:
+                source.memo[key] = reference_greedy(reference, rows, steps)
+            ref_tokens, ref_logits = source.memo[key]
+            ids, lens = left_pad(rows)
+            lens_arg = None if case == "equal_lengths" else lens
+            got_logits, _ = backend_logits(handle, ids, lens_arg, ref_tokens, steps, device)
+            _, free_tokens = backend_logits(handle, ids, lens_arg, None, steps, device)
+            parts.append((ref_tokens, ref_logits, got_logits, free_tokens))
+        ref_tokens, ref_logits, got_logits, free_tokens = (torch.cat(t) for t in zip(*parts))
+        results.append(replace(compare(case, ref_tokens, ref_logits, got_logits, free_tokens, dtype),
+                               inputs=inputs))
     handle.reset_kv()
     return results
 
