@@ -15,6 +15,7 @@ from omegaconf import MISSING
 
 from harness.errors import UserError
 from harness.models import DTYPES, check_checkpoint_dir
+from harness.validate import RANDOM_STEPS
 from harness.sampling import check_sampling
 
 TASKS = ("benchmark", "validate", "build", "generate")
@@ -207,10 +208,11 @@ def check_config(cfg, multirun: bool = False) -> None:
 def check_validation(v, limit: int) -> None:
     """validation.* sizes: at least 1 each, and prompt + new tokens within the model's positions."""
     for key in ("batch", "prompt_len", "new_tokens"):
-        if v[key] < 1:
+        if v[key] is not None and v[key] < 1:  # new_tokens null: the default for the model (harness/validate.py)
             raise UserError(f"validation.{key}={v[key]} is below 1", f"use validation.{key}=N with N >= 1")
-    if v.prompt_len + v.new_tokens > limit:
-        total = v.prompt_len + v.new_tokens
-        raise UserError(f"validation.prompt_len {v.prompt_len} + validation.new_tokens {v.new_tokens} = {total} "
+    new_tokens = v.new_tokens if v.new_tokens is not None else RANDOM_STEPS  # real prompts: checked at load
+    if v.prompt_len + new_tokens > limit:
+        total = v.prompt_len + new_tokens
+        raise UserError(f"validation.prompt_len {v.prompt_len} + validation.new_tokens {new_tokens} = {total} "
                         f"positions, but the model has {limit}",
                         f"lower validation.prompt_len or validation.new_tokens to fit in {limit}")
