@@ -168,3 +168,15 @@ def test_compiled_decode_step_has_no_graph_break(static_reference):
     with torch.no_grad():
         explained = torch._dynamo.explain(backend._forward_decode)(torch.tensor([[1], [2]]), backend.step_pos, None)
     assert explained.graph_break_count == 0, explained.break_reasons
+
+
+def test_choice_loop_skips_what_cannot_run_and_says_why(registry):
+    """The probe loop that ``auto`` runs on CUDA, driven here with a FlashAttention candidate the CPU cannot run."""
+    handle, _, _ = open_backend(registry, HF)
+    try:
+        info = handle.instance._choose_attention(["flash_attention_4", "torch_flash", "sdpa"], "auto")
+        assert info["attn_implementation"] == "sdpa" and info["attention_kernel_decode"].endswith("-cpu")
+        assert info["attention_skipped"] == {"flash_attention_4": "it runs on CUDA GPUs only (device=cpu)",
+                                             "torch_flash": "it runs on CUDA GPUs only (device=cpu)"}
+    finally:
+        handle.close()

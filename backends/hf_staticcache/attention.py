@@ -7,8 +7,6 @@ first that runs is the one torch picks when left alone. See ../shared docs: flas
 """
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -19,10 +17,6 @@ SDPA_CHOICES = {
     "math": SDPBackend.MATH,
 }
 KERNEL_NAMES = {v: k for k, v in SDPA_CHOICES.items()}
-
-
-def flash_attn_available() -> bool:
-    return importlib.util.find_spec("flash_attn") is not None
 
 
 def priority_order() -> list[SDPBackend]:

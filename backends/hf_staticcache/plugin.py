@@ -27,7 +27,12 @@ from backends.hf_staticcache.attention import (
 )
 from backends.hf_staticcache.decode_graph import DecodeGraph
 from backends.hf_staticcache.flash_packages import installed_flash_attn
-from backends.hf_staticcache.selection import FLASH_CHOICES, candidates, check_choice
+from backends.hf_staticcache.selection import (
+    FLASH_CHOICES,
+    candidates,
+    check_choice,
+    flash_problem,
+)
 from backends.hf_staticcache.static_attention import (
     HF_NAMES,
     FillState,
@@ -117,26 +122,18 @@ class HFStaticCacheBackend:
         skipped = {}
         for choice in todo:
             if choice in FLASH_CHOICES:
-                from backends.hf_staticcache.selection import flash_problem
-
-                if problem := flash_problem(choice, self.device, self.dtype):
+                problem = flash_problem(choice, self.device, self.dtype)
+                if problem is None:
+                    try:
+                        info = self._probe_flash(choice)
+                    except Exception as exc:
+                        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                        if asked != "auto":
+                            raise UserError(f"backend.attention={choice} failed on this model: {problem}",
+                                            "use backend.attention=auto") from exc
+                if problem:
                     skipped[choice] = problem
                     continue
-            if choice in FLASH_CHOICES:
-                try:
-                    self._set_attention(choice)
-                    self._probe_run()
-                except Exception as exc:
-                    if asked != "auto":
-                        raise UserError(f"backend.attention={choice} failed on this model: "
-                                        f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
-                                        "use backend.attention=auto") from exc
-                    skipped[choice] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                    continue
-                finally:
-                    self._free_cache()
-                info = {"attention_kernel_prefill": choice, "attention_kernel_decode": choice,
-                        "attention_kernel_detail": KERNEL_DETAIL[choice]}
             elif choice == "eager":
                 self._set_attention(choice)
                 info = {"attention_kernel_prefill": "eager", "attention_kernel_decode": "eager"}
@@ -149,6 +146,16 @@ class HFStaticCacheBackend:
                 info["attention_skipped"] = skipped
             return info
         raise UserError(f"no attention choice among {todo} runs here: {skipped}", "use backend.attention=auto")
+
+    def _probe_flash(self, choice: str) -> dict[str, str]:
+        """Run a FlashAttention choice on the model; our ops never fall back, so what ran is the choice itself."""
+        try:
+            self._set_attention(choice)
+            self._probe_run()
+        finally:
+            self._free_cache()
+        return {"attention_kernel_prefill": choice, "attention_kernel_decode": choice,
+                "attention_kernel_detail": KERNEL_DETAIL[choice]}
 
     def _probe_run(self) -> None:
         """A 2-row left-padded prefill and one decode step with the current attention choice."""
