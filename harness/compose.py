@@ -132,11 +132,31 @@ def precheck(argv: list[str]) -> None:
             except Exception as exc:  # noqa: BLE001
                 raise explain_hydra_error(exc, plugins, _known_keys(compose, combo)) from exc
             check_config(cfg, multirun=multirun)
+            check_backend_quant(plugins, cfg)
             check_output_dir(cfg)
             if multirun and cfg.resume and not cfg.get("output_dir") and not sweep_dir_given:
                 raise UserError("resume=true in a multirun needs the sweep directory to resume",
                                 "add hydra.sweep.dir=PATH (the multirun folder holding the job folders)")
     GlobalHydra.instance().clear()
+
+
+def check_backend_quant(plugins, cfg) -> None:
+    """The backend refuses a weight-only scheme it cannot run, in one line, before any job starts."""
+    from omegaconf import OmegaConf
+
+    from harness.config import quant_scheme_of
+
+    quant = quant_scheme_of(cfg)
+    if not quant.enabled:
+        return
+    import torch
+
+    device = cfg.device
+    if device in ("auto", "pin"):
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    options = OmegaConf.to_container(cfg.backend, resolve=True)
+    options.pop("name", None)
+    plugins.check_quant(cfg.backend.name, quant, options, "cuda:0" if device == "cuda" else device)
 
 
 def check_output_dir(cfg) -> None:

@@ -47,6 +47,7 @@ class ValidationConfig:
     batch: int = 2
     prompt_len: int = 16  # random ids; a model with a tokenizer is validated on real chat prompts (harness/prompts.py)
     new_tokens: Optional[int] = None  # null: 32 on real text, 8 on random weights
+    perplexity_tokens: int = 128  # tokens of harness/data/perplexity.txt scored (checkpoints with a tokenizer)
 
 
 @dataclass
@@ -102,11 +103,19 @@ class PinConfig:
 
 
 @dataclass
+class QuantOptions:
+    group_size: Optional[int] = None  # input columns per scale; 0 = per output channel; null = 128 (fit to the model)
+    symmetric: Optional[bool] = None  # null: int8/fp8 symmetric, int4 asymmetric (see harness/quant.py)
+
+
+@dataclass
 class EnginebenchConfig:
     backend: Any = MISSING
     model: ModelConfig = MISSING
     device: str = "auto"
     task: str = "benchmark"
+    quant: str = "none"  # none | int8 | int4 | fp8: weight-only quantization of the decoder linears (harness/quant.py)
+    quant_options: QuantOptions = field(default_factory=QuantOptions)
     seed: int = 0
     grid: GridConfig = field(default_factory=GridConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
@@ -157,6 +166,18 @@ def max_positions_of(model_cfg) -> int:
     return int(cfg.get("max_position_embeddings", 2048))
 
 
+def quant_scheme_of(cfg):
+    """The resolved weight-only scheme of a composed config (a UserError when it does not fit the model)."""
+    from harness.models import ModelSource
+    from harness.quant import QuantScheme, resolve
+
+    if cfg.get("quant", "none") == "none":
+        return QuantScheme()
+    options = cfg.get("quant_options") or {}
+    return resolve(cfg.quant, options.get("group_size"), options.get("symmetric"),
+                   ModelSource.from_config(cfg.model, cfg.seed).config())
+
+
 def check_pin(pin) -> None:
     if pin.jobs_per_gpu < 1:
         raise UserError(f"pin.jobs_per_gpu={pin.jobs_per_gpu} is below 1", "use pin.jobs_per_gpu=1 (one job per GPU)")
@@ -196,6 +217,7 @@ def check_config(cfg, multirun: bool = False) -> None:
         raise UserError("resume=true needs the output directory of the run to resume",
                         "add output_dir=PATH (the directory holding its results.csv)")
     check_sampling(cfg.sampling)
+    quant_scheme_of(cfg)
     limit = max_positions_of(cfg.model)
     longest = max(prompts) + cfg.grid.new_tokens
     if longest > limit:

@@ -24,6 +24,18 @@ def enginebench_backend_defaults() -> dict[str, Any]:
     """
 
 
+@hookspec
+def check_quant(quant: Any, options: dict[str, Any], device: str) -> None:
+    """Raise :class:`harness.errors.UserError` when this backend cannot run the weight-only scheme ``quant`` (a
+    resolved :class:`harness.quant.QuantScheme`, never ``none``) with these options on ``device`` (``cpu``,
+    ``cuda:N``).
+
+    Called for every job of a command line before any job runs, so a sweep over ``quant=none,int8,int4`` fails in
+    one line up front instead of after the first jobs. Must be cheap (no model, no heavy import beyond the
+    library the scheme needs). A backend without this hook runs ``quant=none`` only.
+    """
+
+
 @hookspec(firstresult=True)
 def load(spec: Any) -> dict[str, Any]:
     """Prepare the backend for a job: build or load artifacts, allocate the KV cache, warm nothing up yet.

@@ -50,6 +50,8 @@ def _run_in_process(cfg, out_dir: Path, plugins: PluginRegistry) -> int:
     job, writer, run_info = start_job(cfg, out_dir)
     if run_info is None:
         return 0
+    options = {k: v for k, v in run_info["config"]["backend"].items() if k != "name"}
+    plugins.check_quant(job.backend, job.quant, options, job.device)  # also for API callers (no precheck)
     handle = plugins.open(job.backend)
     try:
         try:

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from harness.models import ModelSource
+from harness.quant import QuantScheme
 
 
 @dataclass
@@ -22,6 +23,7 @@ class LoadSpec:
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "enginebench")
     opt_batch: int = 1  # grid values that engines may tune for (TensorRT opt shapes)
     opt_prompt_len: int = 128
+    quant: QuantScheme = field(default_factory=QuantScheme)  # weight-only scheme (harness/quant.py); none by default
 
     @property
     def hf_config(self):

@@ -84,7 +84,7 @@ def cell_metrics(job: Job, batch: int, prompt_len: int, samples: CellSamples, pe
     """(metric, unit, statistics) for every metric of the cell; memory and energy only where measured."""
     n, cfg = job.cfg.grid.new_tokens, job.hf_config
     ctx = prompt_len + n / 2  # mean KV fill over the decode steps
-    nbytes = decode_bytes_per_step(cfg, batch, ctx, torch.finfo(job.dtype).bits // 8)
+    nbytes = decode_bytes_per_step(cfg, batch, ctx, torch.finfo(job.dtype).bits // 8, job.quant)
     flops = prefill_flops(cfg, batch, prompt_len)
     prefill_ms, decode_ms, e2e_ms = samples.prefill_ms, samples.decode_ms, samples.e2e_ms
     values = {

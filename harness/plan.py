@@ -16,6 +16,7 @@ from harness.artifacts import default_cache_dir
 from harness.environment import device_label, resolve_device
 from harness.loadspec import LoadSpec
 from harness.models import ModelSource, dtype_name, resolve_dtype
+from harness.quant import QuantScheme
 from harness.validate import default_steps, longest_validation_row
 
 
@@ -30,8 +31,10 @@ class Job:
     device: str
     dtype: torch.dtype
     cells: list[tuple[int, int]]  # (batch, prompt_len), sorted
+    quant: QuantScheme = field(default_factory=QuantScheme)  # weight-only scheme (harness/quant.py)
     info: dict[str, Any] = field(default_factory=dict)  # what the load hook reported
     validation: str = "skipped"  # pass | fail | skipped
+    accuracy: dict[str, float] = field(default_factory=dict)  # results.ACCURACY_COLUMNS, filled by validation
 
     @property
     def hf_config(self):
@@ -39,14 +42,14 @@ class Job:
 
     def row_context(self) -> dict[str, Any]:
         """What every result row of this job carries besides its cell and metric."""
-        return {"validation": self.validation, "seed": self.cfg.seed, "backend_info": json.dumps(self.info),
-                "run_id": self.out_dir.name}
+        return {"validation": self.validation, **self.accuracy, "seed": self.cfg.seed,
+                "backend_info": json.dumps(self.info), "run_id": self.out_dir.name}
 
     def identity(self, batch: int, prompt_len: int) -> dict[str, Any]:
         """The cell's identity columns (results.CELL_KEYS): what resume and the reports match cells on."""
         return {"backend": self.backend, "model": self.source.name, "weights": self.source.weights,
-                "dtype": dtype_name(self.dtype), "device": device_label(self.device), "batch_size": batch,
-                "prompt_len": prompt_len, "new_tokens": self.cfg.grid.new_tokens}
+                "dtype": dtype_name(self.dtype), "quant": self.quant.label, "device": device_label(self.device),
+                "batch_size": batch, "prompt_len": prompt_len, "new_tokens": self.cfg.grid.new_tokens}
 
 
 def plan_job(cfg, out_dir: Path) -> Job:
@@ -54,7 +57,9 @@ def plan_job(cfg, out_dir: Path) -> Job:
     source = ModelSource.from_config(cfg.model, cfg.seed, cfg.cache_dir)  # a GGUF file: converted on first use
     dtype = resolve_dtype(cfg.model.dtype, device)
     cells = sorted((b, p) for b in cfg.grid.batch_sizes for p in cfg.grid.prompt_lens)
-    return Job(cfg, out_dir, cfg.backend.name, source, device, dtype, cells)
+    from harness.config import quant_scheme_of
+
+    return Job(cfg, out_dir, cfg.backend.name, source, device, dtype, cells, quant_scheme_of(cfg))
 
 
 def load_spec(job: Job) -> LoadSpec:
@@ -71,4 +76,4 @@ def load_spec(job: Job) -> LoadSpec:
     max_seq = max(max(grid.prompt_lens) + grid.new_tokens, longest + default_steps(job.source, v.new_tokens))
     return LoadSpec(model=job.source, dtype=job.dtype, device=job.device, options=options, max_batch=max_batch,
                     max_seq=max_seq, task=cfg.task, cache_dir=cache_dir, opt_batch=min(grid.batch_sizes),
-                    opt_prompt_len=min(grid.prompt_lens))
+                    opt_prompt_len=min(grid.prompt_lens), quant=job.quant)

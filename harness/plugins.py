@@ -93,6 +93,19 @@ class PluginRegistry:
         results = probe.hook.enginebench_backend_defaults()
         return dict(results[0]) if results else {}
 
+    def check_quant(self, name: str, quant, options: dict[str, Any], device: str) -> None:
+        """Refuse (UserError) a weight-only scheme the backend cannot run, through its ``check_quant`` hook; a
+        backend without the hook runs quant=none only."""
+        if not quant.enabled or name not in self.backend_classes:
+            return
+        probe = pluggy.PluginManager(PROJECT)
+        probe.add_hookspecs(hookspecs)
+        probe.register(self.backend_classes[name](), name=name)
+        if not probe.hook.check_quant.get_hookimpls():
+            raise UserError(f"backend {name} does not support weight quantization (quant={quant.scheme})",
+                            "use quant=none with this backend")
+        probe.hook.check_quant(quant=quant, options=options, device=device)
+
     def open(self, name: str) -> "BackendHandle":
         if name not in self.backend_classes:
             hint = f"; it failed to load: {self.load_errors[name]}" if name in self.load_errors else ""

@@ -20,9 +20,13 @@ from typing import Any, Iterable
 from harness import progress
 from harness.stats import STAT_NAMES
 
-CELL_KEYS = ("backend", "model", "weights", "dtype", "device", "batch_size", "prompt_len", "new_tokens")
-ROW_COLUMNS = (*CELL_KEYS, "metric", "unit", *STAT_NAMES, "status", "error", "validation", "iterations",
-               "seed", "backend_info", "machine_warnings", "cell_rows", "run_id")
+CELL_KEYS = ("backend", "model", "weights", "dtype", "quant", "device", "batch_size", "prompt_len", "new_tokens")
+# The job's accuracy against the float32 model (harness/accuracy.py; the worst validation case), on every row so
+# that speed and accuracy sit side by side; empty when validation did not run.
+ACCURACY_COLUMNS = ("accuracy_max_abs_diff", "accuracy_mean_abs_diff", "accuracy_kl", "accuracy_top1",
+                    "accuracy_greedy", "accuracy_perplexity", "reference_perplexity")
+ROW_COLUMNS = (*CELL_KEYS, "metric", "unit", *STAT_NAMES, "status", "error", "validation", *ACCURACY_COLUMNS,
+               "iterations", "seed", "backend_info", "machine_warnings", "cell_rows", "run_id")
 SUMMARY_STATS = ("mean", "p10", "p50", "p90", "p99")
 
 
@@ -54,7 +58,8 @@ def _umask() -> int:
 
 
 def cell_key(row: dict[str, Any]) -> tuple:
-    return tuple(str(row[k]) for k in CELL_KEYS)
+    # results written before the quant column existed were unquantized
+    return tuple(str(row.get(k) or "none") if k == "quant" else str(row[k]) for k in CELL_KEYS)
 
 
 def read_cells(path: Path) -> tuple[list[dict[str, str]], str | None]:

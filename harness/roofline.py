@@ -2,7 +2,8 @@
 
 Decode is memory-bound: each step reads every matmul weight once plus the filled part of the KV cache, so the
 achieved bandwidth (those bytes / step time) over the measured copy bandwidth says how close a backend gets to the
-hardware limit. Prefill is compute-bound: 2 FLOPs per weight per token plus the causal attention products.
+hardware limit. With weight-only quantization the weights count as stored: codes plus scales (and zero points)
+(harness/quant.py's ``weight_bytes``), so a quantized backend's bandwidth fraction stays honest. Prefill is compute-bound: 2 FLOPs per weight per token plus the causal attention products.
 """
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import time
 import torch
 
 from harness.models import param_count
+from harness.quant import QuantScheme, weight_bytes
 
 
-def decode_bytes_per_step(config, batch: int, context_len: int, bytes_per_elem: int) -> float:
+def decode_bytes_per_step(config, batch: int, context_len: int, bytes_per_elem: int,
+                          quant: QuantScheme = QuantScheme()) -> float:
     counts = param_count(config)
     kv_elems = 2 * config.num_hidden_layers * batch * config.num_key_value_heads * counts["head_dim"] * context_len
     embed_rows = batch * config.hidden_size  # the gathered embedding rows, not the whole table
-    return float((counts["matmul"] + kv_elems + embed_rows) * bytes_per_elem)
+    return float(weight_bytes(config, quant, bytes_per_elem) + (kv_elems + embed_rows) * bytes_per_elem)
 
 
 def prefill_flops(config, batch: int, prompt_len: int) -> float:

@@ -19,6 +19,9 @@ What is here, by purpose:
 - progress: ``say(message)`` prints a status line without breaking the progress bar;
 - validation helpers: ``random_prompt_ids``, ``left_pad``, ``reference_greedy``, ``compare`` (to check an
   exported artifact against HF float32 before caching it, as the ONNX export does);
+- weight-only quantization: ``QuantScheme`` (what ``spec.quant`` holds: scheme, group size, symmetric, label),
+  ``quantize_weight`` (codes, scales and zero points of a weight under a scheme, for backends that bake them in),
+  ``is_quantized_param`` (which HF parameters a scheme covers); see harness/quant.py;
 - static KV cache: ``StepBuffers``, ``CacheCursor`` (positions, slots, masks and fixed-address step buffers for
   graph runners) and ``RunnerHooks`` (the four per-step hooks delegated to ``self.runner``).
 """
@@ -31,6 +34,7 @@ from harness.inputs import left_pad, random_prompt_ids
 from harness.loadspec import LoadSpec
 from harness.models import dtype_name, head_dim
 from harness.progress import say
+from harness.quant import QuantScheme, is_quantized_param, quantize_weight
 from harness.static_cache import CacheCursor, RunnerHooks, StepBuffers
 from harness.validate import compare, reference_greedy
 
@@ -41,5 +45,6 @@ __all__ = [
     "Artifact", "get_or_build",
     "say",
     "random_prompt_ids", "left_pad", "reference_greedy", "compare",
+    "QuantScheme", "quantize_weight", "is_quantized_param",
     "StepBuffers", "CacheCursor", "RunnerHooks",
 ]

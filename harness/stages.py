@@ -68,10 +68,11 @@ def run_validation(job: Job, handle) -> list[dict]:
 
     v = job.cfg.validation
     results = validate_backend(handle, job.source, job.dtype, job.device, v.batch, v.prompt_len, v.new_tokens,
-                               job.cfg.seed)
+                               job.cfg.seed, job.quant)
     job.validation = "pass" if all(r.passed for r in results) else "fail"
+    job.accuracy = {**accuracy_summary(results), **text_perplexity(job, handle)}
     rows = [{"backend": job.backend, "model": job.source.name, "dtype": dtype_name(job.dtype),
-             "device": device_label(job.device), **r} for r in as_rows(results)]
+             "device": device_label(job.device), **r, **job.accuracy} for r in as_rows(results)]
     atomic_write_text(job.out_dir / "validation.csv", pd.DataFrame(rows).to_csv(index=False))
     for r in results:
         mark = "PASS" if r.passed else "FAIL"
@@ -79,6 +80,31 @@ def run_validation(job: Job, handle) -> list[dict]:
                      f"(tol {r.tolerance:.3g})  top-1 {r.top1_agreement:.3f}  greedy {r.greedy_agreement:.3f}"
                      + (f"  ({r.reason})" if r.reason else ""))
     return rows
+
+
+def accuracy_summary(results) -> dict[str, float]:
+    """The worst case over the validation cases: the ACCURACY_COLUMNS of every result row."""
+    return {"accuracy_max_abs_diff": max(r.max_abs_diff for r in results),
+            "accuracy_mean_abs_diff": max(r.mean_abs_diff for r in results),
+            "accuracy_kl": max(r.kl_divergence for r in results),
+            "accuracy_top1": min(r.top1_agreement for r in results),
+            "accuracy_greedy": min(r.greedy_agreement for r in results)}
+
+
+def text_perplexity(job: Job, handle) -> dict[str, float]:
+    """Perplexity of the shipped text through the backend and through the float32 HF model (checkpoints with a
+    tokenizer only: random weights make perplexity meaningless)."""
+    from harness.accuracy import backend_perplexity, reference_perplexity, shipped_text_ids
+
+    tokenizer = job.source.tokenizer()
+    if tokenizer is None:
+        return {}
+    ids = shipped_text_ids(tokenizer, min(job.cfg.validation.perplexity_tokens, load_spec(job).max_seq))
+    ours = backend_perplexity(handle, ids, job.device)
+    ref = reference_perplexity(job.source.build_fp32_cpu(), ids)
+    progress.say(f"perplexity {job.backend} ({ids.shape[1]} tokens of harness/data/perplexity.txt): {ours:.3f} "
+                 f"(float32 HF: {ref:.3f})")
+    return {"accuracy_perplexity": ours, "reference_perplexity": ref}
 
 
 def prepare_benchmark(job: Job, handle, run_info: dict) -> float:

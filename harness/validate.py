@@ -2,8 +2,14 @@
 
 Two batches are checked: equal-length rows, and left-padded rows of different lengths (the reference runs each
 row alone, unpadded, so padding bugs show). Metrics: max/mean |Δlogit| (teacher-forced on the reference's greedy
-tokens, so every step sees the same context), top-1 agreement over those steps, and greedy-token agreement when
-the backend decodes on its own tokens (matching prefix length / new_tokens, averaged over rows).
+tokens, so every step sees the same context), the KL divergence of the next-token distributions and top-1
+agreement over those steps, and greedy-token agreement when the backend decodes on its own tokens (matching prefix
+length / new_tokens, averaged over rows); see harness/accuracy.py.
+
+A backend with quantized weights (``quant=int8|int4|fp8``) is held to what the same scheme costs in HF: the float32
+HF model with its weights quantized and dequantized (harness/quant.py) drifts by ``scheme_max_abs_diff`` from the
+float32 model on the same inputs, and the backend may drift by at most ``DRIFT_FACTOR[scheme]`` times that plus
+the dtype's own tolerance (top-1 is then reported, not gated: quantization moves near-tied argmaxes).
 
 Inputs: for a model with a tokenizer, the real chat messages of harness/prompts.py (every one of them, ``batch``
 rows at a time, whole and left-padded; and the first ``batch`` cut to the shortest one's length for the
@@ -11,11 +17,14 @@ equal-length case), and at least 32 new tokens by default; for random-weight pre
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, replace
 
 import torch
 
+from harness.accuracy import forced_logits, greedy_agreement, logit_drift
 from harness.inputs import left_pad, random_prompt_ids
+from harness.quant import DRIFT_FACTOR, QuantScheme, quantized_reference
 
 # (absolute, relative-to-max|ref|) tolerance on max |Δlogit|, and the minimum top-1 agreement, per dtype.
 # Half precision gates on |Δlogit| only: with random weights the logits are nearly flat, so a bf16 rounding of
@@ -38,6 +47,10 @@ class Validation:
     tolerance: float
     passed: bool
     reason: str = ""
+    kl_divergence: float = float("nan")
+    quant: str = "none"
+    scheme_max_abs_diff: float = float("nan")  # the same weight scheme applied to the float32 HF model
+    scheme_kl_divergence: float = float("nan")
     inputs: str = "random ids"  # or "chat prompts" (real text, for models with a tokenizer)
 
 
@@ -115,16 +128,21 @@ def backend_logits(handle, ids, lens, forced: torch.Tensor | None, steps: int, d
     return torch.stack(out, 1), torch.stack(tokens, 1)
 
 
-def compare(case: str, ref_tokens, ref_logits, got_logits, got_tokens, dtype) -> Validation:
+def compare(case: str, ref_tokens, ref_logits, got_logits, got_tokens, dtype, quant: QuantScheme = QuantScheme(),
+            scheme_logits: torch.Tensor | None = None) -> Validation:
+    """``scheme_logits``: the quantized HF reference's teacher-forced logits (quantized backends only)."""
     atol, rtol, min_top1 = TOLERANCES[dtype]
     tolerance = atol + rtol * float(ref_logits.abs().max())
+    scheme = {"quant": quant.label}
+    if quant.enabled:
+        cost = logit_drift(ref_logits, scheme_logits)
+        scheme.update(scheme_max_abs_diff=cost["max_abs_diff"], scheme_kl_divergence=cost["kl_divergence"])
+        tolerance += DRIFT_FACTOR[quant.scheme] * cost["max_abs_diff"]
+        min_top1 = None
     finite = bool(torch.isfinite(got_logits).all())
-    diff = (got_logits - ref_logits).abs()
-    max_abs = float(diff.max()) if finite else float("nan")
-    mean_abs = float(diff.mean()) if finite else float("nan")
-    top1 = float((got_logits.argmax(-1) == ref_logits.argmax(-1)).float().mean())
-    same = (got_tokens == ref_tokens).int()
-    greedy = float(same.cumprod(1).sum(1).float().mean() / ref_tokens.shape[1])
+    drift = logit_drift(ref_logits, got_logits)
+    max_abs, top1 = drift["max_abs_diff"], drift["top1_agreement"]
+    greedy = greedy_agreement(ref_tokens, got_tokens)
     reasons = []
     if not finite:
         reasons.append("non-finite logits")
@@ -132,17 +150,20 @@ def compare(case: str, ref_tokens, ref_logits, got_logits, got_tokens, dtype) ->
         reasons.append(f"max |Δlogit| {max_abs:.3g} > {tolerance:.3g}")
     if min_top1 is not None and top1 < min_top1:
         reasons.append(f"top-1 agreement {top1:.3f} < {min_top1}")
-    return Validation(case, max_abs, mean_abs, top1, greedy, tolerance, not reasons, "; ".join(reasons))
+    return Validation(case, max_abs, drift["mean_abs_diff"], top1, greedy, tolerance, not reasons, "; ".join(reasons),
+                      kl_divergence=drift["kl_divergence"], **scheme)
 
 
 def validate_backend(handle, source, dtype, device: str, batch: int, prompt_len: int, steps: int | None,
-                     seed: int) -> list[Validation]:
+                     seed: int, quant: QuantScheme = QuantScheme()) -> list[Validation]:
     reference = source.build_fp32_cpu()
+    # a copy: the cached float32 model is the unquantized reference of every later job
+    scheme_model = quantized_reference(copy.deepcopy(reference), quant) if quant.enabled else None
     steps = default_steps(source, steps)
     inputs, cases = validation_inputs(source, batch, prompt_len, seed)
     results = []
     for case, groups in cases.items():
-        parts = []  # per group: reference tokens, reference logits, backend logits, backend's own tokens
+        parts = []  # per group: reference tokens and logits, backend logits and own tokens, the scheme's logits
         for rows in groups:
             key = ("reference_greedy", steps, tuple(tuple(r.tolist()) for r in rows))
             if key not in source.memo:
@@ -152,10 +173,11 @@ def validate_backend(handle, source, dtype, device: str, batch: int, prompt_len:
             lens_arg = None if case == "equal_lengths" else lens
             got_logits, _ = backend_logits(handle, ids, lens_arg, ref_tokens, steps, device)
             _, free_tokens = backend_logits(handle, ids, lens_arg, None, steps, device)
-            parts.append((ref_tokens, ref_logits, got_logits, free_tokens))
-        ref_tokens, ref_logits, got_logits, free_tokens = (torch.cat(t) for t in zip(*parts))
-        results.append(replace(compare(case, ref_tokens, ref_logits, got_logits, free_tokens, dtype),
-                               inputs=inputs))
+            scheme = forced_logits(scheme_model, rows, ref_tokens) if scheme_model is not None else ref_logits
+            parts.append((ref_tokens, ref_logits, got_logits, free_tokens, scheme))
+        ref_tokens, ref_logits, got_logits, free_tokens, scheme = (torch.cat(t) for t in zip(*parts))
+        results.append(replace(compare(case, ref_tokens, ref_logits, got_logits, free_tokens, dtype, quant,
+                                       scheme if scheme_model is not None else None), inputs=inputs))
     handle.reset_kv()
     return results
 

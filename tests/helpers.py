@@ -20,7 +20,7 @@ def tiny_model_cfg(**hf_overrides):
 
 
 def open_backend(registry, name, model_cfg=None, options=None, max_batch=4, max_seq=64, seed=0,
-                 dtype=torch.float32, device="cpu", tmp_cache=None):
+                 dtype=torch.float32, device="cpu", tmp_cache=None, quant=None):
     from harness.loadspec import LoadSpec
     from harness.models import ModelSource
 
@@ -28,7 +28,7 @@ def open_backend(registry, name, model_cfg=None, options=None, max_batch=4, max_
     handle = registry.open(name)
     opts = {**registry.defaults(name), **(options or {})}
     spec = LoadSpec(model=source, dtype=dtype, device=device, options=opts, max_batch=max_batch, max_seq=max_seq,
-                    **({"cache_dir": Path(tmp_cache)} if tmp_cache else {}))
+                    **({"cache_dir": Path(tmp_cache)} if tmp_cache else {}), **({"quant": quant} if quant else {}))
     info = handle.load(spec=spec)
     return handle, source, info
 

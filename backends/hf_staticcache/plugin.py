@@ -7,7 +7,8 @@ HF's own, with a mask over the whole cache. ``auto`` probes the candidates on th
 CUDA (SDPA on the CPU), and keeps the first that runs; ``backend_info`` records what ran for prefill and decode.
 ``backend.compile`` compiles the decode step (``reduce-overhead`` = CUDA graphs via torch.compile);
 ``backend.cuda_graph=true`` captures the decode step as a CUDA graph by hand, without compile.
-``cache=dynamic`` is the stock-HF reference.
+``cache=dynamic`` is the stock-HF reference. ``quant=int8|int4|fp8`` quantizes the decoder linears' weights with
+torchao (quantize.py) before any compilation or capture.
 
 One static cache is allocated per batch size as the sweep reaches it (the sweep visits batch sizes in order and
 the previous one is freed first); within a batch size ``reset_kv`` zeroes it in place.
@@ -69,6 +70,12 @@ class HFStaticCacheBackend:
         }
 
     @hookimpl
+    def check_quant(self, quant, options, device) -> None:
+        from backends.hf_staticcache.quantize import choose_config
+
+        choose_config(quant, device, torch.bfloat16)  # torchao present, fp8 only where the GPU has it
+
+    @hookimpl
     def load(self, spec) -> dict[str, Any]:
         opts = spec.options
         self._check_options(opts, spec)
@@ -80,8 +87,11 @@ class HFStaticCacheBackend:
         self.model = spec.model.build(spec.dtype, spec.device)
         self.config = self.model.config
         self.takes_cache_position = "cache_position" in inspect.signature(self.model.forward).parameters
+        from backends.hf_staticcache.quantize import quantize_model
+
+        quant_facts = quantize_model(self.model, spec.quant, spec.device, spec.dtype)
         self.cache, self.cache_batch = None, None
-        info = {"compile": opts["compile"], "cache": opts["cache"], "cuda_graph": self.cuda_graph}
+        info = {"compile": opts["compile"], "cache": opts["cache"], "cuda_graph": self.cuda_graph, **quant_facts}
         info.update(self._choose_attention(todo, opts["attention"]))
         self.decode_fn = self._forward_decode
         if opts["compile"] != "none":

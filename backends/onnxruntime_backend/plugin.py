@@ -1,7 +1,7 @@
 """Backend ``onnxruntime``: our static-KV-cache ONNX export run by ONNX Runtime (CUDA EP on GPU, CPU EP otherwise)
 with I/O binding and the cache updated in place; attention written out or as ORT's fused GroupQueryAttention
 (optionally with ORT's other fused ops: fused.py); optional CUDA-graph replay of decode steps (GroupQueryAttention
-graph only)."""
+graph only); weight-only int8/int4 through ONNX Runtime's MatMulNBits quantizer (onnx_export/quantize.py)."""
 from __future__ import annotations
 
 from typing import Any
@@ -21,6 +21,12 @@ class OnnxRuntimeBackend(RunnerHooks):
             # gqa only: fused residual+RMSNorm, RoPE inside GroupQueryAttention, one q/k/v and one gate/up GEMM
             "fused_ops": False,
         }
+
+    @hookimpl
+    def check_quant(self, quant, options, device) -> None:
+        from backends.onnx_export.quantize import check_ort_scheme
+
+        check_ort_scheme(quant)
 
     @hookimpl
     def load(self, spec) -> dict[str, Any]:
@@ -43,10 +49,17 @@ class OnnxRuntimeBackend(RunnerHooks):
                             "indices run on the CPU and a replayed graph would write stale slots)",
                             "add backend.attention=gqa or drop backend.cuda_graph=true")
         artifact = onnx_artifact(spec, opts["attention"], opts["fused_ops"], check_against_hf)
+        quant_facts = {}
+        if spec.quant.enabled:
+            from backends.onnx_export.quantize import quantized_onnx_artifact
+
+            artifact = quantized_onnx_artifact(spec, artifact, spec.quant)
+            quant_facts = {"quant_kernel": "MatMulNBits", "onnx_quant_reused": artifact.reused,
+                           "onnx_matmulnbits_nodes": artifact.meta["matmulnbits_nodes"]}
         self.runner = OrtStaticCacheRunner(str(artifact.directory / MODEL_FILE), spec.hf_config, spec.dtype,
                                            spec.device, spec.max_batch, provider=opts["provider"],
                                            opt_level=opts["graph_optimization"], cuda_graph=opts["cuda_graph"])
-        return {**self.runner.facts(), "onnx_reused": artifact.reused,
+        return {**self.runner.facts(), **quant_facts, "onnx_reused": artifact.reused,
                 "onnx_fused_ops": artifact.meta.get("fused_ops", False), "onnx_nodes": artifact.meta["nodes"],
                 "onnx_export_seconds": round(artifact.meta["export_seconds"], 2),
                 "onnx_check_max_abs_diff": artifact.meta["check"]["max_abs_diff"], "onnx_dir": str(artifact.directory)}

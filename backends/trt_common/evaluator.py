@@ -22,7 +22,8 @@ class UnsupportedLayer(NotImplementedError):
 
 def _torch_dtype(trt, dtype) -> torch.dtype:
     table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.bfloat16: torch.bfloat16,
-             trt.int32: torch.int32, trt.int64: torch.int64, trt.bool: torch.bool, trt.int8: torch.int8}
+             trt.int32: torch.int32, trt.int64: torch.int64, trt.bool: torch.bool, trt.int8: torch.int8,
+             trt.fp8: torch.float8_e4m3fn}
     if dtype not in table:
         raise UnsupportedLayer(f"tensor dtype {dtype} is not supported by the evaluator")
     return table[dtype]
@@ -45,6 +46,7 @@ class NetworkEvaluator:
             T.CAST: (trt.ICastLayer, self._cast), T.SOFTMAX: (trt.ISoftMaxLayer, self._softmax),
             T.ACTIVATION: (trt.IActivationLayer, self._activation), T.SELECT: (trt.ISelectLayer, self._select),
             T.SHAPE: (trt.IShapeLayer, self._shape), T.KV_CACHE_UPDATE: (trt.IKVCacheUpdateLayer, self._kv_update),
+            T.QUANTIZE: (trt.IQuantizeLayer, self._quantize), T.DEQUANTIZE: (trt.IDequantizeLayer, self._dequantize),
             # An IAttention appears as two boundary layers: the input one holds Q, K, V and the mask; the output
             # one yields the result. The whole attention is computed at the input boundary.
             T.ATTENTION_INPUT: (trt.IAttentionInputLayer, self._attention),
@@ -204,6 +206,46 @@ class NetworkEvaluator:
         for b, start in enumerate(write.tolist()):
             out[b, :, start:start + seq] = update[b]
         return out
+
+    def _quantize(self, layer, ins):
+        """IQuantizeLayer: ``x / scale`` (scales broadcast as in :meth:`_dequantize`) rounded half to even and
+        saturated to the output type: int8 [-128, 127], fp8 e4m3 [-448, 448]."""
+        if len(ins) > 2 and ins[2] is not None and bool((ins[2].float() != 0).any()):
+            raise UnsupportedLayer(f"quantize '{layer.name}': a non-zero zero point")
+        x = ins[0].float() / self._expanded_scale(layer, ins[0], ins[1].float())
+        want = _torch_dtype(self.trt, layer.get_output(0).dtype)
+        if want == torch.int8:
+            return torch.round(x).clamp(-128, 127).to(torch.int8)
+        if want == torch.float8_e4m3fn:
+            return x.clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+        raise UnsupportedLayer(f"quantize '{layer.name}': output type {want}")
+
+    def _expanded_scale(self, layer, x, scale):
+        """The scale broadcast to ``x``: per tensor (one value), per axis (1-D along ``layer.axis``) or per block
+        (``x``'s rank: each dimension's block is x size / scale size)."""
+        if scale.numel() == 1:
+            return scale.reshape(())
+        if scale.dim() == 1:
+            shape = [1] * x.dim()
+            shape[layer.axis] = -1
+            return scale.reshape(shape)
+        if scale.dim() != x.dim():
+            raise UnsupportedLayer(f"(de)quantize '{layer.name}': scale rank {scale.dim()} for input rank {x.dim()}")
+        for d in range(x.dim()):
+            if x.shape[d] % scale.shape[d]:
+                raise ValueError(f"(de)quantize '{layer.name}': dimension {d} of {tuple(x.shape)} is not a "
+                                 f"multiple of the scale's {tuple(scale.shape)}")
+            scale = scale.repeat_interleave(x.shape[d] // scale.shape[d], dim=d)
+        return scale
+
+    def _dequantize(self, layer, ins):
+        """IDequantizeLayer: ``x * scale`` in float32 (scales as in :meth:`_expanded_scale`; a zero point must be
+        zero, as TensorRT requires), returned in the layer's output type."""
+        x, scale = ins[0].float(), ins[1].float()
+        zero = ins[2] if len(ins) > 2 and ins[2] is not None else None
+        if zero is not None and bool((zero.float() != 0).any()):
+            raise UnsupportedLayer(f"dequantize '{layer.name}': a non-zero zero point")
+        return x * self._expanded_scale(layer, x, scale)
 
     def _attention(self, layer, ins):
         """IAttention (TensorRT's "Fused Attention" semantics): softmax(Q·Kᵀ + mask)·V with Q already scaled;

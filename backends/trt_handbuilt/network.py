@@ -19,13 +19,14 @@ the refit flag can be refitted by name; host arrays are returned to the caller t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from harness.sdk import UserError
 from harness.sdk import head_dim as model_head_dim
+from harness.sdk import QuantScheme, quantize_weight
 
 NP_TYPES = {torch.float32: np.float32, torch.float16: np.float16}
 
@@ -36,14 +37,15 @@ class NetworkOptions:
     max_seq: int = 2048
     fuse_qkv: bool = True  # one [q;k;v] matmul instead of three
     attention: str = "explicit"  # explicit: matmul-softmax-matmul | fused: TensorRT's attention layer (IAttention)
+    quant: QuantScheme = field(default_factory=QuantScheme)  # weight-only: decoder linears as int8/fp8 constants + dequantize layers
 
 
 ATTENTIONS = ("explicit", "fused")
 
 
 class _Builder:
-    def __init__(self, trt, network, dtype: torch.dtype):
-        self.trt, self.net, self.dtype = trt, network, dtype
+    def __init__(self, trt, network, dtype: torch.dtype, quant: QuantScheme = QuantScheme()):
+        self.trt, self.net, self.dtype, self.quant = trt, network, dtype, quant
         self.trt_dtype = {torch.float32: trt.float32, torch.float16: trt.float16,
                           torch.bfloat16: trt.bfloat16}[dtype]
         self.keep: list = []  # host memory behind every trt.Weights, alive until the build returns
@@ -54,7 +56,7 @@ class _Builder:
         if t.dtype == torch.bfloat16:
             host = t.view(torch.int16).numpy()
             weights = self.trt.Weights(self.trt.bfloat16, host.ctypes.data, host.size)
-        elif t.dtype == torch.int64:
+        elif t.dtype in (torch.int64, torch.int8):
             host = t.numpy()
             weights = self.trt.Weights(host)
         else:
@@ -94,13 +96,41 @@ class _Builder:
         return self.named(self.net.add_matrix_multiply(a, op.NONE, b, op.TRANSPOSE if transpose_b else op.NONE),
                           name)
 
-    def linear(self, x, weight: torch.Tensor, bias: torch.Tensor | None, name: str):
-        w = self.const(weight.to(self.dtype).unsqueeze(0), f"{name}.weight")  # [1, out, in]
+    def linear(self, x, weight: torch.Tensor, bias: torch.Tensor | None, name: str, quantize: bool = False):
+        if quantize and self.quant.enabled:
+            w = self.dequantized_weight(weight, name)
+        else:
+            w = self.const(weight.to(self.dtype).unsqueeze(0), f"{name}.weight")  # [1, out, in]
         y = self.matmul(x, w, f"{name}.matmul", transpose_b=True)
         if bias is not None:
             b = self.const(bias.to(self.dtype).view(1, 1, -1), f"{name}.bias")
             y = self.ew(y, b, self.trt.ElementWiseOperation.SUM, f"{name}.add_bias")
         return y
+
+    def dequantized_weight(self, weight: torch.Tensor, name: str):
+        """Weight-only quantization as TensorRT spells it: the codes as an int8 (fp8) constant [1, out, in] and a
+        dequantize layer with the scales of harness/quant.py in the model dtype: per output channel (1-D scales
+        on axis 1) or per block of ``group_size`` input columns (scales [1, out, in / g]: TensorRT infers the
+        block shape from the ranks). TensorRT folds the dequantization into the GEMM's weight load."""
+        codes, scale, _ = quantize_weight(weight, self.quant)
+        if codes.dtype == torch.float8_e4m3fn:
+            # fp8 codes enter as exact float32 values through a quantize layer of scale 1 (folded at build time):
+            # TensorRT wants fp8 tensors to come from a quantize layer, and its Python API cannot read fp8
+            # constants back for the reference evaluator
+            exact = self.const(codes.float().unsqueeze(0), f"{name}.weight_codes")
+            one = self.const(torch.tensor(1.0), f"{name}.weight_unit_scale")
+            q = self.named(self.net.add_quantize(exact, one, self.trt.fp8), f"{name}.quantize")
+        else:
+            q = self.const(codes.unsqueeze(0), f"{name}.weight_codes")
+        if self.quant.group_size:
+            s = self.const(scale.to(self.dtype).unsqueeze(0), f"{name}.weight_scales")  # [1, out, in / g]
+            axis = 2
+        else:
+            s = self.const(scale.to(self.dtype).reshape(-1), f"{name}.weight_scales")  # [out]
+            axis = 1
+        dq = self.net.add_dequantize(q, s, self.trt_dtype)
+        dq.axis = axis
+        return self.named(dq, f"{name}.dequantize")
 
     def rms_norm(self, x, weight: torch.Tensor, eps: float, name: str):
         trt, E = self.trt, self.trt.ElementWiseOperation
@@ -113,6 +143,17 @@ class _Builder:
         normed = self.cast(self.ew(x32, rstd, E.PROD, f"{name}.scale"), self.trt_dtype, f"{name}.to_dtype")
         w = self.const(weight.to(self.dtype).view(1, 1, -1), f"{name}.weight")
         return self.ew(normed, w, E.PROD, f"{name}.mul_weight")
+
+
+def check_quant_scheme(quant: QuantScheme) -> None:
+    """What the hand-built network quantizes: int8 and fp8 weights, symmetric (TensorRT's dequantize layer scales
+    without a zero point), per output channel or per block."""
+    if quant.scheme == "int4":
+        raise UserError("trt-handbuilt builds int8 and fp8 weights (int4 blocks are not wired in)",
+                        "use quant=int8 or quant=fp8 with backend=trt-handbuilt")
+    if quant.enabled and not quant.symmetric:
+        raise UserError("trt-handbuilt quantizes symmetrically (TensorRT's dequantize layer has no zero point)",
+                        "add quant_options.symmetric=true")
 
 
 def rope_tables(hf_model, max_seq: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,7 +185,8 @@ def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
     if options.attention not in ATTENTIONS:
         raise UserError(f"unknown backend.attention '{options.attention}' for trt-handbuilt",
                         f"use one of {', '.join(ATTENTIONS)}")
-    b = _Builder(trt, network, options.dtype)
+    check_quant_scheme(options.quant)
+    b = _Builder(trt, network, options.dtype, options.quant)
     E, dt = trt.ElementWiseOperation, b.trt_dtype
     sd = {k: v.detach() for k, v in hf_model.state_dict().items()}  # converted to the target dtype per constant
     layers, heads, kv = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads
@@ -191,7 +233,7 @@ def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
         if options.fuse_qkv:
             w = torch.cat([sd[f"{p}.self_attn.{n}.weight"] for n in names])
             fb = torch.cat(bias) if bias[0] is not None else None
-            qkv = b.linear(attn_in, w, fb, f"{p}.self_attn.qkv_proj")  # [B, S, (H + 2 Hkv) D]
+            qkv = b.linear(attn_in, w, fb, f"{p}.self_attn.qkv_proj", quantize=True)  # rows keep their scales  # [B, S, (H + 2 Hkv) D]
             parts = []
             shape = b.named(network.add_shape(qkv), f"{p}.qkv_shape")  # [B, S, (H + 2 Hkv) D]
             keep_bs = b.const(torch.tensor([1, 1, 0], dtype=torch.int64), f"{p}.qkv_keep_bs")
@@ -203,7 +245,7 @@ def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
                 parts.append(b.named(sl, f"{p}.self_attn.{names[j]}"))
             q, k, v = parts
         else:
-            q, k, v = (b.linear(attn_in, sd[f"{p}.self_attn.{n}.weight"], bias[j], f"{p}.self_attn.{n}")
+            q, k, v = (b.linear(attn_in, sd[f"{p}.self_attn.{n}.weight"], bias[j], f"{p}.self_attn.{n}", quantize=True)
                        for j, n in enumerate(names))
         q = b.shuffle(q, f"{p}.q_heads", reshape=(0, 0, heads, d), second=(0, 2, 1, 3))  # [B, H, S, D]
         k = b.shuffle(k, f"{p}.k_heads", reshape=(0, 0, kv, d), second=(0, 2, 1, 3))  # [B, Hkv, S, D]
@@ -247,16 +289,16 @@ def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
             ctx = b.matmul(probs, v_all, f"{p}.pv")  # [B, Hkv, G*S, D]
             ctx = b.shuffle(ctx, f"{p}.ctx_heads", reshape=(0, heads, -1, d), second=(0, 2, 1, 3))
             ctx = b.shuffle(ctx, f"{p}.ctx_merge", reshape=(0, 0, heads * d))
-        attn_out = b.linear(ctx, sd[f"{p}.self_attn.o_proj.weight"], None, f"{p}.self_attn.o_proj")
+        attn_out = b.linear(ctx, sd[f"{p}.self_attn.o_proj.weight"], None, f"{p}.self_attn.o_proj", quantize=True)
         hidden = b.ew(hidden, attn_out, E.SUM, f"{p}.attn_residual")
         mlp_in = b.rms_norm(hidden, sd[f"{p}.post_attention_layernorm.weight"], cfg.rms_norm_eps,
                             f"{p}.post_attention_layernorm")
-        gate = b.linear(mlp_in, sd[f"{p}.mlp.gate_proj.weight"], None, f"{p}.mlp.gate_proj")
-        up = b.linear(mlp_in, sd[f"{p}.mlp.up_proj.weight"], None, f"{p}.mlp.up_proj")
+        gate = b.linear(mlp_in, sd[f"{p}.mlp.gate_proj.weight"], None, f"{p}.mlp.gate_proj", quantize=True)
+        up = b.linear(mlp_in, sd[f"{p}.mlp.up_proj.weight"], None, f"{p}.mlp.up_proj", quantize=True)
         silu = b.ew(gate, b.named(network.add_activation(gate, trt.ActivationType.SIGMOID), f"{p}.mlp.sigmoid"),
                     E.PROD, f"{p}.mlp.silu")
         down = b.linear(b.ew(silu, up, E.PROD, f"{p}.mlp.gate_up"), sd[f"{p}.mlp.down_proj.weight"], None,
-                        f"{p}.mlp.down_proj")
+                        f"{p}.mlp.down_proj", quantize=True)
         hidden = b.ew(hidden, down, E.SUM, f"{p}.mlp_residual")
 
     # last position: gather index S-1 along the sequence axis, S read from the tensor's shape

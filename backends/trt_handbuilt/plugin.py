@@ -7,7 +7,7 @@ from typing import Any
 
 from harness.sdk import RunnerHooks, UserError, hookimpl
 
-NETWORK_VERSION = 2  # bump when network.py changes what it builds
+NETWORK_VERSION = 3  # bump when network.py changes what it builds
 
 
 class TrtHandbuiltBackend(RunnerHooks):
@@ -23,6 +23,12 @@ class TrtHandbuiltBackend(RunnerHooks):
         }
 
     @hookimpl
+    def check_quant(self, quant, options, device) -> None:
+        from backends.trt_handbuilt.network import check_quant_scheme
+
+        check_quant_scheme(quant)
+
+    @hookimpl
     def load(self, spec) -> dict[str, Any]:
         from backends.trt_common.flavour import import_tensorrt
         from backends.trt_handbuilt.network import NetworkOptions, define_llama
@@ -35,13 +41,15 @@ class TrtHandbuiltBackend(RunnerHooks):
         if mode not in ("engine", "evaluator"):
             raise UserError(f"unknown backend.mode '{mode}'", "use backend.mode=auto, engine or evaluator")
         options = NetworkOptions(dtype=spec.dtype, max_seq=spec.max_seq, fuse_qkv=opts["fuse_qkv"],
-                                 attention=opts["attention"])
+                                 attention=opts["attention"], quant=spec.quant)
         import torch
 
         # float32: the cached reference model itself (the network only reads its weights): no extra copy
         model = spec.model.build_fp32_cpu() if spec.dtype == torch.float32 else spec.model.build(spec.dtype, "cpu")
         facts = {"flavour": rt.flavour, "trt_version": rt.version, "mode": mode, "fuse_qkv": options.fuse_qkv,
                  "attention": options.attention, "kv_mode": "in-place (KV-cache-update layer)"}
+        if spec.quant.enabled:
+            facts["quant_kernel"] = "int8/fp8 constants + IDequantizeLayer"
         if mode == "evaluator":
             if spec.device != "cpu":
                 raise UserError("backend.mode=evaluator runs on the CPU", "add device=cpu")
@@ -59,7 +67,8 @@ class TrtHandbuiltBackend(RunnerHooks):
         profiles = Profiles(spec.max_batch, spec.max_seq, min(spec.opt_batch, spec.max_batch),
                             min(spec.opt_prompt_len, spec.max_seq))
         source = {"model": spec.model.fingerprint(), "network_version": NETWORK_VERSION, "dtype": str(spec.dtype),
-                  "max_seq": spec.max_seq, "fuse_qkv": options.fuse_qkv, "attention": options.attention}
+                  "max_seq": spec.max_seq, "fuse_qkv": options.fuse_qkv, "attention": options.attention,
+                  "quant": spec.quant.as_dict()}
         engine = engine_artifact(spec, rt, "trt-handbuilt", source,
                                  lambda trt, builder, network: define_llama(trt, network, model, options), profiles)
         facts.update({"engine_reused": engine.reused, "engine_build_seconds": round(engine.meta["engine_build_seconds"], 1),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.sdk import RunnerHooks, hookimpl
+from harness.sdk import RunnerHooks, UserError, hookimpl
 
 
 def parse_onnx(onnx_path: str):
@@ -24,6 +24,12 @@ class TrtOnnxParsedBackend(RunnerHooks):
     @hookimpl
     def enginebench_backend_defaults(self) -> dict[str, Any]:
         return {"flavour": "auto", "workspace_mib": 4096, "cuda_graph": False}
+
+    @hookimpl
+    def check_quant(self, quant, options, device) -> None:
+        raise UserError(f"trt-onnx-parsed cannot build quant={quant.scheme}: the quantized ONNX graph uses ONNX "
+                        "Runtime's com.microsoft.MatMulNBits, which TensorRT's ONNX parser does not know",
+                        "use backend=trt-handbuilt for int8/fp8 TensorRT weights, or quant=none")
 
     @hookimpl
     def load(self, spec) -> dict[str, Any]:

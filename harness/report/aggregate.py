@@ -54,6 +54,15 @@ def configuration_label(backend: str, options: dict, defaults: dict | None) -> s
 backend_label = configuration_label  # the earlier name
 
 
+def with_quant(label: str, quant) -> str:
+    """``onnxruntime[attention=gqa]`` + ``int4-g128-asym`` -> ``onnxruntime[attention=gqa,quant=int4-g128-asym]``."""
+    if not isinstance(quant, str) or quant in ("", "none"):
+        return label
+    if label.endswith("]"):
+        return f"{label[:-1]},quant={quant}]"
+    return f"{label}[quant={quant}]"
+
+
 @cache
 def _registry_defaults(backend: str) -> str | None:
     try:
@@ -81,7 +90,8 @@ def label_of_run(info: dict) -> str | None:
 def load_results(paths: list[str | Path]) -> pd.DataFrame:
     """All tidy rows, one frame; ``source`` says which file each row came from, ``engine`` the backend and
     ``backend`` its configuration label (see the module docstring). A merged results.csv written by
-    enginebench-report keeps its own ``source`` and labels, so it can be compared again."""
+    enginebench-report keeps its own ``source`` and labels, so it can be compared again. The weight
+    quantization scheme, when there is one, joins the label (``onnxruntime[quant=int4-g128-asym]``)."""
     frames = []
     for f in result_files(paths):
         df, skipped = read_results_frame(f)
@@ -99,6 +109,8 @@ def load_results(paths: list[str | Path]) -> pd.DataFrame:
                 label = label_of_run(json.loads(run_json.read_text()))
                 if label:
                     df["backend"] = label
+            if "quant" in df.columns:
+                df["backend"] = [with_quant(b, q) for b, q in zip(df.backend, df.quant)]
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
 

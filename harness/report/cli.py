@@ -36,6 +36,7 @@ def build_report(paths: list[str], out_dir: Path, baseline: str | None = None, p
     from harness.report.comparison import comparison_table, resolve_baseline
     from harness.report.markdown import write_report
     from harness.report.plots import make_plots
+    from harness.report.speed_accuracy import speed_accuracy_plot, speed_accuracy_table
 
     tidy = load_results(paths)
     baseline = resolve_baseline(sorted(tidy.backend.unique()), baseline)
@@ -43,9 +44,12 @@ def build_report(paths: list[str], out_dir: Path, baseline: str | None = None, p
     atomic_write_text(out_dir / "results.csv", tidy.to_csv(index=False))
     comparison = comparison_table(tidy, baseline, test_options)
     atomic_write_text(out_dir / "comparison.csv", comparison.to_csv(index=False))
+    speed_accuracy = speed_accuracy_table(tidy)
     pngs = make_plots(tidy, out_dir / "plots") if plots else []
+    pngs += speed_accuracy_plot(speed_accuracy, out_dir / "plots") if plots else []
     write_report(out_dir / "report.md", tidy, comparison, run_infos(paths), validations(paths), pngs, baseline,
-                 [str(p) for p in paths], repeated_cells(tidy), test_options)
+                 [str(p) for p in paths], repeated_cells(tidy), test_options,
+                 speed_accuracy=speed_accuracy)
     return {"results": out_dir / "results.csv", "comparison": out_dir / "comparison.csv",
             "report": out_dir / "report.md", "plots": out_dir / "plots"}
 

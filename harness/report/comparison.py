@@ -46,8 +46,14 @@ def resolve_baseline(configurations: list[str], baseline: str | None) -> str | N
                     f"{hint}give one of them exactly as written")
 
 
+# per backend and cell, beside the status: the weight scheme and the job's accuracy against float32
+QUANT_COLUMNS = {"quant": "quant", "accuracy_max_abs_diff": "max_abs_diff", "accuracy_kl": "kl",
+                 "accuracy_greedy": "greedy", "accuracy_perplexity": "perplexity"}
+
+
 def cell_status(tidy: pd.DataFrame) -> pd.DataFrame:
-    cols = ["status", "error", "validation"] + (["machine_warnings"] if "machine_warnings" in tidy else [])
+    cols = ["status", "error", "validation"] + (["machine_warnings"] if "machine_warnings" in tidy else []) \
+        + [c for c in QUANT_COLUMNS if c in tidy]
     return tidy.groupby(CELL + ["backend"], dropna=False)[cols].first().reset_index()
 
 
@@ -67,6 +73,11 @@ def comparison_table(tidy: pd.DataFrame, baseline: str | None, test_options: dic
         cols[f"validation__{backend}"] = merged.validation.astype(object).fillna("").values
         if "machine_warnings" in merged:
             cols[f"machine_warnings__{backend}"] = merged.machine_warnings.astype(object).fillna("").values
+        for col, short in QUANT_COLUMNS.items():
+            if col in merged and (col == "quant" or merged[col].notna().any()):
+                values = merged[col]
+                cols[f"{short}__{backend}"] = values.astype(object).fillna("none").values if col == "quant" \
+                    else values.values
         for metric, short in KEY_METRICS.items():
             stats = ["p50", "p10", "p90"] + [s for s in SPREAD if short in TESTED and s in tidy.columns]
             m = tidy[(tidy.backend == backend) & (tidy.metric == metric)][CELL + stats]

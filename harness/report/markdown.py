@@ -34,6 +34,8 @@ METHOD = """\
 - Roofline: decode bytes per step (all matmul weights + the filled KV cache) / step time, over a device-to-device
   copy bandwidth measured once per run.
 - Validation: logits against the HF model in float32 eager on the same inputs (equal-length and left-padded rows).
+- Weight-only quantization (`quant`, in the backend label): decode bytes count the stored codes + scales; a
+  quantized backend may drift at most 2x what the same scheme costs the float32 HF model (`scheme_max_abs_diff`).
 """
 
 
@@ -132,7 +134,9 @@ def conditions_section(tidy: pd.DataFrame, infos: list[dict]) -> list[str]:
 
 def write_report(path: Path, tidy: pd.DataFrame, comparison: pd.DataFrame, infos: list[dict],
                  validation: pd.DataFrame, plots: list[Path], baseline: str | None, sources: list[str],
-                 repeated: pd.DataFrame | None = None, test_options: dict | None = None) -> None:
+                 repeated: pd.DataFrame | None = None, test_options: dict | None = None,
+                 speed_accuracy: pd.DataFrame | None = None) -> None:
+    from harness.report.speed_accuracy import markdown_section
     from harness.stats import ALPHA, MAX_CV, MIN_EFFECT, MIN_N, N_RESAMPLES, SEED
 
     test = {"alpha": ALPHA, "min_effect": MIN_EFFECT, "min_n": MIN_N, "max_cv": MAX_CV, **(test_options or {})}
@@ -152,13 +156,16 @@ def write_report(path: Path, tidy: pd.DataFrame, comparison: pd.DataFrame, infos
     if len(failed):
         parts += ["### Cells that did not produce measurements", "",
                   markdown_table(failed[["backend", "batch_size", "prompt_len", "status", "error"]]), ""]
+    if speed_accuracy is not None:
+        parts += markdown_section(speed_accuracy, markdown_table)
     parts += ["## Measurement conditions", "", *conditions_section(tidy, infos), ""]
     if plots:
         parts += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(path.parent)})" for p in plots] + [""]
     parts += ["## Validation", ""]
     if len(validation):
-        cols = [c for c in ["backend", "dtype", "device", "case", "max_abs_diff", "mean_abs_diff", "top1_agreement",
-                            "greedy_agreement", "tolerance", "passed", "reason"] if c in validation]
+        cols = [c for c in ["backend", "dtype", "quant", "device", "case", "max_abs_diff", "mean_abs_diff",
+                            "kl_divergence", "top1_agreement", "greedy_agreement", "scheme_max_abs_diff",
+                            "tolerance", "passed", "reason"] if c in validation]
         parts += [markdown_table(validation[cols]), ""]
     else:
         parts += ["No validation results in these inputs.", ""]

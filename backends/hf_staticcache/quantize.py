@@ -1,0 +1,74 @@
+"""Weight-only quantization of the HF model with torchao (``quantize_`` with its weight-only configs).
+
+Which torchao tensor serves a scheme (harness/quant.py defines the schemes):
+- int8, symmetric: ``Int8WeightOnlyConfig`` (``Int8Tensor``: int8 codes, the matmul dequantizes on the fly;
+  under ``torch.compile`` inductor fuses the dequantization into the GEMV, gpt-fast's int8 path);
+- int4, asymmetric, on CUDA in bfloat16: ``Int4WeightOnlyConfig`` with the ``tile_packed_to_4d`` layout, which runs
+  PyTorch's own tinygemm kernel ``_weight_int4pack_mm`` (group sizes 32/64/128/256; its zero point is a float);
+- every other integer case (int4 on CPU, asymmetric int8, other group sizes): ``IntxWeightOnlyConfig`` (codes kept
+  unpacked in int8, dequantized before the matmul: correct everywhere, no byte saving over int8);
+- fp8: ``Float8WeightOnlyConfig`` (float8_e4m3fn codes, one scale per output channel).
+All are tensor subclasses that ``torch.compile`` traces, so ``compile=reduce-overhead`` (CUDA graphs) works on them.
+Only the decoder layers' linears are quantized (``filter_fn``); the embedding and lm_head stay in model.dtype.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+from harness.sdk import QuantScheme, UserError, is_quantized_param
+
+TINYGEMM_GROUPS = (32, 64, 128, 256)
+
+
+def import_torchao():
+    try:
+        with warnings.catch_warnings():  # a torch newer than the wheel's C++ extensions: the Python paths we use stay
+            warnings.simplefilter("ignore")
+            import torchao.quantization as tq
+    except ImportError as exc:
+        raise UserError("quant=int8|int4|fp8 on the HF backend needs torchao", "pip install torchao") from exc
+    return tq
+
+
+def choose_config(q: QuantScheme, device: str, dtype: torch.dtype):
+    """(torchao config, short name of the kernel path) for the scheme on this device and dtype."""
+    tq = import_torchao()
+    group = tq.PerGroup(q.group_size) if q.group_size else tq.PerAxis(0)
+    cuda = device.startswith("cuda")
+    if q.scheme == "fp8":
+        if cuda and torch.cuda.get_device_capability(torch.device(device)) < (8, 9):
+            raise UserError("quant=fp8 needs a GPU with float8 support (compute capability 8.9+)",
+                            "use quant=int8 on this GPU")
+        return tq.Float8WeightOnlyConfig(), "torchao Float8Tensor"
+    if q.scheme == "int8" and q.symmetric:
+        granularity = tq.PerGroup(q.group_size) if q.group_size else tq.PerRow()
+        return tq.Int8WeightOnlyConfig(granularity=granularity), "torchao Int8Tensor"
+    if q.scheme == "int4" and not q.symmetric and cuda and dtype == torch.bfloat16 \
+            and q.group_size in TINYGEMM_GROUPS:
+        return (tq.Int4WeightOnlyConfig(group_size=q.group_size, int4_packing_format="tile_packed_to_4d"),
+                "torchao Int4TilePackedTo4dTensor (tinygemm _weight_int4pack_mm)")
+    mapping = tq.MappingType.SYMMETRIC if q.symmetric else tq.MappingType.ASYMMETRIC
+    weight_dtype = torch.int8 if q.scheme == "int8" else torch.int4
+    return (tq.IntxWeightOnlyConfig(weight_dtype=weight_dtype, granularity=group, mapping_type=mapping),
+            "torchao IntxUnpackedToInt8Tensor (dequantize + matmul)")
+
+
+def quantize_model(model, q: QuantScheme, device: str, dtype: torch.dtype) -> dict[str, Any]:
+    """Quantize ``model``'s decoder linears in place; returns the facts to record (kernel path, torchao version)."""
+    if not q.enabled:
+        return {}
+    tq = import_torchao()
+    config, kernel = choose_config(q, device, dtype)
+
+    def decoder_linear(module, fqn: str) -> bool:
+        return isinstance(module, torch.nn.Linear) and is_quantized_param(f"{fqn}.weight")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tq.quantize_(model, config, filter_fn=decoder_linear)
+    import torchao
+
+    return {"quant_kernel": kernel, "torchao_version": torchao.__version__}

@@ -1,0 +1,89 @@
+"""Speed against accuracy: one point per backend configuration (quantization scheme included in its label).
+
+Speed is the decode step's p50 at each model's smallest grid cell (smallest batch, then shortest prompt: where
+decode is most bound by reading the weights, so where weight quantization should pay); accuracy is what validation
+measured against the float32 HF model (harness/accuracy.py), carried on every result row.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from harness.results import ACCURACY_COLUMNS
+
+GROUP = ["model", "weights", "dtype", "device"]
+SHORT = {"accuracy_max_abs_diff": "max |Δlogit|", "accuracy_mean_abs_diff": "mean |Δlogit|",
+         "accuracy_kl": "KL (nats)", "accuracy_top1": "top-1", "accuracy_greedy": "greedy",
+         "accuracy_perplexity": "perplexity", "reference_perplexity": "fp32 perplexity"}
+
+
+def speed_accuracy_table(tidy: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, dtype, device, backend label) with its decode p50 at the smallest cell and accuracy."""
+    decode = tidy[(tidy.status == "ok") & (tidy.metric == "decode_latency_ms")]
+    if decode.empty or "quant" not in decode:
+        return pd.DataFrame()
+    rows = []
+    for keys, group in decode.groupby(GROUP, dropna=False):
+        smallest = group.sort_values(["batch_size", "prompt_len"]).iloc[0]
+        cell = group[(group.batch_size == smallest.batch_size) & (group.prompt_len == smallest.prompt_len)]
+        for backend, part in cell.groupby("backend"):
+            last = part.iloc[-1]
+            row = {**dict(zip(GROUP, keys)), "backend": backend, "quant": last.get("quant", "none"),
+                   "batch_size": int(last.batch_size), "prompt_len": int(last.prompt_len),
+                   "decode_ms_p50": float(last.p50)}
+            row.update({c: last.get(c) for c in ACCURACY_COLUMNS if c in part})
+            rows.append(row)
+    return pd.DataFrame(rows).sort_values(GROUP + ["decode_ms_p50"]).reset_index(drop=True)
+
+
+def markdown_section(table: pd.DataFrame, markdown_table) -> list[str]:
+    if table.empty:
+        return []
+    parts = ["## Speed vs accuracy", "",
+             "Decode p50 at each model's smallest cell against the drift from the float32 HF model (validation "
+             "inputs; worst of the equal-length and left-padded cases; perplexity of harness/data/perplexity.txt "
+             "on checkpoints).", ""]
+    cols = ["backend", "quant", "batch_size", "prompt_len", "decode_ms_p50",
+            *[c for c in ACCURACY_COLUMNS if c in table and table[c].notna().any()]]
+    for keys, group in table.groupby(GROUP, dropna=False):
+        parts += [f"### {keys[0]}, {keys[2]}, {keys[3]}", "",
+                  markdown_table(group[cols].rename(columns=SHORT)), ""]
+    return parts
+
+
+def speed_accuracy_plot(table: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """decode latency against KL and against max |Δlogit| (log x), one labelled point per backend configuration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    if table.empty or "accuracy_kl" not in table or table.accuracy_kl.isna().all():
+        return written
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for keys, group in table.groupby(GROUP, dropna=False):
+        group = group.dropna(subset=["accuracy_kl"])
+        if group.empty:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for ax, col, label in ((axes[0], "accuracy_kl", "KL(fp32 || backend), nats"),
+                               (axes[1], "accuracy_max_abs_diff", "max |Δlogit| vs fp32")):
+            x = group[col].clip(lower=1e-9)  # exact float32 runs sit at the left edge of the log axis
+            ax.scatter(x, group.decode_ms_p50)
+            for xi, yi, name in zip(x, group.decode_ms_p50, group.backend):
+                ax.annotate(name, (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.set_xscale("log")
+            ax.set_xlabel(label)
+            ax.set_ylabel(f"decode step p50 (ms), batch {group.batch_size.iloc[0]}, "
+                          f"prompt {group.prompt_len.iloc[0]}")
+            ax.grid(True, alpha=0.3)
+        fig.suptitle(f"speed vs accuracy: {keys[0]} ({keys[1]} weights), {keys[2]}, {keys[3]}", fontsize=10)
+        fig.tight_layout()
+        tag = "_".join(str(k).replace(" ", "-") for k in (keys[0], keys[2], keys[3]))
+        path = out_dir / f"speed_vs_accuracy__{tag}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
