@@ -29,9 +29,10 @@ def test_multirun_writes_comparison_plots_and_report(multirun):
     assert set(comparison.decode_ms_verdict__onnxruntime) <= {"faster", "slower", "within noise", "unstable", "untested"}
     pngs = sorted(p.name.split("__")[0] for p in (report / "plots").glob("*.png"))
     assert pngs == ["decode_latency_vs_batch", "peak_memory_vs_batch", "prefill_latency_vs_prompt",
-                    "roofline_fraction_vs_batch", "throughput_vs_batch"]
+                    "roofline_fraction_vs_batch", "speed_vs_accuracy", "throughput_vs_batch"]
     text = (report / "report.md").read_text()
-    for section in ("## Environment", "## Method", "## Results", "## Plots", "## Validation", "## Caveats"):
+    for section in ("## Environment", "## Method", "## Results", "## Speed vs accuracy", "## Plots", "## Validation",
+                    "## Caveats"):
         assert section in text
     assert "random weights" in text
 
