@@ -36,7 +36,10 @@ class MeasureConfig:
     min_seconds: float = 1.0  # ... and at least this long
     max_iters: int = 1000  # safety cap on a very fast cell
     memory_interval_ms: float = 10.0  # NVML / RSS sampling period
-    cell_timeout_s: Optional[float] = None  # with isolation=process: a cell running longer is killed (status timeout)
+    cell_timeout_s: Optional[float] = None  # with isolation=process: a cell running longer is killed (status timeout);
+    # the validation and the harness-overhead measurement get the same limit
+    load_timeout_s: Optional[float] = 3600.0  # with isolation=process: a load (export, engine build) running longer is
+    # killed and every cell recorded as timeout; generous because building an engine can take long (null: no limit)
     overhead_steps: int = 50  # decode steps used to measure the harness's own overhead
     skip_larger_after_oom: bool = True  # after an OOM cell, record larger cells as skipped instead of trying them
 
@@ -126,7 +129,8 @@ class EnginebenchConfig:
     pin: PinConfig = field(default_factory=PinConfig)
     cache_dir: Optional[str] = None  # artifact cache (ONNX, engines); default ~/.cache/enginebench
     isolation: str = "none"  # none | process (each backend job in a child process: survives native crashes)
-    resume: bool = False  # rerun only the cells missing from results.csv in the output dir
+    resume: bool = False  # continue the run in output_dir: only its missing cells (and failed ones, see next) run
+    retry_failed: bool = True  # with resume: cells recorded as load_failed/error/crashed/timeout run again
     output_dir: Optional[str] = None  # default: Hydra's job directory
     prompt: Optional[str] = None  # shorthand for generate.prompt (task=generate)
 
@@ -210,6 +214,9 @@ def check_config(cfg, multirun: bool = False) -> None:
                         "use measure.warmup>=0, measure.min_iters>=1, measure.min_seconds>=0, max_iters>=min_iters")
     if m.cell_timeout_s is not None and m.cell_timeout_s <= 0:
         raise UserError(f"measure.cell_timeout_s={m.cell_timeout_s} is not positive", "use a number of seconds > 0")
+    if m.load_timeout_s is not None and m.load_timeout_s <= 0:
+        raise UserError(f"measure.load_timeout_s={m.load_timeout_s} is not positive",
+                        "use a number of seconds > 0, or null for no limit")
     if m.cell_timeout_s is not None and cfg.isolation != "process":
         raise UserError("measure.cell_timeout_s needs isolation=process (a hung cell can only be stopped by ending "
                         "its process)", "add isolation=process")

@@ -231,7 +231,8 @@ def summarize_wide(tidy):
             wide = wide[cols]
             wide.columns = [m if single.get(m, False) else f"{m}_{stat}" for m in cols]
             parts.append(wide)
-    out = pd.concat(parts, axis=1).reset_index()
+    # pivot_table(dropna=False) spans every batch x prompt combination: keep only the cells that have rows
+    out = pd.concat(parts, axis=1).reindex(ident.index).reset_index()
     return out
 
 

@@ -28,7 +28,9 @@ def start_job(cfg, out_dir: Path) -> tuple[Job, ResultsWriter | None, dict[str, 
 
     out_dir.mkdir(parents=True, exist_ok=True)
     job = plan_job(cfg, out_dir)
-    writer = ResultsWriter(out_dir, resume=cfg.resume) if cfg.task == "benchmark" else None
+    writer = None
+    if cfg.task == "benchmark":
+        writer = ResultsWriter(out_dir, resume=cfg.resume, retry_failed=cfg.retry_failed)
     if writer is not None and cfg.resume and not todo_cells(job, writer):
         progress.say(f"resume: all {len(job.cells)} cells of {job.backend} are in {out_dir}/results.csv; "
                      "nothing to run")
@@ -111,9 +113,13 @@ def prepare_benchmark(job: Job, handle, run_info: dict) -> float:
     """Once per job: the device's copy bandwidth (roofline denominator) and the harness's own overhead."""
     peak_bw = measure_copy_bandwidth(job.device)
     run_info["peak_copy_bandwidth_gb_s"] = peak_bw / 1e9
-    try:
-        run_info["harness_overhead"] = measure_overhead(job, handle, min(job.cfg.grid.batch_sizes),
-                                                        job.cfg.measure.overhead_steps)
-    except Exception as exc:  # noqa: BLE001 - overhead is informative; a failure here is recorded, not fatal
-        run_info["harness_overhead"] = {"error": one_line(exc)}
+    run_info["harness_overhead"] = harness_overhead(job, handle)
     return peak_bw
+
+
+def harness_overhead(job: Job, handle) -> dict[str, Any]:
+    """measure_overhead at the smallest batch, or the error it raised: informative, so a failure is not fatal."""
+    try:
+        return measure_overhead(job, handle, min(job.cfg.grid.batch_sizes), job.cfg.measure.overhead_steps)
+    except Exception as exc:  # noqa: BLE001
+        return {"error": one_line(exc)}

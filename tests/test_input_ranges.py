@@ -28,6 +28,7 @@ def check(*overrides):
     ("validation.batch=0", "validation.batch=N with N >= 1"),
     ("validation.new_tokens=0", "validation.new_tokens=N with N >= 1"),
     ("validation.prompt_len=600", "the model has 512"),
+    ("measure.load_timeout_s=0", "or null for no limit"),
 ])
 def test_out_of_range_option_is_refused(override, expected):
     with pytest.raises(UserError) as err:

@@ -1,7 +1,7 @@
 """Fault injection for the reliability tests: the HF static-cache backend (real computation) plus faults at
 chosen grid cells — out of memory, a real segfault, a hang, NaN logits, slow steps, a missing library.
 
-Cells are named "BxP" (batch x prompt length) and matched at prefill.
+Cells are named "BxP" (batch x prompt length) and matched at prefill; "load" in crash_at / hang_at faults the load.
 """
 import ctypes
 import time
@@ -12,19 +12,24 @@ from backends.hf_staticcache.plugin import HFStaticCacheBackend
 from harness.sdk import MissingLibrary, hookimpl
 
 
+FAULTS = {"oom_at": [], "crash_at": [], "hang_at": [], "nan": False, "step_sleep_s": 0.0, "missing_library": False}
+
+
 class FaultBackend(HFStaticCacheBackend):
     @hookimpl
     def enginebench_backend_defaults(self):
-        return {**super().enginebench_backend_defaults(), "oom_at": [], "crash_at": [], "hang_at": [],
-                "nan": False, "step_sleep_s": 0.0, "missing_library": False}
+        return {**super().enginebench_backend_defaults(), **FAULTS}
 
     @hookimpl
     def load(self, spec):
         self.faults = spec.options
+        if "load" in self.faults["crash_at"]:
+            ctypes.string_at(0)
+        if "load" in self.faults["hang_at"]:
+            time.sleep(3600)
         if self.faults["missing_library"]:
             raise MissingLibrary("fault", "fault_native_lib", "fault-native-lib")
-        faults = ("oom_at", "crash_at", "hang_at", "nan", "step_sleep_s", "missing_library")
-        spec.options = {k: v for k, v in spec.options.items() if k not in faults}  # the HF backend's own options
+        spec.options = {k: v for k, v in spec.options.items() if k not in FAULTS}  # the HF backend's own options
         return super().load(spec)
 
     @hookimpl
