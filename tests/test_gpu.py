@@ -23,6 +23,25 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
     ["backend=onnxruntime", "backend.attention=gqa", "backend.fused_ops=true", "backend.cuda_graph=true"],
 ])
 def test_backend_on_cuda(extra, tmp_path):
+    _run_and_check(extra, tmp_path)
+
+
+@pytest.mark.parametrize("extra", [  # weight-only quantization on the GPU paths (docs/quantization.md)
+    ["backend=hf-flashattn-staticcache", "backend.compile=reduce-overhead", "quant=int8"],
+    ["backend=hf-flashattn-staticcache", "backend.compile=reduce-overhead", "quant=int4",
+     "quant_options.group_size=32"],  # tinygemm (bf16, asymmetric, group 32..256)
+    ["backend=hf-flashattn-staticcache", "quant=fp8"],
+    ["backend=onnxruntime", "backend.attention=gqa", "backend.fused_ops=true", "backend.cuda_graph=true",
+     "quant=int4"],
+    ["backend=onnxruntime", "backend.attention=gqa", "backend.cuda_graph=true", "quant=int8"],
+])
+def test_quantized_backend_on_cuda(extra, tmp_path):
+    pytest.importorskip("torchao", reason="torchao not installed (pip install torchao)")
+    tidy = _run_and_check(extra, tmp_path)
+    assert (tidy.quant != "none").all() and (tidy.accuracy_max_abs_diff > 0).all()
+
+
+def _run_and_check(extra, tmp_path):
     for choice in FLASH:
         if f"backend.attention={choice}" in extra:
             _skip_unless_runs(choice)
@@ -31,6 +50,7 @@ def test_backend_on_cuda(extra, tmp_path):
     tidy = pd.read_csv(tmp_path / "results.csv")
     assert set(tidy.status) == {"ok"} and set(tidy.validation) == {"pass"}, tidy[["status", "error"]]
     assert "gpu_device_used_peak_mib" in set(tidy.metric) and "torch_allocated_peak_mib" in set(tidy.metric)
+    return tidy
 
 
 @pytest.mark.parametrize("fused_ops", [False, True])
