@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from harness import progress
 from harness.environment import describe, device_label
 from harness.measure import measure_overhead
@@ -46,6 +48,11 @@ def load_backend(job: Job, handle, run_info: dict) -> None:
     """Call the load hook; record what it reports. User errors propagate; other failures too (callers record)."""
     progress.say(f"loading {job.backend} on {job.device} ({dtype_name(job.dtype)}, {job.source.name}, "
                  f"{job.source.weights} weights) ...")
+    if job.device.startswith("cuda"):
+        # Device-less torch.cuda calls (synchronize, memory statistics) act on the current device. Make it the
+        # job's: otherwise a job pinned to cuda:1 also opens a context on GPU 0 (seen by NVML on a 2-GPU host).
+        # Here and not when planning: an isolated job's parent process must not open a context at all.
+        torch.cuda.set_device(job.device)
     t0 = time.perf_counter()
     job.info = handle.load(spec=load_spec(job)) or {}
     run_info["load_seconds"] = time.perf_counter() - t0
