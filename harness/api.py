@@ -9,16 +9,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.compose import compose_config
-from harness.errors import UserError
+from harness.errors import JobFailed
 from harness.job import run_job
 
 __all__ = ["benchmark", "compose_config"]
 
 
 def benchmark(overrides: list[str], output_dir: str | Path) -> Path:
-    """Run one job (any task) into ``output_dir``; returns it. Raises UserError on bad input or a failed job."""
+    """Run one job (any task) into ``output_dir``; returns it when every cell finished ok and every validation
+    passed (exit status 0). Raises UserError on bad input (status 2), JobFailed when a cell or validation failed
+    (status 1: ``.exit_code``, ``.summary``, ``.out_dir``; the files are complete), KeyboardInterrupt on Ctrl-C."""
+    import json
+
     cfg = compose_config([*overrides, f"output_dir={output_dir}"])
-    code = run_job(cfg, Path(output_dir))
+    out = Path(output_dir)
+    code = run_job(cfg, out)
     if code != 0:
-        raise UserError(f"the job in {output_dir} finished with status {code}", "see its results.csv / run.json")
-    return Path(output_dir)
+        try:
+            summary = json.loads((out / "run.json").read_text()).get("outcome", "")
+        except (OSError, ValueError):
+            summary = ""
+        raise JobFailed(out, code, summary or f"the job finished with status {code}")
+    return out

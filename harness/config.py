@@ -42,6 +42,10 @@ class MeasureConfig:
     # killed and every cell recorded as timeout; generous because building an engine can take long (null: no limit)
     overhead_steps: int = 50  # decode steps used to measure the harness's own overhead
     skip_larger_after_oom: bool = True  # after an OOM cell, record larger cells as skipped instead of trying them
+    # Keep timing a cell until its medians' 95 % intervals are within ± this fraction (0.02 = ±2 %), null = off;
+    # checked after min_iters and min_seconds, and never past max_seconds / max_iters.
+    target_rel_ci: Optional[float] = None
+    max_seconds: float = 60.0  # cap on one cell's timed phase while target_rel_ci is not yet reached
 
 
 @dataclass
@@ -212,6 +216,12 @@ def check_config(cfg, multirun: bool = False) -> None:
     if m.warmup < 0 or m.min_iters < 1 or m.min_seconds < 0 or m.max_iters < m.min_iters:
         raise UserError("measure settings out of range",
                         "use measure.warmup>=0, measure.min_iters>=1, measure.min_seconds>=0, max_iters>=min_iters")
+    if m.target_rel_ci is not None and not 0 < m.target_rel_ci < 1:
+        raise UserError(f"measure.target_rel_ci={m.target_rel_ci} is not a fraction between 0 and 1",
+                        "use e.g. measure.target_rel_ci=0.02 (medians within ±2 %), or null to turn it off")
+    if m.max_seconds < m.min_seconds:
+        raise UserError(f"measure.max_seconds={m.max_seconds} is below measure.min_seconds={m.min_seconds}",
+                        "raise measure.max_seconds or lower measure.min_seconds")
     if m.cell_timeout_s is not None and m.cell_timeout_s <= 0:
         raise UserError(f"measure.cell_timeout_s={m.cell_timeout_s} is not positive", "use a number of seconds > 0")
     if m.load_timeout_s is not None and m.load_timeout_s <= 0:

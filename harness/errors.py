@@ -1,7 +1,10 @@
 """User-facing errors: one line that names the problem and the fix, exit code 2, no traceback."""
 from __future__ import annotations
 
-EXIT_USER_ERROR = 2
+EXIT_OK = 0  # every cell finished ok and every validation passed
+EXIT_FAILED = 1  # a cell failed (error, oom, crash, timeout, skipped, load failure) or a validation failed
+EXIT_USER_ERROR = 2  # bad input: nothing measured
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), the shell's convention
 
 
 class UserError(Exception):
@@ -22,3 +25,13 @@ class MissingLibrary(UserError):
     def __init__(self, backend: str, module: str, pip_packages: str):
         super().__init__(f"backend '{backend}' needs the Python module '{module}', which is not installed",
                          f"pip install {pip_packages}")
+
+
+class JobFailed(Exception):
+    """Raised by the Python API when a job ran but did not fully succeed (exit status 1); its files are complete."""
+
+    def __init__(self, out_dir, exit_code: int, summary: str):
+        super().__init__(f"{summary} (results in {out_dir})")
+        self.out_dir = out_dir
+        self.exit_code = exit_code
+        self.summary = summary

@@ -3,18 +3,29 @@ the Python API) calls :func:`run_job`, which picks how the job runs from its tas
 
 - task=benchmark, isolation=process: :mod:`harness.isolation` (a child process per backend; crashes cost one cell);
 - otherwise in this process: load, then build (stop) | validate | generate | validate + sweep the grid.
-Returns the exit status: 0 ok, 1 a failed load or validation. Bad input raises UserError.
+Returns the exit status (harness/outcome.py): 0 every cell ok and every validation passed, 1 otherwise; the
+status and a one-line summary go into run.json and, with the run directory, onto stderr. Bad input raises
+UserError.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from harness import multirun, progress
 from harness.errors import EXIT_USER_ERROR, UserError
+from harness.machine_state import snapshot
+from harness.outcome import job_outcome
 from harness.pinning import pinned
 from harness.plugins import PluginRegistry, registry
 from harness.results import write_run_json
-from harness.stages import load_backend, prepare_benchmark, record_load_failure, run_validation, start_job
+from harness.stages import (
+    load_backend,
+    prepare_benchmark,
+    record_load_failure,
+    run_validation,
+    start_job,
+)
 from harness.sweep import one_line, run_cell, sweep_cells
 
 
@@ -34,8 +45,19 @@ def run_job(cfg, out_dir: Path, plugins: PluginRegistry | None = None) -> int:
             multirun.record_job_end(out_dir, EXIT_USER_ERROR, err.one_line(), pin=pin)
         raise
     if (out_dir / "run.json").exists():
-        multirun.record_job_end(out_dir, code, pin=pin)
+        code, summary = job_outcome(out_dir, cfg.task, code)
+        multirun.record_job_end(out_dir, code, pin=pin, outcome=summary, machine_state=_end_state(out_dir))
+        progress.say(f"enginebench: {summary}; results: {out_dir}")
     return code
+
+
+def _end_state(out_dir: Path) -> dict:
+    """run.json's machine state with a reading at the end of the job added to the one from its start."""
+    try:
+        info = json.loads((out_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {**info.get("machine_state", {}), "end": snapshot(info.get("device", "cpu"))}
 
 
 def _dispatch(cfg, out_dir: Path, plugins: PluginRegistry | None) -> int:

@@ -3,7 +3,10 @@ from them (:func:`cell_metrics`), and the harness's own per-step overhead (:func
 
 Each iteration: reset KV, prefill, ``new_tokens`` decode steps feeding back the greedy token (argmax on the device,
 outside the timed hook calls). ``warmup`` iterations are discarded, then iterations repeat until both
-``min_iters`` and ``min_seconds`` are met. Marks are CUDA events on GPU (no host sync inside the timed region).
+``min_iters`` and ``min_seconds`` are met and, with ``measure.target_rel_ci``, until every latency's median is known
+within ± that fraction (95 % bootstrap interval; checked as the count grows by a quarter, so the check costs little)
+or ``max_seconds`` has passed — the stability window of a load generator. Marks are CUDA events on GPU (no host sync
+inside the timed region). Every sample is returned; harness/samples.py keeps them on disk.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from harness.inputs import random_prompt_ids
 from harness.memory import MemoryPeaks, energy_mj, nvml_handle
 from harness.plan import Job
 from harness.roofline import decode_bytes_per_step, prefill_flops
+from harness.samples import widest_relative_ci
 from harness.stats import summarize
 from harness.timing import StepTimer, synchronize
 
@@ -31,6 +35,12 @@ class CellSamples:
     decode_ms: list[float]  # one per decode step of every iteration
     e2e_ms: list[float]  # one per iteration: prefill + every decode step
     energy_j: float | None  # GPU energy over the timed iterations (None without NVML's counter)
+    rel_ci: float | None = None  # with target_rel_ci: the widest relative half-width reached
+    ci_target_met: bool | None = None  # with target_rel_ci: whether it was reached before max_seconds/max_iters
+
+    def decode_per_iteration(self, new_tokens: int) -> list[list[float]]:
+        """decode_ms as [iterations, new_tokens]."""
+        return [self.decode_ms[i:i + new_tokens] for i in range(0, len(self.decode_ms), new_tokens)]
 
     @property
     def iterations(self) -> int:
@@ -64,15 +74,35 @@ def time_cell(job: Job, handle, batch: int, prompt_len: int) -> CellSamples:
     nv = nvml_handle(job.device)
     energy_start, started = energy_mj(nv), time.perf_counter()
     samples = CellSamples([], [], [], None)
+    measure, next_check = cfg.measure, 0
     while True:
         m0, m1, steps = iteration()
         samples.prefill_ms.append(timer.elapsed_ms(m0, m1))
         samples.decode_ms.extend(timer.elapsed_ms(a, b) for a, b in steps)
         samples.e2e_ms.append(timer.elapsed_ms(m0, steps[-1][1]))
-        progress.cell_progress(samples.iterations)
-        enough = samples.iterations >= cfg.measure.min_iters and time.perf_counter() - started >= cfg.measure.min_seconds
-        if enough or samples.iterations >= cfg.measure.max_iters:
+        n, elapsed = samples.iterations, time.perf_counter() - started
+        progress.cell_progress(n)
+        if n >= measure.max_iters:
             break
+        if n < measure.min_iters or elapsed < measure.min_seconds:
+            continue
+        if measure.target_rel_ci is None:
+            break
+        if n >= next_check:
+            samples.rel_ci = widest_relative_ci(samples.prefill_ms, samples.decode_per_iteration(cfg.grid.new_tokens),
+                                                samples.e2e_ms)
+            if samples.rel_ci <= measure.target_rel_ci:
+                break
+            next_check = n + max(1, n // 4)
+        if elapsed >= measure.max_seconds:
+            break
+    if measure.target_rel_ci is not None:
+        samples.rel_ci = widest_relative_ci(samples.prefill_ms, samples.decode_per_iteration(cfg.grid.new_tokens),
+                                            samples.e2e_ms)
+        samples.ci_target_met = samples.rel_ci <= measure.target_rel_ci
+        if not samples.ci_target_met:
+            progress.say(f"b={batch} p={prompt_len}: interval target ±{measure.target_rel_ci:.1%} not reached in "
+                         f"{n} iterations / {elapsed:.1f} s (±{samples.rel_ci:.1%})")
     energy_end = energy_mj(nv)
     if energy_start is not None and energy_end is not None:
         samples.energy_j = (energy_end - energy_start) / 1e3
@@ -104,7 +134,8 @@ def cell_metrics(job: Job, batch: int, prompt_len: int, samples: CellSamples, pe
             values[name] = [value]
     if samples.energy_j is not None:
         values[m.ENERGY_PER_TOKEN] = [samples.energy_j / (batch * n * samples.iterations)]
-    return [(name, m.UNITS[name], summarize(v)) for name, v in values.items()]
+    # the median's bootstrap interval where it is compared (latencies); a throughput's follows from its latency's
+    return [(name, m.UNITS[name], summarize(v, ci=name in m.LATENCIES)) for name, v in values.items()]
 
 
 def measure_overhead(job: Job, handle, batch: int, steps: int) -> dict[str, float]:

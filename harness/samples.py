@@ -64,3 +64,13 @@ def comparison_units(samples: dict[str, Any], metric: str) -> np.ndarray:
         decode = samples["decode_ms"]
         return np.median(decode, axis=1) if decode.ndim == 2 and decode.size else decode.ravel()
     raise KeyError(f"no kept samples for metric {metric}")
+
+
+def widest_relative_ci(prefill_ms, decode_ms, e2e_ms) -> float:
+    """The widest relative half-width (0.02 = ±2 %) of the medians' intervals over the comparison units of every
+    kept latency: what ``measure.target_rel_ci`` waits on."""
+    from harness.stats import relative_ci_half_width
+
+    samples = {"prefill_ms": np.asarray(prefill_ms, dtype=np.float64),
+               "decode_ms": np.asarray(decode_ms, dtype=np.float64), "e2e_ms": np.asarray(e2e_ms, dtype=np.float64)}
+    return max(relative_ci_half_width(comparison_units(samples, metric)) for metric in COMPARABLE)

@@ -12,9 +12,11 @@ import torch
 
 from harness import progress
 from harness.environment import describe, device_label
+from harness.machine_state import snapshot
 from harness.measure import measure_overhead
 from harness.models import dtype_name
 from harness.plan import Job, load_spec, plan_job
+from harness.plugins import configuration_label, registry
 from harness.results import ResultsWriter, atomic_write_text, write_run_json
 from harness.roofline import measure_copy_bandwidth
 from harness.sweep import failed_rows, is_oom, one_line, todo_cells
@@ -37,9 +39,14 @@ def start_job(cfg, out_dir: Path) -> tuple[Job, ResultsWriter | None, dict[str, 
         progress.say(f"resume: all {len(job.cells)} cells of {job.backend} are in {out_dir}/results.csv; "
                      "nothing to run")
         return job, writer, None
-    run_info: dict[str, Any] = {"config": OmegaConf.to_container(cfg, resolve=True),
-                                "environment": describe(job.device), "device": job.device,
-                                **job.source.describe(), "model_fingerprint": None}
+    config = OmegaConf.to_container(cfg, resolve=True)
+    defaults = registry().defaults(job.backend)
+    run_info: dict[str, Any] = {"config": config, "environment": describe(job.device), "device": job.device,
+                                **job.source.describe(), "model_fingerprint": None,
+                                # the configuration's identity, so reports label it even where the backend is
+                                # not installed: the backend plus every option that differs from its defaults
+                                "configuration": configuration_label(job.backend, config["backend"], defaults),
+                                "backend_defaults": defaults, "machine_state": {"start": snapshot(job.device)}}
     write_run_json(out_dir, run_info)
     return job, writer, run_info
 

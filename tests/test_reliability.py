@@ -23,7 +23,8 @@ def cells(out):
 def test_oom_cell_recorded_and_sweep_goes_on(plugin_site, tmp_path):
     proc = run_cli("backend=fault", "backend.oom_at=[1x16]", *GRID, f"output_dir={tmp_path}",
                    env=plugin_env(plugin_site))
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # the sweep went on; the failed cells make the exit status
+    assert "2 of 4 cells failed: b=1 p=16 (oom), b=2 p=16 (skipped)" in proc.stderr
     got = cells(tmp_path)
     assert got[(1, 8)][0] == "ok" and got[(2, 8)][0] == "ok"
     assert got[(1, 16)][0] == "oom" and "out of memory" in got[(1, 16)][1]
@@ -33,13 +34,13 @@ def test_oom_cell_recorded_and_sweep_goes_on(plugin_site, tmp_path):
 def test_oom_without_skipping_tries_larger_cells(plugin_site, tmp_path):
     proc = run_cli("backend=fault", "backend.oom_at=[1x16]", "measure.skip_larger_after_oom=false", *GRID,
                    f"output_dir={tmp_path}", env=plugin_env(plugin_site))
-    assert proc.returncode == 0 and cells(tmp_path)[(2, 16)][0] == "ok"
+    assert proc.returncode == 1 and cells(tmp_path)[(2, 16)][0] == "ok"
 
 
 def test_segfault_is_recorded_as_crashed_with_isolation(plugin_site, tmp_path):
     proc = run_cli("backend=fault", "backend.crash_at=[2x8]", "isolation=process", *GRID, f"output_dir={tmp_path}",
                    env=plugin_env(plugin_site))
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1 and "1 of 4 cells failed: b=2 p=8 (crashed)" in proc.stderr, proc.stderr
     got = cells(tmp_path)
     assert got[(2, 8)][0] == "crashed" and "SIGSEGV" in got[(2, 8)][1]
     assert [got[c][0] for c in [(1, 8), (1, 16), (2, 16)]] == ["ok", "ok", "ok"]
@@ -51,7 +52,7 @@ def test_segfault_is_recorded_as_crashed_with_isolation(plugin_site, tmp_path):
 def test_hang_is_killed_at_cell_timeout(plugin_site, tmp_path):
     proc = run_cli("backend=fault", "backend.hang_at=[1x16]", "isolation=process", "measure.cell_timeout_s=20",
                    *GRID, f"output_dir={tmp_path}", env=plugin_env(plugin_site))
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr
     got = cells(tmp_path)
     assert got[(1, 16)][0] == "timeout" and "20 s" in got[(1, 16)][1]
     assert sum(status == "ok" for status, _ in got.values()) == 3

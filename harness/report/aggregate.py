@@ -16,6 +16,7 @@ import pandas as pd
 
 from harness.errors import UserError
 from harness.results import read_results_frame
+from harness.plugins import configuration_label
 from harness.samples import read_cell_samples
 
 CELL = ["model", "weights", "dtype", "device", "batch_size", "prompt_len", "new_tokens"]
@@ -36,19 +37,6 @@ def result_files(paths: list[str | Path]) -> list[Path]:
         raise UserError(f"no results.csv under {', '.join(map(str, paths))}",
                         "point enginebench-report at a run or multirun output directory")
     return found
-
-
-def configuration_label(backend: str, options: dict, defaults: dict | None) -> str:
-    """The backend's name plus the options that differ from its defaults: ``hf-...[compile=reduce-overhead]``.
-
-    Without the defaults (a backend not installed where the report is made, and a run.json that predates
-    recording them) every option is named: a longer label, but two configurations never share one."""
-    options = {k: v for k, v in options.items() if k != "name"}
-    if defaults is None:
-        changed = [f"{k}={v}" for k, v in sorted(options.items())]
-    else:
-        changed = [f"{k}={v}" for k, v in options.items() if k not in defaults or defaults[k] != v]
-    return f"{backend}[{','.join(changed)}]" if changed else backend
 
 
 backend_label = configuration_label  # the earlier name

@@ -1,7 +1,9 @@
 """Fault injection for the reliability tests: the HF static-cache backend (real computation) plus faults at
-chosen grid cells — out of memory, a real segfault, a hang, NaN logits, slow steps, a missing library.
+chosen grid cells — out of memory, a real segfault, a hang, an exception in decode_step, NaN logits, slow steps,
+a missing library.
 
-Cells are named "BxP" (batch x prompt length) and matched at prefill; "load" in crash_at / hang_at faults the load.
+Cells are named "BxP" (batch x prompt length) and matched at prefill; "load" in crash_at / hang_at faults the load;
+``error_at=["*"]`` fails every cell.
 """
 import ctypes
 import time
@@ -12,7 +14,8 @@ from backends.hf_staticcache.plugin import HFStaticCacheBackend
 from harness.sdk import MissingLibrary, hookimpl
 
 
-FAULTS = {"oom_at": [], "crash_at": [], "hang_at": [], "nan": False, "step_sleep_s": 0.0, "missing_library": False}
+FAULTS = {"oom_at": [], "crash_at": [], "hang_at": [], "error_at": [], "nan": False, "step_sleep_s": 0.0,
+          "missing_library": False}
 
 
 class FaultBackend(HFStaticCacheBackend):
@@ -41,11 +44,14 @@ class FaultBackend(HFStaticCacheBackend):
             ctypes.string_at(0)  # a real segmentation fault inside native code
         if cell in self.faults["hang_at"]:
             time.sleep(3600)
+        self.cell = cell
         logits = super().prefill(input_ids, prompt_lens)
         return torch.full_like(logits, float("nan")) if self.faults["nan"] else logits
 
     @hookimpl
     def decode_step(self, tokens):
+        if {getattr(self, "cell", None), "*"} & set(self.faults["error_at"]):  # "*": every cell
+            raise RuntimeError(f"injected decode_step failure at cell {self.cell}")
         if self.faults["step_sleep_s"]:
             time.sleep(self.faults["step_sleep_s"])
         logits = super().decode_step(tokens)
