@@ -97,7 +97,9 @@ def make_plots(tidy: pd.DataFrame, out_dir: Path) -> list[Path]:
                     legend[f"{backend}: no measurement ({statuses})"] = plt.Line2D([], [], linestyle="none")
             fig.suptitle(_title(label), fontsize=10)
             fig.tight_layout()
-            fig.legend(list(legend.values()), list(legend.keys()), loc="upper left", bbox_to_anchor=(1.0, 0.95),
+            band = "shaded band: p10-p90 of the samples"
+            order = sorted(legend, key=lambda k: (k == band, k not in configs))  # lines, failures, the band last
+            fig.legend([legend[k] for k in order], order, loc="upper left", bbox_to_anchor=(1.0, 0.95),
                        fontsize=8, frameon=False)
             path = out_dir / f"{stem}__{tag}.png"
             fig.savefig(path, dpi=110, bbox_inches="tight")  # 'tight' grows the canvas to hold the legend
