@@ -160,3 +160,23 @@ def test_auto_picks_the_first_flash_choice_that_runs(registry):
     if runnable:
         assert info["attention_kernel_decode"] == runnable[0]
         assert list(info.get("attention_skipped", {})) == list(FLASH_CHOICES[:FLASH_CHOICES.index(runnable[0])])
+
+
+def test_machine_state_reads_the_gpu():
+    """NVML readings of the job's GPU: clocks, power, temperature, throttle reasons, persistence, other processes."""
+    import time
+
+    from harness.machine_state import MachineWatch, snapshot, warnings_for
+
+    state = snapshot("cuda:0")
+    for key in ("gpu_sm_clock_mhz", "gpu_sm_clock_max_mhz", "gpu_power_w", "gpu_temperature_c",
+                "gpu_throttle_reasons", "gpu_persistence_mode", "gpu_other_processes"):
+        assert key in state, key
+    with MachineWatch("cuda:0") as watch:
+        x = torch.randn(4096, 4096, device="cuda")
+        for _ in range(50):
+            x = x @ x / 64
+        torch.cuda.synchronize()
+        time.sleep(0.1)
+    assert watch.state["gpu_sm_clock_mhz"] > 0 and "gpu_power_violation_ms" in watch.state
+    assert isinstance(warnings_for(watch.state), list)

@@ -248,3 +248,54 @@ def test_plots_mark_failed_configurations(tmp_path):
     ax = fig.axes[0]
     assert ax.get_ylim()[0] == 0
     assert not ax.get_legend()  # the legend is the figure's, outside the axes
+
+
+# ---- machine state -------------------------------------------------------------------------------------------
+
+def test_machine_warnings_name_what_was_not_quiet():
+    from harness.machine_state import warnings_for
+
+    assert warnings_for({"load_avg_1m": 0.3, "cpu_count": 2, "steal_frac": 0.0, "busy_processes": []}) == []
+    found = warnings_for({"load_avg_1m": 5.2, "cpu_count": 2, "steal_frac": 0.08, "busy_processes": ["cc1(42) 95%"],
+                          "gpu_throttle_reasons": ["sw_power_cap"], "gpu_thermal_violation_ms": 120.0,
+                          "gpu_temperature_c": 88, "gpu_other_processes": [1234], "gpu_persistence_mode": 0})
+    text = " | ".join(found)
+    for part in ("load average 5.2 on 2 cores", "CPU steal 8%", "cc1(42) 95%", "GPU throttled: sw_power_cap",
+                 "clocked down for thermal 120 ms", "GPU at 88 C", "other processes on the GPU: [1234]",
+                 "persistence mode off"):
+        assert part in text, part
+
+
+def test_machine_watch_sees_a_busy_process():
+    """A real busy process (a Python spin loop) during the watched interval is named."""
+    import time
+
+    from harness.machine_state import MachineWatch
+
+    # started through a shell that exits at once: the spinner is not our child (children count as the benchmark)
+    started = subprocess.run(["sh", "-c", f"'{sys.executable}' -c 'import time\nt = time.time()\nwhile time.time() - t"
+                              " < 3: pass' >/dev/null 2>&1 & echo $!"], capture_output=True, text=True, check=True)
+    pid = int(started.stdout.strip())
+    time.sleep(0.3)
+    with MachineWatch("cpu") as watch:
+        time.sleep(1.0)
+    assert watch.state["cpu_count"] >= 1 and "load_avg_1m" in watch.state and watch.state["seconds"] >= 1.0
+    assert any(f"({pid})" in p for p in watch.state["busy_processes"]), watch.state["busy_processes"]
+
+
+def test_report_lists_cells_measured_on_a_busy_machine(tmp_path):
+    run = make_run(tmp_path / "a", "hf", {(1, 8): 2.0, (2, 8): 2.0})
+    tidy = pd.read_csv(run / "results.csv")
+    tidy["machine_warnings"] = tidy.machine_warnings.astype(object)
+    tidy.loc[tidy.batch_size == 2, "machine_warnings"] = "load average 5.0 on 2 cores"
+    tidy.to_csv(run / "results.csv", index=False)
+    info = json.loads((run / "run.json").read_text())
+    info["machine_state"] = {"start": {"load_avg_1m": 0.1, "cpu_count": 2},
+                             "end": {"load_avg_1m": 0.2, "cpu_count": 2, "gpu_throttle_reasons": ["hw_slowdown"]}}
+    (run / "run.json").write_text(json.dumps(info))
+    from harness.report.cli import build_report
+
+    text = build_report([str(run)], tmp_path / "rep", plots=False)["report"].read_text()
+    section = text.split("## Measurement conditions")[1]
+    assert "hf b=2 p=8: load average 5.0 on 2 cores" in section and "GPU throttled: hw_slowdown" in section
+    assert "hf b=1 p=8" not in section
