@@ -108,11 +108,12 @@ def convert(gguf_file: Path, out_dir: Path) -> dict[str, object]:
             "parameters": sum(p.numel() for p in model.parameters())}
 
 
-def gguf_checkpoint(gguf: str, package: str | None = None, cache_dir: str | Path | None = None) -> GgufCheckpoint:
+def gguf_checkpoint(gguf: str, package: str | None = None, cache_dir: str | Path | None = None,
+                    log=progress.say) -> GgufCheckpoint:
     """The converted checkpoint for a GGUF file, built on first use and reused after (checked by its manifest)."""
     path = locate_gguf(gguf, package)
     sha256 = file_digest(path)
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     artifact = get_or_build(root, ARTIFACT_KIND, {"gguf_sha256": sha256, "converter": CONVERTER_VERSION},
-                            lambda tmp: convert(path, tmp), log=progress.say)
+                            lambda tmp: convert(path, tmp), log=log)
     return GgufCheckpoint(path, sha256, artifact.directory)

@@ -64,7 +64,7 @@ class ModelSource:
                                 "give one: model.path=DIR (HF checkpoint) or model.gguf=FILE.gguf")
             from harness.gguf import gguf_checkpoint
 
-            gguf = gguf_checkpoint(model_cfg.gguf, model_cfg.get("gguf_package"), cache_dir)
+            gguf = gguf_checkpoint(model_cfg.get("gguf"), model_cfg.get("gguf_package"), cache_dir)
             path = str(gguf.directory)
         hf_config = model_cfg.get("hf_config") or {}
         if not isinstance(hf_config, dict):  # an OmegaConf node: nested values (rope_scaling) must be plain dicts
