@@ -80,5 +80,5 @@ def quantized_onnx_artifact(spec, source: Artifact, q: QuantScheme) -> Artifact:
         say(f"onnx: {meta['matmulnbits_nodes']} MatMulNBits nodes in {meta['quantize_seconds']:.1f} s")
         return {**source.meta, **meta, "export_seconds": source.meta["export_seconds"], "scheme": q.as_dict()}
 
-    return get_or_build(spec.cache_dir, "onnx-quant", key, build, log=progress.say)
+    return get_or_build(spec.cache_dir, "onnx-quant", key, build, log=say)
 
