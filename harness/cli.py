@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from harness import multirun
 from harness.compose import CONF_DIR, precheck
 from harness.config import check_config
-from harness.errors import EXIT_USER_ERROR, UserError
+from harness.errors import EXIT_USER_ERROR, UserError, no_space_line, out_of_space
 from harness.job import run_job
 from harness.plugins import registry
 
@@ -25,7 +25,9 @@ _exit_code = {"worst": 0}  # the worst status over the jobs this process ran (a 
 
 
 def _job_output_dir(cfg) -> Path:
-    if cfg.get("output_dir"):
+    """output_dir=PATH for a single run; in a multirun PATH is the sweep directory (conf/config.yaml) and each job
+    writes its own subdirectory: jobs never share a results file."""
+    if cfg.get("output_dir") and not multirun.in_multirun():
         return Path(cfg.output_dir)
     from hydra.core.hydra_config import HydraConfig
 
@@ -44,6 +46,11 @@ def hydra_entry(cfg: DictConfig) -> None:
         # one job of a sweep: say why it stopped (run_job recorded it) and let the other jobs run
         _print_user_error(err)
         code = EXIT_USER_ERROR
+    except OSError as exc:
+        if not out_of_space(exc):
+            raise
+        print(no_space_line(exc, out), file=sys.stderr, flush=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         print(f"\nenginebench: interrupted; every finished cell is in {out}/results.csv "
               f"(continue with: resume=true output_dir={out})", file=sys.stderr, flush=True)
@@ -86,6 +93,18 @@ def version_text() -> str:
                       *(f"{name} {libs[name]}" for name in key if name in libs)])
 
 
+def _without_flag_values(argv: list[str]) -> list[str]:
+    """The overrides of a ``--cfg job ...`` / ``--info defaults ...`` command line (their values are not overrides)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip and "=" not in arg:
+            skip = False
+            continue
+        skip = arg in ("--cfg", "-c", "--info", "--package", "-p")
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--version" in argv or "-V" in argv:
@@ -99,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
         registry()
         if not info_flags.intersection(argv):
             precheck(argv)
+        elif {"--cfg", "-c", "--info"}.intersection(argv):
+            precheck(_without_flag_values(argv), compose_only=True)  # one line here too, not Hydra's traceback
     except UserError as err:
         _fail(err)
     sys.argv = [sys.argv[0], *argv]

@@ -111,8 +111,9 @@ def _group_options(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
-def precheck(argv: list[str]) -> None:
-    """Compose and check every job of this command line; raise UserError on the first bad one."""
+def precheck(argv: list[str], compose_only: bool = False) -> None:
+    """Compose and check every job of this command line; raise UserError on the first bad one.
+    ``compose_only`` (``--cfg``, ``--info``): only that the command line composes, nothing is written."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -124,6 +125,13 @@ def precheck(argv: list[str]) -> None:
         combos = sweep_combinations(overrides)
     except Exception as exc:  # noqa: BLE001 - parse errors become one line
         raise explain_hydra_error(exc, plugins) from exc
+    if not multirun and not compose_only:
+        check_single_values(overrides)
+    if not compose_only:
+        for arg in argv:  # Hydra would create these itself, with a traceback when it cannot
+            key, _, value = arg.partition("=")
+            if key in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
+                probe_writable(Path(value), key)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         for combo in combos:
@@ -131,6 +139,8 @@ def precheck(argv: list[str]) -> None:
                 cfg = compose(config_name="config", overrides=combo)
             except Exception as exc:  # noqa: BLE001
                 raise explain_hydra_error(exc, plugins, _known_keys(compose, combo)) from exc
+            if compose_only:
+                continue
             check_config(cfg, multirun=multirun)
             check_backend_quant(plugins, cfg)
             check_output_dir(cfg)
@@ -159,15 +169,29 @@ def check_backend_quant(plugins, cfg) -> None:
     plugins.check_quant(cfg.backend.name, quant, options, "cuda:0" if device == "cuda" else device)
 
 
+def check_single_values(overrides: list[str]) -> None:
+    """A sweep (``key=a,b``) without ``-m``: Hydra's own message is six lines; ours says what to add."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if o.is_sweep_override():
+            raise UserError(f"'{o.input_line}' gives several values, which only a multirun can run",
+                            "add -m to run one job per value, or give a single value")
+
+
 def check_output_dir(cfg) -> None:
     """Create the output directory now and write a probe file: a bad path fails before any work, in one line."""
+    target = Path(cfg.output_dir) if cfg.get("output_dir") else Path("outputs")
+    probe_writable(target, "output_dir" if cfg.get("output_dir") else "the default output directory")
+
+
+def probe_writable(target: Path, key: str) -> None:
     import tempfile
 
-    target = Path(cfg.output_dir) if cfg.get("output_dir") else Path("outputs")
     try:
         target.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=target, prefix=".write-probe-"):
             pass
     except OSError as exc:
-        raise UserError(f"output directory '{target}' is not writable ({exc.strerror})",
+        raise UserError(f"output directory '{target}' ({key}) is not writable ({exc.strerror})",
                         "run from a writable directory or set output_dir=PATH to one") from exc

@@ -135,6 +135,7 @@ class EnginebenchConfig:
     isolation: str = "none"  # none | process (each backend job in a child process: survives native crashes)
     resume: bool = False  # continue the run in output_dir: only its missing cells (and failed ones, see next) run
     retry_failed: bool = True  # with resume: cells recorded as load_failed/error/crashed/timeout run again
+    overwrite: bool = False  # replace the results already in output_dir (without it, a non-empty dir is refused)
     output_dir: Optional[str] = None  # default: Hydra's job directory
     prompt: Optional[str] = None  # shorthand for generate.prompt (task=generate)
 

@@ -1,6 +1,11 @@
 """User-facing errors: one line that names the problem and the fix, exit code 2, no traceback."""
 from __future__ import annotations
 
+import errno
+import shutil
+from pathlib import Path
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota, file size limit
 EXIT_OK = 0  # every cell finished ok and every validation passed
 EXIT_FAILED = 1  # a cell failed (error, oom, crash, timeout, skipped, load failure) or a validation failed
 EXIT_USER_ERROR = 2  # bad input: nothing measured
@@ -35,3 +40,22 @@ class JobFailed(Exception):
         self.out_dir = out_dir
         self.exit_code = exit_code
         self.summary = summary
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """True for a write that failed for lack of room (anywhere in the exception's chain)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def no_space_line(exc: OSError, directory: Path) -> str:
+    """One line for a full disk: the directory, its free space, and that finished cells are kept."""
+    try:
+        free = f"{shutil.disk_usage(directory).free / 2**20:.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return (f"enginebench: out of space writing {directory} ({free}; {exc.strerror}); every finished cell is in "
+            f"its results.csv (fix: free some space, then add resume=true)")

@@ -16,6 +16,7 @@ from harness import multirun, progress
 from harness.errors import EXIT_USER_ERROR, UserError
 from harness.machine_state import snapshot
 from harness.outcome import job_outcome
+from harness.outdir import check_ownership, exclusive, remove_results
 from harness.pinning import pinned
 from harness.plugins import PluginRegistry, registry
 from harness.results import write_run_json
@@ -37,17 +38,21 @@ def run_job(cfg, out_dir: Path, plugins: PluginRegistry | None = None) -> int:
     too, then raised."""
     cfg.isolation = multirun.isolation_for(cfg)  # what really runs is what run.json records
     pin = None
-    try:
-        with pinned(cfg) as pin:
-            code = _dispatch(cfg, out_dir, plugins)
-    except UserError as err:
+    with exclusive(out_dir):  # one writer per directory, and only with the configuration it holds (outdir.py)
+        check_ownership(cfg, out_dir, multirun=multirun.in_multirun())
+        if cfg.overwrite and not cfg.resume:
+            remove_results(out_dir)
+        try:
+            with pinned(cfg) as pin:
+                code = _dispatch(cfg, out_dir, plugins)
+        except UserError as err:
+            if (out_dir / "run.json").exists():
+                multirun.record_job_end(out_dir, EXIT_USER_ERROR, err.one_line(), pin=pin)
+            raise
         if (out_dir / "run.json").exists():
-            multirun.record_job_end(out_dir, EXIT_USER_ERROR, err.one_line(), pin=pin)
-        raise
-    if (out_dir / "run.json").exists():
-        code, summary = job_outcome(out_dir, cfg.task, code)
-        multirun.record_job_end(out_dir, code, pin=pin, outcome=summary, machine_state=_end_state(out_dir))
-        progress.say(f"enginebench: {summary}; results: {out_dir}")
+            code, summary = job_outcome(out_dir, cfg.task, code)
+            multirun.record_job_end(out_dir, code, pin=pin, outcome=summary, machine_state=_end_state(out_dir))
+            progress.say(f"enginebench: {summary}; results: {out_dir}")
     return code
 
 

@@ -15,6 +15,7 @@ from harness.environment import describe, device_label
 from harness.machine_state import snapshot
 from harness.measure import measure_overhead
 from harness.models import dtype_name
+from harness.outdir import fingerprint
 from harness.plan import Job, load_spec, plan_job
 from harness.plugins import configuration_label, registry
 from harness.results import ResultsWriter, atomic_write_text, write_run_json
@@ -46,7 +47,8 @@ def start_job(cfg, out_dir: Path) -> tuple[Job, ResultsWriter | None, dict[str, 
                                 # the configuration's identity, so reports label it even where the backend is
                                 # not installed: the backend plus every option that differs from its defaults
                                 "configuration": configuration_label(job.backend, config["backend"], defaults),
-                                "backend_defaults": defaults, "machine_state": {"start": snapshot(job.device)}}
+                                "backend_defaults": defaults, "machine_state": {"start": snapshot(job.device)},
+                                "fingerprint": fingerprint(cfg)}  # what resume=true checks (harness/outdir.py)
     write_run_json(out_dir, run_info)
     return job, writer, run_info
 

@@ -70,3 +70,20 @@ def test_gqa_with_head_size_not_a_multiple_of_8_is_refused_before_export(tmp_pat
     last = proc.stderr.strip().splitlines()[-1]
     assert "multiple of 8; this model's is 12" in last and "backend.attention=explicit" in last
     assert not (tmp_path / "cache" / "onnx").exists() or not any((tmp_path / "cache" / "onnx").iterdir())
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["seed=0,1"], "'seed=0,1' gives several values, which only a multirun can run"),
+    (["hydra.run.dir=/proc/enginebench-run"], "(hydra.run.dir) is not writable"),
+    (["--cfg", "job", "backend=nosuch"], "unknown backend 'nosuch'"),
+])
+def test_command_line_mistakes_are_one_line(args, expected):
+    proc = run_cli(*args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], proc.stderr
+
+
+def test_cfg_job_still_prints_the_config():
+    proc = run_cli("--cfg", "job", "seed=3")
+    assert proc.returncode == 0 and "seed: 3" in proc.stdout
