@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from harness import multirun
 from harness.compose import CONF_DIR, precheck
 from harness.config import check_config
-from harness.errors import EXIT_USER_ERROR, UserError, no_space_line, out_of_space
+from harness.errors import EXIT_FAILED, EXIT_USER_ERROR, UserError, no_space_line, out_of_space
 from harness.job import run_job
 from harness.plugins import registry
 
@@ -50,7 +50,7 @@ def hydra_entry(cfg: DictConfig) -> None:
         if not out_of_space(exc):
             raise
         print(no_space_line(exc, out), file=sys.stderr, flush=True)
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
     except KeyboardInterrupt:
         print(f"\nenginebench: interrupted; every finished cell is in {out}/results.csv "
               f"(continue with: resume=true output_dir={out})", file=sys.stderr, flush=True)
