@@ -61,6 +61,7 @@ def test_corrupt_checkpoint_config_is_one_line(tmp_path, content):
     assert "config.json" in err.value.problem and "download it again" in err.value.fix
 
 
+@pytest.mark.slow  # runs the command
 def test_gqa_with_head_size_not_a_multiple_of_8_is_refused_before_export(tmp_path):
     # measured here: ORT's CPU GroupQueryAttention fails on head size 12 too ("head_size must be a multiple of 8")
     pytest.importorskip("onnxruntime")

@@ -128,6 +128,7 @@ def one_line_error(proc, expected):
     return last
 
 
+@pytest.mark.slow  # runs the command
 def test_rerun_without_resume_keeps_the_results_and_says_how(tmp_path):
     assert run_cli(*FAST, f"output_dir={tmp_path}").returncode == 0
     before = {f: (tmp_path / f).read_bytes() for f in ("results.csv", "summary.csv", "run.json")}
@@ -139,6 +140,7 @@ def test_rerun_without_resume_keeps_the_results_and_says_how(tmp_path):
     assert set(pd.read_csv(tmp_path / "results.csv").batch_size) == {1}  # replaced, as asked
 
 
+@pytest.mark.slow  # runs the command
 def test_resume_into_another_configuration_is_refused_and_run_json_kept(tmp_path):
     assert run_cli(*FAST, f"output_dir={tmp_path}").returncode == 0
     run_json = (tmp_path / "run.json").read_bytes()
@@ -151,11 +153,13 @@ def test_resume_into_another_configuration_is_refused_and_run_json_kept(tmp_path
     assert proc.returncode == 0 and "nothing to run" in proc.stderr
 
 
+@pytest.mark.slow  # runs the command
 def test_resume_of_a_missing_dir_is_an_error(tmp_path):
     one_line_error(run_cli(*FAST, "resume=true", f"output_dir={tmp_path}/never-ran"), "holds no earlier run")
     assert not (tmp_path / "never-ran" / "results.csv").exists()
 
 
+@pytest.mark.slow  # runs the command
 def test_a_second_concurrent_writer_fails_fast_naming_the_first(plugin_site, tmp_path):
     from test_reliability import SLOW, _start, _wait_for_cells
 
@@ -171,6 +175,7 @@ def test_a_second_concurrent_writer_fails_fast_naming_the_first(plugin_site, tmp
     assert tidy.groupby(["batch_size", "prompt_len", "metric"]).size().max() == 1  # no duplicated rows
 
 
+@pytest.mark.slow  # runs the command
 def test_multirun_jobs_sharing_output_dir_get_a_subdirectory_each(tmp_path):
     proc = run_cli("-m", *FAST, "seed=0,1", f"output_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
@@ -180,6 +185,7 @@ def test_multirun_jobs_sharing_output_dir_get_a_subdirectory_each(tmp_path):
     assert sorted(pd.read_csv(tmp_path / "report" / "results.csv").seed.unique()) == [0, 1]
 
 
+@pytest.mark.slow  # runs the command
 def test_resume_reruns_cells_that_failed_to_load_once_the_checkpoint_is_fixed(tmp_path):
     from conftest import tiny_model_cfg
     from harness.models import ModelSource

@@ -68,6 +68,7 @@ def test_readers_skip_a_torn_tail_and_say_so(tmp_path):
     assert pd.api.types.is_numeric_dtype(frame.p50)
 
 
+@pytest.mark.slow  # runs the command
 def test_report_and_compare_read_a_torn_results_csv(tmp_path):
     (tmp_path / "run").mkdir()
     path = _torn_run(tmp_path / "run")
@@ -117,6 +118,7 @@ def run_cli_report(*args):
                           text=True, timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
 
 
+@pytest.mark.slow  # runs the command
 def test_run_after_a_torn_results_csv_is_reported_in_one_line_and_resumes(tmp_path):
     proc = run_cli(*FAST, f"output_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
