@@ -13,6 +13,7 @@ from pathlib import Path
 
 from harness.config import check_config
 from harness.errors import UserError
+from harness.options import allowed_values, check_options
 from harness.plugins import PluginRegistry, registry
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -30,11 +31,35 @@ def compose_config(overrides: list[str]):
             try:
                 cfg = compose(config_name="config", overrides=list(overrides))
             except Exception as exc:  # noqa: BLE001 - composition errors become one line
-                raise explain_hydra_error(exc, plugins, _known_keys(compose, list(overrides))) from exc
+                raise explain_hydra_error(exc, plugins, _known_keys(compose, list(overrides)),
+                                          _backend_of(list(overrides))) from exc
     finally:
         GlobalHydra.instance().clear()
     check_config(cfg)
+    check_backend_options(cfg, plugins)
     return cfg
+
+
+def check_backend_options(cfg, plugins: PluginRegistry) -> None:
+    """The job's ``backend.*`` values against the backend's options dataclass (allowed values, needs, check)."""
+    from omegaconf import OmegaConf
+
+    name = cfg.backend.name
+    if name not in plugins.option_classes:
+        raise plugins.unavailable(name)
+    values = OmegaConf.to_container(cfg.backend, resolve=True)
+    values.pop("name", None)
+    check_options(name, plugins.option_classes[name], values)
+
+
+def _backend_of(combo: list[str]) -> str:
+    """The backend a job's overrides select (the config's default when none does)."""
+    for o in combo:
+        key, _, value = o.partition("=")
+        if key.lstrip("+~") == "backend":
+            return value
+    found = re.search(r"^\s*- backend: (\S+)", (Path(CONF_DIR) / "config.yaml").read_text(), re.M)
+    return found.group(1) if found else "?"
 
 
 def sweep_combinations(overrides: list[str], limit: int = 256) -> list[list[str]]:
@@ -51,8 +76,9 @@ def sweep_combinations(overrides: list[str], limit: int = 256) -> list[list[str]
     return [list(c) for c in itertools.islice(itertools.product(*choices), limit)]
 
 
-def explain_hydra_error(exc: Exception, plugins: PluginRegistry, known_keys: list[str] | None = None) -> UserError:
-    """Turn Hydra / OmegaConf composition errors into one line with a fix."""
+def explain_hydra_error(exc: Exception, plugins: PluginRegistry, known_keys: list[str] | None = None,
+                        backend: str | None = None) -> UserError:
+    """Turn Hydra / OmegaConf composition errors into one line with a fix (naming the backend for backend.*)."""
     text = str(exc)
     cause = str(exc.__cause__ or "")
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
@@ -60,8 +86,7 @@ def explain_hydra_error(exc: Exception, plugins: PluginRegistry, known_keys: lis
     if missing:
         group, value = missing.groups()
         if group == "backend" and value in plugins.load_errors:
-            return UserError(f"backend '{value}' failed to load: {plugins.load_errors[value]}",
-                             "fix or reinstall the package that provides it, or choose another backend")
+            return plugins.unavailable(value)
         options = plugins.names() if group == "backend" else _group_options(group)
         close = difflib.get_close_matches(value, options, n=1)
         hint = f"did you mean {group}={close[0]}? " if close else ""
@@ -71,14 +96,26 @@ def explain_hydra_error(exc: Exception, plugins: PluginRegistry, known_keys: lis
         name = key.group(1)
         close = difflib.get_close_matches(name, known_keys or [], n=1)
         hint = f"did you mean {close[0]}? " if close else "check the spelling; "
+        if name.startswith("backend.") and backend in plugins.option_classes:
+            options = list(plugins.defaults(backend))
+            close = difflib.get_close_matches(name.removeprefix("backend."), options, n=1, cutoff=0.75)
+            hint = f"did you mean backend.{close[0]}? " if close else ""
+            return UserError(f"backend {backend} has no option '{name}'",
+                             f"{hint}its options: {', '.join(f'backend.{o}' for o in options) or 'none'}")
         return UserError(f"unknown config key '{name}'",
                          f"{hint}`enginebench --cfg job` lists every key (use +key=value to add a new one)")
-    conv = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text + " " + cause)
+    conv = (re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text + " " + cause)
+            or re.search(r"Value '([^']*)' is not a valid (bool)", text + " " + cause))
     if conv:
         full_key = re.search(r"full_key: (\S+)", text + "\n" + cause)
         where = full_key.group(1) if full_key else "that key"
-        kind = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}.get(conv.group(2),
+        kind = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false",
+                "bool": "true or false"}.get(conv.group(2),
                                                                                           conv.group(2))
+        if where.startswith("backend.") and backend in plugins.option_classes:
+            allowed = allowed_values(plugins.option_classes[backend], where[len("backend."):])
+            fix = f"use one of: {', '.join(map(str, allowed))}" if allowed else f"give {where} {kind}"
+            return UserError(f"wrong type for {where} of backend {backend}: '{conv.group(1)}' is not {kind}", fix)
         return UserError(f"wrong type for {where}: '{conv.group(1)}' is not {kind}", f"give {where} {kind}")
     return UserError(f"invalid command line: {first}", "see `enginebench --help` and `enginebench --cfg job`")
 
@@ -138,11 +175,12 @@ def precheck(argv: list[str], compose_only: bool = False) -> None:
             try:
                 cfg = compose(config_name="config", overrides=combo)
             except Exception as exc:  # noqa: BLE001
-                raise explain_hydra_error(exc, plugins, _known_keys(compose, combo)) from exc
+                raise explain_hydra_error(exc, plugins, _known_keys(compose, combo), _backend_of(combo)) from exc
             if compose_only:
                 continue
             check_config(cfg, multirun=multirun)
             check_backend_quant(plugins, cfg)
+            check_backend_options(cfg, plugins)
             check_output_dir(cfg)
             if multirun and cfg.resume and not cfg.get("output_dir") and not sweep_dir_given:
                 raise UserError("resume=true in a multirun needs the sweep directory to resume",

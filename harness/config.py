@@ -140,16 +140,19 @@ class EnginebenchConfig:
     prompt: Optional[str] = None  # shorthand for generate.prompt (task=generate)
 
 
-def register_configs(backend_defaults: dict[str, dict[str, Any]]) -> None:
-    """Put the schema and one ``backend/<name>`` node per discovered backend into Hydra's ConfigStore."""
+def register_configs(backend_options: dict[str, type]) -> None:
+    """Put the schema and one ``backend/<name>`` node per discovered backend (its options dataclass, typed) into
+    Hydra's ConfigStore."""
     from omegaconf import OmegaConf
+
+    from harness.options import config_node
 
     if not OmegaConf.has_resolver("eb_first"):  # ${eb_first:a,b}: a unless it is null/empty, else b
         OmegaConf.register_new_resolver("eb_first", lambda first, default: first if first else default)
     cs = ConfigStore.instance()
     cs.store(name="enginebench_schema", node=EnginebenchConfig)
-    for name, defaults in backend_defaults.items():
-        cs.store(group="backend", name=name, node={"name": name, **defaults})
+    for name, options in backend_options.items():
+        cs.store(group="backend", name=name, node=config_node(name, options))
 
 
 def _positive_list(values, key: str) -> list[int]:
@@ -205,7 +208,8 @@ def check_config(cfg, multirun: bool = False) -> None:
         raise UserError(f"unknown isolation '{cfg.isolation}'", "use isolation=none or isolation=process")
     if cfg.model.dtype is not None and cfg.model.dtype not in DTYPES:
         raise UserError(f"unknown model.dtype '{cfg.model.dtype}'", f"use one of {', '.join(DTYPES)}")
-    if not (cfg.device in ("auto", "pin", "cpu", "cuda") or (cfg.device.startswith("cuda:") and cfg.device[5:].isdigit())):
+    numbered_gpu = cfg.device.startswith("cuda:") and cfg.device[5:].isdigit()
+    if not (cfg.device in ("auto", "pin", "cpu", "cuda") or numbered_gpu):
         raise UserError(f"unknown device '{cfg.device}'", "use device=auto, pin, cpu, cuda or cuda:N")
     check_pin(cfg.pin)
     batches = _positive_list(cfg.grid.batch_sizes, "grid.batch_sizes")

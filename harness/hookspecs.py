@@ -6,7 +6,10 @@ selected backend only (other backends are excluded from the call), while non-bac
 (``hookwrapper=True``) to observe it, e.g. for tracing.
 
 Tensor conventions: token ids are int64 torch tensors on the run's device; logits are returned as a torch tensor
-[B, V] on that device (any float dtype). Shapes are noted as ``# [B, P]``.
+[B, V] on that device (any float dtype), finite. Shapes are noted as ``# [B, P]``. The harness checks every result
+of ``prefill`` and ``decode_step`` during validation and warm-up (harness.contract), never in a timed region.
+Every backend must implement ``load``, ``prefill``, ``decode_step`` and ``reset_kv``; docs/plugins.md has the
+whole contract.
 """
 from __future__ import annotations
 
@@ -16,12 +19,21 @@ from harness import hookspec
 
 
 @hookspec
-def enginebench_backend_defaults() -> dict[str, Any]:
-    """Return this backend's option defaults (the ``backend=<name>`` config node, minus ``name``).
+def enginebench_backend_options() -> type:
+    """Return the dataclass of this backend's options (the ``backend=<name>`` config node, minus ``name``).
 
-    Called once at start-up on every backend plugin so that its options appear under ``backend.*`` and
-    can be overridden from the command line. Values must be YAML-representable.
+    Fields are typed and have defaults; ``harness.sdk.choice(...)`` gives an option its allowed values and
+    ``harness.sdk.needs(...)`` what it needs of the others; a ``check(self)`` method may refuse other combinations
+    with a UserError. Called once at start-up on every backend plugin: the options appear under ``backend.*``, are
+    overridable from the command line, and are checked for every job before the first one starts. The backend
+    reads them as a dict, ``spec.options``, in ``load``.
     """
+
+
+@hookspec
+def enginebench_backend_defaults() -> dict[str, Any]:
+    """The untyped alternative to ``enginebench_backend_options``: a dict of option defaults (types are taken
+    from the values; no allowed values). Used only when a backend does not implement the typed hook."""
 
 
 @hookspec
@@ -64,8 +76,9 @@ def decode_step(tokens: Any) -> Any:
 
 
 @hookspec(firstresult=True)
-def reset_kv() -> bool:
-    """Empty the KV cache without reallocating it (the next call is a prefill). Return True."""
+def reset_kv() -> None:
+    """Empty the KV cache without reallocating it (the next call is a prefill). The return value is ignored:
+    returning nothing (None) is fine."""
 
 
 @hookspec

@@ -53,30 +53,31 @@ def time_cell(job: Job, handle, batch: int, prompt_len: int) -> CellSamples:
     ids = random_prompt_ids(job.hf_config, batch, prompt_len, cfg.seed).to(job.device)  # [B, P]
     timer = StepTimer(job.device)
 
-    def iteration():
-        handle.reset_kv()
+    def iteration(hooks):
+        hooks.reset_kv()
         synchronize(job.device)
         timer.start()
         m0 = timer.mark()
-        logits = handle.prefill(input_ids=ids, prompt_lens=None)  # [B, V]
+        logits = hooks.prefill(input_ids=ids, prompt_lens=None)  # [B, V]
         m1 = timer.mark()
         steps = []
         for _ in range(cfg.grid.new_tokens):
             tok = logits.argmax(-1, keepdim=True)  # [B, 1] greedy feedback on the device, outside the timed call
             a = timer.mark()
-            logits = handle.decode_step(tokens=tok)
+            logits = hooks.decode_step(tokens=tok)
             steps.append((a, timer.mark()))
         timer.finish()
         return m0, m1, steps
 
+    checked = handle.checked(job.hf_config.vocab_size, job.device)  # warm-up only: the checks sync the host
     for _ in range(cfg.measure.warmup):
-        iteration()
+        iteration(checked)
     nv = nvml_handle(job.device)
     energy_start, started = energy_mj(nv), time.perf_counter()
     samples = CellSamples([], [], [], None)
     measure, next_check = cfg.measure, 0
     while True:
-        m0, m1, steps = iteration()
+        m0, m1, steps = iteration(handle)
         samples.prefill_ms.append(timer.elapsed_ms(m0, m1))
         samples.decode_ms.extend(timer.elapsed_ms(a, b) for a, b in steps)
         samples.e2e_ms.append(timer.elapsed_ms(m0, steps[-1][1]))

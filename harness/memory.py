@@ -31,7 +31,7 @@ def nvml_handle(device: str):
             if nv_uuid.replace("GPU-", "") == uuid.replace("GPU-", ""):
                 return handle
         return pynvml.nvmlDeviceGetHandleByIndex(index)
-    except Exception:
+    except Exception:  # noqa: BLE001 - no NVML (library, driver or permission): no GPU numbers, never a crash
         return None
 
 
@@ -55,7 +55,7 @@ def energy_mj(handle) -> int | None:
         import pynvml
 
         return int(pynvml.nvmlDeviceGetTotalEnergyConsumption(handle))
-    except Exception:
+    except Exception:  # noqa: BLE001 - a GPU without the energy counter: no energy metric
         return None
 
 

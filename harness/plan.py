@@ -16,6 +16,7 @@ from harness.artifacts import default_cache_dir
 from harness.environment import device_label, resolve_device
 from harness.loadspec import LoadSpec
 from harness.models import ModelSource, dtype_name, resolve_dtype
+from harness.plugins import registry
 from harness.quant import QuantScheme
 from harness.validate import default_steps, longest_validation_row
 
@@ -35,6 +36,7 @@ class Job:
     info: dict[str, Any] = field(default_factory=dict)  # what the load hook reported
     validation: str = "skipped"  # pass | fail | skipped
     accuracy: dict[str, float] = field(default_factory=dict)  # results.ACCURACY_COLUMNS, filled by validation
+    provided_by: str = ""  # the package (and version) that provides the backend: "enginebench 0.1.0"
 
     @property
     def hf_config(self):
@@ -42,8 +44,9 @@ class Job:
 
     def row_context(self) -> dict[str, Any]:
         """What every result row of this job carries besides its cell and metric."""
+        info = {"provided_by": self.provided_by, **self.info} if self.provided_by else self.info
         return {"validation": self.validation, **self.accuracy, "seed": self.cfg.seed,
-                "backend_info": json.dumps(self.info), "run_id": self.out_dir.name}
+                "backend_info": json.dumps(info), "run_id": self.out_dir.name}
 
     def identity(self, batch: int, prompt_len: int) -> dict[str, Any]:
         """The cell's identity columns (results.CELL_KEYS): what resume and the reports match cells on."""
@@ -59,7 +62,9 @@ def plan_job(cfg, out_dir: Path) -> Job:
     cells = sorted((b, p) for b in cfg.grid.batch_sizes for p in cfg.grid.prompt_lens)
     from harness.config import quant_scheme_of
 
-    return Job(cfg, out_dir, cfg.backend.name, source, device, dtype, cells, quant_scheme_of(cfg))
+    provider = registry().providers.get(cfg.backend.name)
+    return Job(cfg, out_dir, cfg.backend.name, source, device, dtype, cells, quant_scheme_of(cfg),
+               provided_by=str(provider or ""))
 
 
 def load_spec(job: Job) -> LoadSpec:

@@ -1,26 +1,66 @@
-"""Plugin discovery and the handle through which the harness calls the selected backend.
+"""Plugin discovery, the plugin contract at registration, and the handle through which the harness calls the
+selected backend.
 
 Backends come from the ``enginebench.backends`` entry-point group: each entry point names a class; the harness
-instantiates it and registers the instance under the entry point's name. Observer plugins (hookwrappers, tracers)
-come from the ``enginebench.plugins`` group or are registered by the caller. ``ENGINEBENCH_DISABLE_PLUGIN_AUTOLOAD=1``
-turns autoloading of third-party entry points off (the built-in backends, which ship in this distribution, stay).
+checks it (:mod:`harness.contract`), instantiates it and registers the instance under the entry point's name.
+Observer plugins (hookwrappers, tracers) come from the ``enginebench.plugins`` group or are registered by the caller.
+``ENGINEBENCH_DISABLE_PLUGIN_AUTOLOAD=1`` turns autoloading of third-party entry points off (the built-in backends,
+which ship in this distribution, stay).
+
+A backend that fails to import, to build or to meet the contract is reported (one line on stderr) and skipped: only
+a command that selects it fails, with the original error. Two packages claiming one backend name is an error for
+commands that select that name, naming both packages, unless ``ENGINEBENCH_BACKEND_FROM=name=package[,...]`` says
+which one to use (a built-in backend is never silently replaced).
 """
 from __future__ import annotations
 
 import importlib.metadata as metadata
 import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pluggy
 
 from harness import PROJECT, hookspecs
+from harness.contract import check_backend, check_logits
 from harness.errors import UserError
+from harness.options import defaults_of, from_defaults
 
 BACKEND_GROUP = "enginebench.backends"
 OBSERVER_GROUP = "enginebench.plugins"
 DISABLE_ENV = "ENGINEBENCH_DISABLE_PLUGIN_AUTOLOAD"
+CHOOSE_ENV = "ENGINEBENCH_BACKEND_FROM"  # name=package,...: which package provides a name claimed twice
 _OWN_DISTRIBUTION = "enginebench"
+
+
+@dataclass(frozen=True)
+class Provider:
+    """The distribution (package) that provides a backend, recorded with every result row."""
+
+    package: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.package} {self.version}"
+
+
+def _own_version() -> str:
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    import tomllib
+
+    try:
+        return tomllib.loads(pyproject.read_text())["project"]["version"] + " (source tree)"
+    except (OSError, KeyError, ValueError):
+        return "unknown"
+
+
+def _provider(ep: metadata.EntryPoint) -> Provider:
+    dist = getattr(ep, "dist", None)
+    if dist is None:  # read from pyproject.toml: this source tree
+        return Provider(_OWN_DISTRIBUTION, _own_version())
+    return Provider(dist.metadata["Name"], dist.version)
 
 
 def _source_tree_entry_points(group: str) -> list[metadata.EntryPoint]:
@@ -50,6 +90,23 @@ def _entry_points(group: str) -> list[metadata.EntryPoint]:
     return found
 
 
+def _chosen_packages() -> dict[str, str]:
+    pairs = [p.split("=", 1) for p in os.environ.get(CHOOSE_ENV, "").split(",") if "=" in p]
+    return {name.strip(): package.strip() for name, package in pairs}
+
+
+def _hook_defaults(instance: Any) -> dict[str, Any] | type | None:
+    """What the backend declares of its options: a dataclass (typed) or a dict of defaults, or None."""
+    probe = pluggy.PluginManager(PROJECT)
+    probe.add_hookspecs(hookspecs)
+    probe.register(instance, name="probe")
+    typed = probe.hook.enginebench_backend_options()
+    if typed:
+        return typed[0]
+    defaults = probe.hook.enginebench_backend_defaults()
+    return dict(defaults[0]) if defaults else None
+
+
 class PluginRegistry:
     """A pluggy manager holding every backend (by name) and every observer plugin."""
 
@@ -57,27 +114,69 @@ class PluginRegistry:
         self.pm = pluggy.PluginManager(PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.backend_classes: dict[str, type] = {}
-        self.load_errors: dict[str, str] = {}
+        self.providers: dict[str, Provider] = {}
+        self.option_classes: dict[str, type] = {}
+        self.load_errors: dict[str, str] = {}  # backend name -> why it is not available (shown when selected)
         self.open_backends: dict[str, Any] = {}  # plugin name -> backend instance currently registered
         self.version = 0  # bumped whenever a backend opens or closes
 
     @classmethod
-    def discover(cls) -> "PluginRegistry":
+    def discover(cls, report=None) -> "PluginRegistry":
+        """Every backend of the entry-point group, checked; ``report(line)`` hears of each one skipped."""
         registry = cls()
+        report = report or (lambda line: print(line, file=sys.stderr, flush=True))
+        claims: dict[str, list[tuple[metadata.EntryPoint, Provider]]] = {}
         for ep in _entry_points(BACKEND_GROUP):
-            if ep.name in registry.backend_classes:
-                continue  # the same distribution seen twice on sys.path (editable installs)
+            provider = _provider(ep)
+            same = [p for e, p in claims.get(ep.name, []) if p.package == provider.package]
+            if not same:  # the same distribution seen twice on sys.path (editable installs) counts once
+                claims.setdefault(ep.name, []).append((ep, provider))
+        chosen = _chosen_packages()
+        for name, candidates in claims.items():
+            if len(candidates) > 1:
+                picked = [c for c in candidates if c[1].package == chosen.get(name)]
+                if not picked:
+                    both = " and ".join(str(p) for _, p in candidates)
+                    registry.load_errors[name] = (
+                        f"two packages provide backend '{name}': {both} (fix: uninstall one, or choose with "
+                        f"{CHOOSE_ENV}={name}=<package>)")
+                    report(f"enginebench: warning: backend '{name}' is provided by {both}; "
+                           f"it is unavailable until {CHOOSE_ENV}={name}=<package> says which to use")
+                    continue
+                candidates = picked
+            ep, provider = candidates[0]
             try:
-                registry.add_backend(ep.name, ep.load())
-            except Exception as exc:  # a broken third-party plugin must not take the others down
-                registry.load_errors[ep.name] = f"{type(exc).__name__}: {exc}"
+                backend_class = ep.load()
+            except Exception as exc:  # noqa: BLE001 - a broken third-party plugin must not take the others down
+                registry.load_errors[name] = f"it failed to import ({provider}): {type(exc).__name__}: {exc}"
+                report(f"enginebench: warning: backend '{name}' skipped: {registry.load_errors[name]}")
+                continue
+            try:
+                registry.add_backend(name, backend_class, provider)
+            except UserError as err:
+                registry.load_errors[name] = f"{err.problem} (fix: {err.fix})"
+                report(f"enginebench: warning: skipped: {err.problem}")
         for ep in _entry_points(OBSERVER_GROUP):
             if registry.pm.get_plugin(ep.name) is None:
                 registry.pm.register(ep.load(), name=ep.name)
         return registry
 
-    def add_backend(self, name: str, backend_class: type) -> None:
+    def add_backend(self, name: str, backend_class: type, provider: Provider | None = None) -> None:
+        """Check the class against the contract and its options declaration; raises UserError."""
+        provider = provider or Provider(getattr(backend_class, "__module__", "?").split(".")[0], "unregistered")
+        instance = check_backend(name, backend_class, str(provider))
+        try:
+            declared = _hook_defaults(instance)
+        except Exception as exc:  # noqa: BLE001 - a plugin's own failure, reported as such
+            raise UserError(f"backend '{name}' ({provider}): declaring its options failed: "
+                            f"{type(exc).__name__}: {exc}", "fix enginebench_backend_options in the plugin") from exc
+        if isinstance(declared, type):
+            options = declared
+        else:
+            options = from_defaults(name, declared or {})
         self.backend_classes[name] = backend_class
+        self.providers[name] = provider
+        self.option_classes[name] = options
 
     def add_observer(self, plugin: Any, name: str | None = None) -> None:
         self.pm.register(plugin, name=name)
@@ -86,12 +185,19 @@ class PluginRegistry:
         return sorted(self.backend_classes)
 
     def defaults(self, name: str) -> dict[str, Any]:
-        """The backend's option defaults, asked through its ``enginebench_backend_defaults`` hook."""
-        probe = pluggy.PluginManager(PROJECT)
-        probe.add_hookspecs(hookspecs)
-        probe.register(self.backend_classes[name](), name=name)
-        results = probe.hook.enginebench_backend_defaults()
-        return dict(results[0]) if results else {}
+        """The backend's option defaults (the ``backend=<name>`` config node, minus ``name``)."""
+        return defaults_of(self.option_classes[name])
+
+    def unavailable(self, name: str) -> UserError:
+        """The error for selecting a backend that is not registered (failed to load, or unknown)."""
+        if name in self.load_errors:
+            return UserError(f"backend '{name}' is unavailable: {self.load_errors[name]}",
+                             "fix or reinstall the package that provides it, or choose another backend")
+        import difflib
+
+        close = difflib.get_close_matches(name, self.names(), n=1)
+        hint = f"did you mean backend={close[0]}? " if close else ""
+        return UserError(f"unknown backend '{name}'", f"{hint}choose one of: {', '.join(self.names())}")
 
     def check_quant(self, name: str, quant, options: dict[str, Any], device: str) -> None:
         """Refuse (UserError) a weight-only scheme the backend cannot run, through its ``check_quant`` hook; a
@@ -108,9 +214,7 @@ class PluginRegistry:
 
     def open(self, name: str) -> "BackendHandle":
         if name not in self.backend_classes:
-            hint = f"; it failed to load: {self.load_errors[name]}" if name in self.load_errors else ""
-            raise UserError(f"unknown backend '{name}'{hint}",
-                            f"choose one of: {', '.join(self.names())}")
+            raise self.unavailable(name)
         instance = self.backend_classes[name]()
         plugin_name, n = name, 1
         while self.pm.get_plugin(plugin_name) is not None:  # a second handle on the same backend (tests, compare)
@@ -122,17 +226,17 @@ class PluginRegistry:
         return BackendHandle(self, name, instance)
 
 
-_shared: dict[str, "PluginRegistry"] = {}
+_shared: dict[str, PluginRegistry] = {}
 
 
-def registry() -> "PluginRegistry":
-    """The process's registry: discovered once, its backends' option nodes put into Hydra's ConfigStore (so that
-    ``backend=<name>`` composes). The CLI, the Python API and isolation workers all use this one."""
+def registry() -> PluginRegistry:
+    """The process's registry: discovered once, its backends' option dataclasses put into Hydra's ConfigStore (so
+    that ``backend=<name>`` composes). The CLI, the Python API and isolation workers all use this one."""
     if "registry" not in _shared:
         from harness.config import register_configs
 
         found = PluginRegistry.discover()
-        register_configs({name: found.defaults(name) for name in found.names()})
+        register_configs(found.option_classes)
         _shared["registry"] = found
     return _shared["registry"]
 
@@ -161,6 +265,7 @@ class BackendHandle:
         self.registry = registry
         self.name = name
         self.instance = instance
+        self.provider = registry.providers.get(name)
         self.load = _SelectedHook(registry, "load", instance)
         self.prefill = _SelectedHook(registry, "prefill", instance)
         self.decode_step = _SelectedHook(registry, "decode_step", instance)
@@ -170,6 +275,10 @@ class BackendHandle:
     def direct_decode_step(self):
         """The backend's own decode_step function, bypassing pluggy: used to measure the harness's overhead."""
         return self.instance.decode_step
+
+    def checked(self, vocab: int, device: str, finite: bool = True) -> "CheckedHooks":
+        """The same hooks with their results checked (validation and warm-up only: the checks sync the host)."""
+        return CheckedHooks(self, vocab, device, finite)
 
     def close(self) -> None:
         try:
@@ -192,3 +301,25 @@ def configuration_label(backend: str, options: dict, defaults: dict | None) -> s
     else:
         changed = [f"{k}={v}" for k, v in options.items() if k not in defaults or defaults[k] != v]
     return f"{backend}[{','.join(changed)}]" if changed else backend
+
+
+class CheckedHooks:
+    """prefill / decode_step / reset_kv of a handle, each logits result checked against the contract
+    (harness.contract.check_logits); ``finite=False`` leaves NaN/inf to validation, which reports them."""
+
+    def __init__(self, handle: BackendHandle, vocab: int, device: str, finite: bool):
+        self.handle, self.vocab, self.device, self.finite = handle, vocab, device, finite
+        self.name = handle.name
+
+    def prefill(self, input_ids, prompt_lens):
+        logits = self.handle.prefill(input_ids=input_ids, prompt_lens=prompt_lens)
+        check_logits("prefill", self.name, logits, input_ids.shape[0], self.vocab, self.device, self.finite)
+        return logits
+
+    def decode_step(self, tokens):
+        logits = self.handle.decode_step(tokens=tokens)
+        check_logits("decode_step", self.name, logits, tokens.shape[0], self.vocab, self.device, self.finite)
+        return logits
+
+    def reset_kv(self):
+        return self.handle.reset_kv()

@@ -11,6 +11,8 @@ docs/plugins.md describes the whole plugin contract.
 What is here, by purpose:
 
 - hooks: ``hookimpl`` (mark a hook implementation), ``LoadSpec`` (what ``load(spec)`` receives);
+- options: ``choice(*values)`` (an option's allowed values, the first the default) and ``needs(default, **others)``
+  (what a true value needs of the other options), for the fields of the options dataclass;
 - errors: ``UserError(problem, fix)`` for bad input (one line, exit 2), ``MissingLibrary`` for an absent
   optional dependency;
 - model helpers: ``head_dim(config)``, ``dtype_name(dtype)``;
@@ -33,6 +35,7 @@ from harness.errors import MissingLibrary, UserError
 from harness.inputs import left_pad, random_prompt_ids
 from harness.loadspec import LoadSpec
 from harness.models import dtype_name, head_dim
+from harness.options import choice, needs
 from harness.progress import say
 from harness.quant import QuantScheme, is_quantized_param, quantize_weight
 from harness.static_cache import CacheCursor, RunnerHooks, StepBuffers
@@ -40,6 +43,7 @@ from harness.validate import compare, reference_greedy
 
 __all__ = [
     "hookimpl", "LoadSpec",
+    "choice", "needs",
     "UserError", "MissingLibrary",
     "head_dim", "dtype_name",
     "Artifact", "get_or_build",

@@ -47,7 +47,8 @@ def start_job(cfg, out_dir: Path) -> tuple[Job, ResultsWriter | None, dict[str, 
                                 # the configuration's identity, so reports label it even where the backend is
                                 # not installed: the backend plus every option that differs from its defaults
                                 "configuration": configuration_label(job.backend, config["backend"], defaults),
-                                "backend_defaults": defaults, "machine_state": {"start": snapshot(job.device)},
+                                "backend_defaults": defaults, "backend_provided_by": job.provided_by,
+                                "machine_state": {"start": snapshot(job.device)},
                                 "fingerprint": fingerprint(cfg)}  # what resume=true checks (harness/outdir.py)
     write_run_json(out_dir, run_info)
     return job, writer, run_info
@@ -85,7 +86,9 @@ def run_validation(job: Job, handle) -> list[dict]:
     import pandas as pd
 
     v = job.cfg.validation
-    results = validate_backend(handle, job.source, job.dtype, job.device, v.batch, v.prompt_len, v.new_tokens,
+    # hook results checked against the contract; NaN/inf are left to the comparison, which fails the case
+    hooks = handle.checked(job.hf_config.vocab_size, job.device, finite=False)
+    results = validate_backend(hooks, job.source, job.dtype, job.device, v.batch, v.prompt_len, v.new_tokens,
                                job.cfg.seed, job.quant)
     job.validation = "pass" if all(r.passed for r in results) else "fail"
     job.accuracy = {**accuracy_summary(results), **text_perplexity(job, handle)}

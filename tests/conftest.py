@@ -18,3 +18,9 @@ def registry():
 @pytest.fixture(scope="session")
 def plugin_site(tmp_path_factory):
     return install_plugin_packages(tmp_path_factory.mktemp("plugins") / "site")
+
+
+@pytest.fixture(scope="session")
+def broken_site(tmp_path_factory):
+    """The broken backends (tests/plugins/broken_backend_pkg) installed beside the built-in ones."""
+    return install_plugin_packages(tmp_path_factory.mktemp("broken") / "site", ("broken_backend_pkg",))

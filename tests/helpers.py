@@ -23,10 +23,12 @@ def open_backend(registry, name, model_cfg=None, options=None, max_batch=4, max_
                  dtype=torch.float32, device="cpu", tmp_cache=None, quant=None):
     from harness.loadspec import LoadSpec
     from harness.models import ModelSource
+    from harness.options import check_options
 
     source = ModelSource.from_config(model_cfg or tiny_model_cfg(), seed)
-    handle = registry.open(name)
     opts = {**registry.defaults(name), **(options or {})}
+    check_options(name, registry.option_classes[name], opts)  # as the command line checks every job
+    handle = registry.open(name)
     spec = LoadSpec(model=source, dtype=dtype, device=device, options=opts, max_batch=max_batch, max_seq=max_seq,
                     **({"cache_dir": Path(tmp_cache)} if tmp_cache else {}), **({"quant": quant} if quant else {}))
     info = handle.load(spec=spec)
@@ -44,11 +46,11 @@ FAST = ["grid.batch_sizes=[1,2]", "grid.prompt_lens=[8]", "grid.new_tokens=3", "
         "measure.min_iters=2", "measure.min_seconds=0", "measure.overhead_steps=4"]
 
 
-def install_plugin_packages(target: Path) -> Path:
-    """pip-install the test plugin packages (toy, fault) into ``target``: real entry points, real install."""
+def install_plugin_packages(target: Path, packages=("toy_backend_pkg", "fault_backend_pkg")) -> Path:
+    """pip-install test plugin packages (tests/plugins/) into ``target``: real entry points, real install."""
     import shutil
 
-    for pkg in ("toy_backend_pkg", "fault_backend_pkg"):
+    for pkg in packages:
         src = target.parent / f"src-{pkg}"
         shutil.copytree(ROOT / "tests" / "plugins" / pkg, src, dirs_exist_ok=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
@@ -58,3 +60,13 @@ def install_plugin_packages(target: Path) -> Path:
 
 def plugin_env(site: Path, **extra) -> dict:
     return {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]), **extra}
+
+
+def broken_backends():
+    """The backends of tests/plugins/broken_backend_pkg, imported from its source (for in-process contract tests)."""
+    path = str(ROOT / "tests" / "plugins" / "broken_backend_pkg")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    import broken_backend
+
+    return broken_backend

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from helpers import ROOT
 from harness.artifacts import MANIFEST, get_or_build, key_hash, sweep_stale_builds
+from helpers import ROOT
 
 KEY = {"k": 18}
 

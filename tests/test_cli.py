@@ -54,7 +54,7 @@ def test_task_validate_passes_and_writes_validation_csv(tmp_path):
     (["device=tpu"], "unknown device 'tpu'"),
     (["task=train"], "unknown task 'train'"),
     (["model.path=/nonexistent/ckpt"], "does not exist"),
-    (["backend.compile=fastest"], "unknown backend.compile 'fastest'"),
+    (["backend.compile=fastest"], "backend.compile=fastest is not an option of backend hf-flashattn-staticcache"),
 ])
 def test_bad_input_is_one_line_exit_2(args, expected, tmp_path):
     proc = run_cli(*args, f"output_dir={tmp_path}/o")

@@ -4,11 +4,17 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from helpers import FAST, open_backend, run_cli
 from harness.config import SamplingConfig
 from harness.generate import generate
-from harness.sampling import (apply_min_p, apply_repetition_penalty, apply_temperature, apply_top_k, apply_top_p,
-                              build_processors)
+from harness.sampling import (
+    apply_min_p,
+    apply_repetition_penalty,
+    apply_temperature,
+    apply_top_k,
+    apply_top_p,
+    build_processors,
+)
+from helpers import FAST, open_backend, run_cli
 
 NEG = float("-inf")
 

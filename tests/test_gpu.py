@@ -3,9 +3,9 @@ tiny model there; skipped with the reason elsewhere."""
 import pandas as pd
 import pytest
 import torch
-from helpers import FAST, open_backend, run_cli
 
 from harness.inputs import left_pad, random_prompt_ids
+from helpers import FAST, open_backend, run_cli
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

@@ -3,7 +3,6 @@ errors, and the static-cache attention path itself (HF's AttentionInterface + to
 fill), run through the ``reference`` op (the kernels' contract in plain torch) against full forwards."""
 import pytest
 import torch
-from helpers import open_backend, run_cli
 
 from backends.hf_staticcache import flash_packages
 from backends.hf_staticcache.selection import (
@@ -14,6 +13,7 @@ from backends.hf_staticcache.selection import (
 )
 from harness.errors import UserError
 from harness.inputs import left_pad, random_prompt_ids
+from helpers import open_backend, run_cli
 
 HF = "hf-flashattn-staticcache"
 
@@ -71,10 +71,9 @@ def test_cli_flash_attention_4_on_cpu_exits_2_with_the_fix(tmp_path):
 
 
 def test_cuda_graph_on_cpu_is_refused(registry):
-    from helpers import tiny_model_cfg
-
     from harness.loadspec import LoadSpec
     from harness.models import ModelSource
+    from helpers import tiny_model_cfg
 
     handle = registry.open(HF)
     try:

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from helpers import open_backend, tiny_model_cfg
 from harness.inputs import left_pad, random_prompt_ids
+from helpers import open_backend, tiny_model_cfg
 
 HF = "hf-flashattn-staticcache"
 
@@ -71,21 +71,29 @@ def test_hook_reset_kv_empties_without_reallocating(hf):
     torch.testing.assert_close(again, first)
 
 
-def test_hook_load_reports_attention_kernel(hf):
-    _, _, info = hf
+def test_hook_load_reports_attention_kernel(registry):
+    from harness.loadspec import LoadSpec
+    from harness.models import ModelSource
+
+    handle = registry.open(HF)
+    spec = LoadSpec(model=ModelSource.from_config(tiny_model_cfg(), 0), dtype=torch.float32, device="cpu",
+                    options=registry.defaults(HF), max_batch=2, max_seq=16)
+    info = handle.load(spec=spec)
+    handle.close()
     assert info["attn_implementation"] == "sdpa"
     assert info["attention_kernel_decode"].endswith("-cpu")  # CPU kernels are never reported as CUDA ones
 
 
-def test_hook_close_unregisters_backend(registry):
+def test_hook_close_releases_the_model_and_unregisters(registry):
+    import gc
+    import weakref
+
     handle, _, _ = open_backend(registry, HF)
+    model = weakref.ref(handle.instance.model)
     handle.close()
+    gc.collect()
+    assert model() is None  # the backend's close let go of the model (and its cache), not just the handle
     assert registry.pm.get_plugin(HF) is None
-
-
-def test_hook_enginebench_backend_defaults(registry):
-    assert registry.defaults(HF) == {"attention": "auto", "compile": "none", "cuda_graph": False,
-                                      "cache": "static"}
 
 
 def test_dynamic_cache_reference_matches_static(registry):

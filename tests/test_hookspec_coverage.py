@@ -1,29 +1,41 @@
-"""Meta-test: every hookspec has a test (a test function named test_hook_<name>...) and a README entry."""
+"""Meta-test: every hookspec has a test that exercises it (a test function named test_hook_<name>... whose body
+uses the hook or what it declares) and a README entry."""
 import ast
 import inspect
 
-from helpers import ROOT
 from harness import hookspecs
+from helpers import ROOT
+
+# What a test of each hook must touch: the hook itself, or for the options hooks what the harness makes of them.
+EVIDENCE = {"enginebench_backend_options": ("option_classes",), "enginebench_backend_defaults": ("defaults(",)}
 
 
 def _hook_names():
     return [n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(f, "enginebench_spec")]
 
 
-def _test_function_names():
-    names = set()
+def _test_bodies():
+    """test function name -> its source without the ``def`` line."""
+    bodies = {}
     for path in (ROOT / "tests").rglob("test_*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.FunctionDef):
-                names.add(node.name)
-    return names
+        text = path.read_text()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                bodies[node.name] = "\n".join(ast.get_source_segment(text, s) or "" for s in node.body)
+    return bodies
 
 
 def test_every_hookspec_has_a_test_and_docs():
     hooks = _hook_names()
-    assert set(hooks) >= {"load", "prefill", "decode_step", "reset_kv", "close", "enginebench_backend_defaults"}
-    tests = _test_function_names()
+    assert set(hooks) >= {"load", "prefill", "decode_step", "reset_kv", "close", "enginebench_backend_options",
+                          "enginebench_backend_defaults"}
+    bodies = _test_bodies()
     readme = (ROOT / "README.md").read_text()
     for hook in hooks:
-        assert any(t.startswith(f"test_hook_{hook}") for t in tests), f"no test_hook_{hook}* test"
-        assert f"`{hook}`" in readme, f"README does not document the `{hook}` hook"
+        tests = {name: body for name, body in bodies.items() if name.startswith(f"test_hook_{hook}")}
+        assert tests, f"no test_hook_{hook}* test"
+        evidence = EVIDENCE.get(hook, (f"{hook}(",))
+        assert any(e in body for body in tests.values() for e in evidence), \
+            f"the test_hook_{hook}* tests never call {hook}"
+        assert f"`{hook}`" in readme or f"`{hook}(" in readme, f"README does not document the `{hook}` hook"
+        assert f"`{hook}" in (ROOT / "docs" / "plugins.md").read_text(), f"docs/plugins.md lacks `{hook}`"

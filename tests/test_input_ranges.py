@@ -2,8 +2,8 @@
 other one-line errors of point 9 that need no restructured job runner."""
 import pytest
 
-from helpers import run_cli
 from harness.errors import UserError
+from helpers import run_cli
 
 
 def check(*overrides):

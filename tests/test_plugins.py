@@ -3,8 +3,8 @@ plugins can wrap the selected backend's hooks; autoload can be switched off."""
 import pandas as pd
 import pytest
 
-from helpers import FAST, plugin_env, run_cli
 from harness import hookimpl
+from helpers import FAST, plugin_env, run_cli
 
 
 def _env(site, **extra):
@@ -27,29 +27,44 @@ def test_autoload_switch_hides_third_party_backends(plugin_site, tmp_path):
     assert "hf-flashattn-staticcache" in proc.stderr  # built-ins stay
 
 
-def test_observer_hookwrapper_sees_only_the_selected_backend(registry):
+def test_observer_hookwrapper_sees_only_the_selected_backend():
+    """Two backends open at once: a call on one reaches that backend (and the observer) only."""
     import torch
 
-    from helpers import open_backend
+    from harness.plugins import PluginRegistry
+    from helpers import broken_backends, open_backend
 
-    calls = []
+    class Counting(broken_backends().Working):
+        calls = 0
+
+        @hookimpl
+        def decode_step(self, tokens):
+            Counting.calls += 1
+            return self.logits(tokens)
+
+    registry = PluginRegistry.discover()
+    registry.add_backend("counting", Counting)
+    seen = []
 
     class Tracer:
         @hookimpl(hookwrapper=True)
         def decode_step(self, tokens):
-            calls.append(tuple(tokens.shape))
+            seen.append(tuple(tokens.shape))
             yield
 
     registry.add_observer(Tracer(), name="tracer")
+    hf, source, _ = open_backend(registry, "hf-flashattn-staticcache")
+    other, _, _ = open_backend(registry, "counting")
     try:
-        handle, source, _ = open_backend(registry, "hf-flashattn-staticcache")
-        handle.prefill(input_ids=torch.tensor([[5, 6, 7]]), prompt_lens=None)
-        out = handle.decode_step(tokens=torch.tensor([[8]]))
-        assert out.shape == (1, source.config().vocab_size)  # one backend answered (firstresult)
-        assert calls == [(1, 1)]
-        handle.close()
+        hf.prefill(input_ids=torch.tensor([[5, 6, 7]]), prompt_lens=None)
+        out = hf.decode_step(tokens=torch.tensor([[8]]))
+        assert out.shape == (1, source.config().vocab_size)  # the HF backend answered ...
+        assert Counting.calls == 0 and seen == [(1, 1)]  # ... the other open backend was not called
+        other.decode_step(tokens=torch.tensor([[8], [9]]))
+        assert Counting.calls == 1 and seen == [(1, 1), (2, 1)]
     finally:
-        registry.pm.unregister(name="tracer")
+        hf.close()
+        other.close()
 
 
 def test_unknown_backend_lists_choices(registry):

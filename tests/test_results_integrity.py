@@ -6,10 +6,10 @@ import sys
 import pandas as pd
 import pytest
 
-from helpers import FAST, ROOT, run_cli
 from harness.errors import UserError
 from harness.results import ResultsWriter, read_cells, read_results_frame, rows_for_cell
 from harness.stats import summarize
+from helpers import FAST, ROOT, run_cli
 
 
 def _identity(b, p=8):
@@ -18,8 +18,8 @@ def _identity(b, p=8):
 
 
 def _ok(b, p=8):
-    return rows_for_cell(_identity(b, p), [("decode_latency_ms", "ms", summarize([1.0, 2.0])), ("b_ms", "ms", summarize([3.0]))],
-                         status="ok", error="", iterations=2)
+    metrics = [("decode_latency_ms", "ms", summarize([1.0, 2.0])), ("b_ms", "ms", summarize([3.0]))]
+    return rows_for_cell(_identity(b, p), metrics, status="ok", error="", iterations=2)
 
 
 def _failed(b, status):

@@ -14,7 +14,6 @@ import time
 
 import pandas as pd
 import pytest
-from helpers import ROOT, plugin_env, run_cli
 
 from harness.errors import UserError
 from harness.pinning import (
@@ -25,6 +24,7 @@ from harness.pinning import (
     pin_device,
     pinned_device,
 )
+from helpers import ROOT, plugin_env, run_cli
 
 FAST = ["grid.batch_sizes=[1,2]", "grid.prompt_lens=[8]", "grid.new_tokens=3", "measure.warmup=1",
         "measure.min_iters=2", "measure.min_seconds=0", "measure.overhead_steps=4", "validation.enabled=false"]

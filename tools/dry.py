@@ -11,9 +11,8 @@ import time
 
 import torch
 
-from tools import print_and_save
-
 from harness.sampling import apply_dry
+from tools import print_and_save
 
 
 def time_dry(device: str, batch: int, context_len: int, vocab: int, iters: int) -> dict:

@@ -13,13 +13,12 @@ import json
 from pathlib import Path
 
 import torch
-
-from tools import print_and_save
 import yaml
 
 from harness.inputs import random_prompt_ids
 from harness.loadspec import LoadSpec
 from harness.models import ModelSource
+from tools import print_and_save
 
 
 def profile(max_seq: int, batch: int, fill: int, steps: int, preset: str, cache_dir: Path,

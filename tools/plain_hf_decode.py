@@ -55,7 +55,8 @@ def main() -> None:
             if r >= 2:
                 per_step.append(start.elapsed_time(end) / args.steps)
     print(f"plain HF {args.compile}: batch {args.batch} prompt {args.prompt} cache {cache.max_cache_len}: "
-          f"median {statistics.median(per_step):.3f} ms/step (min {min(per_step):.3f}) on {torch.cuda.get_device_name()}")
+          f"median {statistics.median(per_step):.3f} ms/step (min {min(per_step):.3f}) "
+          f"on {torch.cuda.get_device_name()}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from backends.hf_staticcache.attention import (
 )
 from backends.hf_staticcache.decode_graph import DecodeGraph
 from backends.hf_staticcache.flash_packages import installed_flash_attn
+from backends.hf_staticcache.options import HFOptions
 from backends.hf_staticcache.selection import (
     FLASH_CHOICES,
     candidates,
@@ -43,7 +44,6 @@ from backends.hf_staticcache.static_attention import (
 from harness.sdk import UserError, hookimpl
 from harness.sdk import head_dim as model_head_dim
 
-COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 KERNEL_DETAIL = {
     "flash_attention_2": "flash_attn.flash_attn_with_kvcache (cache_leftpad, cache_seqlens)",
     "flash_attention_4": "flash_attn.cute.flash_attn_varlen_func (cu_seqlens_k, seqused_k; split-KV on Blackwell only)",
@@ -59,15 +59,8 @@ class HFStaticCacheBackend:
         self.fill, self.graphs, self.flash = None, {}, None
 
     @hookimpl
-    def enginebench_backend_defaults(self) -> dict[str, Any]:
-        return {
-            # auto | flash_attention_2 | flash_attention_4 | torch_flash | sdpa | eager | flash | efficient | cudnn
-            # | math (the last four: SDPA restricted to one kernel)
-            "attention": "auto",
-            "compile": "none",  # none | default | reduce-overhead (CUDA graphs) | max-autotune
-            "cuda_graph": False,  # capture the decode step as a CUDA graph by hand (static cache, compile=none)
-            "cache": "static",  # static | dynamic (stock HF DynamicCache, reallocates: the reference)
-        }
+    def enginebench_backend_options(self) -> type:
+        return HFOptions
 
     @hookimpl
     def check_quant(self, quant, options, device) -> None:
@@ -100,21 +93,10 @@ class HFStaticCacheBackend:
         return info
 
     def _check_options(self, opts: dict[str, Any], spec) -> None:
-        if opts["compile"] not in COMPILE_MODES:
-            raise UserError(f"unknown backend.compile '{opts['compile']}'", f"use one of {', '.join(COMPILE_MODES)}")
-        if opts["cache"] not in ("static", "dynamic"):
-            raise UserError(f"unknown backend.cache '{opts['cache']}'", "use backend.cache=static or dynamic")
+        """What depends on this machine; the values themselves were checked with every job's options (options.py)."""
         check_choice(opts["attention"], spec.device, spec.dtype)
-        if opts["attention"] in FLASH_CHOICES and opts["cache"] != "static":
-            raise UserError(f"backend.attention={opts['attention']} attends over the static cache",
-                            "drop backend.cache=dynamic, or use backend.attention=sdpa")
-        if opts["cuda_graph"]:
-            if not spec.device.startswith("cuda"):
-                raise UserError("backend.cuda_graph=true needs a CUDA device", "use device=cuda or drop it")
-            if opts["compile"] != "none" or opts["cache"] != "static":
-                raise UserError("backend.cuda_graph=true captures the decode step itself (static cache, no compile)",
-                                "use backend.compile=none backend.cache=static, or backend.compile=reduce-overhead "
-                                "without backend.cuda_graph")
+        if opts["cuda_graph"] and not spec.device.startswith("cuda"):
+            raise UserError("backend.cuda_graph=true needs a CUDA device", "use device=cuda or drop it")
 
     # -- attention choice --------------------------------------------------------------------------------------
 

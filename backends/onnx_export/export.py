@@ -14,8 +14,6 @@ import torch
 from backends.onnx_export.graph import (
     GqaStaticCacheDecoder,
     StaticCacheDecoder,
-    check_attention,
-    check_fused_ops,
     example_inputs,
     io_names,
 )
@@ -26,16 +24,15 @@ logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(loggin
 
 
 def decoder_for(hf_model, attention: str, fused_ops: bool = False, max_seq: int = 0) -> StaticCacheDecoder:
-    """The module to export: explicit | gqa attention; ``fused_ops`` (gqa only): fused.py's graph."""
-    check_attention(attention)
-    check_fused_ops(attention, fused_ops)
+    """The module to export: explicit | gqa attention; ``fused_ops`` (gqa only): fused.py's graph. The values were
+    checked with the backend's options (onnxruntime_backend/options.py)."""
     if fused_ops:
         from backends.onnx_export.fused import (
             FusedGqaStaticCacheDecoder,  # fused.py builds on graph.py
         )
 
         return FusedGqaStaticCacheDecoder(hf_model, max_seq)
-    return (GqaStaticCacheDecoder if attention == "gqa" else StaticCacheDecoder)(hf_model)
+    return {"explicit": StaticCacheDecoder, "gqa": GqaStaticCacheDecoder}[attention](hf_model)
 
 
 def export_onnx(hf_model, max_seq: int, path: Path, attention: str = "explicit", fused_ops: bool = False,

@@ -44,14 +44,6 @@ def check_supported(config) -> None:
                         "set use_sliding_window=false in the model config")
 
 
-ATTENTIONS = ("explicit", "gqa")  # written out as MatMul/Softmax/MatMul | ORT's GroupQueryAttention contrib op
-
-
-def check_attention(attention: str) -> None:
-    if attention not in ATTENTIONS:
-        raise UserError(f"unknown ONNX attention '{attention}'", f"use one of {', '.join(ATTENTIONS)}")
-
-
 def io_names(num_layers: int, attention: str = "explicit") -> tuple[list[str], list[str]]:
     inputs = ["input_ids", "position_ids"]
     if attention == "explicit":
@@ -174,12 +166,6 @@ def check_gqa_head_size(attention: str, head_dim: int) -> None:
     if attention == "gqa" and head_dim % 8:
         raise UserError(f"ORT's GroupQueryAttention needs a head size that is a multiple of 8; this model's "
                         f"is {head_dim}", "use backend.attention=explicit for this model")
-
-
-def check_fused_ops(attention: str, fused_ops: bool) -> None:
-    if fused_ops and attention != "gqa":
-        raise UserError("fused_ops=true needs the GroupQueryAttention graph (ORT's fused ops exist only there)",
-                        "add backend.attention=gqa or drop backend.fused_ops=true")
 
 
 def example_inputs(config, dtype, device, max_seq: int, attention: str = "explicit", batch: int = 2, seq: int = 3):

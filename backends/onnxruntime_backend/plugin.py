@@ -6,21 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.sdk import RunnerHooks, UserError, hookimpl
+from backends.onnxruntime_backend.options import OrtOptions
+from harness.sdk import RunnerHooks, hookimpl
 from harness.sdk import head_dim as model_head_dim
 
 
 class OnnxRuntimeBackend(RunnerHooks):
     @hookimpl
-    def enginebench_backend_defaults(self) -> dict[str, Any]:
-        return {
-            "provider": "auto",  # auto | cuda | cpu  (auto: CUDA EP when device is CUDA)
-            "graph_optimization": "all",  # disable | basic | extended | all
-            "attention": "explicit",  # explicit (MatMul/Softmax) | gqa (ORT's fused GroupQueryAttention)
-            "cuda_graph": False,  # replay decode steps as CUDA graphs (one per batch size; needs attention=gqa)
-            # gqa only: fused residual+RMSNorm, RoPE inside GroupQueryAttention, one q/k/v and one gate/up GEMM
-            "fused_ops": False,
-        }
+    def enginebench_backend_options(self) -> type:
+        return OrtOptions
 
     @hookimpl
     def check_quant(self, quant, options, device) -> None:
@@ -31,23 +25,14 @@ class OnnxRuntimeBackend(RunnerHooks):
     @hookimpl
     def load(self, spec) -> dict[str, Any]:
         from backends.onnx_export.artifact import MODEL_FILE, onnx_artifact
-        from backends.onnx_export.graph import (
-            check_attention,
-            check_fused_ops,
-            check_gqa_head_size,
-        )
+        from backends.onnx_export.graph import check_gqa_head_size
         from backends.onnxruntime_backend.export_check import check_against_hf
         from backends.onnxruntime_backend.runner import OrtStaticCacheRunner, import_ort
 
         import_ort()  # a missing library is reported before any export work
         opts = spec.options
-        check_attention(opts["attention"])
-        check_fused_ops(opts["attention"], opts["fused_ops"])
-        check_gqa_head_size(opts["attention"], model_head_dim(spec.hf_config))
-        if opts["cuda_graph"] and opts["attention"] != "gqa":  # said before minutes of export, not after
-            raise UserError("backend.cuda_graph=true needs backend.attention=gqa (the explicit graph's cache "
-                            "indices run on the CPU and a replayed graph would write stale slots)",
-                            "add backend.attention=gqa or drop backend.cuda_graph=true")
+        # attention, fused_ops and cuda_graph were checked with every job's options (options.py)
+        check_gqa_head_size(opts["attention"], model_head_dim(spec.hf_config))  # needs the model: said before export
         artifact = onnx_artifact(spec, opts["attention"], opts["fused_ops"], check_against_hf)
         quant_facts = {}
         if spec.quant.enabled:

@@ -7,8 +7,8 @@
   full-cache write per call and twice the cache memory. ``kv_mode="in-place"``: the network updates its cache
   inputs itself (TensorRT's KV-cache-update layer) and present outputs are bound to the same addresses.
 - ``execute_async_v3`` on a dedicated stream. Per-step inputs live at fixed addresses (``CacheCursor``), which is
-  what CUDA-graph capture of decode steps needs; the capture itself is not implemented yet (``cuda_graph=true`` is
-  refused with that reason) because no machine here can run an engine to verify it.
+  what CUDA-graph capture of decode steps needs; the capture itself is not implemented (so the TensorRT backends
+  offer no ``cuda_graph`` option) because no machine here can run an engine to verify it.
 This module needs an NVIDIA GPU that the installed TensorRT supports; none of the project's machines has one
 (TensorRT-RTX refuses compute capability 9.0), so it is exercised by the ``trt_gpu`` tests only.
 """
@@ -27,16 +27,13 @@ TORCH_TYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bflo
 
 class TrtStaticCacheRunner:
     def __init__(self, rt, engine_bytes: bytes, config, dtype: torch.dtype, device: str, max_batch: int,
-                 max_seq: int, kv_mode: str = "ping-pong", cuda_graph: bool = False):
+                 max_seq: int, kv_mode: str = "ping-pong"):
         if not device.startswith("cuda") or not torch.cuda.is_available():
             raise UserError("TensorRT engines execute on an NVIDIA GPU only",
                             "use device=cuda on a GPU machine, or task=build to build the engine here")
-        if cuda_graph:
-            raise UserError("backend.cuda_graph=true is not implemented for the TensorRT backends yet",
-                            "use backend.cuda_graph=false")
         trt = rt.trt
         self.trt, self.device, self.dtype, self.max_seq = trt, device, dtype, max_seq
-        self.kv_mode, self.cuda_graph = kv_mode, cuda_graph
+        self.kv_mode = kv_mode
         self.runtime = trt.Runtime(rt.logger())
         self.engine = self.runtime.deserialize_cuda_engine(engine_bytes)
         if self.engine is None:

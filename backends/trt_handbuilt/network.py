@@ -40,7 +40,7 @@ class NetworkOptions:
     quant: QuantScheme = field(default_factory=QuantScheme)  # weight-only: decoder linears as int8/fp8 constants + dequantize layers
 
 
-ATTENTIONS = ("explicit", "fused")
+from backends.trt_handbuilt.options import ATTENTIONS  # noqa: E402 - one list of the attention forms
 
 
 class _Builder:
@@ -251,7 +251,7 @@ def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
         k = b.shuffle(k, f"{p}.k_heads", reshape=(0, 0, kv, d), second=(0, 2, 1, 3))  # [B, Hkv, S, D]
         v = b.shuffle(v, f"{p}.v_heads", reshape=(0, 0, kv, d), second=(0, 2, 1, 3))
 
-        def rope(x, tag):
+        def rope(x, tag, p=p):  # p: this layer's name prefix
             rotated = b.matmul(x, rot, f"{p}.{tag}_rotate_half")
             return b.ew(b.ew(x, cos, E.PROD, f"{p}.{tag}_cos"), b.ew(rotated, sin, E.PROD, f"{p}.{tag}_sin"),
                         E.SUM, f"{p}.{tag}_rope")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from backends.trt_handbuilt.options import HandbuiltOptions
 from harness.sdk import RunnerHooks, UserError, hookimpl
 
 NETWORK_VERSION = 3  # bump when network.py changes what it builds
@@ -12,15 +13,8 @@ NETWORK_VERSION = 3  # bump when network.py changes what it builds
 
 class TrtHandbuiltBackend(RunnerHooks):
     @hookimpl
-    def enginebench_backend_defaults(self) -> dict[str, Any]:
-        return {
-            "flavour": "auto",  # auto | tensorrt | rtx
-            "mode": "auto",  # auto (engine on CUDA, evaluator on CPU) | engine | evaluator
-            "fuse_qkv": True,
-            "attention": "explicit",  # explicit matmul-softmax-matmul | fused (TensorRT's attention layer)
-            "workspace_mib": 4096,
-            "cuda_graph": False,
-        }
+    def enginebench_backend_options(self) -> type:
+        return HandbuiltOptions
 
     @hookimpl
     def check_quant(self, quant, options, device) -> None:
@@ -38,8 +32,6 @@ class TrtHandbuiltBackend(RunnerHooks):
         mode = opts["mode"]
         if mode == "auto":
             mode = "engine" if spec.device.startswith("cuda") or spec.task == "build" else "evaluator"
-        if mode not in ("engine", "evaluator"):
-            raise UserError(f"unknown backend.mode '{mode}'", "use backend.mode=auto, engine or evaluator")
         options = NetworkOptions(dtype=spec.dtype, max_seq=spec.max_seq, fuse_qkv=opts["fuse_qkv"],
                                  attention=opts["attention"], quant=spec.quant)
         import torch
@@ -71,7 +63,8 @@ class TrtHandbuiltBackend(RunnerHooks):
                   "quant": spec.quant.as_dict()}
         engine = engine_artifact(spec, rt, "trt-handbuilt", source,
                                  lambda trt, builder, network: define_llama(trt, network, model, options), profiles)
-        facts.update({"engine_reused": engine.reused, "engine_build_seconds": round(engine.meta["engine_build_seconds"], 1),
+        facts.update({"engine_reused": engine.reused,
+                      "engine_build_seconds": round(engine.meta["engine_build_seconds"], 1),
                       "engine_mib": round(engine.meta["engine_bytes"] / (1 << 20), 1),
                       "engine_dir": str(engine.directory)})
         if spec.task == "build":
@@ -80,5 +73,5 @@ class TrtHandbuiltBackend(RunnerHooks):
 
         self.runner = TrtStaticCacheRunner(rt, (engine.directory / ENGINE_FILE).read_bytes(), spec.hf_config,
                                            spec.dtype, spec.device, spec.max_batch, spec.max_seq,
-                                           kv_mode="in-place", cuda_graph=opts["cuda_graph"])
+                                           kv_mode="in-place")
         return {**facts, **self.runner.facts()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from backends.trt_common.options import TrtOptions
 from harness.sdk import RunnerHooks, UserError, hookimpl
 
 
@@ -22,8 +23,8 @@ def parse_onnx(onnx_path: str):
 
 class TrtOnnxParsedBackend(RunnerHooks):
     @hookimpl
-    def enginebench_backend_defaults(self) -> dict[str, Any]:
-        return {"flavour": "auto", "workspace_mib": 4096, "cuda_graph": False}
+    def enginebench_backend_options(self) -> type:
+        return TrtOptions
 
     @hookimpl
     def check_quant(self, quant, options, device) -> None:
@@ -55,5 +56,5 @@ class TrtOnnxParsedBackend(RunnerHooks):
 
         self.runner = TrtStaticCacheRunner(rt, (engine.directory / ENGINE_FILE).read_bytes(), spec.hf_config,
                                            spec.dtype, spec.device, spec.max_batch, spec.max_seq,
-                                           kv_mode="ping-pong", cuda_graph=spec.options["cuda_graph"])
+                                           kv_mode="ping-pong")
         return {**facts, **self.runner.facts()}

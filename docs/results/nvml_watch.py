@@ -94,7 +94,8 @@ def check(sweep: Path, samples: Path, expect_gpus: int) -> int:
     spans = sorted((r["pin"]["claimed_at"], r["pin"]["released_at"]) for r in runs.values()
                    if r.get("pin", {}).get("released_at"))
     overlap = any(b[0] < a[1] for a, b in itertools.pairwise(spans))
-    lines.append(f"- INFO: the jobs' device claims {'overlapped: they ran at the same time' if overlap else 'did not overlap: they ran one after the other'}")
+    how = "overlapped: they ran at the same time" if overlap else "did not overlap: they ran one after the other"
+    lines.append(f"- INFO: the jobs' device claims {how}")
     gpus_of_pid: dict[str, set[str]] = {}
     for row in rows:
         if row["pid"]:

@@ -1,15 +1,23 @@
 """An example third-party backend package: runs the HF model with no KV cache at all, re-running the whole
-sequence every step. Slow on purpose; it shows everything a plugin needs: an entry point, option defaults and the
+sequence every step. Slow on purpose; it shows everything a plugin needs: an entry point, typed options and the
 five hooks."""
+from dataclasses import dataclass
+
 import torch
 
-from harness.sdk import hookimpl
+from harness.sdk import choice, hookimpl
+
+
+@dataclass
+class ToyOptions:
+    label: str = "toy"  # any text, recorded in backend_info
+    recompute: str = choice("everything")  # the only way this toy works (an option with allowed values)
 
 
 class ToyNoCacheBackend:
     @hookimpl
-    def enginebench_backend_defaults(self):
-        return {"recompute": True, "label": "toy"}
+    def enginebench_backend_options(self):
+        return ToyOptions
 
     @hookimpl
     def load(self, spec):
@@ -37,9 +45,8 @@ class ToyNoCacheBackend:
         return self._last_logits()
 
     @hookimpl
-    def reset_kv(self):
+    def reset_kv(self):  # returns nothing: the return value of reset_kv is ignored
         self.ids = None
-        return True
 
     @hookimpl
     def close(self):

@@ -1,0 +1,27 @@
+"""The options of ``hf-flashattn-staticcache`` (``backend.*``): types, defaults, allowed values and what excludes
+what. Checked for every job before the first one starts; what depends on the machine (is this FlashAttention
+kernel installed, is there a GPU) is checked in ``load``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from backends.hf_staticcache.selection import ATTENTION_CHOICES, FLASH_CHOICES
+from harness.sdk import UserError, choice, needs
+
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+
+
+@dataclass
+class HFOptions:
+    # auto | flash_attention_2 | flash_attention_4 | torch_flash | sdpa | eager | flash | efficient | cudnn | math
+    # (the last four: SDPA restricted to one kernel)
+    attention: str = choice(*ATTENTION_CHOICES)
+    compile: str = choice(*COMPILE_MODES)  # torch.compile of the decode step; reduce-overhead = CUDA graphs
+    # capture the decode step as a CUDA graph by hand (so: no compile, static cache)
+    cuda_graph: bool = needs(False, compile="none", cache="static")
+    cache: str = choice("static", "dynamic")  # dynamic: stock HF DynamicCache, reallocates (the reference)
+
+    def check(self) -> None:
+        if self.attention in FLASH_CHOICES and self.cache != "static":
+            raise UserError(f"backend.attention={self.attention} attends over the static cache",
+                            "drop backend.cache=dynamic, or use backend.attention=sdpa")
