@@ -15,8 +15,8 @@ from omegaconf import MISSING
 
 from harness.errors import UserError
 from harness.models import DTYPES, check_checkpoint_dir
-from harness.validate import RANDOM_STEPS
 from harness.sampling import check_sampling
+from harness.validate import RANDOM_STEPS
 
 TASKS = ("benchmark", "validate", "build", "generate")
 ISOLATION = ("none", "process")

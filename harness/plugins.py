@@ -24,7 +24,7 @@ from typing import Any
 import pluggy
 
 from harness import PROJECT, hookspecs
-from harness.contract import check_backend, check_logits
+from harness.contract import check_backend, check_logits, hook_arguments
 from harness.errors import UserError
 from harness.options import defaults_of, from_defaults
 
@@ -158,7 +158,11 @@ class PluginRegistry:
                 report(f"enginebench: warning: skipped: {err.problem}")
         for ep in _entry_points(OBSERVER_GROUP):
             if registry.pm.get_plugin(ep.name) is None:
-                registry.pm.register(ep.load(), name=ep.name)
+                try:
+                    registry.add_observer(ep.load(), name=ep.name)
+                except Exception as exc:  # noqa: BLE001 - a broken observer is skipped like a broken backend
+                    report(f"enginebench: warning: observer plugin '{ep.name}' ({_provider(ep)}) skipped: "
+                           f"{type(exc).__name__}: {exc}")
         return registry
 
     def add_backend(self, name: str, backend_class: type, provider: Provider | None = None) -> None:
@@ -179,7 +183,15 @@ class PluginRegistry:
         self.option_classes[name] = options
 
     def add_observer(self, plugin: Any, name: str | None = None) -> None:
-        self.pm.register(plugin, name=name)
+        """Register a plugin that wraps hooks (``hookwrapper=True``); pluggy checks its argument names, and
+        ``check_pending`` its hook names (a misspelled hook would otherwise never be called)."""
+        registered = self.pm.register(plugin, name=name)
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self.pm.unregister(name=registered)
+            known = ", ".join(hook_arguments())
+            raise UserError(f"observer plugin '{registered}': {exc}", f"the hooks are {known}") from exc
 
     def names(self) -> list[str]:
         return sorted(self.backend_classes)

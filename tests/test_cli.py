@@ -45,7 +45,7 @@ def test_task_validate_passes_and_writes_validation_csv(tmp_path):
     (["backend=hf-flashatn-staticcache"], "did you mean backend=hf-flashattn-staticcache"),
     (["model=tiny-lama"], "unknown model 'tiny-lama'"),
     (["grid.batch_size=[1]"], "unknown config key 'grid.batch_size'"),
-    (["backend.compil=default"], "unknown config key 'backend.compil'"),
+    (["backend.compil=default"], "backend hf-flashattn-staticcache has no option 'backend.compil'"),
     (["grid.new_tokens=many"], "grid.new_tokens: 'many' is not an integer"),
     (["grid.batch_sizes=[]"], "grid.batch_sizes is empty"),
     (["grid.prompt_lens=[0,8]"], "grid.prompt_lens has values below 1"),

@@ -2,7 +2,7 @@
 corruption, atomic publish), reset_kv and batches of left-padded rows."""
 import pytest
 import torch
-from variants import VARIANTS
+from variants import VARIANTS, variant_params
 
 from harness.errors import UserError
 from harness.inputs import left_pad, random_prompt_ids
@@ -23,7 +23,7 @@ GRAPHS = {"explicit": {"attention": "explicit"}, "gqa": {"attention": "gqa"},
 
 
 @pytest.mark.parametrize("graph", list(GRAPHS))
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", variant_params())
 def test_export_matches_hf_for_variant(registry, variant, graph, cache_dir):
     handle, source, info = open_backend(registry, "onnxruntime", model_cfg=VARIANTS[variant], max_seq=32,
                                         options=GRAPHS[graph], tmp_cache=cache_dir)

@@ -151,3 +151,17 @@ def test_a_wrong_hook_result_fails_validation_in_one_line(broken_site, tmp_path)
                    env=plugin_env(broken_site))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "backend 'broken-shape': prefill returned logits of shape [2, 1, " in proc.stderr
+
+
+def test_an_observer_with_an_unknown_hook_is_refused():
+    from harness import hookimpl
+
+    class Tracer:
+        @hookimpl(hookwrapper=True)
+        def decode_steps(self, tokens):
+            yield
+
+    registry = PluginRegistry()
+    with pytest.raises(UserError, match="observer plugin 'tracer': unknown hook 'decode_steps'"):
+        registry.add_observer(Tracer(), name="tracer")
+    assert registry.pm.get_plugin("tracer") is None

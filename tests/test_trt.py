@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from variants import VARIANTS
+from variants import VARIANTS, variant_params
 
 from harness.errors import UserError
 from harness.inputs import random_prompt_ids
@@ -52,7 +52,7 @@ def test_engine_builds_ahead_of_time(backend, extra, tmp_path):
 
 @needs_trt
 @pytest.mark.parametrize("attention", ["explicit", "fused"])
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", variant_params())
 def test_evaluator_matches_hf_for_variant(registry, variant, attention):
     handle, source, info = open_backend(registry, "trt-handbuilt", model_cfg=VARIANTS[variant], max_seq=32,
                                         options={"attention": attention})

@@ -10,3 +10,12 @@ VARIANTS = {
         "original_max_position_embeddings": 16}),
     "qwen2_bias_tied": tiny_model_cfg(model_type="qwen2", tie_word_embeddings=True, rope_theta=1000000.0),
 }
+
+
+def variant_params():
+    """The variants as pytest parameters: the first in the fast lane, the others marked slow (each costs an export
+    or a network build)."""
+    import pytest
+
+    first = next(iter(VARIANTS))
+    return [pytest.param(v, marks=() if v == first else pytest.mark.slow) for v in VARIANTS]
