@@ -169,7 +169,8 @@ def max_positions_of(model_cfg) -> int:
     if model_cfg.get("gguf"):
         from harness.gguf import locate_gguf, read_metadata
 
-        return int(read_metadata(locate_gguf(model_cfg.get("gguf"), model_cfg.get("gguf_package")))["context_length"] or 2048)
+        metadata = read_metadata(locate_gguf(model_cfg.get("gguf"), model_cfg.get("gguf_package")))
+        return int(metadata["context_length"] or 2048)
     if model_cfg.path:
         check_checkpoint_dir(model_cfg.path)
         cfg = json.loads((Path(model_cfg.path) / "config.json").read_text())

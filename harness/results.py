@@ -218,7 +218,8 @@ def summarize_wide(tidy):
     import pandas as pd
 
     keys = list(CELL_KEYS)
-    tidy = tidy.assign(quant=tidy["quant"].astype(object).fillna("none") if "quant" in tidy else "none")  # rows from before quant
+    # rows from before the quant column count as unquantized
+    tidy = tidy.assign(quant=tidy["quant"].astype(object).fillna("none") if "quant" in tidy else "none")
     ident = tidy.groupby(keys, dropna=False, sort=False)[["status", "error", "validation", "iterations",
                                                            "backend_info"]].first()
     measured = tidy.dropna(subset=["metric"])

@@ -3,7 +3,8 @@
 Decode is memory-bound: each step reads every matmul weight once plus the filled part of the KV cache, so the
 achieved bandwidth (those bytes / step time) over the measured copy bandwidth says how close a backend gets to the
 hardware limit. With weight-only quantization the weights count as stored: codes plus scales (and zero points)
-(harness/quant.py's ``weight_bytes``), so a quantized backend's bandwidth fraction stays honest. Prefill is compute-bound: 2 FLOPs per weight per token plus the causal attention products.
+(harness/quant.py's ``weight_bytes``), so a quantized backend's bandwidth fraction stays honest. Prefill is
+compute-bound: 2 FLOPs per weight per token plus the causal attention products.
 """
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ import stat
 import numpy as np
 import pandas as pd
 import pytest
+
 from helpers import FAST, plugin_env, run_cli
 
 GRID = ["grid.batch_sizes=[1,2]", "grid.prompt_lens=[8,16]", "grid.new_tokens=3", "measure.warmup=1",
@@ -54,7 +55,8 @@ def test_multirun_worst_job_wins(plugin_site, tmp_path):
 
 def test_python_api_raises_on_a_failed_job(plugin_site, tmp_path):
     code = ("import sys\nfrom harness.api import benchmark\nfrom harness.errors import JobFailed\n"
-            f"try:\n    benchmark(['backend=fault', 'backend.error_at=[1x8]', *{GRID!r}], output_dir={str(tmp_path)!r})\n"
+            f"try:\n    benchmark(['backend=fault', 'backend.error_at=[1x8]', *{GRID!r}],"
+            f" output_dir={str(tmp_path)!r})\n"
             "except JobFailed as exc:\n    print('JobFailed', exc.exit_code, exc.summary)\n")
     import subprocess
     import sys

@@ -8,9 +8,9 @@ import time
 import pandas as pd
 import psutil
 import pytest
-
-from conftest import plugin_env, run_cli
 from test_reliability import GRID, SLOW, _start, _wait_for_cells, cells
+
+from helpers import plugin_env, run_cli
 
 pytestmark = pytest.mark.slow  # each test starts several worker processes
 

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from helpers import FAST, open_backend, run_cli, tiny_model_cfg
 from harness.accuracy import backend_perplexity, greedy_agreement, kl_divergence, logit_drift, reference_perplexity
 from harness.errors import UserError
-from harness.quant import (QuantScheme, dequantize_weight, fake_quantize, quantize_weight, resolve, weight_bytes)
+from harness.quant import QuantScheme, dequantize_weight, fake_quantize, quantize_weight, resolve, weight_bytes
 from harness.validate import compare, validate_backend
+from helpers import FAST, open_backend, run_cli, tiny_model_cfg
 
 torchao = pytest.importorskip("torchao", reason="torchao not installed (pip install torchao)")
 

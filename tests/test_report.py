@@ -26,12 +26,7 @@ def test_multirun_writes_comparison_plots_and_report(multirun):
     for col in ["decode_ms_p50__onnxruntime", "decode_ms_p50__hf-flashattn-staticcache",
                 "decode_ms_speedup__onnxruntime", "decode_ms_verdict__onnxruntime", "status__onnxruntime"]:
         assert col in comparison.columns
-<<<<<<< HEAD
     assert set(comparison.decode_ms_verdict__onnxruntime) <= {"faster", "slower", "within noise", "unstable"}
-=======
-    verdicts = {"faster", "slower", "within noise", "unstable", "untested"}
-    assert set(comparison.decode_ms_verdict__onnxruntime) <= verdicts
->>>>>>> 77f5747 (Typed backend options and an enforced plugin contract)
     pngs = sorted(p.name.split("__")[0] for p in (report / "plots").glob("*.png"))
     assert pngs == ["decode_latency_vs_batch", "peak_memory_vs_batch", "prefill_latency_vs_prompt",
                     "roofline_fraction_vs_batch", "speed_vs_accuracy", "throughput_vs_batch"]

@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from harness.sdk import UserError
+from harness.sdk import QuantScheme, UserError, quantize_weight
 from harness.sdk import head_dim as model_head_dim
-from harness.sdk import QuantScheme, quantize_weight
 
 NP_TYPES = {torch.float32: np.float32, torch.float16: np.float16}
 
@@ -37,7 +36,8 @@ class NetworkOptions:
     max_seq: int = 2048
     fuse_qkv: bool = True  # one [q;k;v] matmul instead of three
     attention: str = "explicit"  # explicit: matmul-softmax-matmul | fused: TensorRT's attention layer (IAttention)
-    quant: QuantScheme = field(default_factory=QuantScheme)  # weight-only: decoder linears as int8/fp8 constants + dequantize layers
+    # weight-only: decoder linears as int8/fp8 constants + dequantize layers
+    quant: QuantScheme = field(default_factory=QuantScheme)
 
 
 from backends.trt_handbuilt.options import ATTENTIONS  # noqa: E402 - one list of the attention forms
@@ -233,7 +233,8 @@ def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
         if options.fuse_qkv:
             w = torch.cat([sd[f"{p}.self_attn.{n}.weight"] for n in names])
             fb = torch.cat(bias) if bias[0] is not None else None
-            qkv = b.linear(attn_in, w, fb, f"{p}.self_attn.qkv_proj", quantize=True)  # rows keep their scales  # [B, S, (H + 2 Hkv) D]
+            # rows keep their scales  # [B, S, (H + 2 Hkv) D]
+            qkv = b.linear(attn_in, w, fb, f"{p}.self_attn.qkv_proj", quantize=True)
             parts = []
             shape = b.named(network.add_shape(qkv), f"{p}.qkv_shape")  # [B, S, (H + 2 Hkv) D]
             keep_bs = b.const(torch.tensor([1, 1, 0], dtype=torch.int64), f"{p}.qkv_keep_bs")

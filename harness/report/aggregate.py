@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import UserError
-from harness.results import read_results_frame
 from harness.plugins import configuration_label
+from harness.results import read_results_frame
 from harness.samples import read_cell_samples
 
 CELL = ["model", "weights", "dtype", "device", "batch_size", "prompt_len", "new_tokens"]

@@ -16,30 +16,21 @@ from backends.hf_staticcache.plugin import HFStaticCacheBackend
 from harness.sdk import MissingLibrary, hookimpl
 
 
-<<<<<<< HEAD
-FAULTS = {"oom_at": [], "crash_at": [], "hang_at": [], "error_at": [], "nan": False, "step_sleep_s": 0.0,
-          "missing_library": False}
-=======
 @dataclass
 class FaultOptions(HFOptions):
     oom_at: list[str] = field(default_factory=list)  # cells "BxP" that raise out-of-memory at prefill
     crash_at: list[str] = field(default_factory=list)  # ... that segfault
-    hang_at: list[str] = field(default_factory=list)  # ... that hang
+    hang_at: list[str] = field(default_factory=list)  # ... that hang ("load" in crash_at / hang_at: the load)
+    error_at: list[str] = field(default_factory=list)  # ... whose decode_step raises ("*": every cell)
     nan: bool = False  # every logit NaN
     step_sleep_s: float = 0.0  # a sleep in every decode step
     missing_library: bool = False  # load raises MissingLibrary
->>>>>>> 77f5747 (Typed backend options and an enforced plugin contract)
 
 
 class FaultBackend(HFStaticCacheBackend):
     @hookimpl
-<<<<<<< HEAD
-    def enginebench_backend_defaults(self):
-        return {**super().enginebench_backend_defaults(), **FAULTS}
-=======
     def enginebench_backend_options(self):
         return FaultOptions
->>>>>>> 77f5747 (Typed backend options and an enforced plugin contract)
 
     @hookimpl
     def load(self, spec):
@@ -50,12 +41,8 @@ class FaultBackend(HFStaticCacheBackend):
             time.sleep(3600)
         if self.faults["missing_library"]:
             raise MissingLibrary("fault", "fault_native_lib", "fault-native-lib")
-<<<<<<< HEAD
-        spec.options = {k: v for k, v in spec.options.items() if k not in FAULTS}  # the HF backend's own options
-=======
         own = {f.name for f in fields(HFOptions)}
         spec.options = {k: v for k, v in spec.options.items() if k in own}  # the HF backend's own options
->>>>>>> 77f5747 (Typed backend options and an enforced plugin contract)
         return super().load(spec)
 
     @hookimpl
