@@ -9,8 +9,8 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import ROOT, plugin_env
 from harness.results import read_cells
+from helpers import ROOT, plugin_env
 
 pytestmark = pytest.mark.slow
 

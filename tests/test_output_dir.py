@@ -8,9 +8,9 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import FAST, ROOT, plugin_env, run_cli
 from harness.errors import UserError
 from harness.outdir import check_ownership, exclusive, fingerprint, first_difference
+from helpers import FAST, ROOT, plugin_env, run_cli
 
 
 def cfg_of(*overrides):
@@ -187,8 +187,8 @@ def test_multirun_jobs_sharing_output_dir_get_a_subdirectory_each(tmp_path):
 
 @pytest.mark.slow  # runs the command
 def test_resume_reruns_cells_that_failed_to_load_once_the_checkpoint_is_fixed(tmp_path):
-    from conftest import tiny_model_cfg
     from harness.models import ModelSource
+    from helpers import tiny_model_cfg
 
     ckpt = tmp_path / "ckpt"
     ModelSource.from_config(tiny_model_cfg(), 0).build_fp32_cpu().save_pretrained(ckpt)
