@@ -12,7 +12,6 @@ import json
 import pytest
 import torch
 import yaml
-
 from helpers import ROOT, run_cli
 
 PRESET = yaml.safe_load((ROOT / "conf" / "model" / "smollm2-135m.yaml").read_text())
@@ -77,7 +76,7 @@ def test_generate_answers_paris(smollm2_cache, tmp_path):
                    "sampling.greedy=true", "generate.max_new_tokens=16", "device=cpu", f"cache_dir={smollm2_cache}",
                    f"output_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    answer = [line for line in proc.stdout.splitlines() if line.startswith("output:")][0]
+    answer = next(line for line in proc.stdout.splitlines() if line.startswith("output:"))
     assert "Paris" in answer, proc.stdout
     record = json.loads((tmp_path / "generation.json").read_text())
     assert record["chat"] is True and record["finish_reason"] == "eos"  # stopped at the end-of-turn token
