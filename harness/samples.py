@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from harness import metrics
 from harness.results import atomic_write_bytes
 
 SAMPLES_DIR = "samples"
-COMPARABLE = ("prefill_latency_ms", "decode_latency_ms", "e2e_latency_ms")  # metrics with kept samples
+COMPARABLE = (metrics.PREFILL_LATENCY, metrics.DECODE_LATENCY, metrics.E2E_LATENCY)  # metrics with kept samples
 
 
 def samples_path(run_dir: Path, batch: int, prompt_len: int, new_tokens: int) -> Path:
@@ -56,11 +57,11 @@ def read_cell_samples(run_dir: Path, batch: int, prompt_len: int, new_tokens: in
 
 def comparison_units(samples: dict[str, Any], metric: str) -> np.ndarray:
     """The independent samples of ``metric`` that a two-sample test may use (see the module docstring)."""
-    if metric == "prefill_latency_ms":
+    if metric == metrics.PREFILL_LATENCY:
         return samples["prefill_ms"]
-    if metric == "e2e_latency_ms":
+    if metric == metrics.E2E_LATENCY:
         return samples["e2e_ms"]
-    if metric == "decode_latency_ms":
+    if metric == metrics.DECODE_LATENCY:
         decode = samples["decode_ms"]
         return np.median(decode, axis=1) if decode.ndim == 2 and decode.size else decode.ravel()
     raise KeyError(f"no kept samples for metric {metric}")

@@ -8,20 +8,21 @@ import difflib
 
 import pandas as pd
 
+from harness import metrics
 from harness.errors import UserError
 from harness.report.aggregate import CELL, cell_samples, latest_per_cell
 from harness.samples import comparison_units
 from harness.stats import compare_samples
 
 KEY_METRICS = {  # metric -> short name in comparison.csv
-    "decode_latency_ms": "decode_ms",
-    "prefill_latency_ms": "prefill_ms",
-    "e2e_throughput_tok_s": "e2e_tok_s",
-    "decode_bandwidth_frac": "bw_frac",
+    metrics.DECODE_LATENCY: "decode_ms",
+    metrics.PREFILL_LATENCY: "prefill_ms",
+    metrics.E2E_THROUGHPUT: "e2e_tok_s",
+    metrics.DECODE_BANDWIDTH_FRAC: "bw_frac",
 }
-TESTED = {"decode_ms": "decode_latency_ms", "prefill_ms": "prefill_latency_ms"}  # speedups with a verdict
+TESTED = {"decode_ms": metrics.DECODE_LATENCY, "prefill_ms": metrics.PREFILL_LATENCY}  # speedups with a verdict
 SPREAD = ("n", "cv", "p50_ci_low", "p50_ci_high")  # written for the tested metrics where results have them
-MEMORY = ["gpu_process_used_peak_mib", "torch_allocated_peak_mib", "host_rss_peak_mib"]
+MEMORY = [metrics.GPU_PROCESS_PEAK, metrics.TORCH_ALLOCATED_PEAK, metrics.HOST_RSS_PEAK]
 DEFAULT_BASELINE = "hf-flashattn-staticcache"
 VERDICT = {"lower": "faster", "higher": "slower"}  # latency of the configuration vs the baseline's
 

@@ -16,20 +16,22 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness import metrics  # noqa: E402
+
 # (file stem, metric, statistic, x axis, panel axis, y label, log-x)
 PLOTS = [
-    ("decode_latency_vs_batch", "decode_latency_ms", "p50", "batch_size", "prompt_len",
+    ("decode_latency_vs_batch", metrics.DECODE_LATENCY, "p50", "batch_size", "prompt_len",
      "decode step latency, p50 (ms)", True),
-    ("prefill_latency_vs_prompt", "prefill_latency_ms", "p50", "prompt_len", "batch_size",
+    ("prefill_latency_vs_prompt", metrics.PREFILL_LATENCY, "p50", "prompt_len", "batch_size",
      "prefill latency, p50 (ms)", True),
-    ("throughput_vs_batch", "decode_throughput_tok_s", "p50", "batch_size", "prompt_len",
+    ("throughput_vs_batch", metrics.DECODE_THROUGHPUT, "p50", "batch_size", "prompt_len",
      "decode throughput, p50 (tokens/s)", True),
-    ("peak_memory_vs_batch", "gpu_process_used_peak_mib", "mean", "batch_size", "prompt_len",
+    ("peak_memory_vs_batch", metrics.GPU_PROCESS_PEAK, "mean", "batch_size", "prompt_len",
      "peak GPU memory of the process (MiB)", True),
-    ("roofline_fraction_vs_batch", "decode_bandwidth_frac", "p50", "batch_size", "prompt_len",
+    ("roofline_fraction_vs_batch", metrics.DECODE_BANDWIDTH_FRAC, "p50", "batch_size", "prompt_len",
      "decode: achieved / measured copy bandwidth", True),
 ]
-HOST_MEMORY = ("host_rss_peak_mib", "peak host RSS (MiB)")
+HOST_MEMORY = (metrics.HOST_RSS_PEAK, "peak host RSS (MiB)")
 
 
 def _title(group: dict) -> str:
@@ -56,7 +58,7 @@ def make_plots(tidy: pd.DataFrame, out_dir: Path) -> list[Path]:
         colors = {c: f"C{i % 10}" for i, c in enumerate(configs)}
         for stem, metric, stat, x, panel, ylabel, logx in PLOTS:
             data = ok[ok.metric == metric]
-            if data.empty and metric == "gpu_process_used_peak_mib":  # CPU runs: host memory instead
+            if data.empty and metric == metrics.GPU_PROCESS_PEAK:  # CPU runs: host memory instead
                 metric, ylabel = HOST_MEMORY
                 data = ok[ok.metric == metric]
             if data.empty:

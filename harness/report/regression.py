@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import pandas as pd
 
+from harness import metrics
 from harness.errors import UserError
 from harness.report.aggregate import CELL, cell_samples, latest_per_cell
 from harness.samples import comparison_units
 from harness.stats import compare_samples
 
-METRICS = ("decode_latency_ms", "prefill_latency_ms", "e2e_latency_ms")
+METRICS = (metrics.DECODE_LATENCY, metrics.PREFILL_LATENCY, metrics.E2E_LATENCY)
 VERDICT = {"higher": "regression", "lower": "improvement"}
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness import metrics
 from harness.results import ACCURACY_COLUMNS
 
 GROUP = ["model", "weights", "dtype", "device"]
@@ -20,7 +21,7 @@ SHORT = {"accuracy_max_abs_diff": "max |Δlogit|", "accuracy_mean_abs_diff": "me
 
 def speed_accuracy_table(tidy: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, dtype, device, backend label) with its decode p50 at the smallest cell and accuracy."""
-    decode = tidy[(tidy.status == "ok") & (tidy.metric == "decode_latency_ms")]
+    decode = tidy[(tidy.status == "ok") & (tidy.metric == metrics.DECODE_LATENCY)]
     if decode.empty or "quant" not in decode:
         return pd.DataFrame()
     rows = []
