@@ -12,6 +12,7 @@ import json
 import pytest
 import torch
 import yaml
+
 from helpers import ROOT, run_cli
 
 PRESET = yaml.safe_load((ROOT / "conf" / "model" / "smollm2-135m.yaml").read_text())
