@@ -63,8 +63,9 @@ def _has_tensorrt() -> bool:
     return any(importlib.util.find_spec(m) for m in ("tensorrt", "tensorrt_rtx_bindings"))
 
 
-@pytest.mark.parametrize("backend", ["hf-flashattn-staticcache", "onnxruntime", pytest.param(
-    "trt-handbuilt", marks=pytest.mark.skipif(not _has_tensorrt(), reason="no TensorRT module installed"))])
+@pytest.mark.parametrize("backend", ["hf-flashattn-staticcache", pytest.param("onnxruntime", marks=pytest.mark.slow),
+                                     pytest.param("trt-handbuilt", marks=[pytest.mark.slow, pytest.mark.skipif(
+                                         not _has_tensorrt(), reason="no TensorRT module installed")])])
 def test_greedy_generation_equal_across_backends(registry, backend, tmp_path):
     reference, source, _ = open_backend(registry, "hf-flashattn-staticcache", max_seq=32)
     other, _, _ = open_backend(registry, backend, max_seq=32, tmp_cache=tmp_path)

@@ -20,9 +20,11 @@ def cache_dir(tmp_path_factory):
 # the three exported graphs: attention written out | ORT's GroupQueryAttention | that plus ORT's other fused ops
 GRAPHS = {"explicit": {"attention": "explicit"}, "gqa": {"attention": "gqa"},
           "gqa_fused": {"attention": "gqa", "fused_ops": True}}
+# the explicit graph in the fast lane; the GroupQueryAttention graphs (one more export each) marked slow
+GRAPH_PARAMS = [pytest.param(g, marks=() if g == "explicit" else pytest.mark.slow) for g in GRAPHS]
 
 
-@pytest.mark.parametrize("graph", list(GRAPHS))
+@pytest.mark.parametrize("graph", GRAPH_PARAMS)
 @pytest.mark.parametrize("variant", variant_params())
 def test_export_matches_hf_for_variant(registry, variant, graph, cache_dir):
     handle, source, info = open_backend(registry, "onnxruntime", model_cfg=VARIANTS[variant], max_seq=32,
@@ -39,6 +41,7 @@ def test_export_matches_hf_for_variant(registry, variant, graph, cache_dir):
         handle.close()
 
 
+@pytest.mark.slow  # three loads, one a full re-export
 def test_second_load_reuses_artifact_and_corruption_is_rebuilt(registry, cache_dir):
     first, _, info1 = open_backend(registry, "onnxruntime", max_seq=24, tmp_cache=cache_dir)
     first.close()
@@ -59,6 +62,7 @@ def test_second_load_reuses_artifact_and_corruption_is_rebuilt(registry, cache_d
         third.close()
 
 
+@pytest.mark.slow  # an export of its own
 def test_no_temporary_directories_left(registry, tmp_path):
     handle, _, info = open_backend(registry, "onnxruntime", max_seq=24, tmp_cache=tmp_path)  # a fresh build
     handle.close()
@@ -67,7 +71,7 @@ def test_no_temporary_directories_left(registry, tmp_path):
     assert [p for p in entries if not p.name.startswith(".")] and not [p for p in entries if ".tmp" in p.name]
 
 
-@pytest.mark.parametrize("graph", list(GRAPHS))
+@pytest.mark.parametrize("graph", GRAPH_PARAMS)
 def test_reset_kv_keeps_buffers_and_repeats_results(registry, graph, cache_dir):
     handle, source, _ = open_backend(registry, "onnxruntime", options=GRAPHS[graph], max_seq=24, tmp_cache=cache_dir)
     try:

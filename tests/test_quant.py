@@ -115,7 +115,8 @@ def test_quantized_drift_is_held_to_the_scheme_cost_in_hf():
 
 # --- backends -----------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("scheme", ["int8", "int4", "fp8"])
+@pytest.mark.parametrize("scheme", ["int8", pytest.param("int4", marks=pytest.mark.slow),
+                                    pytest.param("fp8", marks=pytest.mark.slow)])
 def test_hf_torchao_quantized_validates_and_drifts(registry, scheme):
     quant = resolve(scheme, None, None, tiny_config())
     handle, source, info = open_backend(registry, "hf-flashattn-staticcache", max_seq=32, quant=quant)

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 
 from helpers import ROOT, plugin_env, run_cli
 
@@ -148,6 +149,7 @@ def _build_concurrently(root, marker, barrier):
     assert (art.directory / "payload.bin").read_bytes() == b"x" * 1000
 
 
+@pytest.mark.slow  # several processes, each importing torch
 def test_concurrent_runs_share_the_artifact_cache(tmp_path):
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(3)
