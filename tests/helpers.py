@@ -70,3 +70,13 @@ def broken_backends():
     import broken_backend
 
     return broken_backend
+
+
+def installed_tensorrt():
+    """Full TensorRT's module where installed, else TensorRT-RTX's bindings (builds engines on CPU), else None."""
+    for name in ("tensorrt", "tensorrt_rtx_bindings"):
+        try:
+            return __import__(name)
+        except ImportError:
+            continue
+    return None

@@ -10,7 +10,7 @@ from harness.accuracy import backend_perplexity, greedy_agreement, kl_divergence
 from harness.errors import UserError
 from harness.quant import QuantScheme, dequantize_weight, fake_quantize, quantize_weight, resolve, weight_bytes
 from harness.validate import compare, validate_backend
-from helpers import FAST, open_backend, run_cli, tiny_model_cfg
+from helpers import FAST, installed_tensorrt, open_backend, run_cli, tiny_model_cfg
 
 torchao = pytest.importorskip("torchao", reason="torchao not installed (pip install torchao)")
 
@@ -161,13 +161,7 @@ def test_ort_matmulnbits_artifact_validates_and_is_cached(registry, tmp_path):
 
 # --- TensorRT: Q/DQ semantics in the evaluator, the hand-built network, an RTX build ------------------------------
 
-trt = None
-for _name in ("tensorrt", "tensorrt_rtx_bindings"):
-    try:
-        trt = __import__(_name)
-        break
-    except ImportError:
-        continue
+trt = installed_tensorrt()
 needs_trt = pytest.mark.skipif(trt is None, reason="neither tensorrt nor tensorrt_rtx_bindings installed")
 
 

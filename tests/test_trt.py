@@ -11,15 +11,9 @@ from variants import VARIANTS, variant_params
 from harness.errors import UserError
 from harness.inputs import random_prompt_ids
 from harness.validate import validate_backend
-from helpers import open_backend, run_cli
+from helpers import installed_tensorrt, open_backend, run_cli
 
-trt_module = None
-for name in ("tensorrt", "tensorrt_rtx_bindings"):
-    try:
-        trt_module = __import__(name)
-        break
-    except ImportError:
-        continue
+trt_module = installed_tensorrt()
 needs_trt = pytest.mark.skipif(trt_module is None, reason="neither tensorrt nor tensorrt_rtx_bindings installed")
 
 
