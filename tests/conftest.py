@@ -7,9 +7,7 @@ import inspect
 
 import pytest
 
-from helpers import FAST, ROOT, TINY, install_plugin_packages, open_backend, plugin_env, run_cli, tiny_model_cfg
-
-__all__ = ["FAST", "ROOT", "TINY", "open_backend", "plugin_env", "run_cli", "tiny_model_cfg"]  # older imports
+from helpers import install_plugin_packages
 
 
 @pytest.fixture(scope="session")
