@@ -16,8 +16,10 @@ if [ "${MG_DRY:-0}" = 1 ]; then
   TWO="pin.cpu_slots=2"; ONE="pin.cpu_slots=1"; GPU0=cpu; GPU1=cpu; HEAVY_GRID="grid.batch_sizes=[4] grid.prompt_lens=[64]"
 else
   MODEL="model=tinyllama-1.1b grid.batch_sizes=[1,8] grid.prompt_lens=[128] grid.new_tokens=64"
-  TWO=""; ONE=""; GPU0=cuda:0; GPU1=cuda:1; HEAVY_GRID="grid.batch_sizes=[32] grid.prompt_lens=[1024]"
+  TWO=""; ONE=""; GPU0=cuda:0; GPU1=cuda:1; HEAVY_GRID="grid.batch_sizes=[32] grid.prompt_lens=[1984] grid.new_tokens=4"
 fi
+# The heavy job is prefill-bound (32 x 1984 tokens per call) so that it keeps GPU 1 busy: an eager decode loop is
+# bound by kernel launches and leaves the GPU mostly idle, which measures nothing.
 SWEEP="-m hydra/launcher=enginebench_joblib hydra.launcher.n_jobs=2 device=pin backend=hf-flashattn-staticcache,onnxruntime"
 
 watch() { $PY docs/results/nvml_watch.py sample "$1" & WATCH=$!; }
@@ -47,7 +49,7 @@ case "$part" in
       measure.min_seconds=900 measure.max_iters=1000000 output_dir=$R/heavy_gpu1 > $R/heavy_gpu1.log 2>&1 &
     HEAVY=$!
     busy=0
-    for _ in $(seq 120); do  # until the heavy job keeps GPU 1 busy for 3 s in a row, at most 2 minutes
+    for _ in $(seq 150); do  # until the heavy job keeps GPU 1 busy for 3 s in a row, at most 2.5 minutes
       if [ "${MG_DRY:-0}" = 1 ]; then sleep 5; break; fi
       util=$(nvidia-smi --id=1 --query-gpu=utilization.gpu --format=csv,noheader,nounits 2>/dev/null | tr -d ' ')
       if [ "${util:-0}" -ge 50 ]; then busy=$((busy + 1)); else busy=0; fi
