@@ -12,7 +12,8 @@ OUT=${1:?usage: gpu_quant.sh OUT_DIR [hf|ort|all] [SECONDS_PER_STEP]}
 STEP=${2:-all}
 LIMIT=${3:-1200}
 mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/torchao-site .whl/torchao-*.whl
+python3 -c "import torchao" 2>/dev/null \
+  || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/torchao-site .whl/torchao-*.whl
 export PYTHONPATH="$PWD:/tmp/torchao-site:${PYTHONPATH:-}"
 # Trimmed grid (device time is scarce): batch 1 and 8 at prompt 128, 32 new tokens; SDPA attention (no kernel probe).
 GRID=(model=tinyllama-1.1b device=cuda "grid.batch_sizes=[1,8]" "grid.prompt_lens=[128]" grid.new_tokens=32

@@ -46,7 +46,8 @@ case "$part" in
     CELL="$MODEL device=$GPU0 backend=hf-flashattn-staticcache validation.enabled=false measure.min_iters=15"
     $PY -m harness $CELL output_dir=$R/cell_alone
     $PY -m harness $MODEL $HEAVY_GRID device=$GPU1 backend=hf-flashattn-staticcache validation.enabled=false \
-      measure.min_seconds=900 measure.max_iters=1000000 output_dir=$R/heavy_gpu1 > $R/heavy_gpu1.log 2>&1 &
+      measure.min_seconds=900 measure.max_seconds=1000 measure.max_iters=1000000 output_dir=$R/heavy_gpu1 \
+      > $R/heavy_gpu1.log 2>&1 &
     HEAVY=$!
     busy=0
     for _ in $(seq 150); do  # until the heavy job keeps GPU 1 busy for 3 s in a row, at most 2.5 minutes
@@ -56,10 +57,15 @@ case "$part" in
       [ $busy -ge 3 ] && break
       sleep 1
     done
+    if ! kill -0 $HEAVY 2>/dev/null; then  # a loaded run without the load would be reported as "no interference"
+      echo "the heavy job on $GPU1 is not running (see heavy_gpu1.log): interference not measured"; tail -3 $R/heavy_gpu1.log
+      exit 1
+    fi
     echo "heavy job on $GPU1 running (GPU 1 utilisation ${util:-n/a} %)"
     watch $R/nvml_interference.csv
     $PY -m harness $CELL output_dir=$R/cell_loaded
     unwatch
+    kill -0 $HEAVY 2>/dev/null || { echo "the heavy job ended before the loaded cell did: interference not measured"; exit 1; }
     kill -TERM $HEAVY; wait $HEAVY  # (a background job ignores SIGINT)
     $PY -m harness $CELL output_dir=$R/cell_alone_after
     for pair in "cell_alone cell_loaded" "cell_alone cell_alone_after"; do
