@@ -11,7 +11,8 @@
 #   interference of a job on the other GPU):
 #     lane 0: llama-3.2-1b prefill/decode per attention choice (tools/hf_attention.py);
 #     lane 1: TinyLlama quant=none,int8,int4 on HF with reduce-overhead (gpu_quant.sh hf).
-# Usage: bash docs/results/two_lanes.sh [PHASE1_SECONDS] [PHASE2_SECONDS]; results packed into $OUT/lane{0,1}.tgz.
+# Usage: bash docs/results/two_lanes.sh [PHASE1_SECONDS] [PHASE2_SECONDS]. Each phase is packed into $OUT/phaseN.tgz
+# as soon as it ends, so a call cut off during phase 2 still brings phase 1 back.
 set -uo pipefail
 export PYTHONPATH=/root/gpu-site:/root/gpu-site/nvidia_cutlass_dsl/dsl_packages:$PWD ENGINEBENCH_CACHE_DIR=/root/ebcache
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2  # many CPU references at once on one host: no thread oversubscription
@@ -42,6 +43,7 @@ for q in int8 int4; do
 done
 wait
 grep -h "^validate\|error" "$L0"/*.log "$L1"/*.log | head -80
+tar -C "$OUT" --exclude samples -czf "$OUT/phase1.tgz" lane0 lane1
 echo "== phase 2 (timing, both GPUs at once)"
 (
   export CUDA_VISIBLE_DEVICES=0
@@ -54,5 +56,6 @@ CUDA_VISIBLE_DEVICES=1 bash docs/results/gpu_quant.sh "$L1/quant" hf "$P2" > "$L
 wait
 grep -v "^W1\|Warning" "$L0/bench.log" | tail -40
 cat "$L1/quant/hf.log" 2>/dev/null | tail -30
-for lane in lane0 lane1; do tar -C "$OUT" -czf "$OUT/$lane.tgz" "$lane" && rm -rf "${OUT:?}/$lane"; done
+tar -C "$OUT" -czf "$OUT/phase2.tgz" lane0/bench.log lane0/fa_llama_ro.csv lane0/fa_llama.csv lane1/quant.log lane1/quant \
+  && rm -rf "${OUT:?}/lane0" "${OUT:?}/lane1"
 ls -la "$OUT"
