@@ -179,3 +179,26 @@ def test_choice_loop_skips_what_cannot_run_and_says_why(registry):
                                              "torch_flash": "it runs on CUDA GPUs only (device=cpu)"}
     finally:
         handle.close()
+
+
+def test_decode_profile_names_the_attention_kernel_and_accounts_for_the_step(tmp_path):
+    """tools/profile_decode.py on the CPU (where it reports CPU self time): one profile per (attention, prompt), the
+    attention operator that ran appears in it, and the shares of each profile add up to the whole step."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    out = tmp_path / "profile.csv"
+    subprocess.run([sys.executable, "-m", "tools.profile_decode", "--model", "tiny-llama", "--attention", "sdpa",
+                    "eager", "--device", "cpu", "--dtype", "float32", "--prompt", "16", "--steps", "3",
+                    "--out", str(out)], check=True, capture_output=True, timeout=300,
+                   cwd=Path(__file__).resolve().parents[1])
+    rows = pd.read_csv(out)
+    assert set(rows.attention) == {"sdpa", "eager"}
+    for attention, op in (("sdpa", "scaled_dot_product"), ("eager", "softmax")):
+        profile = rows[rows.attention == attention]
+        assert profile.name.str.contains(op).any(), profile.name.tolist()[:10]
+        assert profile.share.sum() == pytest.approx(1.0, abs=0.01)
+        assert (profile.wall_ms_per_step > 0).all() and (profile.device_ms_per_step > 0).all()

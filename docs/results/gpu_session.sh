@@ -6,7 +6,7 @@ set -uo pipefail
 export PYTHONPATH=/root/gpu-site:/root/gpu-site/nvidia_cutlass_dsl/dsl_packages:$PWD ENGINEBENCH_CACHE_DIR=/root/ebcache PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/enginebench-gpu}; mkdir -p "$OUT"
 GRID="model=tinyllama-1.1b device=cuda grid.batch_sizes=[1,8,32] grid.prompt_lens=[128,1024] grid.new_tokens=64"
-step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort-maxseq | inplace | profile-gqa | profile-fused | presets | dry | multigpu | interference | flash-tests | flash-validate | flash-bench}
+step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort-maxseq | inplace | profile-gqa | profile-fused | presets | dry | multigpu | interference | flash-tests | flash-validate | flash-bench | flash-profile}
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c 'import torch, transformers, onnxruntime as o; print("torch", torch.__version__, "transformers", transformers.__version__, "onnxruntime", o.__version__, o.get_available_providers())'
@@ -58,6 +58,10 @@ step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort
          $B --model tinyllama-1.1b --batch 1 8 32 --prompt 128 1024 1984 --compile none --out $OUT/fa_tinyllama.csv
          $B --model llama-3.2-1b --batch 1 8 --prompt 128 4096 8192 --compile none --out $OUT/fa_llama.csv
          $B --model llama-3.2-1b --batch 1 --prompt 128 8192 --compile reduce-overhead --out $OUT/fa_llama.csv ;;
+    flash-profile)  # where a decode step's time goes at a short and a long fill, per kernel (uncompiled: a CUDA
+         # graph hides its kernels from the profiler), for the two FlashAttention choices that run on Hopper
+         python3 -m tools.profile_decode --model llama-3.2-1b --attention torch_flash flash_attention_4 sdpa \
+           --batch 1 --prompt 128 8192 --out $OUT/profile_llama_b1.csv ;;
     dry) python3 -m tools.dry --device cuda --out $OUT/dry_gpu.csv --iters 200 ;;
     multigpu) bash docs/results/multigpu.sh sweep ;;  # nvidia-h200-x2; stage hydra-joblib-launcher + joblib too
     interference) bash docs/results/multigpu.sh interference ;;  # nvidia-h200-x2
