@@ -1,6 +1,7 @@
 """Weight-only quantization: the scheme's maths (hand-derived), the byte count, the accuracy metrics, each backend's
 quantized path against the float32 model (torchao, ONNX Runtime's MatMulNBits, TensorRT Q/DQ through the reference
-evaluator and a TensorRT-RTX build), the up-front refusals and the report's speed-vs-accuracy output."""
+evaluator and a TensorRT-RTX build; trt-onnx-parsed's Q/DQ graph in test_quant_qdq.py), the up-front refusals and
+the report's speed-vs-accuracy output."""
 import math
 
 import pytest
@@ -227,7 +228,8 @@ def test_trt_handbuilt_quantized_engine_builds(scheme, tmp_path):
     (["backend=onnxruntime", "quant=fp8"], "no fp8"),
     pytest.param(["backend=onnxruntime", "quant=int8", "quant_options.group_size=0"], "per-channel",
                  marks=pytest.mark.slow),
-    (["backend=trt-onnx-parsed", "quant=int8"], "MatMulNBits"),
+    (["backend=trt-onnx-parsed", "quant=int4"], "zero point"),  # int4 defaults to asymmetric
+    pytest.param(["-m", "backend=trt-onnx-parsed", "quant=int8,int4"], "zero point", marks=pytest.mark.slow),
     pytest.param(["quant=int5"], "unknown quant", marks=pytest.mark.slow),
     pytest.param(["quant=int4", "quant_options.group_size=24"], "power of two", marks=pytest.mark.slow),
 ])
