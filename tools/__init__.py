@@ -11,3 +11,13 @@ def print_and_save(rows: list[dict], out: str | None) -> None:
     print(table.to_string(index=False))
     if out:
         table.to_csv(out, index=False)
+
+
+def load_preset(name: str):
+    """The ``conf/model/<name>.yaml`` preset as a ModelSource (seed 0), for tools run from the repository root."""
+    import yaml
+
+    from harness.models import ModelSource
+
+    with open(f"conf/model/{name}.yaml") as f:
+        return ModelSource.from_config(yaml.safe_load(f), seed=0)

@@ -15,12 +15,11 @@ import statistics
 import sys
 
 import torch
-import yaml
 
 from harness.inputs import random_prompt_ids
 from harness.loadspec import LoadSpec
-from harness.models import ModelSource
 from harness.plugins import PluginRegistry
+from tools import load_preset
 
 BACKEND = "hf-flashattn-staticcache"
 
@@ -72,9 +71,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=24)
     p.add_argument("--out", required=True)
     args = p.parse_args()
-    with open(f"conf/model/{args.model}.yaml") as f:
-        preset = yaml.safe_load(f)
-    source = ModelSource.from_config(preset, seed=0)
+    source = load_preset(args.model)
     registry = PluginRegistry.discover()
     max_seq = max(args.prompt) + args.warm_steps + args.steps + 8
     written = 0

@@ -3,9 +3,10 @@
 A target missed by a latency table needs a profile, not a guess: this runs the backend's own hooks (load, prefill,
 decode steps) uncompiled, records ``--steps`` decode steps with ``torch.profiler`` and reports, per operator or
 kernel, how many times it ran and how much device time it took per step, and its share of the step's kernel time.
-Next to that, the wall time per step (CUDA events) says whether the step is bound by the GPU (kernel time close to
-wall time) or by the host launching it. Uncompiled on purpose: inside a CUDA graph the profiler sees one graph
-launch, not the kernels. On a CPU the same table holds CPU self time (useful to test the tool, not for numbers).
+Next to that, the wall time per step, timed over as many steps again without the profiler (its own overhead would
+inflate it), says whether the step is bound by the GPU (kernel time close to wall time) or by the host launching
+it. Uncompiled on purpose: inside a CUDA graph the profiler sees one graph launch, not the kernels. On a CPU the
+same table holds CPU self time (useful to test the tool, not for numbers).
 """
 from __future__ import annotations
 
@@ -14,16 +15,15 @@ import time
 
 import pandas as pd
 import torch
-import yaml
 from torch.profiler import ProfilerActivity, profile
 
 from harness.inputs import random_prompt_ids
 from harness.loadspec import LoadSpec
-from harness.models import ModelSource
 from harness.plugins import PluginRegistry
-from tools import print_and_save
+from tools import load_preset, print_and_save
 
 BACKEND = "hf-flashattn-staticcache"
+WARM_STEPS = 4
 
 
 def _device_us(event, on_cuda: bool) -> float:
@@ -34,16 +34,19 @@ def _device_us(event, on_cuda: bool) -> float:
 
 
 def profile_steps(handle, tokens: torch.Tensor, steps: int, on_cuda: bool) -> tuple[list[dict], float]:
-    """(rows per operator/kernel for ``steps`` decode steps, wall milliseconds per step)."""
+    """(rows per operator/kernel for ``steps`` profiled decode steps, wall milliseconds per unprofiled step)."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
     sync = torch.cuda.synchronize if on_cuda else (lambda: None)
     sync()
     start = time.perf_counter()
+    for _ in range(steps):
+        handle.decode_step(tokens=tokens)
+    sync()
+    wall_ms = (time.perf_counter() - start) * 1e3 / steps
     with profile(activities=activities) as prof:
         for _ in range(steps):
             handle.decode_step(tokens=tokens)
         sync()
-    wall_ms = (time.perf_counter() - start) * 1e3 / steps
     events = prof.key_averages()
     # On CUDA keep what ran on the GPU (kernels, memcpy/memset); the CPU-side operators carry no device self time.
     timed = [(e.key, e.count, _device_us(e, on_cuda)) for e in events]
@@ -66,11 +69,10 @@ def main() -> None:
     p.add_argument("--top", type=int, default=12, help="rows printed per (attention, prompt); the CSV keeps all")
     p.add_argument("--out", required=True)
     args = p.parse_args()
-    with open(f"conf/model/{args.model}.yaml") as f:
-        source = ModelSource.from_config(yaml.safe_load(f), seed=0)
+    source = load_preset(args.model)
     registry = PluginRegistry.discover()
     on_cuda = args.device.startswith("cuda")
-    max_seq = max(args.prompt) + args.steps + 16
+    max_seq = max(args.prompt) + WARM_STEPS + 2 * args.steps + 8  # warm-up, timed and profiled steps
     rows: list[dict] = []
     for attention in args.attention:
         handle = registry.open(BACKEND)
@@ -83,7 +85,7 @@ def main() -> None:
                 handle.reset_kv()
                 handle.prefill(input_ids=ids, prompt_lens=None)
                 tokens = ids[:, -1:].contiguous()
-                for _ in range(4):  # warm-up: first-call work (kernel JIT, allocator) out of the profile
+                for _ in range(WARM_STEPS):  # warm-up: first-call work (kernel JIT, allocator) out of the profile
                     handle.decode_step(tokens=tokens)
                 cells, wall_ms = profile_steps(handle, tokens, args.steps, on_cuda)
                 kernel_ms = sum(c["us_per_step"] for c in cells) / 1e3

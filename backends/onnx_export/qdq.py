@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from backends.onnx_export.artifact import MODEL_FILE
 from harness.sdk import Artifact, QuantScheme, get_or_build, quantize_weight, say
 
 QDQ_VERSION = 1  # bump when quantize_qdq changes what it writes
-MODEL_FILE = "model.onnx"
 OPSET = 21  # DequantizeLinear's block_size and the int4 type
 
 
@@ -116,7 +116,8 @@ def quantize_qdq(source: Path, target: Path, q: QuantScheme, vocab_size: int, nu
     if len(replaced) != 7 * num_layers:  # q/k/v/o/gate/up/down per layer (the explicit export: no fused GEMMs)
         raise RuntimeError(f"expected {7 * num_layers} decoder MatMuls with constant weights in {source}, "
                            f"found {len(replaced)}")
-    kept = [init for init in model.graph.initializer if init.name not in set(replaced)]
+    replaced_names = set(replaced)
+    kept = [init for init in model.graph.initializer if init.name not in replaced_names]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
     del model.graph.node[:]
@@ -129,8 +130,10 @@ def quantize_qdq(source: Path, target: Path, q: QuantScheme, vocab_size: int, nu
 
 def qdq_onnx_artifact(spec, source: Artifact, q: QuantScheme) -> Artifact:
     """The cached Q/DQ graph of the ONNX artifact ``source`` under scheme ``q``."""
+    import onnx
+
     key = {"source_onnx": source.meta["key"], "scheme": q.as_dict(), "qdq_version": QDQ_VERSION,
-           "onnx": __import__("onnx").__version__}
+           "onnx": onnx.__version__}
 
     def build(tmp: Path) -> dict:
         say(f"onnx: quantizing weights ({q.label}, Q/DQ) ...")

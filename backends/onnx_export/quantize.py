@@ -17,10 +17,10 @@ import logging
 import time
 from pathlib import Path
 
+from backends.onnx_export.artifact import MODEL_FILE
 from harness.sdk import Artifact, QuantScheme, UserError, get_or_build, say
 
 QUANTIZER_VERSION = 1  # bump when quantize_onnx changes what it writes
-MODEL_FILE = "model.onnx"
 
 
 def check_ort_scheme(q: QuantScheme) -> None:
