@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from harness.errors import EXIT_FAILED, EXIT_OK
-from harness.results import read_cells
+from harness.results import cell_key, read_cells
 
 SHOWN = 6  # failed cells named in the line; the rest are counted
 
@@ -27,7 +27,7 @@ def _cells(out_dir: Path) -> list[dict]:
         return []
     seen, cells = set(), []
     for row in read_cells(path)[0]:
-        key = (row["batch_size"], row["prompt_len"], row["new_tokens"])
+        key = cell_key(row)
         if key not in seen:
             seen.add(key)
             cells.append(row)
