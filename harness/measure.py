@@ -75,7 +75,12 @@ def time_cell(job: Job, handle, batch: int, prompt_len: int) -> CellSamples:
     nv = nvml_handle(job.device)
     energy_start, started = energy_mj(nv), time.perf_counter()
     samples = CellSamples([], [], [], None)
-    measure, next_check = cfg.measure, 0
+    measure, next_check, ci_at = cfg.measure, 0, None
+
+    def rel_ci() -> float:
+        return widest_relative_ci(samples.prefill_ms, samples.decode_per_iteration(cfg.grid.new_tokens),
+                                  samples.e2e_ms)
+
     while True:
         m0, m1, steps = iteration(handle)
         samples.prefill_ms.append(timer.elapsed_ms(m0, m1))
@@ -90,16 +95,15 @@ def time_cell(job: Job, handle, batch: int, prompt_len: int) -> CellSamples:
         if measure.target_rel_ci is None:
             break
         if n >= next_check:
-            samples.rel_ci = widest_relative_ci(samples.prefill_ms, samples.decode_per_iteration(cfg.grid.new_tokens),
-                                                samples.e2e_ms)
+            samples.rel_ci, ci_at = rel_ci(), n
             if samples.rel_ci <= measure.target_rel_ci:
                 break
             next_check = n + max(1, n // 4)
         if elapsed >= measure.max_seconds:
             break
     if measure.target_rel_ci is not None:
-        samples.rel_ci = widest_relative_ci(samples.prefill_ms, samples.decode_per_iteration(cfg.grid.new_tokens),
-                                            samples.e2e_ms)
+        if ci_at != samples.iterations:  # samples came in after the last check (or none was made)
+            samples.rel_ci = rel_ci()
         samples.ci_target_met = samples.rel_ci <= measure.target_rel_ci
         if not samples.ci_target_met:
             progress.say(f"b={batch} p={prompt_len}: interval target ±{measure.target_rel_ci:.1%} not reached in "
