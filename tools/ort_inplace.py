@@ -18,18 +18,24 @@ import yaml
 from harness.inputs import random_prompt_ids
 from harness.loadspec import LoadSpec
 from harness.models import ModelSource
+from harness.quant import resolve
 from tools import print_and_save
 
 
 def profile(max_seq: int, batch: int, fill: int, steps: int, preset: str, cache_dir: Path,
-            attention: str = "explicit", fused_ops: bool = False) -> dict:
+            attention: str = "explicit", fused_ops: bool = False, quant: str = "none") -> dict:
     from backends.onnx_export.artifact import MODEL_FILE, onnx_artifact
+    from backends.onnx_export.quantize import quantized_onnx_artifact
     from backends.onnxruntime_backend.runner import OrtStaticCacheRunner
 
     source = ModelSource.from_config(yaml.safe_load(open(preset)), 0)
+    scheme = resolve(quant, None, None, source.config())
     spec = LoadSpec(model=source, dtype=torch.bfloat16, device="cuda:0", options={}, max_batch=batch,
-                    max_seq=max_seq, cache_dir=cache_dir)
-    path = str(onnx_artifact(spec, attention, fused_ops).directory / MODEL_FILE)
+                    max_seq=max_seq, cache_dir=cache_dir, quant=scheme)
+    artifact = onnx_artifact(spec, attention, fused_ops)
+    if scheme.enabled:  # the backend's own MatMulNBits artifact of that graph (onnxruntime_backend/plugin.py)
+        artifact = quantized_onnx_artifact(spec, artifact, scheme)
+    path = str(artifact.directory / MODEL_FILE)
     runner = OrtStaticCacheRunner(path, source.config(), torch.bfloat16, "cuda:0", batch)
     ids = random_prompt_ids(source.config(), batch, fill, 0).cuda()
     runner.prefill(ids, None)
@@ -52,7 +58,8 @@ def profile(max_seq: int, batch: int, fill: int, steps: int, preset: str, cache_
     for e in decode_nodes:
         by_op[e["args"].get("op_name", "?")] = by_op.get(e["args"].get("op_name", "?"), 0.0) + e["dur"] / steps
     top = sorted(by_op.items(), key=lambda kv: -kv[1])[:6]
-    return {"attention": attention, "fused_ops": fused_ops, "max_seq": max_seq, "batch": batch, "fill": fill,
+    return {"attention": attention, "fused_ops": fused_ops, "quant": quant, "max_seq": max_seq, "batch": batch,
+            "fill": fill,
             "scatter_us_per_step": by_op.get("ScatterND", 0.0),
             "all_nodes_us_per_step": sum(by_op.values()), "nodes_per_step": len(decode_nodes) / steps,
             "top_ops_us_per_step": "; ".join(f"{op} {us:.0f}" for op, us in top), "gpu": torch.cuda.get_device_name()}
@@ -80,11 +87,12 @@ def main() -> None:
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "enginebench"))
     p.add_argument("--attention", default="explicit", choices=["explicit", "gqa"])
     p.add_argument("--fused-ops", action="store_true", help="the gqa graph with ORT's other fused ops (fused.py)")
+    p.add_argument("--quant", nargs="+", default=["none"], help="weight-only schemes (MatMulNBits), default settings")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     rows = [profile(m, b, args.fill, args.steps, args.preset, Path(args.cache_dir), args.attention,
-                       args.fused_ops)
-            for m in args.max_seq for b in args.batch]
+                       args.fused_ops, q)
+            for q in args.quant for m in args.max_seq for b in args.batch]
     print_and_save(rows, args.out)
 
 

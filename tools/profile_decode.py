@@ -11,6 +11,7 @@ same table holds CPU self time (useful to test the tool, not for numbers).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import pandas as pd
@@ -20,6 +21,7 @@ from torch.profiler import ProfilerActivity, profile
 from harness.inputs import random_prompt_ids
 from harness.loadspec import LoadSpec
 from harness.plugins import PluginRegistry
+from harness.quant import resolve
 from tools import load_preset, print_and_save
 
 BACKEND = "hf-flashattn-staticcache"
@@ -65,42 +67,54 @@ def main() -> None:
     p.add_argument("--prompt", type=int, nargs="+", default=[128, 8192])
     p.add_argument("--device", default="cuda")
     p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--quant", nargs="+", default=["none"],
+                   help="weight-only schemes (harness/quant.py), each with its default group and symmetry")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--top", type=int, default=12, help="rows printed per (attention, prompt); the CSV keeps all")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     source = load_preset(args.model)
     registry = PluginRegistry.discover()
-    on_cuda = args.device.startswith("cuda")
     max_seq = max(args.prompt) + WARM_STEPS + 2 * args.steps + 8  # warm-up, timed and profiled steps
     rows: list[dict] = []
     for attention in args.attention:
-        handle = registry.open(BACKEND)
-        try:
-            opts = {**registry.defaults(BACKEND), "attention": attention, "compile": "none"}
-            info = handle.load(spec=LoadSpec(model=source, dtype=getattr(torch, args.dtype), device=args.device,
-                                             options=opts, max_batch=args.batch, max_seq=max_seq))
-            for prompt in args.prompt:
-                ids = random_prompt_ids(source.config(), args.batch, prompt, seed=prompt).to(args.device)
-                handle.reset_kv()
-                handle.prefill(input_ids=ids, prompt_lens=None)
-                tokens = ids[:, -1:].contiguous()
-                for _ in range(WARM_STEPS):  # warm-up: first-call work (kernel JIT, allocator) out of the profile
-                    handle.decode_step(tokens=tokens)
-                cells, wall_ms = profile_steps(handle, tokens, args.steps, on_cuda)
-                kernel_ms = sum(c["us_per_step"] for c in cells) / 1e3
-                print(f"{args.model} {attention} b{args.batch} p{prompt}: wall {wall_ms:.3f} ms/step, "
-                      f"{'kernels' if on_cuda else 'cpu self'} {kernel_ms:.3f} ms/step "
-                      f"(decode kernel: {info.get('attention_kernel_decode', '?')})", flush=True)
-                head = {"model": args.model, "attention": attention, "batch": args.batch, "prompt": prompt,
-                        "wall_ms_per_step": round(wall_ms, 4), "device_ms_per_step": round(kernel_ms, 4)}
-                rows += [{**head, **cell} for cell in cells]
-                print_and_save([{k: c[k] for k in ("name", "calls_per_step", "us_per_step", "share")}
-                                for c in cells[:args.top]], None)
-        finally:
-            handle.close()
+        for quant in args.quant:
+            spec = LoadSpec(model=source, dtype=getattr(torch, args.dtype), device=args.device, options={},
+                            max_batch=args.batch, max_seq=max_seq,
+                            quant=resolve(quant, None, None, source.config()))
+            rows += profile_choice(registry, spec, attention, args)
     pd.DataFrame(rows).to_csv(args.out, index=False)
     print(f"wrote {len(rows)} rows to {args.out}")
+
+
+def profile_choice(registry, spec: LoadSpec, attention: str, args) -> list[dict]:
+    """Rows of one (attention, quant) choice, for each prompt length, printing the top of each table."""
+    on_cuda = args.device.startswith("cuda")
+    rows: list[dict] = []
+    handle = registry.open(BACKEND)
+    try:
+        options = {**registry.defaults(BACKEND), "attention": attention, "compile": "none"}
+        info = handle.load(spec=dataclasses.replace(spec, options=options))
+        for prompt in args.prompt:
+            ids = random_prompt_ids(spec.model.config(), args.batch, prompt, seed=prompt).to(args.device)
+            handle.reset_kv()
+            handle.prefill(input_ids=ids, prompt_lens=None)
+            tokens = ids[:, -1:].contiguous()
+            for _ in range(WARM_STEPS):  # warm-up: first-call work (kernel JIT, allocator) out of the profile
+                handle.decode_step(tokens=tokens)
+            cells, wall_ms = profile_steps(handle, tokens, args.steps, on_cuda)
+            kernel_ms = sum(c["us_per_step"] for c in cells) / 1e3
+            print(f"{args.model} {attention} quant={spec.quant.scheme} b{args.batch} p{prompt}: wall {wall_ms:.3f} "
+                  f"ms/step, {'kernels' if on_cuda else 'cpu self'} {kernel_ms:.3f} ms/step "
+                  f"(decode kernel: {info.get('attention_kernel_decode', '?')})", flush=True)
+            head = {"model": args.model, "attention": attention, "quant": spec.quant.scheme, "batch": args.batch,
+                    "prompt": prompt, "wall_ms_per_step": round(wall_ms, 4), "device_ms_per_step": round(kernel_ms, 4)}
+            rows += [{**head, **cell} for cell in cells]
+            print_and_save([{k: c[k] for k in ("name", "calls_per_step", "us_per_step", "share")}
+                            for c in cells[:args.top]], None)
+    finally:
+        handle.close()
+    return rows
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ set -uo pipefail
 export PYTHONPATH=/root/gpu-site:/root/gpu-site/nvidia_cutlass_dsl/dsl_packages:$PWD ENGINEBENCH_CACHE_DIR=/root/ebcache PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/enginebench-gpu}; mkdir -p "$OUT"
 GRID="model=tinyllama-1.1b device=cuda grid.batch_sizes=[1,8,32] grid.prompt_lens=[128,1024] grid.new_tokens=64"
-step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort-maxseq | inplace | profile-gqa | profile-fused | presets | dry | multigpu | interference | flash-tests | flash-validate | flash-bench | flash-profile}
+step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort-maxseq | inplace | profile-gqa | profile-fused | presets | dry | multigpu | interference | flash-tests | flash-validate | flash-bench | flash-ro | flash-eager | flash-profile | quant-profile}
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c 'import torch, transformers, onnxruntime as o; print("torch", torch.__version__, "transformers", transformers.__version__, "onnxruntime", o.__version__, o.get_available_providers())'
@@ -58,6 +58,21 @@ step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort
          $B --model tinyllama-1.1b --batch 1 8 32 --prompt 128 1024 1984 --compile none --out $OUT/fa_tinyllama.csv
          $B --model llama-3.2-1b --batch 1 8 --prompt 128 4096 8192 --compile none --out $OUT/fa_llama.csv
          $B --model llama-3.2-1b --batch 1 --prompt 128 8192 --compile reduce-overhead --out $OUT/fa_llama.csv ;;
+    flash-ro)  # reduce-overhead (one CUDA-graph replay per decode step) per attention choice, batch 1: the targets'
+         # cells (tinyllama prompt 128 vs the SDPA time; llama prompt 8192 vs 128)
+         B="python3 -m tools.hf_attention --batch 1 --compile reduce-overhead"
+         timeout ${FA_LIMIT:-200} $B --model tinyllama-1.1b --prompt 128 1984 --out $OUT/fa_tinyllama_ro.csv
+         timeout ${FA_LIMIT:-200} $B --model llama-3.2-1b --prompt 128 8192 --out $OUT/fa_llama_ro.csv ;;
+    flash-eager)  # uncompiled prefill/decode per attention choice, the issue's grids
+         B="python3 -m tools.hf_attention --compile none"
+         timeout ${FA_LIMIT:-250} $B --model llama-3.2-1b --batch 1 8 --prompt 128 4096 8192 --out $OUT/fa_llama.csv
+         timeout ${FA_LIMIT:-250} $B --model tinyllama-1.1b --batch 1 8 32 --prompt 128 1024 1984 \
+           --out $OUT/fa_tinyllama.csv ;;
+    quant-profile)  # where a quantized decode step's time goes, per kernel: HF (uncompiled) and ORT (fused GQA)
+         timeout ${Q_LIMIT:-150} python3 -m tools.profile_decode --model tinyllama-1.1b --attention sdpa \
+           --quant none int4 int8 --batch 1 --prompt 128 --out $OUT/profile_quant_hf_b1.csv
+         timeout ${Q_LIMIT:-150} python3 -m tools.ort_inplace --attention gqa --fused-ops --max-seq 1088 --batch 1 \
+           --quant none int4 int8 --cache-dir $ENGINEBENCH_CACHE_DIR --out $OUT/profile_quant_ort_b1.csv ;;
     flash-profile)  # where a decode step's time goes at a short and a long fill, per kernel (uncompiled: a CUDA
          # graph hides its kernels from the profiler), for the two FlashAttention choices that run on Hopper
          python3 -m tools.profile_decode --model llama-3.2-1b --attention torch_flash flash_attention_4 sdpa \
