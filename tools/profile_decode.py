@@ -1,12 +1,13 @@
-"""Where a decode step of ``hf-flashattn-staticcache`` spends its time, per kernel (``python -m tools.profile_decode``).
+"""Where a decode step of a backend spends its time, per kernel (``python -m tools.profile_decode``).
 
-A target missed by a latency table needs a profile, not a guess: this runs the backend's own hooks (load, prefill,
-decode steps) uncompiled, records ``--steps`` decode steps with ``torch.profiler`` and reports, per operator or
-kernel, how many times it ran and how much device time it took per step, and its share of the step's kernel time.
-Next to that, the wall time per step, timed over as many steps again without the profiler (its own overhead would
-inflate it), says whether the step is bound by the GPU (kernel time close to wall time) or by the host launching
-it. Uncompiled on purpose: inside a CUDA graph the profiler sees one graph launch, not the kernels. On a CPU the
-same table holds CPU self time (useful to test the tool, not for numbers).
+A target missed by a latency table needs a profile, not a guess: this runs a backend's own hooks (load, prefill,
+decode steps), records ``--steps`` decode steps with ``torch.profiler`` and reports, per kernel, how many times it
+ran per step, its device time per step and its share of the step's kernel time. CUPTI records every kernel of the
+process, so ONNX Runtime's kernels appear as well as torch's. Next to that, the wall time per step, timed over as
+many steps again without the profiler (its own overhead would inflate it), says whether the step is bound by the
+GPU (kernel time close to wall time) or by the host launching it. Without CUDA graphs on purpose (HF: compile
+``none`` unless ``--set compile=default``; ORT: ``cuda_graph`` false): inside a graph the profiler sees one graph
+launch, not the kernels. On a CPU the table holds the operators' CPU self time (to test the tool, not for numbers).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import time
 
 import pandas as pd
 import torch
+import yaml
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from harness.inputs import random_prompt_ids
@@ -24,15 +27,18 @@ from harness.plugins import PluginRegistry
 from harness.quant import resolve
 from tools import load_preset, print_and_save
 
-BACKEND = "hf-flashattn-staticcache"
 WARM_STEPS = 4
 
 
-def _device_us(event, on_cuda: bool) -> float:
-    """Self time of one aggregated profiler event on the device that ran it, in microseconds."""
+def _timed_events(events, on_cuda: bool) -> list[tuple[str, int, float]]:
+    """(name, count, microseconds) of what ran on the device: on CUDA the kernels, copies and memsets only (an
+    operator row carries the device time of the kernels it launched, so counting both would count them twice); on
+    a CPU the operators' self time."""
     if on_cuda:
-        return float(getattr(event, "self_device_time_total", 0.0) or getattr(event, "self_cuda_time_total", 0.0))
-    return float(event.self_cpu_time_total)
+        rows = [(e.key, e.count, float(e.self_device_time_total)) for e in events if e.device_type == DeviceType.CUDA]
+    else:
+        rows = [(e.key, e.count, float(e.self_cpu_time_total)) for e in events]
+    return [r for r in rows if r[2] > 0]
 
 
 def profile_steps(handle, tokens: torch.Tensor, steps: int, on_cuda: bool) -> tuple[list[dict], float]:
@@ -49,10 +55,7 @@ def profile_steps(handle, tokens: torch.Tensor, steps: int, on_cuda: bool) -> tu
         for _ in range(steps):
             handle.decode_step(tokens=tokens)
         sync()
-    events = prof.key_averages()
-    # On CUDA keep what ran on the GPU (kernels, memcpy/memset); the CPU-side operators carry no device self time.
-    timed = [(e.key, e.count, _device_us(e, on_cuda)) for e in events]
-    timed = [t for t in timed if t[2] > 0]
+    timed = _timed_events(prof.key_averages(), on_cuda)
     total = sum(t[2] for t in timed) or 1.0
     rows = [{"name": name[:120], "calls_per_step": round(count / steps, 2), "us_per_step": round(us / steps, 2),
              "share": round(us / total, 4)} for name, count, us in sorted(timed, key=lambda t: -t[2])]
@@ -62,7 +65,10 @@ def profile_steps(handle, tokens: torch.Tensor, steps: int, on_cuda: bool) -> tu
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="llama-3.2-1b")
-    p.add_argument("--attention", nargs="+", default=["torch_flash", "flash_attention_4"])
+    p.add_argument("--backend", default="hf-flashattn-staticcache")
+    p.add_argument("--attention", nargs="+", default=["torch_flash", "flash_attention_4"],
+                   help="values of the backend's attention option, one profile each")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="other backend options")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--prompt", type=int, nargs="+", default=[128, 8192])
     p.add_argument("--device", default="cuda")
@@ -82,18 +88,25 @@ def main() -> None:
             spec = LoadSpec(model=source, dtype=getattr(torch, args.dtype), device=args.device, options={},
                             max_batch=args.batch, max_seq=max_seq,
                             quant=resolve(quant, None, None, source.config()))
-            rows += profile_choice(registry, spec, attention, args)
+            rows += profile_choice(registry, spec, attention, args, dict(_option(kv) for kv in args.set))
     pd.DataFrame(rows).to_csv(args.out, index=False)
     print(f"wrote {len(rows)} rows to {args.out}")
 
 
-def profile_choice(registry, spec: LoadSpec, attention: str, args) -> list[dict]:
+def _option(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    return key, yaml.safe_load(value)
+
+
+def profile_choice(registry, spec: LoadSpec, attention: str, args, extra: dict) -> list[dict]:
     """Rows of one (attention, quant) choice, for each prompt length, printing the top of each table."""
     on_cuda = args.device.startswith("cuda")
     rows: list[dict] = []
-    handle = registry.open(BACKEND)
+    defaults = registry.defaults(args.backend)
+    no_graphs = {k: v for k, v in (("compile", "none"), ("cuda_graph", False)) if k in defaults}
+    options = {**defaults, **no_graphs, "attention": attention, **extra}
+    handle = registry.open(args.backend)
     try:
-        options = {**registry.defaults(BACKEND), "attention": attention, "compile": "none"}
         info = handle.load(spec=dataclasses.replace(spec, options=options))
         for prompt in args.prompt:
             ids = random_prompt_ids(spec.model.config(), args.batch, prompt, seed=prompt).to(args.device)
@@ -104,10 +117,12 @@ def profile_choice(registry, spec: LoadSpec, attention: str, args) -> list[dict]
                 handle.decode_step(tokens=tokens)
             cells, wall_ms = profile_steps(handle, tokens, args.steps, on_cuda)
             kernel_ms = sum(c["us_per_step"] for c in cells) / 1e3
-            print(f"{args.model} {attention} quant={spec.quant.scheme} b{args.batch} p{prompt}: wall {wall_ms:.3f} "
-                  f"ms/step, {'kernels' if on_cuda else 'cpu self'} {kernel_ms:.3f} ms/step "
+            print(f"{args.model} {args.backend} {attention} {' '.join(args.set)} quant={spec.quant.scheme} "
+                  f"b{args.batch} p{prompt}: wall {wall_ms:.3f} ms/step, "
+                  f"{'kernels' if on_cuda else 'cpu self'} {kernel_ms:.3f} ms/step "
                   f"(decode kernel: {info.get('attention_kernel_decode', '?')})", flush=True)
-            head = {"model": args.model, "attention": attention, "quant": spec.quant.scheme, "batch": args.batch,
+            head = {"model": args.model, "backend": args.backend, "options": " ".join(args.set), "attention": attention,
+                    "quant": spec.quant.scheme, "batch": args.batch,
                     "prompt": prompt, "wall_ms_per_step": round(wall_ms, 4), "device_ms_per_step": round(kernel_ms, 4)}
             rows += [{**head, **cell} for cell in cells]
             print_and_save([{k: c[k] for k in ("name", "calls_per_step", "us_per_step", "share")}

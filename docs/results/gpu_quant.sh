@@ -9,7 +9,7 @@
 #     bash docs/results/gpu_quant.sh OUT_DIR [hf|ort|all] [SECONDS_PER_JOB]
 # One harness run per (backend, scheme), each under its own time limit, so a slow scheme cannot take the others'
 # numbers with it; a cut-off run keeps the cells it finished (results are written per cell). The run directories
-# are packed into OUT_DIR/quant_<step>.tgz (the device tool brings back few files); the logs sit beside it.
+# and each run's whole console output are packed into OUT_DIR/quant_<step>.tgz (the device tool brings back few files); the logs sit beside it.
 set -u
 OUT=${1:?usage: gpu_quant.sh OUT_DIR [hf|ort|all] [SECONDS_PER_JOB]}
 STEP=${2:-all}
@@ -29,7 +29,8 @@ for backend in hf ort; do
     echo "== $backend quant=$q (limit ${LIMIT}s) $(date -u +%T)"
     # shellcheck disable=SC2086  # OPTIONS holds several key=value words on purpose
     timeout "$LIMIT" python3 -m harness "${GRID[@]}" ${OPTIONS[$backend]} quant="$q" \
-      output_dir="$OUT/runs/${backend}_$q" 2>&1 | grep -v "^W1\|Warning\|warn(\|INFO" | tail -25
+      output_dir="$OUT/runs/${backend}_$q" 2>&1 | tee "$OUT/runs/${backend}_$q.log" \
+      | grep -v "^W1\|Warning\|warn(\|INFO" | tail -25
     echo "   exit ${PIPESTATUS[0]} $(date -u +%T)"
   done
 done 2>&1 | tee "$OUT/quant_$STEP.log"
