@@ -9,7 +9,8 @@
 #     bash docs/results/gpu_quant.sh OUT_DIR [hf|ort|all] [SECONDS_PER_JOB]
 # One harness run per (backend, scheme), each under its own time limit, so a slow scheme cannot take the others'
 # numbers with it; a cut-off run keeps the cells it finished (results are written per cell). The run directories
-# and each run's whole console output are packed into OUT_DIR/quant_<step>.tgz (the device tool brings back few files); the logs sit beside it.
+# and each run's whole console output are packed into OUT_DIR/quant_<step>.tgz (the device tool brings back few
+# files); the step's log sits beside it.
 set -u
 OUT=${1:?usage: gpu_quant.sh OUT_DIR [hf|ort|all] [SECONDS_PER_JOB]}
 STEP=${2:-all}

@@ -68,11 +68,12 @@ step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort
          timeout ${FA_LIMIT:-250} $B --model llama-3.2-1b --batch 1 8 --prompt 128 4096 8192 --out $OUT/fa_llama.csv
          timeout ${FA_LIMIT:-250} $B --model tinyllama-1.1b --batch 1 8 32 --prompt 128 1024 1984 \
            --out $OUT/fa_tinyllama.csv ;;
-    quant-profile)  # where a quantized decode step's time goes, per kernel: HF (uncompiled) and ORT (fused GQA)
-         timeout ${Q_LIMIT:-150} python3 -m tools.profile_decode --model tinyllama-1.1b --attention sdpa \
-           --quant none int4 int8 --batch 1 --prompt 128 --out $OUT/profile_quant_hf_b1.csv
-         timeout ${Q_LIMIT:-150} python3 -m tools.ort_inplace --attention gqa --fused-ops --max-seq 1088 --batch 1 \
-           --quant none int4 int8 --cache-dir $ENGINEBENCH_CACHE_DIR --out $OUT/profile_quant_ort_b1.csv ;;
+    quant-profile)  # where a quantized decode step's time goes, per kernel, batch 1: ORT's fused GQA graph (no CUDA
+         # graph) and HF compiled without CUDA graphs (compile=default: the fused kernels reduce-overhead replays)
+         P="python3 -m tools.profile_decode --model tinyllama-1.1b --quant none int4 int8 --batch 1 --prompt 128"
+         timeout ${Q_LIMIT:-150} $P --backend onnxruntime --attention gqa --set fused_ops=true \
+           --out $OUT/profile_quant_ort_b1.csv
+         timeout ${Q_LIMIT:-150} $P --attention sdpa --set compile=default --out $OUT/profile_quant_hf_b1.csv ;;
     flash-profile)  # where a decode step's time goes at a short and a long fill, per kernel (uncompiled: a CUDA
          # graph hides its kernels from the profiler), for the two FlashAttention choices that run on Hopper
          python3 -m tools.profile_decode --model llama-3.2-1b --attention torch_flash flash_attention_4 sdpa \
