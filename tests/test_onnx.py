@@ -115,12 +115,13 @@ def test_unsupported_architecture_is_one_line(registry, tmp_path):
         check_supported(ModelSource.from_config(cfg, 0).config())
 
 
-def test_cuda_graph_needs_gqa_graph_on_cuda(registry, cache_dir):
+def test_cuda_graph_needs_gqa_graph_on_cuda(registry, cache_dir, tmp_path):
     with pytest.raises(UserError, match="cuda_graph=true needs backend.attention=gqa"):
         open_backend(registry, "onnxruntime", options={"cuda_graph": True}, max_seq=24, tmp_cache=cache_dir)
     with pytest.raises(UserError, match="cuda_graph=true replays CUDA graphs: it needs the CUDA EP"):
         open_backend(registry, "onnxruntime", options={"cuda_graph": True, "attention": "gqa"}, max_seq=24,
-                     tmp_cache=cache_dir)
+                     tmp_cache=tmp_path)
+    assert not list(tmp_path.rglob("*.onnx")), "the device check must come before the export"
     with pytest.raises(UserError, match="backend.attention=flash is not an option of backend onnxruntime"):
         open_backend(registry, "onnxruntime", options={"attention": "flash"}, max_seq=24, tmp_cache=cache_dir)
     with pytest.raises(UserError, match=r"fused_ops=true needs backend.attention=gqa \(backend onnxruntime\)"):

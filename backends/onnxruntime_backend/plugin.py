@@ -27,12 +27,20 @@ class OnnxRuntimeBackend(RunnerHooks):
         from backends.onnx_export.artifact import MODEL_FILE, onnx_artifact
         from backends.onnx_export.graph import check_gqa_head_size
         from backends.onnxruntime_backend.export_check import check_against_hf
-        from backends.onnxruntime_backend.runner import OrtStaticCacheRunner, import_ort
+        from backends.onnxruntime_backend.runner import (
+            OrtStaticCacheRunner,
+            check_graph_dtype,
+            import_ort,
+            resolve_provider,
+        )
 
         import_ort()  # a missing library is reported before any export work
         opts = spec.options
-        # attention, fused_ops and cuda_graph were checked with every job's options (options.py)
-        check_gqa_head_size(opts["attention"], model_head_dim(spec.hf_config))  # needs the model: said before export
+        # attention, fused_ops and cuda_graph were checked with every job's options (options.py); what depends on
+        # the device and the model is said here, before the export
+        provider = resolve_provider(opts["provider"], spec.device, opts["cuda_graph"])
+        check_graph_dtype(opts["attention"], provider, spec.dtype)
+        check_gqa_head_size(opts["attention"], model_head_dim(spec.hf_config))
         artifact = onnx_artifact(spec, opts["attention"], opts["fused_ops"], check_against_hf)
         quant_facts = {}
         if spec.quant.enabled:

@@ -47,6 +47,30 @@ def graph_attention(onnx_path: str) -> str:
     return "gqa" if "seqlens_k" in names else "explicit"
 
 
+def resolve_provider(provider: str, device: str, cuda_graph: bool) -> str:
+    """The execution provider (cuda | cpu) of ``backend.provider`` on ``device``, or a UserError for a combination
+    that cannot run. Cheap: the plugin calls it before any export work."""
+    cuda = device.startswith("cuda")
+    if provider == "auto":
+        provider = "cuda" if cuda else "cpu"
+    if provider == "cuda" and not cuda:
+        raise UserError("backend.provider=cuda needs device=cuda", "use device=cuda or backend.provider=cpu")
+    if provider == "cpu" and cuda:
+        raise UserError("backend.provider=cpu cannot bind CUDA buffers", "use device=cpu with provider=cpu")
+    if provider == "cuda" and "CUDAExecutionProvider" not in import_ort().get_available_providers():
+        raise MissingLibrary("onnxruntime", "onnxruntime CUDAExecutionProvider", "onnxruntime-gpu")
+    if cuda_graph and provider != "cuda":  # the graph form (gqa) was checked with the options
+        raise UserError("backend.cuda_graph=true replays CUDA graphs: it needs the CUDA EP",
+                        "use device=cuda, or backend.cuda_graph=false")
+    return provider
+
+
+def check_graph_dtype(attention: str, provider: str, dtype: torch.dtype) -> None:
+    if provider == "cuda" and attention == "gqa" and dtype == torch.float32:
+        raise UserError("ORT's CUDA GroupQueryAttention has no float32 kernel (it would run on the CPU)",
+                        "use dtype=bfloat16 or float16, or backend.attention=explicit")
+
+
 class OrtStaticCacheRunner:
     def __init__(self, onnx_path: str, config, dtype: torch.dtype, device: str, max_batch: int,
                  provider: str = "auto", opt_level: str = "all", cuda_graph: bool = False):
@@ -54,21 +78,9 @@ class OrtStaticCacheRunner:
         self.ort, self.device, self.dtype = ort, device, dtype
         self.cuda = device.startswith("cuda")
         self.device_id = torch.device(device).index or 0 if self.cuda else 0
-        if provider == "auto":
-            provider = "cuda" if self.cuda else "cpu"
-        if provider == "cuda" and not self.cuda:
-            raise UserError("backend.provider=cuda needs device=cuda", "use device=cuda or backend.provider=cpu")
-        if provider == "cpu" and self.cuda:
-            raise UserError("backend.provider=cpu cannot bind CUDA buffers", "use device=cpu with provider=cpu")
-        if provider == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise MissingLibrary("onnxruntime", "onnxruntime CUDAExecutionProvider", "onnxruntime-gpu")
+        provider = resolve_provider(provider, device, cuda_graph)
         self.attention = graph_attention(onnx_path)
-        if provider == "cuda" and self.attention == "gqa" and dtype == torch.float32:
-            raise UserError("ORT's CUDA GroupQueryAttention has no float32 kernel (it would run on the CPU)",
-                            "use dtype=bfloat16 or float16, or backend.attention=explicit")
-        if cuda_graph and provider != "cuda":  # the graph form (gqa) was checked with the options
-            raise UserError("backend.cuda_graph=true replays CUDA graphs: it needs the CUDA EP",
-                            "use device=cuda, or backend.cuda_graph=false")
+        check_graph_dtype(self.attention, provider, dtype)
         so = ort.SessionOptions()
         so.graph_optimization_level = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
