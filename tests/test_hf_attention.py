@@ -1,6 +1,8 @@
 """The HF backend's attention choices on the CPU: selection order, the wrong-FlashAttention-package case, one-line
 errors, and the static-cache attention path itself (HF's AttentionInterface + token-major StaticCache + per-row
 fill), run through the ``reference`` op (the kernels' contract in plain torch) against full forwards."""
+import os
+
 import pytest
 import torch
 
@@ -202,3 +204,31 @@ def test_decode_profile_names_the_attention_kernel_and_accounts_for_the_step(tmp
         assert profile.name.str.contains(op).any(), profile.name.tolist()[:10]
         assert profile.share.sum() == pytest.approx(1.0, abs=0.01)
         assert (profile.wall_ms_per_step > 0).all() and (profile.device_ms_per_step > 0).all()
+
+
+def test_decode_profile_takes_quant_schemes_and_any_backend(tmp_path):
+    """tools/profile_decode.py with --quant (one profile per scheme, the scheme's own kernels in it) and with
+    another backend and its options (recorded in every row)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    pytest.importorskip("torchao", reason="torchao not installed (pip install torchao)")
+    base = [sys.executable, "-m", "tools.profile_decode", "--model", "tiny-llama", "--device", "cpu", "--dtype",
+            "float32", "--prompt", "16", "--steps", "3"]
+    root = Path(__file__).resolve().parents[1]
+    hf, ort = tmp_path / "hf.csv", tmp_path / "ort.csv"
+    subprocess.run([*base, "--attention", "sdpa", "--quant", "none", "int8", "--out", str(hf)], check=True,
+                   capture_output=True, timeout=300, cwd=root)
+    subprocess.run([*base, "--backend", "onnxruntime", "--attention", "gqa", "--set", "fused_ops=true",
+                    "--out", str(ort)], check=True, capture_output=True, timeout=300, cwd=root,
+                   env={**os.environ, "ENGINEBENCH_CACHE_DIR": str(tmp_path / "cache")})
+    rows = pd.read_csv(hf)
+    assert set(rows.quant) == {"none", "int8"}
+    dequantizes = rows.name.str.contains("dequantize")
+    assert dequantizes[rows.quant == "int8"].any() and not dequantizes[rows.quant == "none"].any()
+    rows = pd.read_csv(ort)
+    assert set(rows.backend) == {"onnxruntime"} and set(rows.options) == {"fused_ops=true"}
+    assert (rows.wall_ms_per_step > 0).all()
