@@ -1,10 +1,10 @@
-"""Is the KV-cache update in place, and where does a decode step's GPU time go? ONNX Runtime's own profiler, per
-decode step, at a fixed fill, for exports that differ only in the preallocated length
-(``python -m tools.ort_inplace --max-seq 1088 2048 [--attention gqa [--fused-ops]]``).
+"""ONNX Runtime's own profiler, per decode step, at a fixed fill, for exports that differ only in the preallocated
+length (``python -m tools.ort_inplace --max-seq 1088 2048 [--attention gqa [--fused-ops]] [--quant int4]``).
 
-If ScatterND copied the whole cache (present not aliased to past), its kernel time would grow with max_seq; the
-end-to-end step time of this graph is dominated by per-node launch overhead on the host, so it is too noisy to
-show this, and the profiler's kernel durations are used instead.
+What it reports are ORT's per-node ``_kernel_time`` events: on the CUDA EP these are host-side times of each node's
+launch, not GPU kernel durations, so they give the node count and where the host spends a step, not GPU time (an
+asynchronous full-cache copy would be launched, not waited for). GPU kernel times per step come from
+``tools/profile_decode.py --backend onnxruntime``, which records ORT's kernels through CUPTI.
 """
 from __future__ import annotations
 
