@@ -14,6 +14,7 @@ from harness import metrics
 from harness.results import ACCURACY_COLUMNS
 
 GROUP = ["model", "weights", "dtype", "device"]
+MARKERS = "osD^vP*Xh<>"
 SHORT = {"accuracy_max_abs_diff": "max |Δlogit|", "accuracy_mean_abs_diff": "mean |Δlogit|",
          "accuracy_kl": "KL (nats)", "accuracy_top1": "top-1", "accuracy_greedy": "greedy",
          "accuracy_perplexity": "perplexity", "reference_perplexity": "fp32 perplexity"}
@@ -68,20 +69,23 @@ def speed_accuracy_plot(table: pd.DataFrame, out_dir: Path) -> list[Path]:
         group = group.dropna(subset=["accuracy_kl"])
         if group.empty:
             continue
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        # Configuration labels are long: one marker per configuration, named once in a legend under the axes.
+        legend_in = 0.2 * (len(group) + 1)
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2 + legend_in))
         for ax, col, label in ((axes[0], "accuracy_kl", "KL(fp32 || backend), nats"),
                                (axes[1], "accuracy_max_abs_diff", "max |Δlogit| vs fp32")):
             x = group[col].clip(lower=1e-9)  # exact float32 runs sit at the left edge of the log axis
-            ax.scatter(x, group.decode_ms_p50)
-            for xi, yi, name in zip(x, group.decode_ms_p50, group.backend):
-                ax.annotate(name, (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            for i, (xi, yi, name) in enumerate(zip(x, group.decode_ms_p50, group.backend)):
+                ax.scatter([xi], [yi], marker=MARKERS[i % len(MARKERS)], color=f"C{i % 10}", s=45,
+                           label=name if ax is axes[0] else None)
             ax.set_xscale("log")
             ax.set_xlabel(label)
             ax.set_ylabel(f"decode step p50 (ms), batch {group.batch_size.iloc[0]}, "
                           f"prompt {group.prompt_len.iloc[0]}")
             ax.grid(True, alpha=0.3)
+        fig.legend(loc="lower center", fontsize=7, frameon=False)
         fig.suptitle(f"speed vs accuracy: {keys[0]} ({keys[1]} weights), {keys[2]}, {keys[3]}", fontsize=10)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, legend_in / (4.2 + legend_in), 1, 1))
         tag = "_".join(str(k).replace(" ", "-") for k in (keys[0], keys[2], keys[3]))
         path = out_dir / f"speed_vs_accuracy__{tag}.png"
         fig.savefig(path, dpi=110)
