@@ -82,13 +82,14 @@ def main() -> None:
     source = load_preset(args.model)
     registry = PluginRegistry.discover()
     max_seq = max(args.prompt) + WARM_STEPS + 2 * args.steps + 8  # warm-up, timed and profiled steps
+    extra = dict(_option(kv) for kv in args.set)
     rows: list[dict] = []
     for attention in args.attention:
         for quant in args.quant:
             spec = LoadSpec(model=source, dtype=getattr(torch, args.dtype), device=args.device, options={},
                             max_batch=args.batch, max_seq=max_seq,
                             quant=resolve(quant, None, None, source.config()))
-            rows += profile_choice(registry, spec, attention, args, dict(_option(kv) for kv in args.set))
+            rows += profile_choice(registry, spec, attention, args, extra)
     pd.DataFrame(rows).to_csv(args.out, index=False)
     print(f"wrote {len(rows)} rows to {args.out}")
 

@@ -6,7 +6,7 @@ set -uo pipefail
 export PYTHONPATH=/root/gpu-site:/root/gpu-site/nvidia_cutlass_dsl/dsl_packages:$PWD ENGINEBENCH_CACHE_DIR=/root/ebcache PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/enginebench-gpu}; mkdir -p "$OUT"
 GRID="model=tinyllama-1.1b device=cuda grid.batch_sizes=[1,8,32] grid.prompt_lens=[128,1024] grid.new_tokens=64"
-step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort-maxseq | inplace | profile-gqa | profile-fused | presets | dry | multigpu | interference | flash-tests | flash-validate | flash-bench | flash-ro | flash-eager | flash-profile | quant-profile}
+step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort-maxseq | inplace | profile-gqa | profile-fused | presets | dry | multigpu | interference | flash-tests | flash-validate | flash-ro | flash-eager | flash-profile | quant-profile}
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c 'import torch, transformers, onnxruntime as o; print("torch", torch.__version__, "transformers", transformers.__version__, "onnxruntime", o.__version__, o.get_available_providers())'
@@ -52,12 +52,6 @@ step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort
            python3 -m harness task=validate device=cuda model=$m backend=hf-flashattn-staticcache \
              backend.attention=$a output_dir=$OUT/runs/validate_${m}_$a > $OUT/runs_${m}_$a.log 2>&1 &
          done; done; wait; tail -n 4 $OUT/runs_*.log; rm -f $OUT/runs_*.log ;;
-    flash-bench)  # prefill/decode p50 per attention choice; reduce-overhead at batch 1 only (compile time)
-         B="python3 -m tools.hf_attention"
-         $B --model tinyllama-1.1b --batch 1 --prompt 128 1984 --compile reduce-overhead --out $OUT/fa_tinyllama.csv
-         $B --model tinyllama-1.1b --batch 1 8 32 --prompt 128 1024 1984 --compile none --out $OUT/fa_tinyllama.csv
-         $B --model llama-3.2-1b --batch 1 8 --prompt 128 4096 8192 --compile none --out $OUT/fa_llama.csv
-         $B --model llama-3.2-1b --batch 1 --prompt 128 8192 --compile reduce-overhead --out $OUT/fa_llama.csv ;;
     flash-ro)  # reduce-overhead (one CUDA-graph replay per decode step) per attention choice, batch 1: the targets'
          # cells (tinyllama prompt 128 vs the SDPA time; llama prompt 8192 vs 128)
          B="python3 -m tools.hf_attention --batch 1 --compile reduce-overhead"
