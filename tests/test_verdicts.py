@@ -299,3 +299,31 @@ def test_report_lists_cells_measured_on_a_busy_machine(tmp_path):
     section = text.split("## Measurement conditions")[1]
     assert "hf b=2 p=8: load average 5.0 on 2 cores" in section and "GPU throttled: hw_slowdown" in section
     assert "hf b=1 p=8" not in section
+
+
+def test_speed_run_without_validation_takes_accuracy_from_a_validate_run(tmp_path):
+    """A speed run made with validation off and a validate-only run of the same configuration (validation.csv and
+    run.json, no results.csv) make one speed-vs-accuracy row; another configuration's validation is not borrowed."""
+    speed = make_run(tmp_path / "speed", "ort", {(1, 8): 1.0}, options={"attention": "gqa"},
+                     defaults={"attention": "explicit"})
+    other = make_run(tmp_path / "other", "ort", {(1, 8): 2.0}, options={"attention": "explicit"},
+                     defaults={"attention": "explicit"})
+    checked = tmp_path / "validate_gqa"
+    checked.mkdir()
+    write_run_json(checked, {"config": {"backend": {"name": "ort", "attention": "gqa"}},
+                             "backend_defaults": {"attention": "explicit"}})
+    accuracy = {"accuracy_max_abs_diff": 0.25, "accuracy_mean_abs_diff": 0.04, "accuracy_kl": 0.0014,
+                "accuracy_top1": 0.5625, "accuracy_greedy": 0.0625}
+    pd.DataFrame([{"backend": "ort", **{k: CELL_DEFAULTS[k] for k in ("model", "dtype", "device")}, "case": case,
+                   "max_abs_diff": 0.25, "passed": True, "quant": "none", **accuracy}
+                  for case in ("equal_lengths", "left_padded")]).to_csv(checked / "validation.csv", index=False)
+    from harness.report.cli import build_report
+
+    written = build_report([str(speed), str(other), str(checked)], tmp_path / "rep", plots=False)
+    text = written["report"].read_text()
+    section = text.split("## Speed vs accuracy")[1].split("\n## ")[0].splitlines()
+    row = next(line for line in section if line.startswith("| ort[attention=gqa] |"))
+    assert "| 0.25 | 0.04 | 0.0014 | 0.562 | 0.0625 | validate_gqa |" in row
+    explicit = next(line for line in section if line.startswith("| ort |"))  # the defaults: a bare label
+    assert "validate_gqa" not in explicit and "0.25" not in explicit
+    assert "| ort | float32 | none | cpu | left_padded | 0.25 |" in text  # the Validation table lists it too

@@ -6,7 +6,7 @@ set -uo pipefail
 export PYTHONPATH=/root/gpu-site:/root/gpu-site/nvidia_cutlass_dsl/dsl_packages:$PWD ENGINEBENCH_CACHE_DIR=/root/ebcache PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/enginebench-gpu}; mkdir -p "$OUT"
 GRID="model=tinyllama-1.1b device=cuda grid.batch_sizes=[1,8,32] grid.prompt_lens=[128,1024] grid.new_tokens=64"
-step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort-maxseq | inplace | profile-gqa | profile-fused | presets | dry | multigpu | interference | flash-tests | flash-validate | flash-ro | flash-eager | flash-profile | quant-profile}
+step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort-maxseq | inplace | profile-gqa | profile-fused | presets | dry | multigpu | interference | flash-tests | flash-validate | flash-ro | flash-ro-grid | flash-eager | flash-profile | quant-profile | quant-ro-profile}
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c 'import torch, transformers, onnxruntime as o; print("torch", torch.__version__, "transformers", transformers.__version__, "onnxruntime", o.__version__, o.get_available_providers())'
@@ -57,6 +57,14 @@ step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort
          B="python3 -m tools.hf_attention --batch 1 --compile reduce-overhead"
          timeout ${FA_LIMIT:-200} $B --model tinyllama-1.1b --prompt 128 1984 --out $OUT/fa_tinyllama_ro.csv
          timeout ${FA_LIMIT:-200} $B --model llama-3.2-1b --prompt 128 8192 --out $OUT/fa_llama_ro.csv ;;
+    flash-ro-grid)  # reduce-overhead over the issue's whole grids, one process per (model, attention choice) under
+         # its own limit (rows are written per choice: a slow choice cannot take the others' rows with it)
+         for a in sdpa torch_flash flash_attention_4; do
+           timeout ${FA_LIMIT:-200} python3 -m tools.hf_attention --compile reduce-overhead --attention $a \
+             --model tinyllama-1.1b --batch 1 8 32 --prompt 128 1024 1984 --out $OUT/fa_tinyllama_ro_grid.csv
+           timeout ${FA_LIMIT:-200} python3 -m tools.hf_attention --compile reduce-overhead --attention $a \
+             --model llama-3.2-1b --batch 1 8 --prompt 128 4096 8192 --out $OUT/fa_llama_ro_grid.csv
+         done ;;
     flash-eager)  # uncompiled prefill/decode per attention choice, the issue's grids
          B="python3 -m tools.hf_attention --compile none"
          timeout ${FA_LIMIT:-250} $B --model llama-3.2-1b --batch 1 8 --prompt 128 4096 8192 --out $OUT/fa_llama.csv
@@ -68,6 +76,11 @@ step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort
          timeout ${Q_LIMIT:-150} $P --backend onnxruntime --attention gqa --set fused_ops=true \
            --out $OUT/profile_quant_ort_b1.csv
          timeout ${Q_LIMIT:-150} $P --attention sdpa --set compile=default --out $OUT/profile_quant_hf_b1.csv ;;
+    quant-ro-profile)  # host gap of torchao's int8 step: kernels of the compiled step without CUDA graphs, then wall
+         # vs kernel time with reduce-overhead (the profiler records the kernels a CUDA-graph replay launches)
+         P="python3 -m tools.profile_decode --model tinyllama-1.1b --attention sdpa --batch 1 --prompt 128"
+         timeout ${Q_LIMIT:-200} $P --set compile=default --quant int8 --out $OUT/profile_quant_hf_int8_compiled_b1.csv
+         timeout ${Q_LIMIT:-200} $P --set compile=reduce-overhead --quant none int8 --out $OUT/profile_quant_hf_ro_b1.csv ;;
     flash-profile)  # where a decode step's time goes at a short and a long fill, per kernel (uncompiled: a CUDA
          # graph hides its kernels from the profiler), for the two FlashAttention choices that run on Hopper
          python3 -m tools.profile_decode --model llama-3.2-1b --attention torch_flash flash_attention_4 sdpa \

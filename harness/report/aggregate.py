@@ -149,9 +149,31 @@ def run_infos(paths: list[str | Path]) -> list[dict]:
     return infos
 
 
+def validation_files(paths: list[str | Path]) -> list[Path]:
+    """Every validation.csv under ``paths``, including runs that validated and measured nothing (``task=validate``,
+    or a benchmark stopped after its validation): a report may pair those with speed runs made without validation."""
+    found: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found.extend(sorted(f for f in p.rglob("validation.csv") if "report" not in f.parts))
+        elif (p.parent / "validation.csv").exists():
+            found.append(p.parent / "validation.csv")
+    return list(dict.fromkeys(found))
+
+
 def validations(paths: list[str | Path]) -> pd.DataFrame:
-    frames = [pd.read_csv(f.parent / "validation.csv") for f in result_files(paths)
-              if (f.parent / "validation.csv").exists()]
+    """All validation rows; ``configuration`` is the run's configuration label with its quantization scheme, the
+    label its result rows carry (:func:`load_results`), so accuracy can be joined to speed by configuration."""
+    frames = []
+    for f in validation_files(paths):
+        df = pd.read_csv(f)
+        run_json = f.parent / "run.json"
+        label = label_of_run(json.loads(run_json.read_text())) if run_json.exists() else None
+        quant = df["quant"] if "quant" in df.columns else ["none"] * len(df)
+        df["configuration"] = [with_quant(label or b, q) for b, q in zip(df.backend, quant)]
+        df["source"] = str(f)
+        frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

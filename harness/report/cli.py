@@ -44,10 +44,11 @@ def build_report(paths: list[str], out_dir: Path, baseline: str | None = None, p
     atomic_write_text(out_dir / "results.csv", tidy.to_csv(index=False))
     comparison = comparison_table(tidy, baseline, test_options)
     atomic_write_text(out_dir / "comparison.csv", comparison.to_csv(index=False))
-    speed_accuracy = speed_accuracy_table(tidy)
+    validation = validations(paths)
+    speed_accuracy = speed_accuracy_table(tidy, validation)
     pngs = make_plots(tidy, out_dir / "plots") if plots else []
     pngs += speed_accuracy_plot(speed_accuracy, out_dir / "plots") if plots else []
-    write_report(out_dir / "report.md", tidy, comparison, run_infos(paths), validations(paths), pngs, baseline,
+    write_report(out_dir / "report.md", tidy, comparison, run_infos(paths), validation, pngs, baseline,
                  [str(p) for p in paths], repeated_cells(tidy), test_options,
                  speed_accuracy=speed_accuracy)
     return {"results": out_dir / "results.csv", "comparison": out_dir / "comparison.csv",

@@ -17,11 +17,29 @@ GROUP = ["model", "weights", "dtype", "device"]
 MARKERS = "osD^vP*Xh<>"
 SHORT = {"accuracy_max_abs_diff": "max |Δlogit|", "accuracy_mean_abs_diff": "mean |Δlogit|",
          "accuracy_kl": "KL (nats)", "accuracy_top1": "top-1", "accuracy_greedy": "greedy",
-         "accuracy_perplexity": "perplexity", "reference_perplexity": "fp32 perplexity"}
+         "accuracy_perplexity": "perplexity", "reference_perplexity": "fp32 perplexity",
+         "accuracy_from": "accuracy from"}
 
 
-def speed_accuracy_table(tidy: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, dtype, device, backend label) with its decode p50 at the smallest cell and accuracy."""
+def separate_accuracy(validation: pd.DataFrame | None, model, dtype, device, label: str) -> dict | None:
+    """Accuracy of one configuration from a run that validated it apart from the speed run (the last one given),
+    with ``accuracy_from`` naming that run's directory; None when there is none."""
+    if validation is None or validation.empty or "configuration" not in validation:
+        return None
+    match = validation[(validation.configuration == label) & (validation.model == model) &
+                       (validation.dtype == dtype) & (validation.device == device)]
+    cols = [c for c in ACCURACY_COLUMNS if c in match]
+    if match.empty or not cols or match[cols].isna().all().all():
+        return None
+    last = match.iloc[-1]
+    return {**{c: last[c] for c in cols}, "accuracy_from": Path(last.source).parent.name}
+
+
+def speed_accuracy_table(tidy: pd.DataFrame, validation: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (model, dtype, device, backend label) with its decode p50 at the smallest cell and accuracy.
+
+    A speed run made without validation takes its accuracy from a validation of the same configuration among the
+    inputs (``validation``, :func:`harness.report.aggregate.validations`); ``accuracy_from`` names that run."""
     decode = tidy[(tidy.status == "ok") & (tidy.metric == metrics.DECODE_LATENCY)]
     if decode.empty or "quant" not in decode:
         return pd.DataFrame()
@@ -35,6 +53,8 @@ def speed_accuracy_table(tidy: pd.DataFrame) -> pd.DataFrame:
                    "batch_size": int(last.batch_size), "prompt_len": int(last.prompt_len),
                    "decode_ms_p50": float(last.p50)}
             row.update({c: last.get(c) for c in ACCURACY_COLUMNS if c in part})
+            if all(pd.isna(row.get(c)) for c in ACCURACY_COLUMNS):
+                row.update(separate_accuracy(validation, keys[0], keys[2], keys[3], backend) or {})
             rows.append(row)
     return pd.DataFrame(rows).sort_values(GROUP + ["decode_ms_p50"]).reset_index(drop=True)
 
@@ -47,7 +67,10 @@ def markdown_section(table: pd.DataFrame, markdown_table) -> list[str]:
              "inputs; worst of the equal-length and left-padded cases; perplexity of harness/data/perplexity.txt "
              "on checkpoints).", ""]
     cols = ["backend", "quant", "batch_size", "prompt_len", "decode_ms_p50",
-            *[c for c in ACCURACY_COLUMNS if c in table and table[c].notna().any()]]
+            *[c for c in (*ACCURACY_COLUMNS, "accuracy_from") if c in table and table[c].notna().any()]]
+    if "accuracy_from" in cols:
+        parts += ["Accuracy from: the speed run itself where empty, else the named run, which validated the same "
+                  "configuration (the speed run skipped validation).", ""]
     for keys, group in table.groupby(GROUP, dropna=False):
         parts += [f"### {keys[0]}, {keys[2]}, {keys[3]}", "",
                   markdown_table(group[cols].rename(columns=SHORT)), ""]
