@@ -327,3 +327,28 @@ def test_speed_run_without_validation_takes_accuracy_from_a_validate_run(tmp_pat
     explicit = next(line for line in section if line.startswith("| ort |"))  # the defaults: a bare label
     assert "validate_gqa" not in explicit and "0.25" not in explicit
     assert "| ort | float32 | none | cpu | left_padded | 0.25 |" in text  # the Validation table lists it too
+
+
+def test_report_lists_cells_whose_decode_steps_ran_at_two_speeds(tmp_path):
+    """A cell whose steps switch between 2.85 and 5 ms is listed with its p10/p50/p90; a steady cell is not."""
+    run = tmp_path / "run"
+    run.mkdir()
+    writer = ResultsWriter(run)
+    rng = _rng(7)
+    cells = {1: rng.normal(2.0, 0.02, (12, 32)),  # steady
+             8: np.concatenate([rng.normal(2.85, 0.01, (12, 13)), rng.normal(5.0, 0.2, (12, 19))], axis=1)}
+    for batch, decode in cells.items():
+        identity = {"backend": "hf", **CELL_DEFAULTS, "batch_size": batch, "prompt_len": 128}
+        prefill = rng.normal(20.0, 0.2, 12)
+        metrics = [("prefill_latency_ms", "ms", summarize(prefill)),
+                   ("decode_latency_ms", "ms", summarize(decode.ravel())),
+                   ("e2e_latency_ms", "ms", summarize(prefill + decode.sum(axis=1)))]
+        writer.append_cell(rows_for_cell(identity, metrics, status="ok", error="", iterations=12, machine_warnings=""))
+    write_run_json(run, {"config": {"backend": {"name": "hf"}}, "backend_defaults": {}})
+    from harness.report.cli import build_report
+
+    text = build_report([str(run)], tmp_path / "rep", plots=False)["report"].read_text()
+    section = text.split("## Measurement conditions")[1].split("\n## ")[0]
+    assert "decode steps ran at more than one speed" in section
+    listed = [line for line in section.splitlines() if line.startswith("- hf ")]
+    assert len(listed) == 1 and listed[0].startswith("- hf b=8 p=128: p10 2.8")

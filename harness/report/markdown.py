@@ -132,6 +132,23 @@ def conditions_section(tidy: pd.DataFrame, infos: list[dict]) -> list[str]:
     return ["Measured while the machine was not quiet (treat these numbers with care):", "", *lines]
 
 
+# A p90 this far above the p10 of one cell's decode steps is not noise around one speed: the steps ran at two or
+# more speeds (a CUDA graph replayed for some steps and not others, a clock change), so its median may describe
+# neither. Steady cells on a quiet GPU stay within a few per cent.
+UNEVEN_P90_OVER_P10 = 1.5
+
+
+def uneven_decode_cells(tidy: pd.DataFrame) -> list[str]:
+    """One line per (configuration, cell) whose decode steps spread beyond ``UNEVEN_P90_OVER_P10``."""
+    from harness import metrics
+
+    decode = tidy[(tidy.metric == metrics.DECODE_LATENCY) & (tidy.status == "ok")]
+    decode = decode.drop_duplicates(CELL + ["backend"], keep="last")
+    uneven = decode[decode.p90 >= UNEVEN_P90_OVER_P10 * decode.p10]
+    return [f"- {r.backend} b={r.batch_size} p={r.prompt_len}: p10 {r.p10:.3g} ms, p50 {r.p50:.3g} ms, "
+            f"p90 {r.p90:.3g} ms" for r in uneven.itertuples(index=False)]
+
+
 def write_report(path: Path, tidy: pd.DataFrame, comparison: pd.DataFrame, infos: list[dict],
                  validation: pd.DataFrame, plots: list[Path], baseline: str | None, sources: list[str],
                  repeated: pd.DataFrame | None = None, test_options: dict | None = None,
@@ -159,6 +176,11 @@ def write_report(path: Path, tidy: pd.DataFrame, comparison: pd.DataFrame, infos
     if speed_accuracy is not None:
         parts += markdown_section(speed_accuracy, markdown_table)
     parts += ["## Measurement conditions", "", *conditions_section(tidy, infos), ""]
+    uneven = uneven_decode_cells(tidy)
+    if uneven:
+        parts += ["Cells whose decode steps ran at more than one speed (p90 at least "
+                  f"{UNEVEN_P90_OVER_P10}x the p10): their median may describe neither speed; the steps are in each "
+                  "run's samples/.", "", *uneven, ""]
     if plots:
         parts += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(path.parent)})" for p in plots] + [""]
     parts += ["## Validation", ""]
