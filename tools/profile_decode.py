@@ -5,9 +5,12 @@ decode steps), records ``--steps`` decode steps with ``torch.profiler`` and repo
 ran per step, its device time per step and its share of the step's kernel time. CUPTI records every kernel of the
 process, so ONNX Runtime's kernels appear as well as torch's. Next to that, the wall time per step, timed over as
 many steps again without the profiler (its own overhead would inflate it), says whether the step is bound by the
-GPU (kernel time close to wall time) or by the host launching it. Without CUDA graphs on purpose (HF: compile
-``none`` unless ``--set compile=default``; ORT: ``cuda_graph`` false): inside a graph the profiler sees one graph
-launch, not the kernels. On a CPU the table holds the operators' CPU self time (to test the tool, not for numbers).
+GPU (kernel time close to wall time) or by the host launching it. Without CUDA graphs by default (HF: compile
+``none``; ORT: ``cuda_graph`` false), so the table shows each kernel the host launches; ``--set`` overrides that
+(``compile=default``: the compiled kernels without graphs; ``compile=reduce-overhead``: the replayed step, whose
+kernels CUPTI still records on torch 2.11 / CUDA 13 — docs/results/h100/quant/profile_quant_hf_ro_b1.csv — so wall
+against kernel time shows the host time around the replay). On a CPU the table holds the operators' CPU self time
+(to test the tool, not for numbers).
 """
 from __future__ import annotations
 

@@ -81,8 +81,8 @@ step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort
          P="python3 -m tools.profile_decode --model tinyllama-1.1b --attention sdpa --batch 1 --prompt 128"
          timeout ${Q_LIMIT:-200} $P --set compile=default --quant int8 --out $OUT/profile_quant_hf_int8_compiled_b1.csv
          timeout ${Q_LIMIT:-200} $P --set compile=reduce-overhead --quant none int8 --out $OUT/profile_quant_hf_ro_b1.csv ;;
-    flash-profile)  # where a decode step's time goes at a short and a long fill, per kernel (uncompiled: a CUDA
-         # graph hides its kernels from the profiler), for the two FlashAttention choices that run on Hopper
+    flash-profile)  # where a decode step's time goes at a short and a long fill, per kernel (uncompiled: each
+         # kernel as the host launches it), for the two FlashAttention choices that run on Hopper
          python3 -m tools.profile_decode --model llama-3.2-1b --attention torch_flash flash_attention_4 sdpa \
            --batch 1 --prompt 128 8192 --out $OUT/profile_llama_b1.csv ;;
     dry) python3 -m tools.dry --device cuda --out $OUT/dry_gpu.csv --iters 200 ;;

@@ -75,6 +75,12 @@ def label_of_run(info: dict) -> str | None:
     return configuration_label(options["name"], options, defaults)
 
 
+def run_label(run_dir: Path) -> str | None:
+    """The configuration label of the run in ``run_dir`` (:func:`label_of_run`), or None without a run.json."""
+    run_json = run_dir / "run.json"
+    return label_of_run(json.loads(run_json.read_text())) if run_json.exists() else None
+
+
 def load_results(paths: list[str | Path]) -> pd.DataFrame:
     """All tidy rows, one frame; ``source`` says which file each row came from, ``engine`` the backend and
     ``backend`` its configuration label (see the module docstring). A merged results.csv written by
@@ -92,11 +98,9 @@ def load_results(paths: list[str | Path]) -> pd.DataFrame:
             df["cv"] = df["std"] / df["mean"]
         if "engine" not in df.columns:  # a run's own results.csv
             df = df.assign(source=str(f), engine=df.backend)
-            run_json = f.parent / "run.json"
-            if run_json.exists():
-                label = label_of_run(json.loads(run_json.read_text()))
-                if label:
-                    df["backend"] = label
+            label = run_label(f.parent)
+            if label:
+                df["backend"] = label
             if "quant" in df.columns:
                 df["backend"] = [with_quant(b, q) for b, q in zip(df.backend, df.quant)]
         frames.append(df)
@@ -168,8 +172,7 @@ def validations(paths: list[str | Path]) -> pd.DataFrame:
     frames = []
     for f in validation_files(paths):
         df = pd.read_csv(f)
-        run_json = f.parent / "run.json"
-        label = label_of_run(json.loads(run_json.read_text())) if run_json.exists() else None
+        label = run_label(f.parent)
         quant = df["quant"] if "quant" in df.columns else ["none"] * len(df)
         df["configuration"] = [with_quant(label or b, q) for b, q in zip(df.backend, quant)]
         df["source"] = str(f)

@@ -141,9 +141,9 @@ UNEVEN_P90_OVER_P10 = 1.5
 def uneven_decode_cells(tidy: pd.DataFrame) -> list[str]:
     """One line per (configuration, cell) whose decode steps spread beyond ``UNEVEN_P90_OVER_P10``."""
     from harness import metrics
+    from harness.report.aggregate import latest_per_cell
 
-    decode = tidy[(tidy.metric == metrics.DECODE_LATENCY) & (tidy.status == "ok")]
-    decode = decode.drop_duplicates(CELL + ["backend"], keep="last")
+    decode = latest_per_cell(tidy[(tidy.metric == metrics.DECODE_LATENCY) & (tidy.status == "ok")])
     uneven = decode[decode.p90 >= UNEVEN_P90_OVER_P10 * decode.p10]
     return [f"- {r.backend} b={r.batch_size} p={r.prompt_len}: p10 {r.p10:.3g} ms, p50 {r.p50:.3g} ms, "
             f"p90 {r.p90:.3g} ms" for r in uneven.itertuples(index=False)]
