@@ -66,6 +66,14 @@ def _end_state(out_dir: Path) -> dict:
 
 
 def _dispatch(cfg, out_dir: Path, plugins: PluginRegistry | None) -> int:
+    if cfg.task == "benchmark":  # measure.repeats: each repeat a fresh load of the backend (harness/repeats.py)
+        from harness.repeats import run_repeats
+
+        return run_repeats(cfg, out_dir, lambda c: _dispatch_once(c, out_dir, plugins))
+    return _dispatch_once(cfg, out_dir, plugins)
+
+
+def _dispatch_once(cfg, out_dir: Path, plugins: PluginRegistry | None) -> int:
     if cfg.isolation == "process" and cfg.task == "benchmark":  # validate / build / generate have no cells to protect
         from harness.isolation import run_job_isolated
 

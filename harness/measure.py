@@ -23,7 +23,7 @@ from harness.memory import MemoryPeaks, energy_mj, nvml_handle
 from harness.plan import Job
 from harness.roofline import decode_bytes_per_step, prefill_flops
 from harness.samples import widest_relative_ci
-from harness.stats import summarize
+from harness.stats import summarize, summarize_steps
 from harness.timing import StepTimer, synchronize
 
 
@@ -139,8 +139,11 @@ def cell_metrics(job: Job, batch: int, prompt_len: int, samples: CellSamples, pe
             values[name] = [value]
     if samples.energy_j is not None:
         values[m.ENERGY_PER_TOKEN] = [samples.energy_j / (batch * n * samples.iterations)]
-    # the median's bootstrap interval where it is compared (latencies); a throughput's follows from its latency's
-    return [(name, m.UNITS[name], summarize(v, ci=name in m.LATENCIES)) for name, v in values.items()]
+    # the median's bootstrap interval where it is compared (latencies); a throughput's follows from its latency's.
+    # Decode latency over its independent units, one per iteration (harness/stats.py: summarize_steps).
+    decode = summarize_steps(samples.decode_per_iteration(n))
+    return [(name, m.UNITS[name], decode if name == m.DECODE_LATENCY else summarize(v, ci=name in m.LATENCIES))
+            for name, v in values.items()]
 
 
 def measure_overhead(job: Job, handle, batch: int, steps: int) -> dict[str, float]:

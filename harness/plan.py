@@ -52,7 +52,8 @@ class Job:
         """The cell's identity columns (results.CELL_KEYS): what resume and the reports match cells on."""
         return {"backend": self.backend, "model": self.source.name, "weights": self.source.weights,
                 "dtype": dtype_name(self.dtype), "quant": self.quant.label, "device": device_label(self.device),
-                "batch_size": batch, "prompt_len": prompt_len, "new_tokens": self.cfg.grid.new_tokens}
+                "batch_size": batch, "prompt_len": prompt_len, "new_tokens": self.cfg.grid.new_tokens,
+                "repeat": int(self.cfg.measure.get("repeat") or 0)}
 
 
 def plan_job(cfg, out_dir: Path) -> Job:

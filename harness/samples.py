@@ -26,14 +26,17 @@ SAMPLES_DIR = "samples"
 COMPARABLE = (metrics.PREFILL_LATENCY, metrics.DECODE_LATENCY, metrics.E2E_LATENCY)  # metrics with kept samples
 
 
-def samples_path(run_dir: Path, batch: int, prompt_len: int, new_tokens: int) -> Path:
-    return Path(run_dir) / SAMPLES_DIR / f"b{batch}_p{prompt_len}_n{new_tokens}.npz"
+def samples_path(run_dir: Path, batch: int, prompt_len: int, new_tokens: int, repeat: int = 0) -> Path:
+    """``b1_p32_n32.npz``; a later repeat of the cell (measure.repeats) adds ``_r<repeat>``."""
+    suffix = f"_r{repeat}" if repeat else ""
+    return Path(run_dir) / SAMPLES_DIR / f"b{batch}_p{prompt_len}_n{new_tokens}{suffix}.npz"
 
 
 def write_cell_samples(run_dir: Path, identity: dict[str, Any], prefill_ms, decode_ms, e2e_ms,
                        machine_state: dict[str, Any] | None = None) -> Path:
     """Atomically write one cell's samples (decode_ms: one list of step times per iteration)."""
-    path = samples_path(run_dir, identity["batch_size"], identity["prompt_len"], identity["new_tokens"])
+    path = samples_path(run_dir, identity["batch_size"], identity["prompt_len"], identity["new_tokens"],
+                        int(identity.get("repeat") or 0))
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     meta = json.dumps({"identity": identity, "machine_state": machine_state or {}}, default=str)
@@ -44,9 +47,10 @@ def write_cell_samples(run_dir: Path, identity: dict[str, Any], prefill_ms, deco
     return path
 
 
-def read_cell_samples(run_dir: Path, batch: int, prompt_len: int, new_tokens: int) -> dict[str, Any] | None:
+def read_cell_samples(run_dir: Path, batch: int, prompt_len: int, new_tokens: int,
+                      repeat: int = 0) -> dict[str, Any] | None:
     """The arrays and meta of one cell, or None when the run kept no samples for it (older runs)."""
-    path = samples_path(run_dir, batch, prompt_len, new_tokens)
+    path = samples_path(run_dir, batch, prompt_len, new_tokens, repeat)
     if not path.exists():
         return None
     with np.load(path, allow_pickle=False) as data:
