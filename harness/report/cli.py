@@ -14,15 +14,16 @@ import sys
 from pathlib import Path
 
 from harness.errors import EXIT_USER_ERROR, UserError
+from harness.replicated import ALPHA_BETWEEN_RUNS
 from harness.results import atomic_write_text
 from harness.stats import ALPHA, CONFIDENCE, MAX_CV, MIN_EFFECT, MIN_N
 
 VERDICT_HELP = (f"Verdicts (docs/statistics.md): with >= 2 repeats a side (measure.repeats), 'faster'/'slower' "
-                f"when the (1 - alpha) interval of the ratio, from a two-level bootstrap over runs and iterations, "
-                f"excludes 1 and the change is at least the minimum effect; with one run a side an exact rank "
-                f"test at --alpha (default {ALPHA}) and the verdict says 'within this run'. Sides with fewer than "
-                f"--min-n (default {MIN_N}) samples or a CV above --max-cv (default {MAX_CV}) are 'unstable'. "
-                f"Intervals of medians: {CONFIDENCE:.0%}.")
+                f"when the (1 - alpha) interval (alpha {ALPHA_BETWEEN_RUNS}) of the ratio, from a two-level "
+                f"bootstrap over runs and iterations, excludes 1 and the change is at least the minimum effect; "
+                f"with one run a side an exact rank test at --alpha (default {ALPHA}) and the verdict says 'within "
+                f"this run'. Sides with fewer than --min-n (default {MIN_N}) samples or a CV above --max-cv "
+                f"(default {MAX_CV}) are 'unstable'. Intervals of medians: {CONFIDENCE:.0%}.")
 
 
 def build_report(paths: list[str], out_dir: Path, baseline: str | None = None, plots: bool = True,
@@ -60,7 +61,9 @@ def build_report(paths: list[str], out_dir: Path, baseline: str | None = None, p
 
 
 def _add_test_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--alpha", type=float, default=ALPHA, help=f"significance level of the test (default {ALPHA})")
+    p.add_argument("--alpha", type=float, default=None,
+                   help=f"significance level of the verdict (default {ALPHA} within a run, {ALPHA_BETWEEN_RUNS} "
+                        "between runs)")
     p.add_argument("--min-n", type=int, default=MIN_N, help=f"fewer samples: unstable (default {MIN_N})")
     p.add_argument("--max-cv", type=float, default=MAX_CV, help=f"larger CV: unstable (default {MAX_CV})")
 
@@ -70,7 +73,7 @@ def _test_options(args) -> dict:
     options = {"alpha": args.alpha, "min_n": args.min_n, "max_cv": args.max_cv}
     if getattr(args, "min_effect", None) is not None:
         options["min_effect"] = args.min_effect
-    if not 0 < options["alpha"] < 1:
+    if options["alpha"] is not None and not 0 < options["alpha"] < 1:
         raise UserError(f"--alpha {options['alpha']:g} is not a probability between 0 and 1",
                         f"use e.g. --alpha {ALPHA}")
     if not 0 <= options.get("min_effect", 0) < 1:

@@ -85,6 +85,7 @@ def judge(runs_a: list[np.ndarray], runs_b: list[np.ndarray], **options):
     from harness.replicated import compare_runs_samples
     from harness.stats import compare_samples
 
+    options = {k: v for k, v in options.items() if v is not None}  # alpha None: each rule's own default
     if min(len(runs_a), len(runs_b)) >= 2:
         return compare_runs_samples(runs_a, runs_b, **options)
     v = compare_samples(np.concatenate(runs_a), np.concatenate(runs_b), **options)
