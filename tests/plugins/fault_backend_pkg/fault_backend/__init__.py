@@ -1,12 +1,14 @@
 """Fault injection for the reliability tests: the HF static-cache backend (real computation) plus faults at
 chosen grid cells — out of memory, a real segfault, a hang, an exception in decode_step, NaN logits, slow steps,
-a missing library.
+steps that drift from one load to the next or jitter from one step to the next, a missing library.
 
 Cells are named "BxP" (batch x prompt length) and matched at prefill; "load" in crash_at / hang_at faults the load;
 ``error_at=["*"]`` fails every cell.
 """
 import ctypes
+import random
 import time
+from pathlib import Path
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -24,6 +26,11 @@ class FaultOptions(HFOptions):
     error_at: list[str] = field(default_factory=list)  # ... whose decode_step raises ("*": every cell)
     nan: bool = False  # every logit NaN
     step_sleep_s: float = 0.0  # a sleep in every decode step
+    # Each load scales the sleep by 1 - load_drift, 1, 1 + load_drift in turn, counted in the file load_counter
+    # (loads happen in different processes): run-to-run drift, the same cycle for every three loads.
+    load_drift: float = 0.0
+    load_counter: str = ""
+    step_jitter: bool = False  # each step sleeps step_sleep_s times an exponential draw (mean 1): a jittery engine
     missing_library: bool = False  # load raises MissingLibrary
 
 
@@ -41,9 +48,19 @@ class FaultBackend(HFStaticCacheBackend):
             time.sleep(3600)
         if self.faults["missing_library"]:
             raise MissingLibrary("fault", "fault_native_lib", "fault-native-lib")
+        self.sleep_s = self.faults["step_sleep_s"] * self._drift_factor()
+        self.jitter = random.Random(0) if self.faults["step_jitter"] else None
         own = {f.name for f in fields(HFOptions)}
         spec.options = {k: v for k, v in spec.options.items() if k in own}  # the HF backend's own options
         return super().load(spec)
+
+    def _drift_factor(self) -> float:
+        if not self.faults["load_drift"]:
+            return 1.0
+        counter = Path(self.faults["load_counter"])
+        loads = int(counter.read_text()) if counter.exists() else 0
+        counter.write_text(str(loads + 1))
+        return 1.0 + self.faults["load_drift"] * (-1, 0, 1)[loads % 3]
 
     @hookimpl
     def prefill(self, input_ids, prompt_lens):
@@ -62,7 +79,7 @@ class FaultBackend(HFStaticCacheBackend):
     def decode_step(self, tokens):
         if {getattr(self, "cell", None), "*"} & set(self.faults["error_at"]):  # "*": every cell
             raise RuntimeError(f"injected decode_step failure at cell {self.cell}")
-        if self.faults["step_sleep_s"]:
-            time.sleep(self.faults["step_sleep_s"])
+        if self.sleep_s:
+            time.sleep(self.sleep_s * (self.jitter.expovariate(1.0) if self.jitter else 1.0))
         logits = super().decode_step(tokens)
         return torch.full_like(logits, float("nan")) if self.faults["nan"] else logits
