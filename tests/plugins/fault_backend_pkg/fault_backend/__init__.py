@@ -6,6 +6,7 @@ Cells are named "BxP" (batch x prompt length) and matched at prefill; "load" in 
 ``error_at=["*"]`` fails every cell.
 """
 import ctypes
+import os
 import random
 import time
 from pathlib import Path
@@ -31,6 +32,9 @@ class FaultOptions(HFOptions):
     load_drift: float = 0.0
     load_counter: str = ""
     step_jitter: bool = False  # each step sleeps step_sleep_s times an exponential draw (mean 1): a jittery engine
+    sleep_in_prefill: bool = False  # prefill sleeps like a decode step (its timing then drifts and jitters too)
+# The environment variable FAULT_BACKEND_SLOWDOWN (a factor, e.g. 1.5) scales every sleep: a slower build of the
+# same engine, with the same configuration label.
     missing_library: bool = False  # load raises MissingLibrary
 
 
@@ -48,11 +52,16 @@ class FaultBackend(HFStaticCacheBackend):
             time.sleep(3600)
         if self.faults["missing_library"]:
             raise MissingLibrary("fault", "fault_native_lib", "fault-native-lib")
-        self.sleep_s = self.faults["step_sleep_s"] * self._drift_factor()
+        slowdown = float(os.environ.get("FAULT_BACKEND_SLOWDOWN", "1"))
+        self.sleep_s = self.faults["step_sleep_s"] * self._drift_factor() * slowdown
         self.jitter = random.Random(0) if self.faults["step_jitter"] else None
         own = {f.name for f in fields(HFOptions)}
         spec.options = {k: v for k, v in spec.options.items() if k in own}  # the HF backend's own options
         return super().load(spec)
+
+    def _sleep(self) -> None:
+        if self.sleep_s:
+            time.sleep(self.sleep_s * (self.jitter.expovariate(1.0) if self.jitter else 1.0))
 
     def _drift_factor(self) -> float:
         if not self.faults["load_drift"]:
@@ -72,6 +81,8 @@ class FaultBackend(HFStaticCacheBackend):
         if cell in self.faults["hang_at"]:
             time.sleep(3600)
         self.cell = cell
+        if self.faults["sleep_in_prefill"]:
+            self._sleep()
         logits = super().prefill(input_ids, prompt_lens)
         return torch.full_like(logits, float("nan")) if self.faults["nan"] else logits
 
@@ -79,7 +90,6 @@ class FaultBackend(HFStaticCacheBackend):
     def decode_step(self, tokens):
         if {getattr(self, "cell", None), "*"} & set(self.faults["error_at"]):  # "*": every cell
             raise RuntimeError(f"injected decode_step failure at cell {self.cell}")
-        if self.sleep_s:
-            time.sleep(self.sleep_s * (self.jitter.expovariate(1.0) if self.jitter else 1.0))
+        self._sleep()
         logits = super().decode_step(tokens)
         return torch.full_like(logits, float("nan")) if self.faults["nan"] else logits
