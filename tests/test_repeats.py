@@ -41,9 +41,9 @@ def _results(run_dir):
 
 def test_repeats_drift_slowdown_and_jitter_through_the_gate(plugin_site, tmp_path):
     counter = tmp_path / "loads"
-    drift = ["backend=fault", "backend.step_sleep_s=0.02", "backend.sleep_in_prefill=true",
+    drift = ["backend=fault", "backend.step_sleep_s=0.05", "backend.sleep_in_prefill=true",
              "backend.load_drift=0.06", f"backend.load_counter={counter}", "measure.repeats=3", *TINY]
-    env = plugin_env(plugin_site)
+    env = plugin_env(plugin_site, OMP_NUM_THREADS="1")  # sleeps, not thread contention, set the times
     # A/A: two runs of three loads each; the loads drift by -6 %, 0, +6 % (first run: a worker process per load)
     a1 = run_cli(*drift, "isolation=process", f"output_dir={tmp_path}/a1", env=env)
     assert a1.returncode == 0, a1.stderr
@@ -70,7 +70,7 @@ def test_repeats_drift_slowdown_and_jitter_through_the_gate(plugin_site, tmp_pat
     gate = _report("compare", tmp_path / "a1", tmp_path / "slow", "--fail-on-regression")
     assert gate.returncode == 1 and "gate: regression: fault[" in gate.stderr
     # two runs of a jittery engine: nothing can be judged, and the gate says so unless told to let it pass
-    jitter = ["backend=fault", "backend.step_sleep_s=0.004", "backend.step_jitter=true", *TINY]
+    jitter = ["backend=fault", "backend.step_sleep_s=0.01", "backend.step_jitter=true", *TINY]
     for name in ("j1", "j2"):
         assert run_cli(*jitter, f"output_dir={tmp_path}/{name}", env=env).returncode == 0
     unjudged = _report("compare", tmp_path / "j1", tmp_path / "j2", "--fail-on-regression")
