@@ -46,6 +46,7 @@ def run_cell(job: Job, handle, batch: int, prompt_len: int, peak_bw: float) -> l
     """Measure one cell in this process; its result rows (a failed cell gives one row with status and error)."""
     identity = job.identity(batch, prompt_len)
     extra = job.row_context()
+    release_memory(job.device)  # the window's process reading starts from what the backend holds, not a cache
     sampler = MemorySampler(job.device, job.cfg.measure.memory_interval_ms / 1e3)
     try:
         with sampler, MachineWatch(job.device) as watch:

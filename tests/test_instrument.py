@@ -103,3 +103,15 @@ def test_the_clock_pattern_catches_what_it_must():
         assert CLOCKS.search(line), line
     assert not CLOCKS.search("from harness.instrument import measure")
     assert Path(ROOT / "tools").is_dir()
+
+
+def test_the_run_peak_is_the_highest_cell_peak_and_each_cell_keeps_its_own():
+    from harness.memory import lifetime_peaks
+
+    rows = [{"status": "ok", "metric": metrics.HOST_RSS_PEAK, "max": "900.0"},
+            {"status": "ok", "metric": metrics.HOST_RSS_PEAK, "max": "700.0"},  # a smaller later cell stays smaller
+            {"status": "oom", "metric": metrics.HOST_RSS_PEAK, "max": "99999"},
+            {"status": "ok", "metric": metrics.DECODE_LATENCY, "max": "5.0"}]
+    peaks = lifetime_peaks(rows)
+    assert peaks[metrics.HOST_RSS_PEAK] >= 900.0 and metrics.DECODE_LATENCY not in peaks
+    assert peaks[metrics.HOST_RSS_PEAK] < 99999
