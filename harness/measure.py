@@ -19,7 +19,7 @@ from harness.inputs import random_prompt_ids
 from harness.instrument import CellSamples, MeasurePolicy, time_iterations, warm_up
 from harness.memory import MemoryPeaks, energy_mj, nvml_handle
 from harness.plan import Job
-from harness.roofline import decode_bytes_per_step, prefill_flops
+from harness.roofline import decode_bytes_read, prefill_flops
 from harness.stats import summarize
 from harness.timing import StepTimer, synchronize
 
@@ -45,8 +45,8 @@ def cell_metrics(job: Job, batch: int, prompt_len: int, samples: CellSamples, pe
                  peak_bw: float) -> list[tuple]:
     """(metric, unit, statistics) for every metric of the cell; memory and energy only where measured."""
     n, cfg = job.cfg.grid.new_tokens, job.hf_config
-    ctx = prompt_len + n / 2  # mean KV fill over the decode steps
-    nbytes = decode_bytes_per_step(cfg, batch, ctx, torch.finfo(job.dtype).bits // 8, job.quant)
+    nbytes = decode_bytes_read(cfg, batch, prompt_len, n, torch.finfo(job.dtype).bits // 8, job.quant, job.info,
+                               default_slots=max(job.cfg.grid.prompt_lens) + n)
     flops = prefill_flops(cfg, batch, prompt_len)
     prefill_ms, decode_ms, e2e_ms = samples.prefill_ms, samples.decode_ms, samples.e2e_ms
     device_ms = samples.decode_device_ms  # the roofline is the device's: its time, not the host's around it
