@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ContextManager
 
 import numpy as np
 
@@ -171,16 +172,19 @@ def measure(hooks, input_ids, policy: MeasurePolicy, device: str, warmup_hooks=N
     return time_iterations(hooks, input_ids, policy, device)
 
 
-def time_calls(fn: Callable[[], object], calls: int, device: str) -> dict[str, float]:
+def time_calls(fn: Callable[[], object], calls: int, device: str,
+               around_calls: Callable[[], ContextManager] = nullcontext) -> dict[str, float]:
     """Mean ms per call of ``fn`` issued back to back, the way a decode loop issues per-step work (e.g. a
-    sampler): device time between events around all calls, and the host's time until the last call finished."""
+    sampler): device time between events around all calls, and the host's time until the last call finished.
+    ``around_calls()`` is entered around the calls only, not the synchronisations (e.g. a sync debug mode)."""
     timer = StepTimer(device)
     synchronize(device)
     timer.start()
     t0 = time.perf_counter()
     a = timer.mark()
-    for _ in range(calls):
-        fn()
+    with around_calls():
+        for _ in range(calls):
+            fn()
     b = timer.mark()
     timer.finish()
     wall_ms = (time.perf_counter() - t0) * 1e3
