@@ -45,6 +45,9 @@ def test_bad_option_declarations_cost_only_their_backend(hostile_site, monkeypat
 
 
 def test_torch_state_changed_at_import_is_restored_and_reported(hostile_site, monkeypatch):
+    import sys
+
+    monkeypatch.delitem(sys.modules, "hostile_backend.torch_state", raising=False)  # import it afresh
     before = torch_state()
     registry, lines = _discover(monkeypatch, hostile_site)
     assert torch_state() == before and torch.get_default_dtype() == torch.float32
