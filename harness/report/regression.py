@@ -59,6 +59,9 @@ def compare_runs(old: pd.DataFrame, new: pd.DataFrame, threshold: float = 0.05, 
             if s_old is None or s_new is None:
                 out["verdict"], out["why_no_verdict"] = "untested", "no samples kept by " + (
                     "either run" if s_old is None and s_new is None else "OLD" if s_old is None else "NEW")
+            elif s_old["timing"] != s_new["timing"]:  # e.g. unsynced events against sustained (harness/samples.py)
+                out["verdict"] = "untested"
+                out["why_no_verdict"] = f"timed differently: OLD {s_old['timing']}, NEW {s_new['timing']}"
             else:
                 v = judge(s_old, s_new, min_effect=threshold, **test_options)
                 out.update(verdict=verdict_words(v, VERDICT), change_ci_low=v.ratio_ci_low - 1,
