@@ -17,7 +17,7 @@ import pandas as pd
 from harness import metrics
 from harness.errors import UserError
 from harness.report.aggregate import CELL
-from harness.report.repeats import combine_repeats, judge, repeat_rows, run_units, verdict_words
+from harness.report.repeats import combine_repeats, judge, repeat_rows, run_timings, run_units, verdict_words
 
 METRICS = (metrics.DECODE_LATENCY, metrics.PREFILL_LATENCY, metrics.E2E_LATENCY)
 VERDICT = {"higher": "regression", "lower": "improvement"}
@@ -54,14 +54,16 @@ def compare_runs(old: pd.DataFrame, new: pd.DataFrame, threshold: float = 0.05, 
         elif r["_merge"] == "right_only":
             out["verdict"] = "new cell"
         else:
-            s_old = run_units(repeat_rows({"_repeat_rows": r["_repeat_rows_old"]}), r["metric"])
-            s_new = run_units(repeat_rows({"_repeat_rows": r["_repeat_rows_new"]}), r["metric"])
+            rows_old = repeat_rows({"_repeat_rows": r["_repeat_rows_old"]})
+            rows_new = repeat_rows({"_repeat_rows": r["_repeat_rows_new"]})
+            s_old, s_new = run_units(rows_old, r["metric"]), run_units(rows_new, r["metric"])
             if s_old is None or s_new is None:
                 out["verdict"], out["why_no_verdict"] = "untested", "no samples kept by " + (
                     "either run" if s_old is None and s_new is None else "OLD" if s_old is None else "NEW")
-            elif s_old["timing"] != s_new["timing"]:  # e.g. unsynced events against sustained (harness/samples.py)
-                out["verdict"] = "untested"
-                out["why_no_verdict"] = f"timed differently: OLD {s_old['timing']}, NEW {s_new['timing']}"
+            elif run_timings(rows_old) != run_timings(rows_new):  # e.g. unsynced events against sustained
+                out["verdict"] = "untested"  # (harness/samples.py)
+                out["why_no_verdict"] = (f"timed differently: OLD {', '.join(run_timings(rows_old))}, "
+                                         f"NEW {', '.join(run_timings(rows_new))}")
             else:
                 v = judge(s_old, s_new, min_effect=threshold, **test_options)
                 out.update(verdict=verdict_words(v, VERDICT), change_ci_low=v.ratio_ci_low - 1,

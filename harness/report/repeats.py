@@ -43,6 +43,11 @@ def run_units(rows: list[dict], metric: str) -> list[np.ndarray] | None:
     return units
 
 
+def run_timings(rows: list[dict]) -> list[str]:
+    """How the repeats' samples were timed (harness/samples.py ``timing``), each kind once."""
+    return sorted({(cell_samples(row) or {}).get("timing", "") for row in rows})
+
+
 def combine_repeats(tidy: pd.DataFrame) -> pd.DataFrame:
     """One row per (cell, configuration, metric) with ``repeats`` and, for latencies, statistics over all runs; the
     rows of every repeat stay reachable through :func:`repeat_rows` (column ``_repeat_rows``)."""

@@ -9,8 +9,8 @@ import ctypes
 import os
 import random
 import time
-from pathlib import Path
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import torch
 
