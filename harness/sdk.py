@@ -18,7 +18,10 @@ What is here, by purpose:
 - model helpers: ``head_dim(config)``, ``dtype_name(dtype)``;
 - artifact cache: ``get_or_build(root, kind, key, build)`` returns an ``Artifact`` (directory, meta, reused),
   built once per key, content-checked and shared between concurrent runs;
-- progress: ``say(message)`` prints a status line without breaking the progress bar;
+- progress: ``say(message)`` prints a status line without breaking the progress bar; ``slow_work(cache_dir, what,
+  key)`` announces slow, repeatable work (an export, a compile) with the time it took last time, and records it;
+- timing: ``StepTimer(device)`` the harness's own marks (CUDA events on GPU, perf_counter on CPU), for a backend
+  that measures something during load (the HF backend's ``attention=auto``), outside the timed cells;
 - validation helpers: ``random_prompt_ids``, ``left_pad``, ``reference_greedy``, ``compare`` (to check an
   exported artifact against HF float32 before caching it, as the ONNX export does);
 - weight-only quantization: ``QuantScheme`` (what ``spec.quant`` holds: scheme, group size, symmetric, label),
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 from harness import hookimpl
 from harness.artifacts import Artifact, get_or_build
+from harness.durations import slow_work
 from harness.errors import MissingLibrary, UserError
 from harness.inputs import left_pad, random_prompt_ids
 from harness.loadspec import LoadSpec
@@ -39,6 +43,7 @@ from harness.options import choice, needs
 from harness.progress import say
 from harness.quant import QuantScheme, is_quantized_param, quantize_weight
 from harness.static_cache import CacheCursor, RunnerHooks, StepBuffers
+from harness.timing import StepTimer
 from harness.validate import compare, reference_greedy
 
 __all__ = [
@@ -47,7 +52,8 @@ __all__ = [
     "UserError", "MissingLibrary",
     "head_dim", "dtype_name",
     "Artifact", "get_or_build",
-    "say",
+    "say", "slow_work",
+    "StepTimer",
     "random_prompt_ids", "left_pad", "reference_greedy", "compare",
     "QuantScheme", "quantize_weight", "is_quantized_param",
     "StepBuffers", "CacheCursor", "RunnerHooks",
