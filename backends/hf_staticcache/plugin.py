@@ -71,7 +71,8 @@ class HFStaticCacheBackend:
     def check_quant(self, quant, options, device) -> None:
         from backends.hf_staticcache.quantize import choose_config
 
-        choose_config(quant, device, torch.bfloat16)  # torchao present, fp8 only where the GPU has it
+        # torchao present, fp8 only where the GPU has it, the chosen int4 kernel installed (bf16: all serve it)
+        choose_config(quant, device, torch.bfloat16, options.get("int4_kernel", "tinygemm"))
 
     @hookimpl
     def load(self, spec) -> dict[str, Any]:
@@ -87,9 +88,10 @@ class HFStaticCacheBackend:
         self.takes_cache_position = "cache_position" in inspect.signature(self.model.forward).parameters
         from backends.hf_staticcache.quantize import quantize_model
 
-        quant_facts = quantize_model(self.model, spec.quant, spec.device, spec.dtype)
+        quant_facts = quantize_model(self.model, spec.quant, spec.device, spec.dtype, opts["int4_kernel"])
         self.cache, self.cache_batch = None, None
-        info = {"compile": opts["compile"], "cache": opts["cache"], "cuda_graph": self.cuda_graph, **quant_facts}
+        info = {"compile": opts["compile"], "cache": opts["cache"], "cuda_graph": self.cuda_graph,
+                "static_cache_len": spec.max_seq, **quant_facts}
         info.update(self._choose_attention(todo, opts["attention"], spec))
         self.decode_fn = self._forward_decode
         if opts["compile"] != "none":
@@ -103,6 +105,9 @@ class HFStaticCacheBackend:
     def _check_options(self, opts: dict[str, Any], spec) -> None:
         """What depends on this machine; the values themselves were checked with every job's options (options.py)."""
         check_choice(opts["attention"], spec.device, spec.dtype)
+        if opts["int4_kernel"] != "tinygemm" and spec.quant.scheme != "int4":
+            raise UserError(f"backend.int4_kernel={opts['int4_kernel']} applies to quant=int4 only",
+                            "drop backend.int4_kernel or use quant=int4")
         if opts["cuda_graph"] and not spec.device.startswith("cuda"):
             raise UserError("backend.cuda_graph=true needs a CUDA device", "use device=cuda or drop it")
 

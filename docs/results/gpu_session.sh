@@ -14,11 +14,11 @@ step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort
     smoke) python3 -m pytest -q -m gpu tests/test_gpu.py tests/test_dry.py -x ;;
     hf)  python3 -m harness -m $GRID backend=hf-flashattn-staticcache backend.compile=none,reduce-overhead \
            hydra.sweep.dir=$OUT/runs/hf
-         python3 -m tools.plain_hf_decode --compile reduce-overhead
-         python3 -m tools.plain_hf_decode --compile reduce-overhead --max-cache 1088
-         python3 -m tools.plain_hf_decode --compile none ;;
-    plain) python3 -m tools.plain_hf_decode --compile reduce-overhead --max-cache 1088
-         python3 -m tools.plain_hf_decode --compile reduce-overhead ;;
+         python3 docs/results/crosscheck/plain_max_autotune.py --compile reduce-overhead
+         python3 docs/results/crosscheck/plain_max_autotune.py --compile reduce-overhead --max-cache 1088
+         python3 docs/results/crosscheck/plain_max_autotune.py --compile none ;;
+    plain) python3 docs/results/crosscheck/plain_max_autotune.py --compile reduce-overhead --max-cache 1088
+         python3 docs/results/crosscheck/plain_max_autotune.py --compile reduce-overhead ;;
     ort) python3 -m harness $GRID backend=onnxruntime output_dir=$OUT/runs/ort
          python3 -m pytest -q -m gpu tests/test_gpu.py tests/test_dry.py ;;
     gpu-tests) python3 -m pytest -q -m gpu tests/test_gpu.py -p no:logging ;;
