@@ -10,6 +10,7 @@ UserError.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from harness import multirun, progress
@@ -37,7 +38,7 @@ def run_job(cfg, out_dir: Path, plugins: PluginRegistry | None = None) -> int:
     isolated unless the command line said isolation=none (harness.multirun). A UserError is recorded in run.json
     too, then raised."""
     cfg.isolation = multirun.isolation_for(cfg)  # what really runs is what run.json records
-    pin = None
+    pin, started = None, time.time()
     with exclusive(out_dir):  # one writer per directory, and only with the configuration it holds (outdir.py)
         check_ownership(cfg, out_dir, multirun=multirun.in_multirun())
         if cfg.overwrite and not cfg.resume:
@@ -51,7 +52,8 @@ def run_job(cfg, out_dir: Path, plugins: PluginRegistry | None = None) -> int:
             raise
         if (out_dir / "run.json").exists():
             code, summary = job_outcome(out_dir, cfg.task, code)
-            multirun.record_job_end(out_dir, code, pin=pin, outcome=summary, machine_state=_end_state(out_dir))
+            multirun.record_job_end(out_dir, code, pin=pin, outcome=summary, machine_state=_end_state(out_dir),
+                                    started_unix=round(started, 1), wall_seconds=round(time.time() - started, 1))
             progress.say(f"enginebench: {summary}; results: {out_dir}")
     return code
 

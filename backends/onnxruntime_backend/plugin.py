@@ -82,4 +82,7 @@ class OnnxRuntimeBackend(RunnerHooks):
         return {**self.runner.facts(), **quant_facts, "onnx_reused": artifact.reused,
                 "onnx_fused_ops": artifact.meta.get("fused_ops", False), "onnx_nodes": artifact.meta["nodes"],
                 "onnx_export_seconds": round(artifact.meta["export_seconds"], 2),
+                # the whole build of the artifact (model, export, check against HF); a reused artifact cost none
+                "onnx_build_seconds": round(artifact.meta["build_seconds"], 2) if "build_seconds" in artifact.meta
+                else None,
                 "onnx_check_max_abs_diff": artifact.meta["check"]["max_abs_diff"], "onnx_dir": str(artifact.directory)}

@@ -154,6 +154,7 @@ def write_report(path: Path, tidy: pd.DataFrame, comparison: pd.DataFrame, infos
                  repeated: pd.DataFrame | None = None, test_options: dict | None = None,
                  speed_accuracy: pd.DataFrame | None = None) -> None:
     from harness.report.speed_accuracy import markdown_section
+    from harness.report.walltime import wall_time_lines
     from harness.stats import ALPHA, MAX_CV, MIN_EFFECT, MIN_N, N_RESAMPLES, SEED
 
     test = {"alpha": ALPHA, "min_effect": MIN_EFFECT, "min_n": MIN_N, "max_cv": MAX_CV, **(test_options or {})}
@@ -176,6 +177,7 @@ def write_report(path: Path, tidy: pd.DataFrame, comparison: pd.DataFrame, infos
     if speed_accuracy is not None:
         parts += markdown_section(speed_accuracy, markdown_table)
     parts += ["## Measurement conditions", "", *conditions_section(tidy, infos), ""]
+    parts += wall_time_lines(infos)
     uneven = uneven_decode_cells(tidy)
     if uneven:
         parts += ["Cells whose decode steps ran at more than one speed (p90 at least "
