@@ -16,11 +16,12 @@ from pathlib import Path
 from harness import multirun, progress
 from harness.errors import EXIT_USER_ERROR, UserError
 from harness.machine_state import snapshot
+from harness.memory import lifetime_peaks
 from harness.outcome import job_outcome
 from harness.outdir import check_ownership, exclusive, remove_results
 from harness.pinning import pinned
 from harness.plugins import PluginRegistry, registry
-from harness.results import write_run_json
+from harness.results import read_complete_rows, write_run_json
 from harness.stages import (
     load_backend,
     prepare_benchmark,
@@ -53,6 +54,8 @@ def run_job(cfg, out_dir: Path, plugins: PluginRegistry | None = None) -> int:
         if (out_dir / "run.json").exists():
             code, summary = job_outcome(out_dir, cfg.task, code)
             multirun.record_job_end(out_dir, code, pin=pin, outcome=summary, machine_state=_end_state(out_dir),
+                                    memory_lifetime_peak_mib=lifetime_peaks(
+                                        read_complete_rows(out_dir / "results.csv")) or None,
                                     started_unix=round(started, 1), wall_seconds=round(time.time() - started, 1))
             progress.say(f"enginebench: {summary}; results: {out_dir}")
     return code

@@ -20,13 +20,17 @@ What is here, by purpose:
   built once per key, content-checked and shared between concurrent runs;
 - progress: ``say(message)`` prints a status line without breaking the progress bar; ``slow_work(cache_dir, what,
   key)`` announces slow, repeatable work (an export, a compile) with the time it took last time, and records it;
-- timing: ``StepTimer(device)`` the harness's own marks (CUDA events on GPU, perf_counter on CPU), for a backend
-  that measures something during load (the HF backend's ``attention=auto``), outside the timed cells;
+- timing: ``time_calls(fn, calls, device)`` the instrument's timer for back-to-back calls (harness/instrument.py:
+  device ms per call from CUDA events, or wall time on a CPU), for a backend that measures something during load
+  (the HF backend's ``attention=auto``), outside the timed cells;
 - validation helpers: ``random_prompt_ids``, ``left_pad``, ``reference_greedy``, ``compare`` (to check an
   exported artifact against HF float32 before caching it, as the ONNX export does);
 - weight-only quantization: ``QuantScheme`` (what ``spec.quant`` holds: scheme, group size, symmetric, label),
   ``quantize_weight`` (codes, scales and zero points of a weight under a scheme, for backends that bake them in),
   ``is_quantized_param`` (which HF parameters a scheme covers); see harness/quant.py;
+- roofline: ``attention_reads(kv, cache_slots, zero_point_bits)``, the backend_info facts that say what a decode
+  step's kernels read (the whole static cache or its filled part; zero points as packed), so the bandwidth
+  metrics count those bytes (harness/roofline.py; without them: the filled part);
 - static KV cache: ``StepBuffers``, ``CacheCursor`` (positions, slots, masks and fixed-address step buffers for
   graph runners) and ``RunnerHooks`` (the four per-step hooks delegated to ``self.runner``).
 """
@@ -37,13 +41,14 @@ from harness.artifacts import Artifact, get_or_build
 from harness.durations import slow_work
 from harness.errors import MissingLibrary, UserError
 from harness.inputs import left_pad, random_prompt_ids
+from harness.instrument import time_calls
 from harness.loadspec import LoadSpec
 from harness.models import dtype_name, head_dim
 from harness.options import choice, needs
 from harness.progress import say
 from harness.quant import QuantScheme, is_quantized_param, quantize_weight
+from harness.roofline import attention_reads
 from harness.static_cache import CacheCursor, RunnerHooks, StepBuffers
-from harness.timing import StepTimer
 from harness.validate import compare, reference_greedy
 
 __all__ = [
@@ -53,8 +58,9 @@ __all__ = [
     "head_dim", "dtype_name",
     "Artifact", "get_or_build",
     "say", "slow_work",
-    "StepTimer",
+    "time_calls",
     "random_prompt_ids", "left_pad", "reference_greedy", "compare",
     "QuantScheme", "quantize_weight", "is_quantized_param",
+    "attention_reads",
     "StepBuffers", "CacheCursor", "RunnerHooks",
 ]

@@ -10,9 +10,9 @@ What is timed: the decode step alone, outside every timed cell (during ``load``)
 at a fill of F slots (the step attends over F keys, which is all a kernel's time depends on; the cache's contents
 are zeros). On CUDA the step is captured as a CUDA graph first and replayed (``DecodeGraph``): the eager step of
 a small model is bound by kernel launches, which would hide the attention kernels' differences, while the timed
-cells run compiled or graphed. The timer is the harness's own (``StepTimer``); each candidate's time is the median
-of ``STEPS`` steps after ``WARMUP`` untimed ones (fewer on the CPU, where the steps are slow and the choice is
-between HF's own two implementations).
+cells run compiled or graphed. The timer is the instrument's own (``time_calls``): each candidate's time is the
+device time per step of ``STEPS`` steps issued back to back after ``WARMUP`` untimed ones (fewer on the CPU,
+where the steps are slow and the choice is between HF's own two implementations).
 
 When the winners at the two fills differ, each cell uses the winner measured at the fill nearer to its own (on a
 log scale: the boundary is the geometric mean of the two fills); the backend switches its attention (and so its
@@ -21,11 +21,10 @@ cache layout) between cells. Every candidate's time and the choice are recorded 
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from harness.sdk import StepTimer
+from harness.sdk import time_calls
 
 WARMUP, STEPS = 3, 15  # on CUDA: graph replays of a few ms at most
 CPU_WARMUP, CPU_STEPS = 1, 5
@@ -35,7 +34,7 @@ CPU_WARMUP, CPU_STEPS = 1, 5
 class Measured:
     batch: int
     fills: tuple[int, ...]  # (shortest, longest) decode fills of the grid, or one when they coincide
-    ms: dict[str, dict[int, float]] = field(default_factory=dict)  # candidate -> fill -> median ms per step
+    ms: dict[str, dict[int, float]] = field(default_factory=dict)  # candidate -> fill -> ms per step
 
     def winner_at(self, fill: int) -> str:
         return min(self.ms, key=lambda choice: self.ms[choice][fill])
@@ -51,8 +50,9 @@ class Measured:
     def facts(self) -> dict:
         winners = self.winners()
         return {"attention_auto": {
-            "rule": "fastest decode step (median of several, after warm-up) at the largest batch and the shortest and "
-                    "longest fill; a cell uses the winner at the nearer fill (log scale)",
+            "rule": "fastest decode step (device time per step of several back to back, after warm-up) at the "
+                    "largest batch and the shortest and longest fill; a cell uses the winner at the nearer fill "
+                    "(log scale)",
             "batch": self.batch, "fills": list(self.fills),
             "decode_step_ms": {c: {str(f): round(t, 4) for f, t in by_fill.items()} for c, by_fill in self.ms.items()},
             "chosen": {str(f): c for f, c in winners.items()},
@@ -71,20 +71,12 @@ def grid_extremes(spec) -> tuple[int, tuple[int, ...]]:
     return batch, tuple(sorted({short, long_}))
 
 
-def time_decode_step(step: Callable[[], None], device: str) -> float:
-    """Median ms of ``step()`` (one decode step at a fixed fill: it rewrites the same slot each time)."""
+def time_decode_step(step: Callable[[], object], device: str) -> float:
+    """Device ms per call of ``step()`` (one decode step at a fixed fill: it rewrites the same slot each time)."""
     warmup, steps = (WARMUP, STEPS) if device.startswith("cuda") else (CPU_WARMUP, CPU_STEPS)
     for _ in range(warmup):
         step()
-    timer = StepTimer(device)
-    timer.start()
-    marks = []
-    for _ in range(steps):
-        a = timer.mark()
-        step()
-        marks.append((a, timer.mark()))
-    timer.finish()
-    return statistics.median(timer.elapsed_ms(a, b) for a, b in marks)
+    return time_calls(step, steps, device)["device_ms_per_call"]
 
 
 def measure_candidates(candidates: list[str], batch: int, fills: tuple[int, ...],

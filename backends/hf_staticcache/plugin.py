@@ -45,7 +45,7 @@ from backends.hf_staticcache.static_attention import (
     register_attention_functions,
     use_token_major_storage,
 )
-from harness.sdk import UserError, hookimpl, say
+from harness.sdk import UserError, attention_reads, hookimpl, say
 from harness.sdk import head_dim as model_head_dim
 
 KERNEL_DETAIL = {
@@ -93,6 +93,10 @@ class HFStaticCacheBackend:
         info = {"compile": opts["compile"], "cache": opts["cache"], "cuda_graph": self.cuda_graph,
                 "static_cache_len": spec.max_seq, **quant_facts}
         info.update(self._choose_attention(todo, opts["attention"], spec))
+        # FlashAttention choices are told each row's length; SDPA and eager mask a static cache, reading every slot.
+        # torchao's int4 layout keeps its zero points in the activation dtype: the default count. (With auto's
+        # choice per cell, this is the first cell's choice.)
+        info.update(attention_reads("filled" if self.flash or not self.static else "allocated", self.max_seq))
         self.decode_fn = self._forward_decode
         if opts["compile"] != "none":
             # Compile the decode step only (gpt-fast style): prefill shapes change per cell.

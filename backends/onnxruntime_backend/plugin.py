@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from backends.onnxruntime_backend.options import OrtOptions
-from harness.sdk import RunnerHooks, UserError, hookimpl
+from harness.sdk import RunnerHooks, UserError, attention_reads, hookimpl
 from harness.sdk import head_dim as model_head_dim
 
 FPA_INTB_ENV = "ORT_FPA_INTB_GEMM"  # ONNX Runtime's switch for MatMulNBits' CUTLASS fpA_intB path (CUDA EP)
@@ -79,7 +79,11 @@ class OnnxRuntimeBackend(RunnerHooks):
             self.runner = OrtStaticCacheRunner(str(artifact.directory / MODEL_FILE), spec.hf_config, spec.dtype,
                                                spec.device, spec.max_batch, provider=opts["provider"],
                                                opt_level=opts["graph_optimization"], cuda_graph=opts["cuda_graph"])
-        return {**self.runner.facts(), **quant_facts, "onnx_reused": artifact.reused,
+        # GroupQueryAttention reads each row up to its length; the explicit MatMul/Softmax graph reads the whole
+        # static cache. MatMulNBits packs its zero points at the code width.
+        reads = attention_reads("filled" if opts["attention"] == "gqa" else "allocated", self.runner.max_seq,
+                                spec.quant.bits if spec.quant.enabled and not spec.quant.symmetric else None)
+        return {**self.runner.facts(), **quant_facts, **reads, "onnx_reused": artifact.reused,
                 "onnx_fused_ops": artifact.meta.get("fused_ops", False), "onnx_nodes": artifact.meta["nodes"],
                 "onnx_export_seconds": round(artifact.meta["export_seconds"], 2),
                 # the whole build of the artifact (model, export, check against HF); a reused artifact cost none

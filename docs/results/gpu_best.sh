@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The backends at their best, on one H200 in one sitting (about 8 minutes; docs/tuning.md says what each step shows):
-#   compile  harness HF backend.compile=max-autotune vs the plain max-autotune script (docs/results/crosscheck/),
+#   compile  harness HF backend.compile=max-autotune vs the plain script (docs/results/crosscheck/, --compile max-autotune),
 #            TinyLlama-1.1B then Llama-3.2-1B, batch 1 x prompt 128, the same static cache length, the same
 #            Inductor cache (so both time the same tuned kernels: what differs is the instrument);
 #   auto     backend.attention=auto at fills 128 and 8192 (Llama-3.2-1B, batch 1): every candidate's measured
@@ -44,9 +44,9 @@ if step compile; then
     slots=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['backend_info']['static_cache_len'])" \
       "$OUT/runs/compile_$model/run.json" 2>/dev/null || echo 192)
     echo "== cross-check $model (cache $slots slots) $(date -u +%T)"
-    TORCHINDUCTOR_CACHE_DIR="$CACHE/inductor" timeout 180 python3 docs/results/crosscheck/plain_max_autotune.py \
-      --preset conf/model/$model.yaml --prompt 128 --steps 32 --max-cache "$slots" 2>&1 \
-      | grep -v "^W1\|Warning\|warn(" | tail -2 | tee "$OUT/runs/crosscheck_$model.txt"
+    TORCHINDUCTOR_CACHE_DIR="$CACHE/inductor" timeout 180 python3 docs/results/crosscheck/plain_hf_decode_crosscheck.py \
+      --preset conf/model/$model.yaml --compile max-autotune --prompt 128 --steps 32 --repeats 5 \
+      --max-cache "$slots" --out "$OUT/runs/crosscheck_$model.csv" 2>&1 | grep -v "^W1\|Warning\|warn(" | tail -2
   done
 fi
 if step auto; then
