@@ -341,7 +341,7 @@ class HFStaticCacheBackend:
 
     @hookimpl
     def prefill(self, input_ids, prompt_lens):
-        if self.measured is not None:  # auto: the winner at the fill nearer to this cell's
+        if self.measured is not None and self.choice in self.measured.ms:  # auto: the winner nearer this fill
             choice = self.measured.choice_for(input_ids.shape[1])
             if choice != self.choice:
                 self._set_attention(choice)
