@@ -2,9 +2,9 @@
 loaded model, at the grid's largest batch and at its shortest and longest fill, and the fastest wins.
 
 Why measure: which kernel is fastest depends on the GPU, the fill and the batch. FlashAttention-4's Hopper kernel
-has no split along the keys, so at an 8,192-token fill with one row it leaves most of the GPU idle (measured on an
-H200: +76 % per Llama-3.2-1B step over a 128-token fill, while PyTorch's FlashAttention-2 stayed flat); a fixed
-preference order cannot know that. On the CPU the candidates are SDPA and eager.
+has no split along the keys, so at an 8,192-token fill with one row it leaves most of the GPU idle (seen on an
+H200: the Llama-3.2-1B step grew far more from a 128- to an 8,192-token fill than with PyTorch's FlashAttention-2,
+which splits); a fixed preference order cannot know that. On the CPU the candidates are SDPA and eager.
 
 What is timed: the decode step alone, outside every timed cell (during ``load``), with the static cache positioned
 at a fill of F slots (the step attends over F keys, which is all a kernel's time depends on; the cache's contents
