@@ -6,17 +6,22 @@
 #   auto     backend.attention=auto at fills 128 and 8192 (Llama-3.2-1B, batch 1): every candidate's measured
 #            step and the choice per fill are in run.json's backend_info.attention_auto;
 #   int4-hf  TinyLlama-1.1B bf16 vs int4 through each torchao kernel (tinygemm, gemlite, mslk, mslk_preshuffled:
-#            a kernel whose package is not staged is refused in one line and the others go on), batch 1 and 8;
+#            a kernel whose package is not staged is refused in one line and the others go on), batch 1 and 8,
+#            each step captured as a CUDA graph by hand (backend.cuda_graph=true: no compile time, and "two speeds
+#            in one cell" under CUDA graphs shows in the report's uneven-cell list);
 #   int4-ort the same on ONNX Runtime's fused GQA graph with CUDA graphs: bf16, int4 MatMulNBits with ORT's own
 #            kernels, int4 with the CUTLASS fpA_intB kernels (backend.nbits_kernel=fpa_intb).
 #
 # Usage, from the project root on the GPU machine after staging the wheels (torchao, and gemlite if wanted):
 #   GPU_STAGE_CACHE=... bash ../shared/gpu/stage.sh torchao==0.18.0 gemlite==0.6.0.post2
-#   bash docs/results/gpu_best.sh OUT_DIR [compile|auto|int4-hf|int4-ort|all]
+#   bash docs/results/gpu_best.sh OUT_DIR [all | "STEP ..."]
+# Not yet timed on the GPU: compile is the long step (max-autotune compiles cold the first time, twice per model);
+# if one device call cannot hold everything, run "compile" in one and "auto int4-hf int4-ort" in the next (a warm
+# machine keeps OUT_DIR/cache, so nothing is exported or compiled twice).
 # Each harness run has its own time limit; runs land in OUT_DIR/runs/<step>_<name>/ (results.csv, run.json,
 # samples), the console of each beside it; everything is packed into OUT_DIR/best_<step>.tgz at the end.
 set -u
-OUT=${1:?usage: gpu_best.sh OUT_DIR [compile|auto|int4-hf|int4-ort|all]}
+OUT=${1:?usage: gpu_best.sh OUT_DIR [all | "compile auto int4-hf int4-ort"]}
 STEP=${2:-all}
 mkdir -p "$OUT/runs"
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
@@ -34,12 +39,13 @@ run() {  # run NAME LIMIT_S args...: one harness run under its own limit
   grep -v "^W1\|Warning\|warn(\|INFO" "$OUT/runs/$name.log" | tail -8
 }
 
-step() { [ "$STEP" = "$1" ] || [ "$STEP" = all ]; }
+step() { [ "$STEP" = all ] || [[ " $STEP " == *" $1 "* ]]; }
 
 {
 if step compile; then
   for model in tinyllama-1.1b llama-3.2-1b; do
-    run "compile_$model" 240 "${FAST[@]}" "${HF[@]}" model=$model backend.compile=max-autotune \
+    # SDPA as in the script (HF's own attention over the static cache): like against like
+    run "compile_$model" 240 "${FAST[@]}" "${HF[@]}" model=$model backend.compile=max-autotune backend.attention=sdpa \
       "grid.batch_sizes=[1]" "grid.prompt_lens=[128]" grid.new_tokens=32
     slots=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['backend_info']['static_cache_len'])" \
       "$OUT/runs/compile_$model/run.json" 2>/dev/null || echo 192)
@@ -56,10 +62,10 @@ if step auto; then
     "$OUT/runs/auto_llama-3.2-1b/run.json" 2>&1 | tee "$OUT/runs/auto_choice.txt"
 fi
 if step int4-hf; then
-  run int4-hf_bf16 120 "${FAST[@]}" "${HF[@]}" model=tinyllama-1.1b backend.compile=reduce-overhead \
+  run int4-hf_bf16 120 "${FAST[@]}" "${HF[@]}" model=tinyllama-1.1b backend.cuda_graph=true backend.attention=torch_flash \
     "grid.batch_sizes=[1,8]" "grid.prompt_lens=[128]" grid.new_tokens=32
   for kernel in tinygemm gemlite mslk mslk_preshuffled; do
-    run "int4-hf_$kernel" 120 "${FAST[@]}" "${HF[@]}" model=tinyllama-1.1b backend.compile=reduce-overhead \
+    run "int4-hf_$kernel" 120 "${FAST[@]}" "${HF[@]}" model=tinyllama-1.1b backend.cuda_graph=true backend.attention=torch_flash \
       quant=int4 backend.int4_kernel=$kernel "grid.batch_sizes=[1,8]" "grid.prompt_lens=[128]" grid.new_tokens=32
   done
 fi
@@ -70,6 +76,7 @@ if step int4-ort; then
       "grid.batch_sizes=[1,8]" "grid.prompt_lens=[128]" grid.new_tokens=32
   done
 fi
-} 2>&1 | tee "$OUT/best_$STEP.log"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >> "$OUT/best_$STEP.log" 2>&1
-tar -C "$OUT" -czf "$OUT/best_$STEP.tgz" runs && rm -rf "$OUT/runs"
+} 2>&1 | tee "$OUT/best_${STEP// /_}.log"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >> "$OUT/best_${STEP// /_}.log" 2>&1
+tag=${STEP// /_}
+tar -C "$OUT" -czf "$OUT/best_$tag.tgz" runs && rm -rf "$OUT/runs"
