@@ -55,6 +55,18 @@ def build_report(paths: list[str], out_dir: Path, baseline: str | None = None, p
             "report": out_dir / "report.md", "plots": out_dir / "plots"}
 
 
+def writable_dir(out: Path) -> None:
+    """Refuse (one line, exit 2) an output folder that cannot be created or written, before any work."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as exc:
+        raise UserError(f"cannot write the report into {out} ({exc.strerror or type(exc).__name__})",
+                        "give --out DIR, a folder you can write") from exc
+
+
 def _add_test_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, default=ALPHA, help=f"significance level of the test (default {ALPHA})")
     p.add_argument("--min-n", type=int, default=MIN_N, help=f"fewer samples: unstable (default {MIN_N})")
@@ -130,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         args = report_parser().parse_args(argv)
         first = Path(args.paths[0])
         out = Path(args.out) if args.out else (first if first.is_dir() else first.parent) / "report"
+        writable_dir(out)
         written = build_report(args.paths, out, args.baseline, not args.no_plots, _test_options(args))
         for name, path in written.items():
             print(f"{name}: {path}")
