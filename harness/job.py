@@ -16,7 +16,7 @@ from harness import multirun, progress
 from harness.errors import EXIT_USER_ERROR, UserError
 from harness.machine_state import snapshot
 from harness.outcome import job_outcome
-from harness.outdir import check_ownership, exclusive, remove_results
+from harness.outdir import Replacement, check_ownership, exclusive, save_hydra_config
 from harness.pinning import pinned
 from harness.plugins import PluginRegistry, registry
 from harness.results import write_run_json
@@ -40,13 +40,13 @@ def run_job(cfg, out_dir: Path, plugins: PluginRegistry | None = None) -> int:
     pin = None
     with exclusive(out_dir):  # one writer per directory, and only with the configuration it holds (outdir.py)
         check_ownership(cfg, out_dir, multirun=multirun.in_multirun())
-        if cfg.overwrite and not cfg.resume:
-            remove_results(out_dir)
+        save_hydra_config(cfg, out_dir)  # accepted: now Hydra's .hydra/ may be written
+        replacement = Replacement(out_dir, bool(cfg.overwrite and not cfg.resume))
         try:
-            with pinned(cfg) as pin:
+            with pinned(cfg) as pin, replacement:
                 code = _dispatch(cfg, out_dir, plugins)
         except UserError as err:
-            if (out_dir / "run.json").exists():
+            if (out_dir / "run.json").exists() and not replacement.restored:
                 multirun.record_job_end(out_dir, EXIT_USER_ERROR, err.one_line(), pin=pin)
             raise
         if (out_dir / "run.json").exists():
