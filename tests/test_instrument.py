@@ -26,7 +26,7 @@ def hf(registry):
 
 def test_measure_without_a_job_gives_both_clocks_per_step(hf):
     handle, source = hf
-    ids = random_prompt_ids(source.hf_config(), 2, 8, seed=0)
+    ids = random_prompt_ids(source.config(), 2, 8, seed=0)
     policy = MeasurePolicy(new_tokens=4, warmup=1, min_iters=3)
     s = measure(handle, ids, policy, device="cpu")
     assert s.iterations == 3
