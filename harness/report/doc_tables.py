@@ -16,7 +16,8 @@ and ``NAME`` is defined in ``docs/tables.yaml`` (the file given by ``--tables``)
       values: {"decode p50 (ms)": decode_latency_ms:p50, "GPU": gpu}
       digits: 2                                 # decimals of every number (default 2)
 
-or, for a grid, ``pivot: {rows: [batch_size, prompt_len], columns: backend, value: decode_latency_ms:p50}``.
+or, for a grid, ``pivot: {rows: [batch_size, prompt_len], columns: backend, value: decode_latency_ms:p50}``
+(with ``names: {label: header}`` for shorter column headers).
 Besides ``metric:stat``, a value may be ``gpu`` (run.json's GPU name) or ``timing`` (what the run's samples say
 they measured: ``sustained``, or ``device-unsynced`` for runs timed before the sustained clock, see
 harness/samples.py). ``backend`` is the configuration label, as in every report.
@@ -125,7 +126,8 @@ def render(name: str, definition: dict, root: Path) -> str:
         pivot = definition["pivot"]
         keys, across = list(pivot["rows"]), pivot["columns"]
         columns = list(dict.fromkeys(tidy[across]))
-        header = [*keys, *columns]
+        names = pivot.get("names") or {}  # a shorter header for a column value (a long configuration label)
+        header = [*keys, *(names.get(c, c) for c in columns)]
         body = []
         for key, cells in tidy.groupby(keys, sort=True):
             key = key if isinstance(key, tuple) else (key,)
