@@ -18,7 +18,7 @@ and ``NAME`` is defined in ``docs/tables.yaml`` (the file given by ``--tables``)
 
 or, for a grid, ``pivot: {rows: [batch_size, prompt_len], columns: backend, value: decode_latency_ms:p50}``
 (with ``names: {label: header}`` for shorter column headers).
-Besides ``metric:stat``, a value may be ``gpu`` (run.json's GPU name) or ``timing`` (what the run's samples say
+Besides ``metric:stat``, a value may be ``gpu`` / ``gpu_uuid`` (from run.json) or ``timing`` (what the run's samples say
 they measured: ``sustained``, or ``device-unsynced`` for runs timed before the sustained clock, see
 harness/samples.py). ``backend`` is the configuration label, as in every report.
 
@@ -39,6 +39,7 @@ from harness.errors import UserError
 
 FENCE = re.compile(r"<!-- table: (?P<name>[\w.-]+) -->\n(?P<body>.*?)<!-- /table -->", re.S)
 DEFAULT_TABLES = Path("docs/tables.yaml")
+RUN_FACTS = ("gpu", "gpu_uuid", "timing")  # values read from a run's run.json and samples, not from a metric
 
 
 @dataclass
@@ -80,7 +81,8 @@ def _run_facts(run_dir: Path) -> dict[str, str]:
         with np.load(f, allow_pickle=False) as data:
             timing = json.loads(str(data["meta"])).get("timing", OLD_TIMING)
         break
-    return {"gpu": info.get("environment", {}).get("gpu_name") or "cpu", "timing": timing}
+    env = info.get("environment", {})
+    return {"gpu": env.get("gpu_name") or "cpu", "gpu_uuid": env.get("gpu_uuid") or "—", "timing": timing}
 
 
 def _frame(definition: dict, root: Path) -> pd.DataFrame:
@@ -105,7 +107,7 @@ def _frame(definition: dict, root: Path) -> pd.DataFrame:
 
 
 def _value(cells: pd.DataFrame, spec: str, digits: int) -> str:
-    if spec in ("gpu", "timing"):
+    if spec in RUN_FACTS:
         values = cells[spec].dropna().unique()
         return ", ".join(sorted(str(v) for v in values)) or "—"
     metric, _, stat = spec.partition(":")
