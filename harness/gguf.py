@@ -87,6 +87,16 @@ def read_metadata(path: Path) -> dict[str, object]:
             "name": field("general.name"), "file_type": field("general.file_type")}
 
 
+def gguf_config(gguf: str, package: str | None = None):
+    """The model's config from the GGUF file's header alone (no tensor read, nothing converted): what the checks
+    need of a GGUF model, and the same config :func:`convert` saves with the checkpoint."""
+    _require_gguf_library()
+    from transformers import AutoConfig
+
+    path = locate_gguf(gguf, package)
+    return AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
 def _require_gguf_library() -> None:
     for module, pip_name in (("gguf", "gguf"), ("accelerate", "accelerate")):
         try:

@@ -214,10 +214,6 @@ def refuse_missing_tensors(path: str, missing) -> None:
                         "use a complete checkpoint (download its weights again)")
 
 
-def max_positions(config) -> int:
-    return int(getattr(config, "max_position_embeddings", 2048))
-
-
 def head_dim(config) -> int:
     """Per-head width: the config's ``head_dim`` when set (Llama 3.2), else hidden_size / heads."""
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads

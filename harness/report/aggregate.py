@@ -39,8 +39,6 @@ def result_files(paths: list[str | Path]) -> list[Path]:
     return found
 
 
-backend_label = configuration_label  # the earlier name
-
 
 def with_quant(label: str, quant) -> str:
     """``onnxruntime[attention=gqa]`` + ``int4-g128-asym`` -> ``onnxruntime[attention=gqa,quant=int4-g128-asym]``."""
