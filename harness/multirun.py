@@ -114,9 +114,22 @@ def die_with_launcher() -> None:
     def watch() -> None:
         while _start_time(pid) == started:
             time.sleep(PARENT_POLL_S)
-        os._exit(1)  # the launching command is gone; the isolated child follows (its own PDEATHSIG)
+        _end_children()
+        os._exit(1)  # the launching command is gone
 
     threading.Thread(target=watch, daemon=True, name="launcher-watchdog").start()
+
+
+def _end_children() -> None:
+    """SIGKILL every process this one started (isolation workers, multiprocessing's resource tracker): they were
+    seen to outlive a worker that exits from a thread, their parent-death signal notwithstanding."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.Error:
+            continue
 
 
 def record_job_end(out_dir: Path, code: int, error: str | None = None, **extra) -> None:
