@@ -1,6 +1,8 @@
 """Fault injection for the reliability tests: the HF static-cache backend (real computation) plus faults at
 chosen grid cells — out of memory, a real segfault, a hang, an exception in decode_step, NaN logits, slow steps,
-steps that drift from one load to the next or jitter from one step to the next, a missing library.
+steps that drift from one load to the next or jitter from one step to the next, a missing library, a hook that
+calls sys.exit. The environment variable FAULT_BACKEND_SLOWDOWN (a factor, e.g. 1.5) scales every sleep: a slower
+build of the same engine, under the same configuration label.
 
 Cells are named "BxP" (batch x prompt length) and matched at prefill; "load" in crash_at / hang_at faults the load;
 ``error_at=["*"]`` fails every cell.
@@ -8,6 +10,7 @@ Cells are named "BxP" (batch x prompt length) and matched at prefill; "load" in 
 import ctypes
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -33,9 +36,9 @@ class FaultOptions(HFOptions):
     load_counter: str = ""
     step_jitter: bool = False  # each step sleeps step_sleep_s times an exponential draw (mean 1): a jittery engine
     sleep_in_prefill: bool = False  # prefill sleeps like a decode step (its timing then drifts and jitters too)
-# The environment variable FAULT_BACKEND_SLOWDOWN (a factor, e.g. 1.5) scales every sleep: a slower build of the
-# same engine, with the same configuration label.
     missing_library: bool = False  # load raises MissingLibrary
+    exit_at: list[str] = field(default_factory=list)  # ... that call sys.exit(exit_code) ("load": the load)
+    exit_code: int = 0
 
 
 class FaultBackend(HFStaticCacheBackend):
@@ -50,6 +53,8 @@ class FaultBackend(HFStaticCacheBackend):
             ctypes.string_at(0)
         if "load" in self.faults["hang_at"]:
             time.sleep(3600)
+        if "load" in self.faults["exit_at"]:
+            sys.exit(self.faults["exit_code"])
         if self.faults["missing_library"]:
             raise MissingLibrary("fault", "fault_native_lib", "fault-native-lib")
         slowdown = float(os.environ.get("FAULT_BACKEND_SLOWDOWN", "1"))
@@ -80,6 +85,8 @@ class FaultBackend(HFStaticCacheBackend):
             ctypes.string_at(0)  # a real segmentation fault inside native code
         if cell in self.faults["hang_at"]:
             time.sleep(3600)
+        if cell in self.faults["exit_at"]:
+            sys.exit(self.faults["exit_code"])
         self.cell = cell
         if self.faults["sleep_in_prefill"]:
             self._sleep()
