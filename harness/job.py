@@ -11,6 +11,7 @@ the run directory, onto stderr. Bad input raises UserError.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from harness import multirun, progress
@@ -18,7 +19,7 @@ from harness.errors import EXIT_FAILED, EXIT_USER_ERROR, UserError
 from harness.machine_state import snapshot
 from harness.memory import lifetime_peaks
 from harness.outcome import job_outcome
-from harness.outdir import check_ownership, exclusive, remove_results
+from harness.outdir import Replacement, check_ownership, exclusive, save_hydra_config
 from harness.pinning import pinned
 from harness.pipeline import InProcess, PluginExit, run_pipeline
 from harness.plugins import PluginRegistry
@@ -34,23 +35,24 @@ def run_job(cfg, out_dir: Path, plugins: PluginRegistry | None = None) -> int:
     isolated unless the command line said isolation=none (harness.multirun). A UserError is recorded in run.json
     too, then raised."""
     cfg.isolation = multirun.isolation_for(cfg)  # what really runs is what run.json records
-    pin = None
+    pin, started = None, time.time()
     with exclusive(out_dir):  # one writer per directory, and only with the configuration it holds (outdir.py)
         check_ownership(cfg, out_dir, multirun=multirun.in_multirun())
-        if cfg.overwrite and not cfg.resume:
-            remove_results(out_dir)
+        save_hydra_config(cfg, out_dir)  # accepted: now Hydra's .hydra/ may be written
+        replacement = Replacement(out_dir, bool(cfg.overwrite and not cfg.resume))
         try:
-            with pinned(cfg) as pin:
+            with pinned(cfg) as pin, replacement:
                 code = _dispatch(cfg, out_dir, plugins)
         except UserError as err:
-            if (out_dir / "run.json").exists():
+            if (out_dir / "run.json").exists() and not replacement.restored:
                 multirun.record_job_end(out_dir, EXIT_USER_ERROR, err.one_line(), pin=pin)
             raise
         if (out_dir / "run.json").exists():
             code, summary = job_outcome(out_dir, cfg.task, code)
             multirun.record_job_end(out_dir, code, pin=pin, outcome=summary, machine_state=_end_state(out_dir),
                                     memory_lifetime_peak_mib=lifetime_peaks(
-                                        read_complete_rows(out_dir / "results.csv")) or None)
+                                        read_complete_rows(out_dir / "results.csv")) or None,
+                                    started_unix=round(started, 1), wall_seconds=round(time.time() - started, 1))
             progress.say(f"enginebench: {summary}; results: {out_dir}")
     return code
 

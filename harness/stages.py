@@ -92,6 +92,14 @@ def load_backend(job: Job, handle, run_info: dict) -> None:
     run_info["load_seconds"] = time.perf_counter() - t0
     run_info["backend_info"] = job.info
     run_info["model_fingerprint"] = job.source.fingerprint()
+    resolved = job.info.get("resolved_options") if isinstance(job.info, dict) else None
+    if isinstance(resolved, dict) and resolved:
+        # what an "auto" option became (trt-handbuilt on the CPU runs its reference evaluator, not TensorRT):
+        # the configuration is labelled by what ran
+        from omegaconf import OmegaConf
+
+        options = {**OmegaConf.to_container(job.cfg.backend, resolve=True), **resolved}
+        run_info["configuration"] = configuration_label(job.backend, options, registry().defaults(job.backend))
 
 
 def record_load_failure(job: Job, writer: ResultsWriter | None, run_info: dict, exc: BaseException,
