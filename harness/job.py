@@ -11,7 +11,6 @@ the run directory, onto stderr. Bad input raises UserError.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from harness.pinning import pinned
 from harness.pipeline import InProcess, PluginExit, run_pipeline
 from harness.plugins import PluginRegistry
 from harness.results import read_complete_rows
+from harness.runrecord import read_run
 from harness.sweep import one_line
 
 
@@ -59,11 +59,10 @@ def run_job(cfg, out_dir: Path, plugins: PluginRegistry | None = None) -> int:
 
 def _end_state(out_dir: Path) -> dict:
     """run.json's machine state with a reading at the end of the job added to the one from its start."""
-    try:
-        info = json.loads((out_dir / "run.json").read_text())
-    except (OSError, ValueError):
+    info = read_run(out_dir)
+    if not info.readable:
         return {}
-    return {**info.get("machine_state", {}), "end": snapshot(info.get("device", "cpu"))}
+    return {**(info.machine_state or {}), "end": snapshot(info.device or "cpu")}
 
 
 def _dispatch(cfg, out_dir: Path, plugins: PluginRegistry | None) -> int:

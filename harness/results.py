@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -245,10 +244,6 @@ def summarize_wide(tidy):
     # pivot_table(dropna=False) spans every batch x prompt combination: keep only the cells that have rows
     out = pd.concat(parts, axis=1).reindex(ident.index).reset_index()
     return out
-
-
-def write_run_json(out_dir: Path, payload: dict[str, Any]) -> None:
-    atomic_write_text(Path(out_dir) / "run.json", json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def rows_for_cell(identity: dict[str, Any], metrics: Iterable[tuple[str, str, dict]], **extra) -> list[dict]:

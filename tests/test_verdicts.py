@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.results import ResultsWriter, rows_for_cell, write_run_json
+from harness.results import ResultsWriter, rows_for_cell
+from harness.runrecord import write_run as write_run_json
 from harness.samples import read_cell_samples, write_cell_samples
 from harness.stats import compare_samples, median_ci, relative_ci_half_width, summarize
 from helpers import ROOT
