@@ -46,6 +46,8 @@ class MeasureConfig:
     # checked after min_iters and min_seconds, and never past max_seconds / max_iters.
     target_rel_ci: Optional[float] = None
     max_seconds: float = 60.0  # cap on one cell's timed phase while target_rel_ci is not yet reached
+    profile: bool = False  # after each cell's timed iterations: profile it into <run dir>/profile/ (docs/profiling.md)
+    profile_steps: int = 8  # decode steps profiled per cell (at most grid.new_tokens)
 
 
 @dataclass

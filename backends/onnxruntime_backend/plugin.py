@@ -10,6 +10,12 @@ from backends.onnxruntime_backend.options import OrtOptions
 from harness.sdk import RunnerHooks, hookimpl
 from harness.sdk import head_dim as model_head_dim
 
+# ONNX op types the name rule would misread (harness/profile/categories.py): our graphs' fused ops by what they do
+ORT_CATEGORIES = {"GroupQueryAttention": "attention", "MultiHeadAttention": "attention", "Attention": "attention",
+                  "RotaryEmbedding": "norm_elementwise", "SkipSimplifiedLayerNormalization": "norm_elementwise",
+                  "SimplifiedLayerNormalization": "norm_elementwise", "MatMulNBits": "gemm", "MatMul": "gemm",
+                  "Gemm": "gemm", "ScatterND": "copy"}
+
 
 class OnnxRuntimeBackend(RunnerHooks):
     @hookimpl
@@ -56,3 +62,13 @@ class OnnxRuntimeBackend(RunnerHooks):
                 "onnx_fused_ops": artifact.meta.get("fused_ops", False), "onnx_nodes": artifact.meta["nodes"],
                 "onnx_export_seconds": round(artifact.meta["export_seconds"], 2),
                 "onnx_check_max_abs_diff": artifact.meta["check"]["max_abs_diff"], "onnx_dir": str(artifact.directory)}
+
+    @hookimpl
+    def profile_kernels(self, run, trace_path) -> list[dict[str, Any]] | None:
+        # CUPTI sees the CUDA EP's kernels through torch.profiler; only the CPU EP needs ORT's own profiler
+        return None if self.runner.cuda else self.runner.profiled_on_cpu(run, trace_path)
+
+    @hookimpl
+    def kernel_category(self, name) -> str | None:
+        return ORT_CATEGORIES.get(name)
+

@@ -48,9 +48,13 @@ def build_report(paths: list[str], out_dir: Path, baseline: str | None = None, p
     speed_accuracy = speed_accuracy_table(tidy, validation)
     pngs = make_plots(tidy, out_dir / "plots") if plots else []
     pngs += speed_accuracy_plot(speed_accuracy, out_dir / "plots") if plots else []
+    from harness.report.markdown import markdown_table
+    from harness.report.where_time_goes import where_time_goes
+
+    time_goes = where_time_goes(tidy, baseline, out_dir / "plots" if plots else None, out_dir, markdown_table)
     write_report(out_dir / "report.md", tidy, comparison, run_infos(paths), validation, pngs, baseline,
                  [str(p) for p in paths], repeated_cells(tidy), test_options,
-                 speed_accuracy=speed_accuracy)
+                 speed_accuracy=speed_accuracy, where_time_goes=time_goes)
     return {"results": out_dir / "results.csv", "comparison": out_dir / "comparison.csv",
             "report": out_dir / "report.md", "plots": out_dir / "plots"}
 
@@ -127,6 +131,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if argv and argv[0] == "compare":
             sys.exit(_compare(argv[1:]))
+        if argv and argv[0] == "why":
+            from harness.report.where_time_goes import why
+
+            args = argparse.ArgumentParser(prog="enginebench-report why", description="The decode-step diff (B minus "
+                                           "A) by category and kernel of the cells two profiled runs share.")
+            args.add_argument("a", help="run directory of a measure.profile=true run")
+            args.add_argument("b", help="the other run directory")
+            parsed = args.parse_args(argv[1:])
+            print(why(parsed.a, parsed.b))
+            sys.exit(0)
         args = report_parser().parse_args(argv)
         first = Path(args.paths[0])
         out = Path(args.out) if args.out else (first if first.is_dir() else first.parent) / "report"

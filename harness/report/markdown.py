@@ -152,7 +152,7 @@ def uneven_decode_cells(tidy: pd.DataFrame) -> list[str]:
 def write_report(path: Path, tidy: pd.DataFrame, comparison: pd.DataFrame, infos: list[dict],
                  validation: pd.DataFrame, plots: list[Path], baseline: str | None, sources: list[str],
                  repeated: pd.DataFrame | None = None, test_options: dict | None = None,
-                 speed_accuracy: pd.DataFrame | None = None) -> None:
+                 speed_accuracy: pd.DataFrame | None = None, where_time_goes: list[str] | None = None) -> None:
     from harness.report.speed_accuracy import markdown_section
     from harness.stats import ALPHA, MAX_CV, MIN_EFFECT, MIN_N, N_RESAMPLES, SEED
 
@@ -175,6 +175,7 @@ def write_report(path: Path, tidy: pd.DataFrame, comparison: pd.DataFrame, infos
                   markdown_table(failed[["backend", "batch_size", "prompt_len", "status", "error"]]), ""]
     if speed_accuracy is not None:
         parts += markdown_section(speed_accuracy, markdown_table)
+    parts += where_time_goes or []  # harness/report/where_time_goes.py
     parts += ["## Measurement conditions", "", *conditions_section(tidy, infos), ""]
     uneven = uneven_decode_cells(tidy)
     if uneven:
