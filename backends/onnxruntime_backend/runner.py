@@ -205,14 +205,28 @@ class OrtStaticCacheRunner:
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(trace_path).with_suffix(""))
         timed, self.session = self.session, self.ort.InferenceSession(path, so, providers=providers)
+        warm = []
+
+        def run_first_twice(step_inputs, batch: int, graph_id: int) -> None:
+            # A new session's first run pays its allocations: run the first step twice and drop the first. The
+            # same inputs write the same cache slots and logits, so the repeat leaves the sequence as it was.
+            if not warm:
+                warm.append(True)
+                OrtStaticCacheRunner._run(self, step_inputs, batch, graph_id)
+            OrtStaticCacheRunner._run(self, step_inputs, batch, graph_id)
+
+        self._run = run_first_twice
         try:
             run()
         finally:
+            del self._run
             written, self.session = self.session.end_profiling(), timed
         Path(written).replace(trace_path)  # ORT's profile is a Chrome trace already
         events = json.loads(Path(trace_path).read_text())
+        runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e["name"] == "model_run")
+        after_warm_up = runs[0][1] if runs else 0
         return [{"name": e["args"].get("op_name", e["name"]), "us": float(e["dur"])} for e in events
-                if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+                if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= after_warm_up]
 
     def facts(self) -> dict[str, Any]:
         return {"providers": self.providers_used, "cuda_graph": self.cuda_graph, "onnx_attention": self.attention,

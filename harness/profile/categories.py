@@ -2,10 +2,12 @@
 
 Six categories, the first rule that matches a name (case-insensitive) wins, in this order:
 
-0. torch's view operators (``aten::view``, ``aten::transpose``, ``aten::reshape``, ...: no data moves) are
-   ``other``;
-1. ``copy``: memcpy / memset, copy, clone, cat / concat, gather / index / scatter / embedding, transpose, and the
-   ONNX data-movement ops (Reshape, Expand, Slice, Split, Concat, ScatterND, Gather, Transpose);
+0. torch's view operators (``aten::view``, ``aten::transpose``, ``aten::reshape``, ...: no data moves) and
+   position ranges (arange, iota) are ``other``; Inductor's fused kernels that do arithmetic (``triton_poi_fused``
+   / ``triton_red_fused`` / ``triton_per_fused`` with add, mul, mean, rsqrt, ... in the name) are
+   ``norm_elementwise``;
+1. ``copy``: memcpy / memset, copy, clone, cat / concat, gather / index_put / index_copy / scatter / embedding,
+   and the ONNX data-movement ops (Reshape, Expand, Slice, Split, Concat, ScatterND, Gather, Transpose);
 2. ``sampling``: argmax, top-k, sort, multinomial (the token choice that feeds the next step);
 3. ``attention``: flash / fmha / attention / sdpa / softmax (softmax runs inside unfused attention; a fused
    kernel's GEMMs count here because its name says attention first);
@@ -28,16 +30,19 @@ CATEGORIES = ("gemm", "attention", "norm_elementwise", "copy", "sampling", "othe
 
 _RULES = (
     ("other", r"^aten::(view|_unsafe_view|as_strided|transpose|t|reshape|expand|slice|select|unsqueeze|squeeze|"
-              r"permute|split|narrow|alias|detach|flatten|unflatten)$"),  # torch views: metadata, no data moved
-    ("copy", r"memcpy|memset|copy|clone|(^|[^a-z])(cat|concat|gather|index\w*|scatter\w*|embedding|transpose|"
-             r"reshape|expand|slice|split|contiguous|to|_to_copy)([^a-z]|$)|catarray|scatternd"),
+              r"permute|split|narrow|alias|detach|flatten|unflatten)$|arange|iota"),  # views: no data moved
+    ("norm_elementwise", r"^triton_(poi|red|per)_fused.*(add|mul|mean|rsqrt|pow|silu|sigmoid|exp|neg|div|sub|norm|"
+                         r"cos|sin|tanh|gelu)"),  # Inductor's fused math (a fused pure copy falls through)
+    ("copy", r"memcpy|memset|copy|clone|concat|catarray|scatter|gather|index_(put|copy|select|add|fill)|"
+             r"index_elementwise|embedding|(^|[^a-z])(cat|index|transpose|reshape|expand|slice|split|contiguous|to)"
+             r"([^a-z]|$)"),
     ("sampling", r"argmax|arg_max|topk|top_k|(^|[^a-z])sort|multinomial|sampling"),
     ("attention", r"flash|fmha|attention|attn|sdpa|softmax"),
-    ("gemm", r"gemm|gemv|matmul|cutlass|cublas|xmma|nvjet|(^|[^a-z])(mm|bmm|addmm|baddbmm|linear|int4mm|_weight_int\w*mm)"
-             r"([^a-z]|$)"),
+    ("gemm", r"gemm|gemv|matmul|cutlass|cublas|xmma|nvjet|(^|[^a-z])(mm|bmm|addmm|baddbmm|linear|int4mm|_weight_int"
+             r"\w*mm)([^a-z]|$)"),
     ("norm_elementwise", r"norm|rms|elementwise|vectorized|pointwise|triton_(poi|red|per)|silu|gelu|swish|sigmoid|"
-                         r"tanh|rotary|rope|(^|[^a-z])(add|sub|mul|div|neg|exp|pow|rsqrt|sqrt|mean|sum|cast|where|"
-                         r"reduce\w*|fill_?|zero_?|ones_like|zeros_like|clamp|relu|erf)([^a-z]|$)"),
+                         r"tanh|rotary|rope|(^|[^a-z])(cos|sin|add|sub|mul|div|neg|exp|pow|rsqrt|sqrt|mean|sum|cast|"
+                         r"where|reduce\w*|fill_?|zero_?|ones_like|zeros_like|clamp|relu|erf)([^a-z]|$)"),
 )
 _COMPILED = tuple((category, re.compile(pattern, re.IGNORECASE)) for category, pattern in _RULES)
 

@@ -65,11 +65,16 @@ class AfterTiming:
         if not self.labels:
             return extra
         info = json.loads(extra.get("backend_info") or "{}")
-        for key, value in self.labels.items():
-            if key in info and info[key] != value and f"{key}_probe" not in info:
-                info[f"{key}_probe"] = info[key]
-            info[key] = value
+        with_labels(info, self.labels)
         return {**extra, "backend_info": json.dumps(info)}
+
+
+def with_labels(info: dict[str, Any], labels: dict[str, Any]) -> None:
+    """Put the profiled labels into a backend_info dict, keeping what the backend's probe said as ``*_probe``."""
+    for key, value in labels.items():
+        if key in info and info[key] != value and f"{key}_probe" not in info:
+            info[f"{key}_probe"] = info[key]
+        info[key] = value
 
 
 def after_timing(job, handle, batch: int, prompt_len: int, samples) -> AfterTiming:
@@ -81,6 +86,7 @@ def after_timing(job, handle, batch: int, prompt_len: int, samples) -> AfterTimi
         result.labels = {"attention_kernel_prefill": prefill.attention_kernel or "none seen",
                          "attention_kernel_decode": decode.attention_kernel or "none seen",
                          "profile_source": decode.source}
+        with_labels(job.info, result.labels)  # run.json's backend_info: the labels of the last cell profiled
         if job.cfg.measure.profile:
             result.metrics.update(profile_metrics(prefill, decode, samples))
     except Exception as exc:  # noqa: BLE001 - the profile explains the timing; it must not discard it

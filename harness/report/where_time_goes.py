@@ -103,8 +103,9 @@ def diff_rows(table: pd.DataFrame, baseline: str) -> list[dict]:
             continue
         b = base.iloc[0]
         for _, r in cell[cell.backend != baseline].iterrows():
+            step = metrics.DECODE_LATENCY
             row = {"configuration": r.backend, "batch": int(r.batch_size), "prompt": int(r.prompt_len),
-                   "step ms": r[metrics.DECODE_LATENCY], "Δ step": r[metrics.DECODE_LATENCY] - b[metrics.DECODE_LATENCY],
+                   "step ms": r[step], "Δ step": r[step] - b[step],
                    "Δ kernels": r[profile.KERNELS] - b[profile.KERNELS], "Δ busy": r[profile.BUSY] - b[profile.BUSY],
                    "Δ gap": r[profile.GAP] - b[profile.GAP]}
             for c in CATEGORIES:
