@@ -34,8 +34,8 @@ _RULES = (
     ("norm_elementwise", r"^triton_(poi|red|per)_fused.*(add|mul|mean|rsqrt|pow|silu|sigmoid|exp|neg|div|sub|norm|"
                          r"cos|sin|tanh|gelu)"),  # Inductor's fused math (a fused pure copy falls through)
     ("copy", r"memcpy|memset|copy|clone|concat|catarray|scatter|gather|index_(put|copy|select|add|fill)|"
-             r"index_elementwise|embedding|(^|[^a-z])(cat|index|transpose|reshape|expand|slice|split|contiguous|to)"
-             r"([^a-z]|$)"),
+             r"index_elementwise|(^|[^a-z])embedding|"
+             r"(^|[^a-z])(cat|index|transpose|reshape|expand|slice|split|contiguous|to)([^a-z]|$)"),
     ("sampling", r"argmax|arg_max|topk|top_k|(^|[^a-z])sort|multinomial|sampling"),
     ("attention", r"flash|fmha|attention|attn|sdpa|softmax"),
     ("gemm", r"gemm|gemv|matmul|cutlass|cublas|xmma|nvjet|(^|[^a-z])(mm|bmm|addmm|baddbmm|linear|int4mm|_weight_int"
