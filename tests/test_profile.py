@@ -59,12 +59,18 @@ def test_hook_kernel_category_refines_the_rule(registry):
     assert refined("aten::mm") == "gemm"
 
 
+@pytest.fixture(scope="module")
+def ort_cache(tmp_path_factory):
+    """One ONNX export of the tiny model for this module's tests."""
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
 @pytest.mark.slow  # one ONNX export of the tiny model
-def test_hook_profile_kernels_onnxruntime_cpu_continues_the_sequence(registry, tmp_path):
+def test_hook_profile_kernels_onnxruntime_cpu_continues_the_sequence(registry, tmp_path, ort_cache):
     """ORT's CPU EP runs no torch operators: its kernels come from ORT's own profiler, on a second session that
     continues the first one's sequence (same logits as unprofiled), and the timed session never profiles."""
     pytest.importorskip("onnxruntime")
-    handle, source, _ = open_backend(registry, "onnxruntime", max_seq=32, tmp_cache=tmp_path / "cache")
+    handle, source, _ = open_backend(registry, "onnxruntime", max_seq=32, tmp_cache=ort_cache)
     ids = torch.randint(0, source.config().vocab_size, (2, 6), generator=torch.Generator().manual_seed(0))
     try:
         def steps(profiled: bool):
@@ -165,3 +171,39 @@ def test_profile_follows_the_timed_iterations_and_leaves_their_samples_alone(tmp
 def rows_of(out) -> dict[str, float]:
     rows = pd.read_csv(out / "results.csv")
     return {r.metric: (r.p50 if pd.notna(r.p50) else r.mean) for r in rows.itertuples()}
+
+
+@pytest.mark.slow  # two profiled runs, one of them ONNX Runtime
+def test_report_says_where_the_time_goes_and_why_diffs_two_runs(tmp_path, ort_cache, capsys):
+    """Done-when on the CPU: measure.profile=true over an HF and an ONNX Runtime run; the report has the section
+    with its stacked-bar plot and the diff table, and ``enginebench-report why A B`` prints the cells both ran."""
+    pytest.importorskip("onnxruntime")
+    from harness.plugins import PluginRegistry
+    from harness.report.cli import build_report, main
+
+    plugins = PluginRegistry.discover()
+    grid = [o for o in ONE_CELL if not o.startswith("grid.batch_sizes")]
+    common = [*grid, "grid.batch_sizes=[1,2]", "measure.profile=true", f"cache_dir={ort_cache}"]
+    hf, ort = tmp_path / "hf", tmp_path / "ort"
+    _run(common, hf, plugins)
+    _run([*common, "backend=onnxruntime"], ort, plugins)
+    assert sorted(p.name for p in (ort / "profile").iterdir()) == ["b1_p8_n3", "b2_p8_n3"]
+    assert json.loads((ort / "profile" / "b1_p8_n3" / "summary.json").read_text())["decode"]["source"] == "backend"
+
+    written = build_report([str(hf), str(ort)], tmp_path / "report")
+    text = written["report"].read_text()
+    section = text[text.index("## Where the time goes"):]
+    pngs = sorted((tmp_path / "report" / "plots").glob("where_time_goes_*.png"))
+    assert len(pngs) == 1 and f"({pngs[0].relative_to(tmp_path / 'report')})" in section
+    assert "Against `hf-flashattn-staticcache`" in section and "| onnxruntime | 2 | 8 |" in section
+
+    with pytest.raises(SystemExit) as done:
+        main(["why", str(hf), str(ort)])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.count("categories explain") == 2 and "b=1 p=8" in out and "b=2 p=8" in out
+    assert "A = hf-flashattn-staticcache" in out and "B = onnxruntime" in out
+    with pytest.raises(SystemExit) as refused:
+        main(["why", str(hf), str(tmp_path / "report")])
+    assert refused.value.code == 2
+    assert "no profile under" in capsys.readouterr().err
