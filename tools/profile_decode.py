@@ -17,19 +17,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 
 import pandas as pd
 import torch
 import yaml
 
 from harness.inputs import random_prompt_ids
+from harness.instrument import time_calls
 from harness.loadspec import LoadSpec
 from harness.plugins import PluginRegistry
 from harness.profile.capture import profile_phase
 from harness.profile.categories import categorizer
 from harness.quant import resolve
-from harness.timing import synchronize
 from tools import load_preset, print_and_save
 
 WARM_STEPS = 4
@@ -40,12 +39,7 @@ def profile_steps(handle, tokens: torch.Tensor, steps: int, on_cuda: bool) -> tu
     The profile is the harness's (harness/profile/capture.py: kernels only on CUDA, a backend's own profiler
     where torch's sees nothing), with each kernel's category (harness/profile/categories.py)."""
     device = "cuda" if on_cuda else "cpu"
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        handle.decode_step(tokens=tokens)
-    synchronize(device)
-    wall_ms = (time.perf_counter() - start) * 1e3 / steps
+    wall_ms = time_calls(lambda: handle.decode_step(tokens=tokens), steps, device)["sustained_ms_per_call"]
 
     def run():
         for _ in range(steps):

@@ -1,10 +1,11 @@
 """What runs after a cell's timed iterations, never inside them: the profile of the step that was timed, the
 attention-kernel label read from it, and the energy per phase.
 
-- ``measure.profile=true``: one prefill and ``measure.profile_steps`` decode steps (each with the greedy token fed
-  back, as the timed loop does) are profiled; ``<run dir>/profile/b{B}_p{P}_n{N}/`` gets ``summary.json`` (per
-  phase: kernels, busy time, host gap and time per category per step, the attention kernel, every kernel),
-  ``kernels.csv`` and a gzipped Chrome/Perfetto trace per phase; results.csv gets the ``profile_*`` metrics.
+- ``measure.profile=true``: one prefill and ``measure.profile_steps`` decode steps (each with the greedy token
+  taken to the host and fed back, as the timed loop does) are profiled; ``<run dir>/profile/b{B}_p{P}_n{N}/``
+  gets ``summary.json`` (per phase: kernels, busy time, host gap and time per category per step, the attention
+  kernel, every kernel), ``kernels.csv`` and a gzipped Chrome/Perfetto trace per phase; results.csv gets the
+  ``profile_*`` metrics.
 - otherwise one prefill and one decode step are profiled for the label only (nothing written but the label).
 
 Either way the cell's ``backend_info`` says which attention kernel the profiled steps ran
@@ -22,6 +23,7 @@ from typing import Any
 
 from harness import progress
 from harness.inputs import random_prompt_ids
+from harness.instrument import take_token
 from harness.profile.capture import PhaseProfile, profile_phase
 from harness.profile.categories import CATEGORIES, categorizer
 from harness.profile.energy import UNITS as ENERGY_UNITS
@@ -114,7 +116,7 @@ def profile_cell(job, handle, batch: int, prompt_len: int, samples) -> tuple[Pha
     def run_decode():
         logits = state["logits"]
         for _ in range(steps):
-            tokens = logits.argmax(-1, keepdim=True)  # [B, 1] the feedback of the timed loop
+            _, tokens = take_token(logits, job.device)  # [B, 1] through the host, as the timed loop does
             logits = handle.decode_step(tokens=tokens)
         state["logits"] = logits
 
