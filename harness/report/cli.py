@@ -3,6 +3,7 @@
     enginebench-report PATH... [--out DIR] [--baseline NAME] [--no-plots]
     enginebench-report compare OLD NEW [--threshold 0.05] [--fail-on-regression] [--out FILE]
     enginebench-report check-docs|make-docs FILE... (tables in the docs made from results: doc_tables.py)
+    enginebench-report why A B (the decode-step diff of two measure.profile=true runs: docs/profiling.md)
 
 Exit status: 0 done; 1 ``compare --fail-on-regression`` found a regression (or a cell that failed in NEW), or
 ``check-docs`` found a number in a document that differs from its source;
@@ -129,7 +130,9 @@ def report_parser() -> argparse.ArgumentParser:
         epilog="commands:\n  compare OLD NEW       cells whose latency moved beyond noise between two result sets\n"
                "                        (enginebench-report compare --help)\n"
                "  check-docs FILE...    exit 1 naming every number of a generated table that differs from its\n"
-               "                        source; make-docs FILE... rewrites the tables\n\n" + VERDICT_HELP)
+               "                        source; make-docs FILE... rewrites the tables\n"
+               "  why A B               where two profiled runs' decode steps differ (docs/profiling.md)\n\n"
+               + VERDICT_HELP)
     p.add_argument("paths", nargs="+", help="run dirs, multirun dirs or results.csv files")
     p.add_argument("--out", default=None, help="output directory (default: <first path>/report)")
     p.add_argument("--baseline", default=None,
