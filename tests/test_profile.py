@@ -42,6 +42,15 @@ def test_category_rule_sorts_known_kernel_names(name, category):
     assert default_category(name) == category
 
 
+def test_profile_steps_below_one_is_one_line():
+    from harness.api import compose_config
+    from harness.config import check_config
+    from harness.errors import UserError
+
+    with pytest.raises(UserError, match="measure.profile_steps=0 is below 1"):
+        check_config(compose_config(["measure.profile_steps=0"]))
+
+
 def test_hook_kernel_category_refines_the_rule(registry):
     ort = registry.open("onnxruntime")  # no load needed: the answer is a table of op types
     hf = registry.open("hf-flashattn-staticcache")
