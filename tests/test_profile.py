@@ -216,3 +216,18 @@ def test_report_says_where_the_time_goes_and_why_diffs_two_runs(tmp_path, ort_ca
         main(["why", str(hf), str(tmp_path / "report")])
     assert refused.value.code == 2
     assert "no profile under" in capsys.readouterr().err
+
+
+def test_isolated_cells_labels_reach_run_json_backend_info():
+    """With isolation=process the parent writes run.json: it adopts the label each cell's rows carry."""
+    from harness.profile.cell import adopt_labels
+
+    info = {"attention_kernel_decode": "flash-cpu", "providers": ["x"]}
+    flash = "aten::_scaled_dot_product_flash_attention_for_cpu"
+    rows = [{"backend_info": json.dumps({"attention_kernel_decode": flash, "attention_kernel_decode_probe": "flash-cpu",
+                                         "profile_source": "cpu-operators", "providers": ["x"]})}]
+    adopt_labels(info, rows)
+    assert info == {"attention_kernel_decode": flash, "attention_kernel_decode_probe": "flash-cpu",
+                    "profile_source": "cpu-operators", "providers": ["x"]}
+    adopt_labels(info, [{"backend_info": ""}])  # a failed cell's row: nothing to adopt
+    assert info["attention_kernel_decode_probe"] == "flash-cpu"

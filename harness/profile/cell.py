@@ -71,6 +71,19 @@ class AfterTiming:
         return {**extra, "backend_info": json.dumps(info)}
 
 
+LABEL_KEYS = ("attention_kernel_prefill", "attention_kernel_decode", "profile_source", "profile_error")
+
+
+def adopt_labels(info: dict[str, Any], rows: list[dict]) -> None:
+    """The labels of a cell measured in another process (its rows' backend_info) into this process's backend_info
+    (run.json's, with isolation=process)."""
+    try:
+        cell = json.loads(rows[0].get("backend_info") or "{}")
+    except (TypeError, ValueError):
+        return
+    with_labels(info, {key: cell[key] for key in LABEL_KEYS if key in cell})
+
+
 def with_labels(info: dict[str, Any], labels: dict[str, Any]) -> None:
     """Put the profiled labels into a backend_info dict, keeping what the backend's probe said as ``*_probe``."""
     for key, value in labels.items():
