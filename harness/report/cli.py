@@ -3,6 +3,7 @@
     enginebench-report PATH... [--out DIR] [--baseline NAME] [--no-plots]
     enginebench-report compare OLD NEW [--min-effect 0.05] [--fail-on-regression [--allow-unstable]] [--out FILE]
     enginebench-report check-docs|make-docs FILE... (tables in the docs made from results: doc_tables.py)
+    enginebench-report why A B (the decode-step diff of two measure.profile=true runs: docs/profiling.md)
 
 Exit status: 0 done; 1 ``compare --fail-on-regression`` found a regression (or a cell that failed in NEW, or a cell
 it could not judge: unstable or untested, unless ``--allow-unstable``), or ``check-docs`` found a number in a document
@@ -55,9 +56,13 @@ def build_report(paths: list[str], out_dir: Path, baseline: str | None = None, p
     speed_accuracy = speed_accuracy_table(tidy, validation)
     pngs = make_plots(tidy, out_dir / "plots") if plots else []
     pngs += speed_accuracy_plot(speed_accuracy, out_dir / "plots") if plots else []
+    from harness.report.markdown import markdown_table
+    from harness.report.where_time_goes import where_time_goes
+
+    time_goes = where_time_goes(tidy, baseline, out_dir / "plots" if plots else None, out_dir, markdown_table)
     write_report(out_dir / "report.md", tidy, comparison, run_infos(paths), validation, pngs, baseline,
                  [str(p) for p in paths], repeated_cells(tidy), test_options,
-                 speed_accuracy=speed_accuracy)
+                 speed_accuracy=speed_accuracy, where_time_goes=time_goes)
     return {"results": out_dir / "results.csv", "comparison": out_dir / "comparison.csv",
             "report": out_dir / "report.md", "plots": out_dir / "plots"}
 
@@ -152,7 +157,9 @@ def report_parser() -> argparse.ArgumentParser:
         epilog="commands:\n  compare OLD NEW       cells whose latency moved beyond noise between two result sets\n"
                "                        (enginebench-report compare --help)\n"
                "  check-docs FILE...    exit 1 naming every number of a generated table that differs from its\n"
-               "                        source; make-docs FILE... rewrites the tables\n\n" + VERDICT_HELP)
+               "                        source; make-docs FILE... rewrites the tables\n"
+               "  why A B               where two profiled runs' decode steps differ (docs/profiling.md)\n\n"
+               + VERDICT_HELP)
     p.add_argument("paths", nargs="+", help="run dirs, multirun dirs or results.csv files")
     p.add_argument("--out", default=None, help="output directory (default: <first path>/report)")
     p.add_argument("--baseline", default=None,
@@ -170,6 +177,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if argv and argv[0] == "compare":
             sys.exit(_compare(argv[1:]))
+        if argv and argv[0] == "why":
+            from harness.report.where_time_goes import why
+
+            args = argparse.ArgumentParser(prog="enginebench-report why", description="The decode-step diff (B minus "
+                                           "A) by category and kernel of the cells two profiled runs share.")
+            args.add_argument("a", help="run directory of a measure.profile=true run")
+            args.add_argument("b", help="the other run directory")
+            parsed = args.parse_args(argv[1:])
+            print(why(parsed.a, parsed.b))
+            sys.exit(0)
         if argv and argv[0] in ("check-docs", "make-docs"):  # tables in the docs made from results
             from harness.report.doc_tables import main as docs_main
 

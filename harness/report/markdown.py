@@ -169,7 +169,7 @@ def uneven_decode_cells(tidy: pd.DataFrame) -> list[str]:
 def write_report(path: Path, tidy: pd.DataFrame, comparison: pd.DataFrame, infos: list[dict],
                  validation: pd.DataFrame, plots: list[Path], baseline: str | None, sources: list[str],
                  repeated: pd.DataFrame | None = None, test_options: dict | None = None,
-                 speed_accuracy: pd.DataFrame | None = None) -> None:
+                 speed_accuracy: pd.DataFrame | None = None, where_time_goes: list[str] | None = None) -> None:
     from harness.replicated import ALPHA_BETWEEN_RUNS
     from harness.report.host_bound import host_bound_cells
     from harness.report.repeats import repeat_order
@@ -200,6 +200,7 @@ def write_report(path: Path, tidy: pd.DataFrame, comparison: pd.DataFrame, infos
                   markdown_table(failed[["backend", "batch_size", "prompt_len", "status", "error"]]), ""]
     if speed_accuracy is not None:
         parts += markdown_section(speed_accuracy, markdown_table)
+    parts += where_time_goes or []  # harness/report/where_time_goes.py
     parts += ["## Measurement conditions", "", *conditions_section(tidy, infos), ""]
     parts += wall_time_lines(infos)
     uneven = uneven_decode_cells(tidy)
