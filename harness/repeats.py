@@ -14,7 +14,6 @@ scheduled; the report lists that order (harness/report/repeats.py).
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -98,15 +97,14 @@ def _load_record(out_dir: Path, repeat: int, started: float) -> dict:
 
 
 def _read(out_dir: Path) -> dict:
-    try:
-        return json.loads((Path(out_dir) / "run.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    from harness.runrecord import read_run
+
+    record = read_run(out_dir)
+    return record.to_dict() if record.readable else {}
 
 
 def _record(out_dir: Path, repeats: dict) -> None:
-    from harness.results import write_run_json
+    from harness.runrecord import update_run
 
-    info = _read(out_dir)
-    if info:
-        write_run_json(out_dir, {**info, "repeats": repeats})
+    if _read(out_dir):
+        update_run(out_dir, repeats=repeats)
