@@ -148,8 +148,9 @@ def _group_options(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
-def precheck(argv: list[str], compose_only: bool = False) -> None:
-    """Compose and check every job of this command line; raise UserError on the first bad one.
+def precheck(argv: list[str], compose_only: bool = False) -> int:
+    """Compose and check every job of this command line; raise UserError on the first bad one. Returns the
+    number of jobs.
     ``compose_only`` (``--cfg``, ``--info``): only that the command line composes, nothing is written."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -186,6 +187,7 @@ def precheck(argv: list[str], compose_only: bool = False) -> None:
                 raise UserError("resume=true in a multirun needs the sweep directory to resume",
                                 "add hydra.sweep.dir=PATH (the multirun folder holding the job folders)")
     GlobalHydra.instance().clear()
+    return len(combos)
 
 
 def check_backend_quant(plugins, cfg) -> None:
