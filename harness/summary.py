@@ -87,7 +87,8 @@ def summary_table(tidy: pd.DataFrame, label_column: str | None = None) -> pd.Dat
                f"decode ms [{CONFIDENCE:.0%} CI]": with_interval(rows.get(metrics.DECODE_LATENCY)),
                f"prefill ms [{CONFIDENCE:.0%} CI]": with_interval(rows.get(metrics.PREFILL_LATENCY)),
                "tok/s": num(rows.get(metrics.DECODE_THROUGHPUT, {}).get("p50")),
-               "flags": ", ".join(cell_flags(rows, first["device"], warnings, first.get("iterations"))),
+               "flags": ", ".join(cell_flags(rows, first["device"], warnings, first.get("iterations")))
+               if first["status"] == "ok" else "",
                "_warnings": warnings}
         if label_column:
             row = {label_column: first["backend"], **row}
@@ -98,7 +99,7 @@ def summary_table(tidy: pd.DataFrame, label_column: str | None = None) -> pd.Dat
 def render(table: pd.DataFrame, width: int = WIDTH) -> str:
     """The table as text, dropping the least needed columns (throughput) if it would be wider than ``width``."""
     shown = table.drop(columns=[c for c in table.columns if c.startswith("_")])
-    shown = shown.loc[:, [c for c in shown.columns if c != "flags" or (shown[c] != "").any()]]
+    shown = shown.loc[:, [c for c in shown.columns if (shown[c].astype(str) != "").any()]]
     text = shown.to_string(index=False)
     if max(map(len, text.splitlines()), default=0) > width and "tok/s" in shown:
         text = shown.drop(columns="tok/s").to_string(index=False)

@@ -1,7 +1,8 @@
 """``enginebench-report``: merge results into comparison.csv, plots and report.md; or compare two result sets.
 
     enginebench-report PATH... [--out DIR] [--baseline NAME] [--no-plots]
-    enginebench-report compare OLD NEW [--threshold 0.05] [--fail-on-regression] [--out FILE]
+    enginebench-report compare OLD NEW [--wide] [--threshold 0.05] [--fail-on-regression] [--out FILE]
+    enginebench-report --version
 
 Exit status: 0 done; 1 ``compare --fail-on-regression`` found a regression (or a cell that failed in NEW);
 2 bad input (no results, a baseline not in the results, two result sets with no cell in common).
@@ -19,6 +20,11 @@ from harness.stats import ALPHA, CONFIDENCE, MAX_CV, MIN_EFFECT, MIN_N
 VERDICT_HELP = (f"Verdicts: a two-sided Mann-Whitney U test on both sides' kept samples at --alpha (default "
                 f"{ALPHA}) plus a minimum effect; sides with fewer than --min-n (default {MIN_N}) samples or a "
                 f"CV above --max-cv (default {MAX_CV}) are 'unstable'. Intervals: {CONFIDENCE:.0%} bootstrap.")
+
+
+USAGE = ("\n  enginebench-report PATH... [--out DIR] [--baseline NAME] [--no-plots] [options]"
+         "\n  enginebench-report compare OLD NEW [--wide] [--threshold T] [--fail-on-regression] [--out FILE]"
+         "\n  enginebench-report --version")
 
 
 def build_report(paths: list[str], out_dir: Path, baseline: str | None = None, plots: bool = True,
@@ -78,26 +84,31 @@ def compare_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-on-regression", action="store_true",
                    help="exit 1 when any cell regressed or failed in NEW")
     p.add_argument("--out", default=None, help="write the comparison as CSV")
+    p.add_argument("--wide", action="store_true",
+                   help="every column, unrounded, and every cell (default: at most 100 columns, moved cells only)")
     _add_test_options(p)
     return p
 
 
 def _compare(argv: list[str]) -> int:
     from harness.report.aggregate import load_results, run_infos
+    from harness.report.compare_table import machine_line, render
     from harness.report.regression import compare_runs, environment_differences
 
     args = compare_parser().parse_args(argv)
-    table = compare_runs(load_results([args.old]), load_results([args.new]), args.threshold,
-                         **_test_options(args))
+    old, new = load_results([args.old]), load_results([args.new])
+    table = compare_runs(old, new, args.threshold, **_test_options(args))
     for line in environment_differences(run_infos([args.old]), run_infos([args.new])):
         print(f"warning: the runs differ in {line}", file=sys.stderr)
     if args.out:
         atomic_write_text(Path(args.out), table.to_csv(index=False))
-    shown = table[~table.verdict.isin(["within noise"])]
-    cols = ["backend", "batch_size", "prompt_len", "metric", "p50_old", "p50_new", "change", "change_ci_low",
-            "change_ci_high", "n_old", "n_new", "verdict", "why_no_verdict"]
-    print(shown[cols].to_string(index=False) if len(shown) else
-          f"all {len(table)} matched cells within noise")
+    shown = table if args.wide else table[~table.verdict.isin(["within noise"])]
+    print(render(shown, args.wide) if len(shown) else f"all {len(table)} matched cells within noise")
+    if len(shown) < len(table):
+        print(f"({len(table) - len(shown)} within noise not shown; --wide shows every cell)")
+    warning = machine_line(old, new)
+    if warning:
+        print(warning, file=sys.stderr)
     counts = table.verdict.value_counts().to_dict()
     print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())), file=sys.stderr)
     failed = sum(v for k, v in counts.items() if k == "regression" or k.endswith(" in new") and k != "missing in new")
@@ -106,8 +117,8 @@ def _compare(argv: list[str]) -> int:
 
 def report_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="enginebench-report", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=__doc__.split("\n\n")[0],
+        prog="enginebench-report", formatter_class=argparse.RawDescriptionHelpFormatter, usage=USAGE,
+        description=__doc__.split("\n\n")[0].replace("``", ""),
         epilog="commands:\n  compare OLD NEW       cells whose latency moved beyond noise between two result sets\n"
                "                        (enginebench-report compare --help)\n\n" + VERDICT_HELP)
     p.add_argument("paths", nargs="+", help="run dirs, multirun dirs or results.csv files")
@@ -124,6 +135,11 @@ def report_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("--version", "-V"):
+        from harness.cli import version_text
+
+        print(version_text())
+        sys.exit(0)
     try:
         if argv and argv[0] == "compare":
             sys.exit(_compare(argv[1:]))
