@@ -41,7 +41,7 @@ def build_report(paths: list[str], out_dir: Path, baseline: str | None = None, p
     )
     from harness.report.comparison import comparison_table, resolve_baseline
     from harness.report.markdown import write_report
-    from harness.report.plots import make_plots
+    from harness.report.plots import config_colors, make_plots
     from harness.report.speed_accuracy import speed_accuracy_plot, speed_accuracy_table
 
     tidy = load_results(paths)
@@ -52,8 +52,9 @@ def build_report(paths: list[str], out_dir: Path, baseline: str | None = None, p
     atomic_write_text(out_dir / "comparison.csv", comparison.to_csv(index=False))
     validation = validations(paths)
     speed_accuracy = speed_accuracy_table(tidy, validation)
-    pngs = make_plots(tidy, out_dir / "plots") if plots else []
-    pngs += speed_accuracy_plot(speed_accuracy, out_dir / "plots") if plots else []
+    colors = config_colors(tidy.backend.unique())  # one colour per configuration in every plot
+    pngs = make_plots(tidy, out_dir / "plots", colors) if plots else []
+    pngs += speed_accuracy_plot(speed_accuracy, out_dir / "plots", colors) if plots else []
     write_report(out_dir / "report.md", tidy, comparison, run_infos(paths), validation, pngs, baseline,
                  [str(p) for p in paths], repeated_cells(tidy), test_options,
                  speed_accuracy=speed_accuracy)
