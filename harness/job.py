@@ -2,7 +2,7 @@
 the Python API) calls :func:`run_job`, which picks how the job runs from its task and ``isolation``.
 
 - task=benchmark, isolation=process: :mod:`harness.isolation` (a child process per backend; crashes cost one cell);
-- otherwise in this process: load, then build (stop) | validate | generate | validate + sweep the grid.
+- otherwise in this process: load, then build (stop) | validate | generate | chat | validate + sweep the grid.
 Returns the exit status (harness/outcome.py): 0 every cell ok and every validation passed, 1 otherwise; the
 status and a one-line summary go into run.json and, with the run directory, onto stderr. Bad input raises
 UserError.
@@ -99,6 +99,10 @@ def _run_in_process(cfg, out_dir: Path, plugins: PluginRegistry) -> int:
             from harness.generate import run_generate_task
 
             return run_generate_task(cfg, job, handle)
+        if cfg.task == "chat":  # load once, then a prompt loop on stdin
+            from harness.chat import run_chat_task
+
+            return run_chat_task(cfg, job, handle)
         peak_bw = prepare_benchmark(job, handle, run_info)
         sweep_cells(job, writer, lambda b, p: run_cell(job, handle, b, p, peak_bw))
     finally:

@@ -35,11 +35,11 @@ def open_backend(registry, name, model_cfg=None, options=None, max_batch=4, max_
     return handle, source, info
 
 
-def run_cli(*args, cwd=None, env=None, timeout=600):
-    """Run ``python -m harness`` with arguments; returns CompletedProcess (text)."""
+def run_cli(*args, cwd=None, env=None, timeout=600, stdin=None):
+    """Run ``python -m harness`` with arguments (``stdin``: text piped in); returns CompletedProcess (text)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd or ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, input=stdin)
 
 
 FAST = ["grid.batch_sizes=[1,2]", "grid.prompt_lens=[8]", "grid.new_tokens=3", "measure.warmup=1",
