@@ -15,11 +15,12 @@ from pathlib import Path
 from harness import multirun, progress
 from harness.errors import EXIT_USER_ERROR, UserError
 from harness.machine_state import snapshot
+from harness.memory import lifetime_peaks
 from harness.outcome import job_outcome
 from harness.outdir import check_ownership, exclusive, remove_results
 from harness.pinning import pinned
 from harness.plugins import PluginRegistry, registry
-from harness.results import write_run_json
+from harness.results import read_complete_rows, write_run_json
 from harness.stages import (
     load_backend,
     prepare_benchmark,
@@ -51,7 +52,9 @@ def run_job(cfg, out_dir: Path, plugins: PluginRegistry | None = None) -> int:
             raise
         if (out_dir / "run.json").exists():
             code, summary = job_outcome(out_dir, cfg.task, code)
-            multirun.record_job_end(out_dir, code, pin=pin, outcome=summary, machine_state=_end_state(out_dir))
+            multirun.record_job_end(out_dir, code, pin=pin, outcome=summary, machine_state=_end_state(out_dir),
+                                    memory_lifetime_peak_mib=lifetime_peaks(
+                                        read_complete_rows(out_dir / "results.csv")) or None)
             progress.say(f"enginebench: {summary}; results: {out_dir}")
     return code
 
