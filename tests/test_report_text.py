@@ -27,3 +27,28 @@ def test_verdicts_carry_their_doubts():
     unstable = _row(decode_ms_verdict__ort="unstable", decode_ms_cv__ort=1.5)
     assert qualified_verdict(unstable, "decode_ms", "ort", "hf") == "unstable"
     assert pd.isna(_row()["machine_warnings__hf"])
+
+
+def test_plots_choose_log_axes_and_keep_colours(tmp_path):
+    from harness.report.plots import config_colors, wide_span
+    from harness.report.speed_accuracy import speed_accuracy_plot
+
+    assert wide_span([0.3, 300.0]) and not wide_span([20.0, 150.0])
+    assert config_colors(["ort", "hf"]) == config_colors(["hf", "ort", "hf"]) == {"hf": "C0", "ort": "C1"}
+    table = pd.DataFrame([
+        {"model": "m", "weights": "random", "dtype": "float32", "device": "cpu", "backend": name, "batch_size": 1,
+         "prompt_len": 16, "decode_ms_p50": ms, "accuracy_kl": kl, "accuracy_max_abs_diff": diff}
+        for name, ms, kl, diff in (("hf", 80.0, 0.0, 0.0), ("ort", 2.0, 7e-8, 2e-7))])
+    (png,) = speed_accuracy_plot(table, tmp_path, config_colors(["hf", "ort"]))
+    assert png.stat().st_size > 10_000
+
+
+def test_plots_module_leaves_the_matplotlib_backend_alone():
+    import subprocess
+    import sys
+
+    code = ("import harness.report.plots; "
+            "import harness.report.speed_accuracy; assert 'matplotlib.pyplot' not in __import__('sys').modules; "
+            "print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.stdout.strip() == "ok", proc.stderr

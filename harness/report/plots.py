@@ -100,7 +100,7 @@ def make_plots(tidy: pd.DataFrame, out_dir: Path, colors: dict[str, str] | None 
                     statuses = "/".join(sorted({c[1] for c in cells}))
                     legend.setdefault(f"{backend}: {statuses} (x on the axis)", handle)
                 ax.set_xlabel({"batch_size": "batch size", "prompt_len": "prompt length (tokens)"}[x])
-                ax.set_ylabel(ylabel + (", log scale" if log_y else ""))
+                ax.set_ylabel(ylabel)
                 ax.set_title(f"{panel.replace('_', ' ')} = {value}", fontsize=9)
                 if logx and group[x].nunique() > 1:
                     ax.set_xscale("log", base=2)
@@ -117,7 +117,8 @@ def make_plots(tidy: pd.DataFrame, out_dir: Path, colors: dict[str, str] | None 
                 if not any(k == backend or k.startswith(f"{backend}: ") for k in legend):
                     statuses = "/".join(sorted(set(group[group.backend == backend].status)))
                     legend[f"{backend}: no measurement ({statuses})"] = Line2D([], [], linestyle="none")
-            fig.suptitle(_title(label), fontsize=10)
+            fig.suptitle(_title(label) + (f"; log y axis: values span more than {LOG_SPAN:.0f}x" if log_y else ""),
+                         fontsize=10)
             fig.tight_layout()
             band = "shaded band: p10-p90 of the samples"
             order = sorted(legend, key=lambda k: (k == band, k not in configs))  # lines, failures, the band last

@@ -78,9 +78,10 @@ def markdown_section(table: pd.DataFrame, markdown_table) -> list[str]:
 
 
 def _zero_floor(values: pd.Series) -> float:
-    """Where an exact (zero) drift is drawn on a log axis: a decade below the smallest non-zero value."""
+    """Where an exact (zero) drift is drawn on a log axis: 1.5 decades below the smallest non-zero value, so that
+    its "0 (exact)" label keeps clear of the next tick's."""
     positive = values[values > 0]
-    return float(positive.min()) / 10 if len(positive) else 1e-9
+    return float(positive.min()) / 30 if len(positive) else 1e-9
 
 
 def speed_accuracy_plot(table: pd.DataFrame, out_dir: Path, colors: dict[str, str] | None = None) -> list[Path]:
@@ -117,7 +118,7 @@ def speed_accuracy_plot(table: pd.DataFrame, out_dir: Path, colors: dict[str, st
             ax.xaxis.set_major_locator(LogLocator(numticks=5))  # a few decades, labels that do not overlap
             ax.xaxis.set_minor_formatter(NullFormatter())
             if (values == 0).any():
-                ticks = [t for t in ax.get_xticks() if t > floor * 3]
+                ticks = [t for t in ax.get_xticks() if t > floor * 15]
                 ax.set_xticks([floor, *ticks])
                 ax.set_xticklabels(["0 (exact)", *(f"{t:.0e}" for t in ticks)])
                 ax.set_xlim(left=floor / 2)
