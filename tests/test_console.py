@@ -6,6 +6,7 @@ import logging
 import warnings
 
 import pandas as pd
+import pytest
 from test_verdicts import make_run
 
 from harness import console, jobname, progress
@@ -123,10 +124,30 @@ def test_shortened_backend_name_gets_did_you_mean():
 
 
 def test_report_version(capsys):
-    import pytest
-
     from harness.report.cli import main
 
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.startswith("enginebench ")
+
+
+@pytest.mark.slow
+def test_help_lists_tasks_examples_results_and_docs():
+    from helpers import run_cli
+
+    proc = run_cli("--help")
+    assert proc.returncode == 0, proc.stderr
+    for text in ("Tasks (task=...)", "chat", "Examples:", "enginebench-report compare", "Results:", "docs/cli.md",
+                 "backend: hf-flashattn-staticcache, onnxruntime"):
+        assert text in proc.stdout, text
+    assert "powered by Hydra" not in proc.stdout
+    assert sum(line.lstrip().startswith("enginebench") for line in proc.stdout.splitlines()) >= 10
+
+
+def test_a_fast_test_may_not_start_the_command_line(monkeypatch):
+    from helpers import SLOW_TESTS, run_cli
+
+    assert SLOW_TESTS, "conftest.py records the slow tests at collection"
+    monkeypatch.setenv("PYTEST_CURRENT_TEST", "tests/test_console.py::not_a_slow_test (call)")
+    with pytest.raises(AssertionError, match="mark it @pytest.mark.slow"):
+        run_cli("--version")
