@@ -42,9 +42,8 @@ def duration(seconds: float) -> str:
 # --- phases: load, export, compile, validation, overhead --------------------------------------------------------
 
 def _durations_file() -> Path:
-    """Where the last duration of each phase is kept (one small JSON file per user; an estimate, not a result)."""
-    root = os.environ.get("ENGINEBENCH_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "enginebench")
+    """Where the last duration of each phase is kept: beside the artifact cache (an estimate, not a result)."""
+    root = os.environ.get("ENGINEBENCH_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "enginebench")
     return Path(root) / "phase_seconds.json"
 
 

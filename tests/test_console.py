@@ -50,7 +50,7 @@ def test_cells_are_single_lines_without_a_terminal(capsys):
 
 
 def test_phase_says_the_last_duration(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("ENGINEBENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("ENGINEBENCH_CACHE_DIR", str(tmp_path))
     progress._remember("load x", 171.0)
     with progress.phase("loading x", "load x"):
         pass
