@@ -31,3 +31,22 @@ def pytest_collection_modifyitems(config, items):
     """Slow tests are marked by hand (``@pytest.mark.slow``); helpers.run_cli and install_plugin_packages refuse
     to run inside a test that is not, so the fast lane cannot grow a fresh interpreter unnoticed."""
     SLOW_TESTS.update(item.nodeid for item in items if item.get_closest_marker("slow"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_between_modules():
+    """One pytest process runs every module: what a module built must not stay alive for the rest of the run.
+    After each module: the report's cache of kept samples (up to 4096 cells of arrays), torch.compile's caches
+    (each compiled graph holds the module it traced, weights included) and whatever the module's fixtures
+    dropped (cycles between models, hooks and sessions are only freed by the collector)."""
+    yield
+    import gc
+    import sys
+
+    aggregate = sys.modules.get("harness.report.aggregate")
+    if aggregate is not None:
+        aggregate._read_samples.cache_clear()
+    dynamo = sys.modules.get("torch._dynamo")
+    if dynamo is not None:
+        dynamo.reset()
+    gc.collect()
