@@ -22,7 +22,9 @@ def test_default_run_writes_results(tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["weights"] == "random" and run["environment"]["libraries"]["torch"]
     assert run["harness_overhead"]["direct_step_ms"] > 0
-    assert "decode_latency_ms_p50" in proc.stdout  # the summary table
+    assert "decode ms [95% CI]" in proc.stdout  # the summary table: medians with their interval ...
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 100  # ... in at most 100 columns
+    assert "Warning" not in proc.stderr and "W1" not in proc.stderr  # library warnings counted, not printed
 
 
 def test_multirun_over_two_values(tmp_path):
