@@ -200,8 +200,13 @@ def quant_scheme_of(cfg):
     if cfg.get("quant", "none") == "none":
         return QuantScheme()
     options = cfg.get("quant_options") or {}
-    return resolve(cfg.quant, options.get("group_size"), options.get("symmetric"),
-                   ModelSource.from_config(cfg.model, cfg.seed).config())
+    if cfg.model.get("gguf"):  # the file's header: a check never converts a GGUF file
+        from harness.gguf import gguf_config
+
+        model_config = gguf_config(cfg.model.gguf, cfg.model.get("gguf_package"))
+    else:
+        model_config = ModelSource.from_config(cfg.model, cfg.seed, cfg.get("cache_dir")).config()
+    return resolve(cfg.quant, options.get("group_size"), options.get("symmetric"), model_config)
 
 
 def check_pin(pin) -> None:

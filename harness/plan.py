@@ -81,4 +81,5 @@ def load_spec(job: Job) -> LoadSpec:
     max_seq = max(max(grid.prompt_lens) + grid.new_tokens, longest + default_steps(job.source, v.new_tokens))
     return LoadSpec(model=job.source, dtype=job.dtype, device=job.device, options=options, max_batch=max_batch,
                     max_seq=max_seq, task=cfg.task, cache_dir=cache_dir, opt_batch=min(grid.batch_sizes),
-                    opt_prompt_len=min(grid.prompt_lens), quant=job.quant)
+                    opt_prompt_len=min(grid.prompt_lens), quant=job.quant, batch_sizes=tuple(grid.batch_sizes),
+                    prompt_lens=tuple(grid.prompt_lens), new_tokens=grid.new_tokens)

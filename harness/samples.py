@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import io
 import json
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +60,36 @@ def write_cell_samples(run_dir: Path, identity: dict[str, Any], prefill_ms, deco
 
 def read_cell_samples(run_dir: Path, batch: int, prompt_len: int, new_tokens: int) -> dict[str, Any] | None:
     """The arrays and meta of one cell (``timing``: see the module docstring), or None when the run kept no
-    samples for it (older runs)."""
+    samples for it (older runs) or its file is damaged (said once on stderr: a torn or foreign file costs that
+    cell's samples, not the report).
+
+    ``allow_pickle=False``: a ``.npz`` holding pickled objects is refused, never unpickled."""
     path = samples_path(run_dir, batch, prompt_len, new_tokens)
     if not path.exists():
         return None
-    with np.load(path, allow_pickle=False) as data:
-        out = {k: data[k] for k in ("prefill_ms", "decode_ms", "e2e_ms", *DEVICE_SERIES.values()) if k in data}
-        out["meta"] = json.loads(str(data["meta"]))
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            out = {k: np.asarray(data[k], dtype=np.float64)
+                   for k in ("prefill_ms", "decode_ms", "e2e_ms", *DEVICE_SERIES.values()) if k in data}
+            out["meta"] = json.loads(str(data["meta"]))
+        if not {"prefill_ms", "decode_ms", "e2e_ms"} <= set(out) or not isinstance(out["meta"], dict):
+            raise ValueError("not an enginebench samples file (arrays or meta missing)")
+    except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as exc:
+        _say_damaged(path, exc)
+        return None
     out["timing"] = out["meta"].get("timing", OLD_TIMING)
     return out
+
+
+_told: set[Path] = set()
+
+
+def _say_damaged(path: Path, exc: Exception) -> None:
+    if path not in _told:
+        _told.add(path)
+        print(f"enginebench: skipped the damaged samples file {path} ({type(exc).__name__}: "
+              f"{str(exc).splitlines()[0] if str(exc) else ''}); that cell is reported without its samples",
+              file=sys.stderr, flush=True)
 
 
 def comparison_units(samples: dict[str, Any], metric: str) -> np.ndarray:

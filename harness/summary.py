@@ -4,8 +4,8 @@ One row per cell: the decode step's and the prefill's median with its 95 % inter
 throughput, and a flag column saying why a number should not be taken at face value:
 
 - ``noisy machine``: the machine was not quiet while the cell ran (its ``machine_warnings``, harness/machine_state.py);
-- ``host-bound``: on a GPU, the decode step moved its bytes at under ``HOST_BOUND_FRAC`` of the measured copy
-  bandwidth: the step's time goes to the host (launches, Python), not to the GPU's memory;
+- ``host-bound``: the time a user waits per token exceeds the device's own time of the step by more than 10 %
+  (the ``host_bound`` column of results.csv, harness/instrument.py): the host, not the device, sets the pace;
 - ``two speeds``: the decode steps' p90 is at least 1.5x their p10 (the report's uneven-cell test);
 - ``unstable``: fewer than ``MIN_N`` timed iterations, or a CV above ``MAX_CV`` — what keeps a comparison of this
   cell from a verdict (harness/stats.py).
@@ -23,10 +23,9 @@ from harness import metrics
 from harness.stats import CONFIDENCE, MAX_CV, MIN_N
 
 WIDTH = 100
-HOST_BOUND_FRAC = 0.1
 FLAG_MEANING = {
     "noisy machine": "the machine was busy while the cell ran (results.csv: machine_warnings)",
-    "host-bound": f"GPU memory traffic under {HOST_BOUND_FRAC:.0%} of copy bandwidth: the host sets the pace",
+    "host-bound": "the wait per token exceeds the device's own step time by > 10%: the host sets the pace",
     "two speeds": "decode steps ran at two speeds (p90 >= 1.5x p10): the median may describe neither",
     "unstable": f"fewer than {MIN_N} iterations or CV above {MAX_CV:.0%}: no verdict possible",
 }
@@ -54,15 +53,14 @@ def with_interval(row) -> str:
     return text + (f" [{num(low)}, {num(high)}]" if num(low) and num(high) else "")
 
 
-def cell_flags(rows: dict[str, dict], device: str, warnings: str, iterations) -> list[str]:
+def cell_flags(rows: dict[str, dict], host_bound, warnings: str, iterations) -> list[str]:
     """The flags of one cell from its rows by metric (see the module docstring)."""
     from harness.report.markdown import UNEVEN_P90_OVER_P10
 
     flags = []
     if warnings:
         flags.append("noisy machine")
-    frac = rows.get(metrics.DECODE_BANDWIDTH_FRAC, {}).get("p50")
-    if str(device).startswith("cuda") and frac is not None and not pd.isna(frac) and frac < HOST_BOUND_FRAC:
+    if host_bound is not None and not pd.isna(host_bound) and str(host_bound):
         flags.append("host-bound")
     decode = rows.get(metrics.DECODE_LATENCY, {})
     if decode.get("p10") and decode.get("p90", 0) >= UNEVEN_P90_OVER_P10 * decode["p10"]:
@@ -87,7 +85,7 @@ def summary_table(tidy: pd.DataFrame, label_column: str | None = None) -> pd.Dat
                f"decode ms [{CONFIDENCE:.0%} CI]": with_interval(rows.get(metrics.DECODE_LATENCY)),
                f"prefill ms [{CONFIDENCE:.0%} CI]": with_interval(rows.get(metrics.PREFILL_LATENCY)),
                "tok/s": num(rows.get(metrics.DECODE_THROUGHPUT, {}).get("p50")),
-               "flags": ", ".join(cell_flags(rows, first["device"], warnings, first.get("iterations")))
+               "flags": ", ".join(cell_flags(rows, first.get("host_bound"), warnings, first.get("iterations")))
                if first["status"] == "ok" else "",
                "_warnings": warnings}
         if label_column:

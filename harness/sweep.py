@@ -23,10 +23,16 @@ from harness.summary import print_job_summary
 
 
 def is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
+    """The device ran out of memory (status ``oom``: larger cells are skipped). A failed host allocation
+    (MemoryError, std::bad_alloc, torch's CPU allocator) is an ``error``: larger cells may still fit the device."""
+    if isinstance(exc, torch.OutOfMemoryError):
         return True
+    if isinstance(exc, MemoryError):
+        return False
     text = str(exc).lower()
-    return "out of memory" in text or "failed to allocate" in text or "bad_alloc" in text
+    if "cpuallocator" in text or "bad_alloc" in text:
+        return False
+    return "out of memory" in text or ("failed to allocate" in text and ("cuda" in text or "gpu" in text))
 
 
 def one_line(exc: BaseException) -> str:

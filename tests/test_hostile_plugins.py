@@ -93,3 +93,19 @@ def test_python_m_harness_in_a_planted_folder_does_not_import_it(tmp_path):
     proc = run_cli("backend=planted", cwd=planted, env={"PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2 and "unknown backend 'planted'" in proc.stderr, proc.stderr
     assert not (planted / "IMPORTED").exists()
+
+
+def test_memory_a_backend_leaks_is_not_charged_to_the_next_one(hostile_site, tmp_path):
+    """A multirun of a leaking backend, then the HF backend: each job has a process of its own, so the HF rows'
+    host memory does not hold the 256 MiB the first backend never freed."""
+    import pandas as pd
+
+    from helpers import FAST, plugin_env
+
+    proc = run_cli("-m", "backend=hostile-leaks-memory,hf-flashattn-staticcache", "grid.batch_sizes=[1]",
+                   *FAST[1:], "validation.enabled=false", f"hydra.sweep.dir={tmp_path}",
+                   env=plugin_env(hostile_site))
+    assert proc.returncode == 0, proc.stderr
+    tidy = pd.concat(pd.read_csv(f) for f in sorted(tmp_path.glob("*/results.csv")))
+    rss = tidy[tidy.metric == "host_rss_peak_mib"].set_index("backend").p50
+    assert rss["hostile-leaks-memory"] - rss["hf-flashattn-staticcache"] > 128, rss.to_dict()

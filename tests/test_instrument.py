@@ -26,7 +26,7 @@ def hf(registry):
 
 def test_measure_without_a_job_gives_both_clocks_per_step(hf):
     handle, source = hf
-    ids = random_prompt_ids(source.hf_config(), 2, 8, seed=0)
+    ids = random_prompt_ids(source.config(), 2, 8, seed=0)
     policy = MeasurePolicy(new_tokens=4, warmup=1, min_iters=3)
     s = measure(handle, ids, policy, device="cpu")
     assert s.iterations == 3
@@ -115,3 +115,30 @@ def test_the_run_peak_is_the_highest_cell_peak_and_each_cell_keeps_its_own():
     peaks = lifetime_peaks(rows)
     assert peaks[metrics.HOST_RSS_PEAK] >= 900.0 and metrics.DECODE_LATENCY not in peaks
     assert peaks[metrics.HOST_RSS_PEAK] < 99999
+
+
+def test_a_run_records_both_clocks_the_flag_the_kernel_reads_and_the_run_peak(tmp_path):
+    """One tiny in-process job on the CPU: results.csv carries the device clock and the host_bound column, the
+    samples both series, run.json the run's memory peak and what the attention kernel reads."""
+    import pandas as pd
+
+    from harness.api import benchmark
+    from harness.report.aggregate import load_results
+    from harness.report.host_bound import host_bound_cells
+    from helpers import FAST
+
+    out = benchmark(["backend=hf-flashattn-staticcache", "device=cpu", "isolation=none", "validation.enabled=false",
+                     *FAST], output_dir=tmp_path / "run")
+    tidy = pd.read_csv(out / "results.csv")
+    assert {metrics.DECODE_DEVICE, metrics.PREFILL_DEVICE} <= set(tidy.metric)
+    assert "host_bound" in tidy.columns
+    s = read_cell_samples(out, 1, 8, 3)
+    assert s["timing"] == SUSTAINED and s["decode_device_ms"].shape == s["decode_ms"].shape
+    info = json.loads((out / "run.json").read_text())
+    assert info["memory_lifetime_peak_mib"][metrics.HOST_RSS_PEAK] > 0
+    assert info["backend_info"]["kv_cache_read"] == "allocated"  # SDPA over the static cache on the CPU
+    # the report lists exactly the flagged cells, with both clocks
+    flagged = tidy[tidy.host_bound.fillna("").astype(str).str.len() > 0]
+    lines = host_bound_cells(load_results([out]))
+    assert len(lines) == flagged.drop_duplicates(["batch_size", "prompt_len"]).shape[0]
+    assert all("sustained vs" in line for line in lines)

@@ -54,3 +54,15 @@ class DefaultsHoldAnObject(Working):
     @hookimpl
     def enginebench_backend_defaults(self):
         return {"threads": 4, "session": object()}  # not a plain value
+
+
+_LEAKED = []  # what LeaksMemory never gives back
+
+
+class LeaksMemory(Working):
+    """Keeps 256 MiB of host memory alive after close: it must not be charged to the backend measured next."""
+
+    @hookimpl
+    def load(self, spec):
+        _LEAKED.append(torch.ones(64 << 20))  # 64 Mi float32 = 256 MiB, touched
+        return super().load(spec)
