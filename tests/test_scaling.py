@@ -106,6 +106,7 @@ def test_claimed_device_reaches_child_processes(monkeypatch):
     assert [s.device for s in cpu_slots(2)] == ["cpu", "cpu"]
 
 
+@pytest.mark.slow
 def test_resume_of_a_multirun_needs_its_sweep_dir(tmp_path):
     proc = run_cli("-m", "resume=true", "seed=1,2", *FAST, cwd=tmp_path)
     assert proc.returncode == 2
@@ -174,6 +175,7 @@ def test_submitit_local_runs_jobs_apart_and_gathers_one_report(plugin_site, tmp_
     assert (sweep / ".submitit").is_dir()
 
 
+@pytest.mark.slow
 def test_bad_pin_option_is_one_line(tmp_path):
     proc = run_cli("device=pin", "pin.jobs_per_gpu=0", f"output_dir={tmp_path}/o")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
