@@ -25,11 +25,20 @@ def verbose() -> bool:
     return os.environ.get("ENGINEBENCH_VERBOSE", "") not in ("", "0")
 
 
+def _count_record(record: logging.LogRecord) -> None:
+    if getattr(record, "_enginebench_counted", False):  # seen by another of the logger's handlers already
+        return
+    record._enginebench_counted = True
+    hidden[(f"{record.name} log", record.getMessage().split("\n", 1)[0][:160])] += 1
+
+
 class _CountingHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.ERROR:
-            return  # the library's own handler (or none) prints errors
-        hidden[(f"{record.name} log", record.getMessage().split("\n", 1)[0][:160])] += 1
+        if record.levelno < logging.ERROR:  # the library's own handler (or none) prints errors
+            _count_record(record)
+
+
+_HANDLER = _CountingHandler(level=logging.WARNING)
 
 
 def _count_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -45,19 +54,20 @@ def quiet() -> None:
     warnings.showwarning = _count_warning
     # "default": each distinct warning once per place, so the count says how many different things were hidden
     warnings.simplefilter("default")
-    handler = _CountingHandler(level=logging.WARNING)
-    for name in LIBRARY_LOGGERS:
+    for name in LIBRARY_LOGGERS:  # idempotent: a second call adds nothing
         logger = logging.getLogger(name)
         for own in logger.handlers:  # e.g. torch's, installed when torch was imported: counted, not printed
-            own.addFilter(_count_below_error)
-        logger.addHandler(handler)
+            if own is not _HANDLER and _count_below_error not in own.filters:
+                own.addFilter(_count_below_error)
+        if _HANDLER not in logger.handlers:
+            logger.addHandler(_HANDLER)
         logger.propagate = False  # Python's last-resort handler would print it to stderr
 
 
 def _count_below_error(record: logging.LogRecord) -> bool:
     if record.levelno >= logging.ERROR:
         return True
-    hidden[(f"{record.name} log", record.getMessage().split("\n", 1)[0][:160])] += 1
+    _count_record(record)
     return False
 
 
