@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 from filelock import FileLock, Timeout
 
+from harness import progress
+
 MANIFEST = "manifest.json"
 
 
@@ -135,7 +137,10 @@ def get_or_build(root: Path, kind: str, key: dict[str, Any], build: Callable[[Pa
         tmp.mkdir()
         try:
             t0 = time.perf_counter()
-            meta = build(tmp)
+            # the estimate: the last build of this kind for this model (export, quantize, engine build)
+            estimate_key = f"build {kind} {key.get('model', '')} {key.get('dtype', '')}"
+            with progress.phase(f"{kind}: building a new artifact", estimate_key, end=False):
+                meta = build(tmp)
             meta = {**meta, "build_seconds": time.perf_counter() - t0,
                     "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "key": key}
             files = {p.name: {"size": p.stat().st_size, "sha256": file_digest(p)}

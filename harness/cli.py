@@ -3,10 +3,12 @@
 Before Hydra starts, every job of the command line (each combination of a multirun sweep) is composed and checked
 (:func:`harness.compose.precheck`), so that a typo costs one line and exit code 2 before any job runs. Each job,
 single or one of a multirun, then goes to :func:`harness.job.run_job`.
-``--verbose`` (or ENGINEBENCH_VERBOSE=1) shows the traceback of such errors.
+``--verbose`` (or ENGINEBENCH_VERBOSE=1) shows the traceback of such errors and the libraries' warnings, which
+are otherwise counted and hidden (:mod:`harness.console`).
 """
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from pathlib import Path
@@ -14,14 +16,22 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from harness import multirun
+from harness import console, jobname, multirun
 from harness.compose import CONF_DIR, precheck
 from harness.config import check_config
 from harness.errors import EXIT_FAILED, EXIT_USER_ERROR, UserError, no_space_line, out_of_space
 from harness.job import run_job
-from harness.plugins import registry
+from harness.plugins import configuration_label, registry
 
 _exit_code = {"worst": 0}  # the worst status over the jobs this process ran (a multirun runs several)
+
+
+def _configuration_label(backend: dict) -> str:
+    return configuration_label(backend["name"], backend, registry().defaults(backend["name"]))
+
+
+# at import: a launcher's job process (submitit) unpickles this module before Hydra names the job's directory
+jobname.register_job_dir(_configuration_label)
 
 
 def _job_output_dir(cfg) -> Path:
@@ -38,6 +48,8 @@ def _job_output_dir(cfg) -> Path:
 def hydra_entry(cfg: DictConfig) -> None:
     multirun.die_with_launcher()  # a worker of joblib / submitit-local ends with the command (multirun.py)
     out = _job_output_dir(cfg)
+    if multirun.in_multirun():
+        _say_job(cfg)
     try:
         check_config(cfg, multirun=multirun.in_multirun())
         code = run_job(cfg, out)
@@ -59,6 +71,16 @@ def hydra_entry(cfg: DictConfig) -> None:
     _exit_code["worst"] = max(_exit_code["worst"], code)
 
 
+def _say_job(cfg) -> None:
+    """'job 2 of 4: onnxruntime[attention=gqa]' before each job of a multirun."""
+    from omegaconf import OmegaConf
+
+    hc = multirun.hydra_job()
+    total = jobname.job_count()
+    label = jobname.job_label(OmegaConf.to_container(cfg.backend, resolve=True), list(hc.overrides.task))
+    print(f"\njob {hc.job.num + 1}{f' of {total}' if total else ''}: {label}", file=sys.stderr, flush=True)
+
+
 def _fail(err: UserError) -> None:
     _print_user_error(err)
     sys.exit(EXIT_USER_ERROR)
@@ -73,7 +95,13 @@ def _print_user_error(err: UserError) -> None:
 
 
 def _verbose() -> bool:
-    return os.environ.get("ENGINEBENCH_VERBOSE", "") not in ("", "0")
+    return console.verbose()
+
+
+def _say_hidden() -> None:
+    line = console.hidden_line()
+    if line:
+        print(line, file=sys.stderr, flush=True)
 
 
 def version_text() -> str:
@@ -114,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     if "--verbose" in argv:
         argv.remove("--verbose")
         os.environ["ENGINEBENCH_VERBOSE"] = "1"
+    console.quiet()  # library warnings counted, not printed (harness/console.py)
+    atexit.register(_say_hidden)
     info_flags = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--shell-completion", "-sc"}
     from harness.repeats import expand_multirun
 
@@ -121,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         registry()
         if not info_flags.intersection(argv):
-            precheck(argv)
+            jobs = precheck(argv)
+            jobname.remember_sweep([a for a in argv if not a.startswith("-")], jobs)
         elif {"--cfg", "-c", "--info"}.intersection(argv):
             precheck(_without_flag_values(argv), compose_only=True)  # one line here too, not Hydra's traceback
     except UserError as err:

@@ -76,6 +76,16 @@ def sweep_combinations(overrides: list[str], limit: int | None = None) -> list[l
     return [list(c) for c in itertools.islice(itertools.product(*choices), limit)]
 
 
+def closest_name(value: str, options: list[str]) -> str | None:
+    """The option a misspelled or shortened name means: the only one it starts (``onnx`` -> ``onnxruntime``,
+    ``hf`` -> ``hf-flashattn-staticcache``), else the closest spelling."""
+    starting = [o for o in options if o.lower().startswith(value.lower())]
+    if len(starting) == 1:
+        return starting[0]
+    close = difflib.get_close_matches(value, options, n=1)
+    return close[0] if close else None
+
+
 def explain_hydra_error(exc: Exception, plugins: PluginRegistry, known_keys: list[str] | None = None,
                         backend: str | None = None) -> UserError:
     """Turn Hydra / OmegaConf composition errors into one line with a fix (naming the backend for backend.*)."""
@@ -88,8 +98,8 @@ def explain_hydra_error(exc: Exception, plugins: PluginRegistry, known_keys: lis
         if group == "backend" and value in plugins.load_errors:
             return plugins.unavailable(value)
         options = plugins.names() if group == "backend" else _group_options(group)
-        close = difflib.get_close_matches(value, options, n=1)
-        hint = f"did you mean {group}={close[0]}? " if close else ""
+        close = closest_name(value, options)
+        hint = f"did you mean {group}={close}? " if close else ""
         return UserError(f"unknown {group} '{value}'", f"{hint}choose one of: {', '.join(options)}")
     key = re.search(r"Could not override '([^']+)'", text)
     if key and re.search(r"not in|No match", cause):
@@ -148,8 +158,9 @@ def _group_options(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
-def precheck(argv: list[str], compose_only: bool = False) -> None:
-    """Compose and check every job of this command line; raise UserError on the first bad one.
+def precheck(argv: list[str], compose_only: bool = False) -> int:
+    """Compose and check every job of this command line; raise UserError on the first bad one. Returns the
+    number of jobs.
     ``compose_only`` (``--cfg``, ``--info``): only that the command line composes, nothing is written."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -191,6 +202,7 @@ def precheck(argv: list[str], compose_only: bool = False) -> None:
     GlobalHydra.instance().clear()
     if multirun and not compose_only:
         check_report_baseline(cfg.report.baseline, labels)
+    return len(combos)
 
 
 def _configuration(cfg, plugins: PluginRegistry) -> str:

@@ -19,7 +19,7 @@ from harness.models import DTYPES, check_checkpoint_dir
 from harness.sampling import check_sampling
 from harness.validate import RANDOM_STEPS
 
-TASKS = ("benchmark", "validate", "build", "generate")
+TASKS = ("benchmark", "validate", "build", "generate", "chat")
 ISOLATION = ("none", "process")
 
 

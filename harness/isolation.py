@@ -65,6 +65,9 @@ def _worker(conn, cfg_container: dict, out_dir: str, parent_pid: int, validate: 
     """Child process: the backend's stages (harness.stages.open_backend), then cells until told to stop. Before each
     stage it tells the parent which one starts, so that a hang or crash is timed and named by phase."""
     _die_with_parent(parent_pid)
+    from harness import console
+
+    console.quiet()  # a spawned interpreter: the parent's warning filters are not inherited
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops this process itself
     from omegaconf import OmegaConf
 

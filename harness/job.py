@@ -4,7 +4,8 @@ task and ``isolation``:
 
 - task=benchmark, isolation=process: :class:`harness.isolation.InWorker` (a child process per backend; crashes
   cost one cell);
-- otherwise :class:`harness.pipeline.InProcess`: load, then build (stop) | validate | generate | validate + cells.
+- otherwise :class:`harness.pipeline.InProcess`: load, then build (stop) | validate | generate | chat |
+  validate + cells.
 Returns the exit status (harness/outcome.py), decided here for every path: 0 every cell ok and every validation
 passed, 1 otherwise — a plugin's SystemExit included; the status and a one-line summary go into run.json and, with
 the run directory, onto stderr. Bad input raises UserError.

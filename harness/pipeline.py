@@ -92,10 +92,13 @@ class InProcess:
         return cell_rows(self.job, self.handle, batch, prompt_len, self.peak_bw)
 
     def generate(self) -> int:
+        """task=generate (one prompt) or task=chat (a prompt loop on stdin, harness/chat.py)."""
+        from harness.chat import run_chat_task
         from harness.generate import run_generate_task
 
+        run = run_chat_task if self.job.cfg.task == "chat" else run_generate_task
         with contained():
-            return run_generate_task(self.job.cfg, self.job, self.handle)
+            return run(self.job.cfg, self.job, self.handle)
 
     def close(self, finished: bool) -> None:
         try:
@@ -132,7 +135,7 @@ def run_pipeline(cfg, out_dir, executor_class, plugins=None) -> int:
             progress.say(f"{job.backend}: artifacts ready ({run_info.get('load_seconds', 0.0):.1f} s)")
         elif cfg.task == "validate":
             code = 0 if job.validation == "pass" else 1
-        elif cfg.task == "generate":
+        elif cfg.task in ("generate", "chat"):
             code = executor.generate()
         else:
             with contextlib.suppress(CellsAbandoned):

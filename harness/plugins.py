@@ -226,7 +226,8 @@ class PluginRegistry:
                              "fix or reinstall the package that provides it, or choose another backend")
         import difflib
 
-        close = difflib.get_close_matches(name, self.names(), n=1)
+        starting = [n for n in self.names() if n.startswith(name)]  # a shortened name: backend=hf, backend=trt-h
+        close = starting if len(starting) == 1 else difflib.get_close_matches(name, self.names(), n=1)
         hint = f"did you mean backend={close[0]}? " if close else ""
         return UserError(f"unknown backend '{name}'", f"{hint}choose one of: {', '.join(self.names())}")
 

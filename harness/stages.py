@@ -80,15 +80,15 @@ def open_backend(job: Job, handle, info: dict, *, validate: bool, overhead: bool
 
 def load_backend(job: Job, handle, run_info: dict) -> None:
     """Call the load hook; record what it reports. User errors propagate; other failures too (callers record)."""
-    progress.say(f"loading {job.backend} on {job.device} ({dtype_name(job.dtype)}, {job.source.name}, "
-                 f"{job.source.weights} weights) ...")
     if job.device.startswith("cuda"):
         # Device-less torch.cuda calls (synchronize, memory statistics) act on the current device. Make it the
         # job's: otherwise a job pinned to cuda:1 also opens a context on GPU 0 (seen by NVML on a 2-GPU host).
         # Here and not when planning: an isolated job's parent process must not open a context at all.
         torch.cuda.set_device(job.device)
     t0 = time.perf_counter()
-    job.info = handle.load(spec=load_spec(job)) or {}
+    with progress.phase(f"loading {job.backend} on {job.device} ({dtype_name(job.dtype)}, {job.source.name}, "
+                        f"{job.source.weights} weights)", _phase_key("load", job)):
+        job.info = handle.load(spec=load_spec(job)) or {}
     run_info["load_seconds"] = time.perf_counter() - t0
     run_info["backend_info"] = job.info
     run_info["model_fingerprint"] = job.source.fingerprint()
@@ -100,6 +100,11 @@ def load_backend(job: Job, handle, run_info: dict) -> None:
 
         options = {**OmegaConf.to_container(job.cfg.backend, resolve=True), **resolved}
         run_info["configuration"] = configuration_label(job.backend, options, registry().defaults(job.backend))
+
+
+def _phase_key(what: str, job: Job) -> str:
+    """What the duration estimate of a phase is keyed by (harness/progress.py): the same work on the same model."""
+    return f"{what} {job.backend} {job.source.name} {dtype_name(job.dtype)} {job.device}"
 
 
 def record_load_failure(job: Job, writer: ResultsWriter | None, run_info: dict, exc: BaseException,
@@ -120,8 +125,9 @@ def run_validation(job: Job, handle) -> list[dict]:
     v = job.cfg.validation
     # hook results checked against the contract; NaN/inf are left to the comparison, which fails the case
     hooks = handle.checked(job.hf_config.vocab_size, job.device, finite=False)
-    results = validate_backend(hooks, job.source, job.dtype, job.device, v.batch, v.prompt_len, v.new_tokens,
-                               job.cfg.seed, job.quant)
+    with progress.phase(f"validating {job.backend} against float32 HF", _phase_key("validate", job)):
+        results = validate_backend(hooks, job.source, job.dtype, job.device, v.batch, v.prompt_len,
+                                   v.new_tokens, job.cfg.seed, job.quant)
     job.validation = "pass" if all(r.passed for r in results) else "fail"
     job.accuracy = {**accuracy_summary(results), **text_perplexity(job, handle)}
     rows = [{"backend": job.backend, "model": job.source.name, "dtype": dtype_name(job.dtype),
@@ -163,6 +169,7 @@ def text_perplexity(job: Job, handle) -> dict[str, float]:
 def harness_overhead(job: Job, handle) -> dict[str, Any]:
     """measure_overhead at the smallest batch, or the error it raised: informative, so a failure is not fatal."""
     try:
-        return measure_overhead(job, handle, min(job.cfg.grid.batch_sizes), job.cfg.measure.overhead_steps)
+        with progress.phase(f"{job.backend}: measuring the harness's own overhead", _phase_key("overhead", job)):
+            return measure_overhead(job, handle, min(job.cfg.grid.batch_sizes), job.cfg.measure.overhead_steps)
     except Exception as exc:  # noqa: BLE001
         return {"error": one_line(exc)}

@@ -20,6 +20,7 @@ from harness.plan import Job
 from harness.profile.cell import after_timing
 from harness.results import ResultsWriter, rows_for_cell
 from harness.samples import write_cell_samples
+from harness.summary import print_job_summary
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -106,4 +107,4 @@ def sweep_cells(job: Job, writer: ResultsWriter, run_one) -> None:
                 oom_cells.append((batch, prompt_len))
             writer.append_cell(rows)
             bar.advance(rows[0]["status"])
-    progress.print_summary(writer.summary_path)
+    print_job_summary(writer.results_path)  # stdout: at most 100 columns, intervals and flags

@@ -1,13 +1,12 @@
 """Shared fixtures (a plugin registry, the installed test plugin packages) and the fast lane: a test that starts
-the command line (``run_cli``, directly or through a fixture) or installs plugin packages is marked ``slow``, as
-are tests marked so by hand, so ``pytest -m "not slow"`` stays quick. Helpers are in helpers.py."""
+the command line (``run_cli``, directly or through a fixture) or installs plugin packages must be marked
+``@pytest.mark.slow`` by hand (helpers.py checks it when it runs), so ``pytest -m "not slow"`` stays quick.
+Helpers are in helpers.py."""
 from __future__ import annotations
-
-import inspect
 
 import pytest
 
-from helpers import install_plugin_packages
+from helpers import SLOW_TESTS, install_plugin_packages
 
 
 @pytest.fixture(scope="session")
@@ -28,26 +27,26 @@ def broken_site(tmp_path_factory):
     return install_plugin_packages(tmp_path_factory.mktemp("broken") / "site", ("broken_backend_pkg",))
 
 
-SLOW_SIGNS = ("run_cli(", "install_plugin_packages(", "nbclient")  # each costs a fresh interpreter (seconds)
-
-
-def _source(fn) -> str:
-    try:
-        return inspect.getsource(fn)
-    except (OSError, TypeError):
-        return ""
-
-
-def _sources(item):
-    """The test function's source and that of every fixture it uses (directly or through other fixtures)."""
-    yield _source(getattr(item, "function", None))
-    info = getattr(item, "_fixtureinfo", None)
-    for defs in info.name2fixturedefs.values() if info else ():
-        for fixture in defs:
-            yield _source(fixture.func)
-
-
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if any(sign in src for src in _sources(item) for sign in SLOW_SIGNS):
-            item.add_marker(pytest.mark.slow)
+    """Slow tests are marked by hand (``@pytest.mark.slow``); helpers.run_cli and install_plugin_packages refuse
+    to run inside a test that is not, so the fast lane cannot grow a fresh interpreter unnoticed."""
+    SLOW_TESTS.update(item.nodeid for item in items if item.get_closest_marker("slow"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_between_modules():
+    """One pytest process runs every module: what a module built must not stay alive for the rest of the run.
+    After each module: the report's cache of kept samples (up to 4096 cells of arrays), torch.compile's caches
+    (each compiled graph holds the module it traced, weights included) and whatever the module's fixtures
+    dropped (cycles between models, hooks and sessions are only freed by the collector)."""
+    yield
+    import gc
+    import sys
+
+    aggregate = sys.modules.get("harness.report.aggregate")
+    if aggregate is not None:
+        aggregate._read_samples.cache_clear()
+    dynamo = sys.modules.get("torch._dynamo")
+    if dynamo is not None:
+        dynamo.reset()
+    gc.collect()

@@ -35,11 +35,22 @@ def open_backend(registry, name, model_cfg=None, options=None, max_batch=4, max_
     return handle, source, info
 
 
-def run_cli(*args, cwd=None, env=None, timeout=600):
-    """Run ``python -m harness`` with arguments; returns CompletedProcess (text)."""
+SLOW_TESTS: set[str] = set()  # node ids of the tests marked slow (filled by conftest.py at collection)
+
+
+def require_slow_mark(what: str) -> None:
+    """A fresh interpreter costs seconds: only tests marked ``@pytest.mark.slow`` may start one."""
+    current = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+    if current and SLOW_TESTS and current not in SLOW_TESTS:
+        raise AssertionError(f"{current} calls {what} (a fresh interpreter): mark it @pytest.mark.slow")
+
+
+def run_cli(*args, cwd=None, env=None, timeout=600, stdin=None):
+    """Run ``python -m harness`` with arguments (``stdin``: text piped in); returns CompletedProcess (text)."""
+    require_slow_mark("run_cli")
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd or ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, input=stdin)
 
 
 FAST = ["grid.batch_sizes=[1,2]", "grid.prompt_lens=[8]", "grid.new_tokens=3", "measure.warmup=1",
@@ -48,6 +59,7 @@ FAST = ["grid.batch_sizes=[1,2]", "grid.prompt_lens=[8]", "grid.new_tokens=3", "
 
 def install_plugin_packages(target: Path, packages=("toy_backend_pkg", "fault_backend_pkg")) -> Path:
     """pip-install test plugin packages (tests/plugins/) into ``target``: real entry points, real install."""
+    require_slow_mark("install_plugin_packages")
     import shutil
 
     for pkg in packages:

@@ -7,6 +7,7 @@ import pytest
 from helpers import FAST, run_cli
 
 
+@pytest.mark.slow
 def test_default_run_writes_results(tmp_path):
     out = tmp_path / "run"
     proc = run_cli(*FAST, f"output_dir={out}")
@@ -22,9 +23,12 @@ def test_default_run_writes_results(tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["weights"] == "random" and run["environment"]["libraries"]["torch"]
     assert run["harness_overhead"]["direct_step_ms"] > 0
-    assert "decode_latency_ms_p50" in proc.stdout  # the summary table
+    assert "decode ms [95% CI]" in proc.stdout  # the summary table: medians with their interval ...
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 100  # ... in at most 100 columns
+    assert "Warning" not in proc.stderr and "W1" not in proc.stderr  # library warnings counted, not printed
 
 
+@pytest.mark.slow
 def test_multirun_over_two_values(tmp_path):
     proc = run_cli("-m", *FAST, "backend.attention=auto,math", f"hydra.sweep.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
@@ -37,6 +41,7 @@ def test_multirun_over_two_values(tmp_path):
         "aten::_scaled_dot_product_attention_math", "aten::_scaled_dot_product_flash_attention_for_cpu"]
 
 
+@pytest.mark.slow
 def test_task_validate_passes_and_writes_validation_csv(tmp_path):
     proc = run_cli("task=validate", f"output_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
@@ -44,6 +49,7 @@ def test_task_validate_passes_and_writes_validation_csv(tmp_path):
     assert set(v.case) == {"equal_lengths", "left_padded"} and v.passed.all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, expected", [
     (["backend=hf-flashatn-staticcache"], "did you mean backend=hf-flashattn-staticcache"),
     (["model=tiny-lama"], "unknown model 'tiny-lama'"),
@@ -68,12 +74,14 @@ def test_bad_input_is_one_line_exit_2(args, expected, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_model_path_without_weights(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     proc = run_cli(f"model.path={tmp_path}", f"output_dir={tmp_path}/o")
     assert proc.returncode == 2 and "has no weights" in proc.stderr
 
 
+@pytest.mark.slow
 def test_verbose_shows_traceback(tmp_path):
     proc = run_cli("--verbose", "task=train", f"output_dir={tmp_path}/o")
     assert proc.returncode == 2 and "Traceback" in proc.stderr

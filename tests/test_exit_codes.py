@@ -17,6 +17,7 @@ GRID = ["grid.batch_sizes=[1,2]", "grid.prompt_lens=[8,16]", "grid.new_tokens=3"
         "measure.min_iters=2", "measure.min_seconds=0", "measure.overhead_steps=4"]
 
 
+@pytest.mark.slow
 def test_every_cell_failing_exits_1_and_says_which(plugin_site, tmp_path):
     proc = run_cli("backend=fault", "backend.error_at=[*]", "validation.enabled=false", *GRID,
                    f"output_dir={tmp_path}", env=plugin_env(plugin_site))
@@ -29,6 +30,7 @@ def test_every_cell_failing_exits_1_and_says_which(plugin_site, tmp_path):
     assert json.loads((tmp_path / "run.json").read_text())["exit_code"] == 1
 
 
+@pytest.mark.slow
 def test_one_failed_cell_exits_1_the_others_are_kept(plugin_site, tmp_path):
     proc = run_cli("backend=fault", "backend.error_at=[2x8]", *GRID, f"output_dir={tmp_path}",
                    env=plugin_env(plugin_site))
@@ -38,12 +40,14 @@ def test_one_failed_cell_exits_1_the_others_are_kept(plugin_site, tmp_path):
     assert statuses[(2, 8)] == "error" and (statuses.drop((2, 8)) == "ok").all()
 
 
+@pytest.mark.slow
 def test_failed_validation_exits_1_in_a_benchmark(plugin_site, tmp_path):
     proc = run_cli("backend=fault", "backend.nan=true", *GRID, f"output_dir={tmp_path}",
                    env=plugin_env(plugin_site))
     assert proc.returncode == 1 and "validation failed" in proc.stderr
 
 
+@pytest.mark.slow
 def test_multirun_worst_job_wins(plugin_site, tmp_path):
     proc = run_cli("-m", "backend=fault", "backend.error_at=[],[1x8]", *GRID[:2], "grid.prompt_lens=[8]",
                    *GRID[2:], "validation.enabled=false", f"hydra.sweep.dir={tmp_path}",
@@ -53,6 +57,7 @@ def test_multirun_worst_job_wins(plugin_site, tmp_path):
     assert codes == [0, 1]
 
 
+@pytest.mark.slow
 def test_python_api_raises_on_a_failed_job(plugin_site, tmp_path):
     code = ("import sys\nfrom harness.api import benchmark\nfrom harness.errors import JobFailed\n"
             f"try:\n    benchmark(['backend=fault', 'backend.error_at=[1x8]', *{GRID!r}],"
@@ -73,6 +78,7 @@ def good_run(tmp_path_factory):
     return out, proc
 
 
+@pytest.mark.slow
 def test_a_good_run_exits_0_prints_its_directory_and_keeps_samples(good_run):
     out, proc = good_run
     assert proc.returncode == 0, proc.stderr
@@ -94,6 +100,7 @@ def test_a_good_run_exits_0_prints_its_directory_and_keeps_samples(good_run):
     assert {"start", "end"} <= set(info["machine_state"]) and "cpu_count" in info["machine_state"]["start"]
 
 
+@pytest.mark.slow
 def test_target_rel_ci_keeps_measuring_until_tight(tmp_path):
     proc = run_cli(*FAST, "grid.batch_sizes=[1]", "measure.target_rel_ci=0.5", "measure.max_seconds=20",
                    f"output_dir={tmp_path}")
@@ -106,11 +113,13 @@ def test_target_rel_ci_keeps_measuring_until_tight(tmp_path):
         assert len(s["e2e_ms"]) > 2  # measured past min_iters while the interval was too wide
 
 
+@pytest.mark.slow
 def test_bad_target_is_one_line(tmp_path):
     proc = run_cli("measure.target_rel_ci=2", f"output_dir={tmp_path}")
     assert proc.returncode == 2 and "measure.target_rel_ci=2" in proc.stderr
 
 
+@pytest.mark.slow
 def test_version_names_enginebench_and_libraries():
     proc = run_cli("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("enginebench ")

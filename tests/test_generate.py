@@ -117,6 +117,7 @@ def test_dry_stops_greedy_from_extending_repeats(registry):
         handle.close()
 
 
+@pytest.mark.slow
 def test_task_generate_cli_token_ids(tmp_path):
     proc = run_cli("task=generate", "prompt=5 6 7 8", "sampling.greedy=true", "generate.max_new_tokens=5",
                    *FAST[:3], f"output_dir={tmp_path}")
@@ -126,6 +127,7 @@ def test_task_generate_cli_token_ids(tmp_path):
     assert len(out_line.split()) == 6
 
 
+@pytest.mark.slow
 def test_task_generate_rejects_text_without_tokenizer(tmp_path):
     proc = run_cli("task=generate", "prompt=hello world", f"output_dir={tmp_path}")
     assert proc.returncode == 2 and "must be token ids" in proc.stderr

@@ -63,6 +63,7 @@ def test_flash_attn_of_another_major_version_is_refused(tmp_path, monkeypatch):
     assert flash_packages.fa4_problem().startswith("flash-attn-4 is not installed (found flash-attn 3.0.1")
 
 
+@pytest.mark.slow
 def test_cli_flash_attention_4_on_cpu_exits_2_with_the_fix(tmp_path):
     proc = run_cli("backend.attention=flash_attention_4", "device=cpu", f"output_dir={tmp_path}/o")
     assert proc.returncode == 2, (proc.stdout, proc.stderr)

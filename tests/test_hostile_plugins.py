@@ -28,6 +28,7 @@ def _discover(monkeypatch, *paths, **env):
     return PluginRegistry.discover(report=lines.append), lines
 
 
+@pytest.mark.slow
 def test_bad_option_declarations_cost_only_their_backend(hostile_site, monkeypatch):
     from harness.config import register_configs
 
@@ -44,6 +45,7 @@ def test_bad_option_declarations_cost_only_their_backend(hostile_site, monkeypat
     register_configs(registry.option_classes)  # what registry() does for every command: no longer raises
 
 
+@pytest.mark.slow
 def test_torch_state_changed_at_import_is_restored_and_reported(hostile_site, monkeypatch):
     import sys
 
@@ -56,6 +58,7 @@ def test_torch_state_changed_at_import_is_restored_and_reported(hostile_site, mo
     assert "hostile-torch-state" in registry.names()  # restored, so it may still run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("autoload_off", ["0", "1"])
 def test_a_distribution_named_enginebench_never_replaces_a_builtin(hostile_site, monkeypatch, autoload_off):
     monkeypatch.delenv("IMPOSTOR_IMPORTED", raising=False)
@@ -86,6 +89,7 @@ def test_a_dist_info_planted_in_the_working_directory_is_not_imported(tmp_path, 
     assert not (planted / "IMPORTED").exists()
 
 
+@pytest.mark.slow
 def test_python_m_harness_in_a_planted_folder_does_not_import_it(tmp_path):
     from helpers import ROOT
 
@@ -95,6 +99,7 @@ def test_python_m_harness_in_a_planted_folder_does_not_import_it(tmp_path):
     assert not (planted / "IMPORTED").exists()
 
 
+@pytest.mark.slow
 def test_memory_a_backend_leaks_is_not_charged_to_the_next_one(hostile_site, tmp_path):
     """A multirun of a leaking backend, then the HF backend: each job has a process of its own, so the HF rows'
     host memory does not hold the 256 MiB the first backend never freed."""

@@ -45,6 +45,7 @@ def test_in_range_options_pass(overrides):
     check(*overrides)
 
 
+@pytest.mark.slow
 def test_out_of_range_sampler_is_one_line_exit_2(tmp_path):
     proc = run_cli("task=generate", "prompt=1 2 3", "sampling.min_p=1.5", f"output_dir={tmp_path}/o")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -73,6 +74,7 @@ def test_gqa_with_head_size_not_a_multiple_of_8_is_refused_before_export(tmp_pat
     assert not (tmp_path / "cache" / "onnx").exists() or not any((tmp_path / "cache" / "onnx").iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, expected", [
     (["seed=0,1"], "'seed=0,1' gives several values, which only a multirun can run"),
     (["hydra.run.dir=/proc/enginebench-run"], "(hydra.run.dir) is not writable"),
@@ -85,6 +87,7 @@ def test_command_line_mistakes_are_one_line(args, expected):
     assert len(lines) == 1 and expected in lines[0], proc.stderr
 
 
+@pytest.mark.slow
 def test_cfg_job_still_prints_the_config():
     proc = run_cli("--cfg", "job", "seed=3")
     assert proc.returncode == 0 and "seed: 3" in proc.stdout

@@ -19,6 +19,7 @@ def _statuses(out):
     return {(int(r.batch_size), int(r.prompt_len)): (r.status, str(r.error)) for r in summary.itertuples()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("isolation,code", [("none", 0), ("process", 3)])
 def test_sys_exit_in_a_cell_fails_that_cell_not_the_run(plugin_site, tmp_path, isolation, code):
     proc = run_cli("backend=fault", "backend.exit_at=[1x16]", f"backend.exit_code={code}", f"isolation={isolation}",
@@ -31,6 +32,7 @@ def test_sys_exit_in_a_cell_fails_that_cell_not_the_run(plugin_site, tmp_path, i
     assert json.loads((tmp_path / "run.json").read_text())["exit_code"] == 1
 
 
+@pytest.mark.slow
 def test_sys_exit_at_load_is_a_failed_load(plugin_site, tmp_path):
     proc = run_cli("backend=fault", "backend.exit_at=[load]", "backend.exit_code=0", *FAST,
                    f"output_dir={tmp_path}", env=plugin_env(plugin_site))
@@ -39,6 +41,7 @@ def test_sys_exit_at_load_is_a_failed_load(plugin_site, tmp_path):
     assert {s for s, _ in _statuses(tmp_path).values()} == {"load_failed"}
 
 
+@pytest.mark.slow
 def test_a_validation_that_times_out_under_isolation_fails_the_run(plugin_site, tmp_path):
     # validation runs batch 2 x prompt 12, a shape no cell has: only the validation hangs
     proc = run_cli("backend=fault", "backend.hang_at=[2x12]", "isolation=process", "measure.cell_timeout_s=8",

@@ -11,6 +11,7 @@ def _env(site, **extra):
     return plugin_env(site, **extra)
 
 
+@pytest.mark.slow
 def test_installed_plugin_package_appears_and_runs(plugin_site, tmp_path):
     proc = run_cli("backend=toy-nocache", "backend.label=mine", *FAST, f"output_dir={tmp_path}",
                    env=_env(plugin_site))
@@ -20,6 +21,7 @@ def test_installed_plugin_package_appears_and_runs(plugin_site, tmp_path):
     assert '"label": "mine"' in tidy.backend_info.iloc[0]
 
 
+@pytest.mark.slow
 def test_autoload_switch_hides_third_party_backends(plugin_site, tmp_path):
     proc = run_cli("backend=toy-nocache", f"output_dir={tmp_path}",
                    env=_env(plugin_site, ENGINEBENCH_DISABLE_PLUGIN_AUTOLOAD="1"))

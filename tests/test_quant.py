@@ -223,6 +223,7 @@ def test_trt_handbuilt_quantized_engine_builds(scheme, tmp_path):
 
 # --- configuration and results ------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,needle", [
     (["-m", "backend=hf-flashattn-staticcache,trt-handbuilt", "quant=none,int4"], "trt-handbuilt builds int8"),
     (["backend=onnxruntime", "quant=fp8"], "no fp8"),

@@ -29,6 +29,7 @@ def _state(folder):
             for p in sorted(folder.rglob("*"))}
 
 
+@pytest.mark.slow
 def test_a_refused_resume_and_a_refused_second_writer_change_nothing(tmp_path):
     out = _earlier_run(tmp_path / "run")
     before = _state(out)

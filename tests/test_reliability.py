@@ -21,6 +21,7 @@ def cells(out):
     return {(int(r.batch_size), int(r.prompt_len)): (r.status, str(r.error)) for r in summary.itertuples()}
 
 
+@pytest.mark.slow
 def test_oom_cell_recorded_and_sweep_goes_on(plugin_site, tmp_path):
     proc = run_cli("backend=fault", "backend.oom_at=[1x16]", *GRID, f"output_dir={tmp_path}",
                    env=plugin_env(plugin_site))
@@ -32,12 +33,14 @@ def test_oom_cell_recorded_and_sweep_goes_on(plugin_site, tmp_path):
     assert got[(2, 16)][0] == "skipped" and "b=1 p=16 ran out of memory" in got[(2, 16)][1]
 
 
+@pytest.mark.slow
 def test_oom_without_skipping_tries_larger_cells(plugin_site, tmp_path):
     proc = run_cli("backend=fault", "backend.oom_at=[1x16]", "measure.skip_larger_after_oom=false", *GRID,
                    f"output_dir={tmp_path}", env=plugin_env(plugin_site))
     assert proc.returncode == 1 and cells(tmp_path)[(2, 16)][0] == "ok"
 
 
+@pytest.mark.slow
 def test_segfault_is_recorded_as_crashed_with_isolation(plugin_site, tmp_path):
     proc = run_cli("backend=fault", "backend.crash_at=[2x8]", "isolation=process", *GRID, f"output_dir={tmp_path}",
                    env=plugin_env(plugin_site))
@@ -50,6 +53,7 @@ def test_segfault_is_recorded_as_crashed_with_isolation(plugin_site, tmp_path):
     assert json.loads((tmp_path / "run.json").read_text())["isolation"]["restarts"] == 1
 
 
+@pytest.mark.slow
 def test_hang_is_killed_at_cell_timeout(plugin_site, tmp_path):
     proc = run_cli("backend=fault", "backend.hang_at=[1x16]", "isolation=process", "measure.cell_timeout_s=20",
                    *GRID, f"output_dir={tmp_path}", env=plugin_env(plugin_site))
@@ -59,11 +63,13 @@ def test_hang_is_killed_at_cell_timeout(plugin_site, tmp_path):
     assert sum(status == "ok" for status, _ in got.values()) == 3
 
 
+@pytest.mark.slow
 def test_cell_timeout_needs_process_isolation(tmp_path):
     proc = run_cli("measure.cell_timeout_s=5", f"output_dir={tmp_path}")
     assert proc.returncode == 2 and "add isolation=process" in proc.stderr
 
 
+@pytest.mark.slow
 def test_nan_logits_fail_validation(plugin_site, tmp_path):
     proc = run_cli("backend=fault", "backend.nan=true", "task=validate", f"output_dir={tmp_path}",
                    env=plugin_env(plugin_site))
@@ -75,6 +81,7 @@ def test_nan_logits_fail_validation(plugin_site, tmp_path):
     assert set(pd.read_csv(tmp_path / "bench" / "results.csv").validation) == {"fail"}
 
 
+@pytest.mark.slow
 def test_missing_library_is_one_line(plugin_site, tmp_path):
     proc = run_cli("backend=fault", "backend.missing_library=true", f"output_dir={tmp_path}",
                    env=plugin_env(plugin_site))
@@ -82,6 +89,7 @@ def test_missing_library_is_one_line(plugin_site, tmp_path):
     assert proc.stderr.strip().splitlines()[-1].endswith("(fix: pip install fault-native-lib)")
 
 
+@pytest.mark.slow
 def test_unwritable_output_dir(tmp_path):
     proc = run_cli("output_dir=/proc/enginebench-out")
     assert proc.returncode == 2 and "is not writable" in proc.stderr
@@ -107,6 +115,7 @@ SLOW = ["backend=fault", "backend.step_sleep_s=0.05", *GRID[:3], "measure.warmup
         "measure.min_seconds=0", "measure.overhead_steps=2"]
 
 
+@pytest.mark.slow
 def test_kill_9_keeps_finished_cells_and_resume_runs_only_missing(plugin_site, tmp_path):
     proc = _start(SLOW, plugin_site, tmp_path)
     _wait_for_cells(tmp_path, 1, proc)
@@ -125,6 +134,7 @@ def test_kill_9_keeps_finished_cells_and_resume_runs_only_missing(plugin_site, t
     assert len(kept) == len(before)  # the finished cells' rows are untouched
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_cells(plugin_site, tmp_path):
     proc = _start(SLOW, plugin_site, tmp_path)
     _wait_for_cells(tmp_path, 1, proc)

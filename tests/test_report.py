@@ -19,6 +19,7 @@ def multirun(tmp_path_factory):
     return sweep
 
 
+@pytest.mark.slow
 def test_multirun_writes_comparison_plots_and_report(multirun):
     report = multirun / "report"
     comparison = pd.read_csv(report / "comparison.csv")
@@ -37,6 +38,7 @@ def test_multirun_writes_comparison_plots_and_report(multirun):
     assert "random weights" in text
 
 
+@pytest.mark.slow
 def test_cells_a_backend_did_not_run_are_marked(multirun):
     tidy = pd.read_csv(multirun / "report" / "results.csv")
     extra = tidy[(tidy.backend == "onnxruntime") & (tidy.batch_size == 1)].assign(batch_size=64)
@@ -45,6 +47,7 @@ def test_cells_a_backend_did_not_run_are_marked(multirun):
     assert row["status__hf-flashattn-staticcache"] == "not run" and row["status__onnxruntime"] == "ok"
 
 
+@pytest.mark.slow
 def test_report_cli_on_run_dirs_and_csv(multirun, tmp_path):
     jobs = [str(p / "results.csv") for p in sorted(multirun.iterdir()) if (p / "results.csv").exists()]
     proc = subprocess.run([sys.executable, "-m", "harness.report.cli", *jobs, "--out", str(tmp_path), "--no-plots"],
@@ -59,6 +62,7 @@ def test_report_cli_bad_path_is_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("enginebench: error:")
 
 
+@pytest.mark.slow
 def test_joblib_launcher_parallel_jobs_aggregate(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     proc = run_cli("-m", "hydra/launcher=enginebench_joblib", "device=pin", "seed=1,2", *FAST,
@@ -73,6 +77,7 @@ def test_joblib_launcher_parallel_jobs_aggregate(tmp_path):
     assert set(tidy.seed) == {1, 2} and len(comparison) == 2
 
 
+@pytest.mark.slow
 def test_slurm_launcher_config_resolves():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     proc = run_cli("--cfg", "hydra", "-p", "hydra.launcher", "hydra/launcher=enginebench_slurm")

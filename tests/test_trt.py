@@ -31,6 +31,7 @@ def trt_can_execute() -> tuple[bool, str]:
 RUNNABLE, WHY_NOT = trt_can_execute()
 
 
+@pytest.mark.slow
 @needs_trt
 @pytest.mark.parametrize("backend, extra", [("trt-onnx-parsed", []), ("trt-handbuilt", []),
                                             ("trt-handbuilt", ["backend.fuse_qkv=false"]),
@@ -145,6 +146,7 @@ def test_unknown_attention_is_one_line(registry):
         open_backend(registry, "trt-handbuilt", options={"attention": "flash"}, max_seq=32)
 
 
+@pytest.mark.slow
 @needs_trt
 def test_cli_validate_runs_the_evaluator(tmp_path):
     proc = run_cli("backend=trt-handbuilt", "task=validate", "device=cpu", f"output_dir={tmp_path}")
@@ -201,6 +203,7 @@ def test_tinyllama_engine_builds(backend, extra, scratch_dir):
     assert list((scratch_dir / backend).glob("*/model.engine"))
 
 
+@pytest.mark.slow
 @pytest.mark.trt_gpu
 @pytest.mark.skipif(not RUNNABLE, reason=WHY_NOT or "TensorRT can run here")
 @pytest.mark.parametrize("backend, extra", [("trt-onnx-parsed", []), ("trt-handbuilt", []),

@@ -124,7 +124,8 @@ def test_report_verdicts_from_samples_and_baseline_errors(tmp_path):
     assert comp.loc[1, col] == "faster within this run" and comp.loc[2, col] == "within noise"
     assert comp.loc[1, "decode_ms_speedup_ci_low__ort[attention=gqa]"] > 1.5
     text = written["report"].read_text()
-    assert "| faster within this run | n 12 vs 12; p=" in text and "median [95% CI]" in text
+    assert "| faster within this run | iterations 12 vs 12; p=" in text and "median [95% CI]" in text
+    assert "n (iterations; decode steps" in text and "n (iterations)" in text  # one meaning of n per column
     assert "| 1 | 8 | hf | 2" in text and "| 48 |" in text  # median [CI] and n of every compared number
     # a baseline that is not there: one line, naming what is there, exit 2
     proc = _report(base, fast, "--baseline", "hf-typo", "--out", tmp_path / "rep2", "--no-plots")

@@ -1,5 +1,6 @@
 """Hydra callback: at the end of a multirun, aggregate every job's results into <sweep dir>/report/ and take the
-sweep's exit status from the jobs' run.json (jobs of parallel launchers ran in other processes)."""
+sweep's exit status from the jobs' run.json (jobs of parallel launchers ran in other processes); print one table
+over every job (harness/summary.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,6 +16,9 @@ class AggregateOnMultirunEnd(Callback):
 
         sweep_dir = Path(config.hydra.sweep.dir)
         multirun.outcome["exit_code"] = multirun.sweep_exit_code(sweep_dir)
+        from harness.summary import print_multirun_summary
+
+        print_multirun_summary(sweep_dir)  # one table over every job, each named in full
         try:
             written = build_report([str(sweep_dir)], sweep_dir / "report", config.report.baseline,
                                    config.report.plots)

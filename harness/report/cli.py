@@ -1,7 +1,9 @@
 """``enginebench-report``: merge results into comparison.csv, plots and report.md; or compare two result sets.
 
     enginebench-report PATH... [--out DIR] [--baseline NAME] [--no-plots]
-    enginebench-report compare OLD NEW [--min-effect 0.05] [--fail-on-regression [--allow-unstable]] [--out FILE]
+    enginebench-report compare OLD NEW [--wide] [--min-effect 0.05] [--fail-on-regression [--allow-unstable]]
+                                       [--out FILE]
+    enginebench-report --version
     enginebench-report check-docs|make-docs FILE... (tables in the docs made from results: doc_tables.py)
     enginebench-report why A B (the decode-step diff of two measure.profile=true runs: docs/profiling.md)
 
@@ -29,6 +31,14 @@ VERDICT_HELP = (f"Verdicts (docs/statistics.md): with >= 2 repeats a side (measu
                 f"(default {MAX_CV}) are 'unstable'. Intervals of medians: {CONFIDENCE:.0%}.")
 
 
+USAGE = ("\n  enginebench-report PATH... [--out DIR] [--baseline NAME] [--no-plots] [options]"
+         "\n  enginebench-report compare OLD NEW [--wide] [--min-effect E] [--fail-on-regression [--allow-unstable]]"
+         " [--out FILE]"
+         "\n  enginebench-report check-docs|make-docs FILE..."
+         "\n  enginebench-report why A B"
+         "\n  enginebench-report --version")
+
+
 def build_report(paths: list[str], out_dir: Path, baseline: str | None = None, plots: bool = True,
                  test_options: dict | None = None) -> dict[str, Path]:
     """Merge ``paths`` into ``out_dir``: results.csv, comparison.csv, plots/ and report.md.
@@ -43,7 +53,7 @@ def build_report(paths: list[str], out_dir: Path, baseline: str | None = None, p
     )
     from harness.report.comparison import comparison_table, resolve_baseline
     from harness.report.markdown import write_report
-    from harness.report.plots import make_plots
+    from harness.report.plots import config_colors, make_plots
     from harness.report.speed_accuracy import speed_accuracy_plot, speed_accuracy_table
 
     tidy = load_results(paths)
@@ -54,8 +64,9 @@ def build_report(paths: list[str], out_dir: Path, baseline: str | None = None, p
     atomic_write_text(out_dir / "comparison.csv", comparison.to_csv(index=False))
     validation = validations(paths)
     speed_accuracy = speed_accuracy_table(tidy, validation)
-    pngs = make_plots(tidy, out_dir / "plots") if plots else []
-    pngs += speed_accuracy_plot(speed_accuracy, out_dir / "plots") if plots else []
+    colors = config_colors(tidy.backend.unique())  # one colour per configuration in every plot
+    pngs = make_plots(tidy, out_dir / "plots", colors) if plots else []
+    pngs += speed_accuracy_plot(speed_accuracy, out_dir / "plots", colors) if plots else []
     from harness.report.markdown import markdown_table
     from harness.report.where_time_goes import where_time_goes
 
@@ -118,27 +129,32 @@ def compare_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-unstable", action="store_true",
                    help="with --fail-on-regression: let unstable and untested cells pass")
     p.add_argument("--out", default=None, help="write the comparison as CSV")
+    p.add_argument("--wide", action="store_true",
+                   help="every column, unrounded, and every cell (default: at most 100 columns, moved cells only)")
     _add_test_options(p)
     return p
 
 
 def _compare(argv: list[str]) -> int:
     from harness.report.aggregate import load_results, run_infos
+    from harness.report.compare_table import machine_line, render
     from harness.report.regression import compare_runs, environment_differences
 
     args = compare_parser().parse_args(argv)
+    old, new = load_results([args.old]), load_results([args.new])
     options = _test_options(args)
-    table = compare_runs(load_results([args.old]), load_results([args.new]), options.pop("min_effect"), **options)
+    table = compare_runs(old, new, options.pop("min_effect"), **options)
     for line in environment_differences(run_infos([args.old]), run_infos([args.new])):
         print(f"warning: the runs differ in {line}", file=sys.stderr)
     if args.out:
         atomic_write_text(Path(args.out), table.to_csv(index=False))
-    shown = table[~table.verdict.isin(["within noise"])]
-    cols = ["backend", "batch_size", "prompt_len", "metric", "p50_old", "p50_new", "change", "change_ci_low",
-            "change_ci_high", "n_old", "n_new", "runs_old", "runs_new", "resolves_change", "verdict",
-            "why_no_verdict"]
-    print(shown[cols].to_string(index=False) if len(shown) else
-          f"all {len(table)} matched cells within noise")
+    shown = table if args.wide else table[~table.verdict.isin(["within noise"])]
+    print(render(shown, args.wide) if len(shown) else f"all {len(table)} matched cells within noise")
+    if len(shown) < len(table):
+        print(f"({len(table) - len(shown)} within noise not shown; --wide shows every cell)")
+    warning = machine_line(old, new)
+    if warning:
+        print(warning, file=sys.stderr)
     counts = table.verdict.value_counts().to_dict()
     print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())), file=sys.stderr)
     from harness.report.gate import gate_failures
@@ -152,8 +168,8 @@ def _compare(argv: list[str]) -> int:
 
 def report_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="enginebench-report", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=__doc__.split("\n\n")[0],
+        prog="enginebench-report", formatter_class=argparse.RawDescriptionHelpFormatter, usage=USAGE,
+        description=__doc__.split("\n\n")[0].replace("``", ""),
         epilog="commands:\n  compare OLD NEW       cells whose latency moved beyond noise between two result sets\n"
                "                        (enginebench-report compare --help)\n"
                "  check-docs FILE...    exit 1 naming every number of a generated table that differs from its\n"
@@ -174,6 +190,11 @@ def report_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("--version", "-V"):
+        from harness.cli import version_text
+
+        print(version_text())
+        sys.exit(0)
     try:
         if argv and argv[0] == "compare":
             sys.exit(_compare(argv[1:]))

@@ -49,6 +49,36 @@ METHOD = """\
 """
 
 
+METHOD_DOC = "docs/method.md"  # the method text, once (test_report_text: kept equal to method_text())
+
+
+def method_text(test_options: dict | None = None) -> str:
+    """METHOD with the statistics settings filled in (the defaults unless ``test_options`` says otherwise)."""
+    from harness.replicated import ALPHA_BETWEEN_RUNS
+    from harness.stats import ALPHA, MAX_CV, MIN_EFFECT, MIN_N, N_RESAMPLES, SEED
+
+    given = {k: v for k, v in (test_options or {}).items() if v is not None}
+    test = {"alpha": ALPHA, "min_effect": MIN_EFFECT, "min_n": MIN_N, "max_cv": MAX_CV, **given}
+    return METHOD.format(level=CONFIDENCE, resamples=N_RESAMPLES, seed=SEED, alpha=test["alpha"],
+                         alpha_between=given.get("alpha", ALPHA_BETWEEN_RUNS), effect=test["min_effect"],
+                         min_n=test["min_n"], max_cv=test["max_cv"])
+
+
+def method_section(test_options: dict | None = None) -> str:
+    """The report's Method: a link to the method text and the settings this report used."""
+    from harness.replicated import ALPHA_BETWEEN_RUNS
+    from harness.stats import ALPHA, MAX_CV, MIN_EFFECT, MIN_N, N_RESAMPLES
+
+    given = {k: v for k, v in (test_options or {}).items() if v is not None}
+    test = {"alpha": ALPHA, "min_effect": MIN_EFFECT, "min_n": MIN_N, "max_cv": MAX_CV, **given}
+    between = given.get("alpha", ALPHA_BETWEEN_RUNS)
+    return (f"How cells are timed, summarised and judged: [{METHOD_DOC}]({METHOD_DOC}) in the enginebench "
+            f"repository. This report: {CONFIDENCE:.0%} bootstrap intervals ({N_RESAMPLES} resamples); verdicts "
+            f"at alpha = {test['alpha']} within one run, {between} between repeats, with a minimum effect of "
+            f"{test['min_effect']:.0%}; fewer than "
+            f"{test['min_n']} iterations or a CV above {test['max_cv']} is unstable (no verdict).\n")
+
+
 def markdown_table(df: pd.DataFrame, floatfmt: str = "{:.3g}") -> str:
     def cell(v):
         if isinstance(v, float):
@@ -78,6 +108,26 @@ def _fmt(v, spec: str = ".3g") -> str:
     return "" if v is None or (isinstance(v, float) and pd.isna(v)) else format(v, spec)
 
 
+# what `n` counts in each table: decode statistics pool every step of every iteration; prefill has one per iteration
+N_COLUMN = {"decode_ms": "n (iterations; decode steps in runs before per-iteration units)",
+            "prefill_ms": "n (iterations)"}
+
+
+def qualified_verdict(row: dict, short: str, b: str, baseline: str) -> str:
+    """The verdict, never bare beside a reason to doubt it: a side measured on a busy machine, or a spread (CV)
+    above the test's limit in the statistics shown (the test itself judges per-iteration values)."""
+    from harness.stats import MAX_CV
+
+    verdict = str(row[f"{short}_verdict__{b}"])
+    doubts = []
+    if any(str(row.get(f"machine_warnings__{c}") or "") not in ("", "nan") for c in (b, baseline)):
+        doubts.append("noisy machine")
+    cvs = [row.get(f"{short}_cv__{c}") for c in (b, baseline)]
+    if verdict != "unstable" and any(cv is not None and not pd.isna(cv) and cv > MAX_CV for cv in cvs):
+        doubts.append(f"CV above {MAX_CV:.0%}")
+    return f"{verdict} ({', '.join(doubts)})" if doubts else verdict
+
+
 def _config_row(row: dict, short: str, b: str, baseline: str | None) -> dict:
     """One configuration in one cell: median [CI], n, CV, and the speedup over the baseline with its verdict."""
     p50 = row.get(f"{short}_p50__{b}")
@@ -87,7 +137,7 @@ def _config_row(row: dict, short: str, b: str, baseline: str | None) -> dict:
         return out
     low, high = row.get(f"{short}_p50_ci_low__{b}"), row.get(f"{short}_p50_ci_high__{b}")
     out["median"] = _fmt(p50) + (f" [{_fmt(low)}, {_fmt(high)}]" if _fmt(low) else "")
-    out["n"] = _fmt(row.get(f"{short}_n__{b}"), ".0f")
+    out[N_COLUMN[short]] = _fmt(row.get(f"{short}_n__{b}"), ".0f")
     runs = row.get(f"{short}_repeats__{b}")
     out["runs"] = "1 (interval within run)" if not _fmt(runs) or runs <= 1 else _fmt(runs, ".0f")
     cv = row.get(f"{short}_cv__{b}")
@@ -96,10 +146,10 @@ def _config_row(row: dict, short: str, b: str, baseline: str | None) -> dict:
         low, high = row.get(f"{short}_speedup_ci_low__{b}"), row.get(f"{short}_speedup_ci_high__{b}")
         out["speedup vs baseline"] = _fmt(row[f"{short}_speedup__{b}"], ".2f") + "x" + (
             f" [{_fmt(low, '.2f')}, {_fmt(high, '.2f')}]" if _fmt(low) else "")
-        out["verdict"] = row[f"{short}_verdict__{b}"]
+        out["verdict"] = qualified_verdict(row, short, b, baseline)
         details = []
         if row.get(f"{short}_n_tested__{b}"):
-            details.append(f"n {row[f'{short}_n_tested__{b}']}")
+            details.append(f"iterations {row[f'{short}_n_tested__{b}']}")
         if _fmt(row.get(f"{short}_p_value__{b}")):
             details.append(f"p={row[f'{short}_p_value__{b}']:.2g}")
         if _fmt(row.get(f"{short}_resolves__{b}")):
@@ -170,18 +220,12 @@ def write_report(path: Path, tidy: pd.DataFrame, comparison: pd.DataFrame, infos
                  validation: pd.DataFrame, plots: list[Path], baseline: str | None, sources: list[str],
                  repeated: pd.DataFrame | None = None, test_options: dict | None = None,
                  speed_accuracy: pd.DataFrame | None = None, where_time_goes: list[str] | None = None) -> None:
-    from harness.replicated import ALPHA_BETWEEN_RUNS
     from harness.report.host_bound import host_bound_cells
     from harness.report.repeats import repeat_order
     from harness.report.speed_accuracy import markdown_section
     from harness.report.walltime import wall_time_lines
-    from harness.stats import ALPHA, MAX_CV, MIN_EFFECT, MIN_N, N_RESAMPLES, SEED
 
-    given = {k: v for k, v in (test_options or {}).items() if v is not None}
-    test = {"alpha": ALPHA, "min_effect": MIN_EFFECT, "min_n": MIN_N, "max_cv": MAX_CV, **given}
-    method = METHOD.format(level=CONFIDENCE, resamples=N_RESAMPLES, seed=SEED, alpha=test["alpha"],
-                           alpha_between=given.get("alpha", ALPHA_BETWEEN_RUNS), effect=test["min_effect"],
-                           min_n=test["min_n"], max_cv=test["max_cv"])
+    method = method_section({k: v for k, v in (test_options or {}).items() if v is not None})
     parts = ["# enginebench report", "", f"Inputs: {', '.join(sources)}", "", "## Environment", "",
              environment_section(infos), "", "## Method", "", method, "## Results", ""]
     backends = sorted(tidy.backend.unique())

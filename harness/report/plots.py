@@ -2,21 +2,24 @@
 and device in the title.
 
 Each line is the median with a shaded p10-p90 band (named in the legend); the legend sits outside the axes so it
-never covers data; y axes start at 0 so that heights compare honestly; a configuration whose cell failed or was
-not run is marked with a red x on the x axis at that cell and named in the legend with its status, instead of
-vanishing from the plot.
+never covers data; y axes start at 0 so that heights compare honestly, unless the values span more than
+``LOG_SPAN`` (a 0.3 ms engine beside a 300 ms one would be a flat line on the floor): then the y axis is
+logarithmic and says so. A configuration whose cell failed or was not run is marked with a red x on the x axis at
+that cell and named in the legend with its status, instead of vanishing from the plot. Each configuration keeps
+one colour in every plot of a report (:func:`config_colors`).
+
+Figures are made with matplotlib's object API (``Figure``, not pyplot), so nothing here selects a backend: a
+notebook that imports this module keeps its inline display.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from harness import metrics  # noqa: E402
+from harness import metrics
 
 # (file stem, metric, statistic, x axis, panel axis, y label, log-x)
 PLOTS = [
@@ -32,6 +35,18 @@ PLOTS = [
      "decode: achieved / measured copy bandwidth", True),
 ]
 HOST_MEMORY = (metrics.HOST_RSS_PEAK, "peak host RSS (MiB)")
+LOG_SPAN = 10.0  # largest / smallest plotted value above which the y axis is logarithmic
+
+
+def config_colors(configurations) -> dict[str, str]:
+    """One colour per configuration, the same in every plot of a report (sorted labels -> matplotlib's cycle)."""
+    return {c: f"C{i % 10}" for i, c in enumerate(sorted(set(configurations)))}
+
+
+def wide_span(values) -> bool:
+    values = pd.Series(values).dropna()
+    values = values[values > 0]
+    return len(values) > 1 and values.max() / values.min() > LOG_SPAN
 
 
 def _title(group: dict) -> str:
@@ -47,15 +62,15 @@ def _failed_marks(group: pd.DataFrame, panel: str, value, x: str) -> dict[str, l
     return marks
 
 
-def make_plots(tidy: pd.DataFrame, out_dir: Path) -> list[Path]:
+def make_plots(tidy: pd.DataFrame, out_dir: Path, colors: dict[str, str] | None = None) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
+    colors = colors or config_colors(tidy.backend.unique())
     written = []
     for keys, group in tidy.groupby(["model", "weights", "dtype", "device"]):
         label = dict(zip(["model", "weights", "dtype", "device"], keys))
         tag = "_".join(str(k).replace(" ", "-") for k in (label["model"], label["dtype"], label["device"]))
         ok = group[group.status == "ok"]
         configs = sorted(group.backend.unique())
-        colors = {c: f"C{i % 10}" for i, c in enumerate(configs)}
         for stem, metric, stat, x, panel, ylabel, logx in PLOTS:
             data = ok[ok.metric == metric]
             if data.empty and metric == metrics.GPU_PROCESS_PEAK:  # CPU runs: host memory instead
@@ -64,7 +79,9 @@ def make_plots(tidy: pd.DataFrame, out_dir: Path) -> list[Path]:
             if data.empty:
                 continue
             panels = sorted(group[panel].unique())
-            fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 1, 3.8), squeeze=False)
+            fig = Figure(figsize=(4.2 * len(panels) + 1, 3.8))
+            axes = fig.subplots(1, len(panels), squeeze=False)
+            log_y = wide_span(pd.concat([data[stat]] + ([data["p10"], data["p90"]] if stat == "p50" else [])))
             legend: dict[str, object] = {}
             for ax, value in zip(axes[0], panels):
                 part = data[data[panel] == value]
@@ -91,13 +108,17 @@ def make_plots(tidy: pd.DataFrame, out_dir: Path) -> list[Path]:
                 ax.set_xticks(ticks)
                 ax.set_xticklabels([str(t) for t in ticks])
                 ax.minorticks_off()
-                ax.set_ylim(bottom=0)  # heights compare honestly only from zero
+                if log_y:  # values spanning orders of magnitude: equal ratios, equal distances
+                    ax.set_yscale("log")
+                else:
+                    ax.set_ylim(bottom=0)  # heights compare honestly only from zero
                 ax.grid(True, alpha=0.3)
             for backend in configs:  # a configuration with nothing at all in this plot is still named
                 if not any(k == backend or k.startswith(f"{backend}: ") for k in legend):
                     statuses = "/".join(sorted(set(group[group.backend == backend].status)))
-                    legend[f"{backend}: no measurement ({statuses})"] = plt.Line2D([], [], linestyle="none")
-            fig.suptitle(_title(label), fontsize=10)
+                    legend[f"{backend}: no measurement ({statuses})"] = Line2D([], [], linestyle="none")
+            fig.suptitle(_title(label) + (f"; log y axis: values span more than {LOG_SPAN:.0f}x" if log_y else ""),
+                         fontsize=10)
             fig.tight_layout()
             band = "shaded band: p10-p90 of the samples"
             order = sorted(legend, key=lambda k: (k == band, k not in configs))  # lines, failures, the band last
@@ -105,6 +126,5 @@ def make_plots(tidy: pd.DataFrame, out_dir: Path) -> list[Path]:
                        fontsize=8, frameon=False)
             path = out_dir / f"{stem}__{tag}.png"
             fig.savefig(path, dpi=110, bbox_inches="tight")  # 'tight' grows the canvas to hold the legend
-            plt.close(fig)
             written.append(path)
     return written

@@ -77,16 +77,26 @@ def markdown_section(table: pd.DataFrame, markdown_table) -> list[str]:
     return parts
 
 
-def speed_accuracy_plot(table: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """decode latency against KL and against max |Δlogit| (log x), one labelled point per backend configuration."""
-    import matplotlib
+def _zero_floor(values: pd.Series) -> float:
+    """Where an exact (zero) drift is drawn on a log axis: 1.5 decades below the smallest non-zero value, so that
+    its "0 (exact)" label keeps clear of the next tick's."""
+    positive = values[values > 0]
+    return float(positive.min()) / 30 if len(positive) else 1e-9
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def speed_accuracy_plot(table: pd.DataFrame, out_dir: Path, colors: dict[str, str] | None = None) -> list[Path]:
+    """decode latency against KL and against max |Δlogit| (log x), one labelled point per backend configuration,
+    each in its colour from the report's other plots; an exact result (zero drift) sits at the left edge on a tick
+    labelled "0 (exact)"."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    from harness.report.plots import config_colors, wide_span
 
     written = []
     if table.empty or "accuracy_kl" not in table or table.accuracy_kl.isna().all():
         return written
+    colors = colors or config_colors(table.backend.unique())
     out_dir.mkdir(parents=True, exist_ok=True)
     for keys, group in table.groupby(GROUP, dropna=False):
         group = group.dropna(subset=["accuracy_kl"])
@@ -94,14 +104,26 @@ def speed_accuracy_plot(table: pd.DataFrame, out_dir: Path) -> list[Path]:
             continue
         # Configuration labels are long: one marker per configuration, named once in a legend under the axes.
         legend_in = 0.2 * (len(group) + 1)
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2 + legend_in))
+        fig = Figure(figsize=(11, 4.2 + legend_in))
+        axes = fig.subplots(1, 2)
         for ax, col, label in ((axes[0], "accuracy_kl", "KL(fp32 || backend), nats"),
                                (axes[1], "accuracy_max_abs_diff", "max |Δlogit| vs fp32")):
-            x = group[col].clip(lower=1e-9)  # exact float32 runs sit at the left edge of the log axis
+            values = group[col].astype(float)
+            floor = _zero_floor(values)
+            x = values.where(values > 0, floor)
             for i, (xi, yi, name) in enumerate(zip(x, group.decode_ms_p50, group.backend)):
-                ax.scatter([xi], [yi], marker=MARKERS[i % len(MARKERS)], color=f"C{i % 10}", s=45,
-                           label=name if ax is axes[0] else None)
+                ax.scatter([xi], [yi], marker=MARKERS[i % len(MARKERS)], color=colors.get(name, f"C{i % 10}"),
+                           s=45, label=name if ax is axes[0] else None)
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(numticks=5))  # a few decades, labels that do not overlap
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            if (values == 0).any():
+                ticks = [t for t in ax.get_xticks() if t > floor * 15]
+                ax.set_xticks([floor, *ticks])
+                ax.set_xticklabels(["0 (exact)", *(f"{t:.0e}" for t in ticks)])
+                ax.set_xlim(left=floor / 2)
+            if wide_span(group.decode_ms_p50):
+                ax.set_yscale("log")
             ax.set_xlabel(label)
             ax.set_ylabel(f"decode step p50 (ms), batch {group.batch_size.iloc[0]}, "
                           f"prompt {group.prompt_len.iloc[0]}")
@@ -112,6 +134,5 @@ def speed_accuracy_plot(table: pd.DataFrame, out_dir: Path) -> list[Path]:
         tag = "_".join(str(k).replace(" ", "-") for k in (keys[0], keys[2], keys[3]))
         path = out_dir / f"speed_vs_accuracy__{tag}.png"
         fig.savefig(path, dpi=110)
-        plt.close(fig)
         written.append(path)
     return written
