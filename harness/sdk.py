@@ -16,6 +16,11 @@ What is here, by purpose:
 - errors: ``UserError(problem, fix)`` for bad input (one line, exit 2), ``MissingLibrary`` for an absent
   optional dependency;
 - model helpers: ``head_dim(config)``, ``dtype_name(dtype)``;
+- model families (harness/families.py): ``Family`` / ``FAMILIES`` / ``family_of(config)`` (the architecture
+  differences the graph backends rebuild, as data), ``graph_problem(config, max_seq, backend)`` and
+  ``plain_attention_problem(config, max_seq)`` (what a backend or a FlashAttention kernel cannot compute, one phrase);
+- transformers' cache argument: ``cache_keyword(model)`` and ``returned_cache(output)`` (``cache`` or
+  ``past_key_values``, whichever the installed transformers takes);
 - artifact cache: ``get_or_build(root, kind, key, build)`` returns an ``Artifact`` (directory, meta, reused),
   built once per key, content-checked and shared between concurrent runs;
 - progress: ``say(message)`` prints a status line without breaking the progress bar;
@@ -32,6 +37,8 @@ from __future__ import annotations
 from harness import hookimpl
 from harness.artifacts import Artifact, get_or_build
 from harness.errors import MissingLibrary, UserError
+from harness.families import FAMILIES, Family, family_of, graph_problem, plain_attention_problem
+from harness.hf_cache import cache_keyword, returned_cache
 from harness.inputs import left_pad, random_prompt_ids
 from harness.loadspec import LoadSpec
 from harness.models import dtype_name, head_dim
@@ -46,6 +53,8 @@ __all__ = [
     "choice", "needs",
     "UserError", "MissingLibrary",
     "head_dim", "dtype_name",
+    "Family", "FAMILIES", "family_of", "graph_problem", "plain_attention_problem",
+    "cache_keyword", "returned_cache",
     "Artifact", "get_or_build",
     "say",
     "random_prompt_ids", "left_pad", "reference_greedy", "compare",

@@ -41,7 +41,7 @@ from backends.hf_staticcache.static_attention import (
     register_attention_functions,
     use_token_major_storage,
 )
-from harness.sdk import UserError, hookimpl
+from harness.sdk import UserError, cache_keyword, hookimpl, plain_attention_problem
 from harness.sdk import head_dim as model_head_dim
 
 KERNEL_DETAIL = {
@@ -71,6 +71,11 @@ class HFStaticCacheBackend:
     @hookimpl
     def load(self, spec) -> dict[str, Any]:
         opts = spec.options
+        # FlashAttention choices compute plain causal softmax over the cache: anything else is refused or skipped
+        self.attention_problem = plain_attention_problem(spec.model.config(), spec.max_seq)
+        if opts["attention"] in FLASH_CHOICES and self.attention_problem:
+            raise UserError(f"backend.attention={opts['attention']} computes plain causal attention; this model has "
+                            f"{self.attention_problem}", "use backend.attention=sdpa (or auto)")
         self._check_options(opts, spec)
         self.device, self.dtype = spec.device, spec.dtype
         self.max_seq, self.static = spec.max_seq, opts["cache"] == "static"
@@ -78,6 +83,7 @@ class HFStaticCacheBackend:
         register_attention_functions()
         todo = candidates(opts["attention"], spec.device) if self.static else ["sdpa"]
         self.model = spec.model.build(spec.dtype, spec.device)
+        self.cache_kw = cache_keyword(self.model)  # transformers 5.2x: cache=; 5.17: past_key_values=
         self.config = self.model.config
         self.takes_cache_position = "cache_position" in inspect.signature(self.model.forward).parameters
         from backends.hf_staticcache.quantize import quantize_model
@@ -114,7 +120,9 @@ class HFStaticCacheBackend:
         skipped = {}
         for choice in todo:
             if choice in FLASH_CHOICES:
-                problem = flash_problem(choice, self.device, self.dtype)
+                # the model's reason first: it holds on every machine
+                problem = (f"the model has {self.attention_problem}" if self.attention_problem
+                           else flash_problem(choice, self.device, self.dtype))
                 if problem is None:
                     try:
                         info = self._probe_flash(choice)
@@ -245,7 +253,7 @@ class HFStaticCacheBackend:
         slots = torch.arange(plen, device=self.device)
         with self._sdpa_context():
             out = self.model(input_ids=input_ids, attention_mask=self.mask, position_ids=positions,
-                             past_key_values=self.cache, use_cache=True, logits_to_keep=1,
+                             use_cache=True, logits_to_keep=1, **{self.cache_kw: self.cache},
                              **self._model_kwargs(slots))
         if self.static:
             self.step_pos.copy_(positions[:, -1:] + 1)  # [B, 1] position of the next token, advanced in place
@@ -257,7 +265,7 @@ class HFStaticCacheBackend:
     def _forward_decode(self, tokens, positions, mask):
         with self._sdpa_context():
             out = self.model(input_ids=tokens, attention_mask=mask, position_ids=positions,
-                             past_key_values=self.cache, use_cache=True,
+                             use_cache=True, **{self.cache_kw: self.cache},
                              **(self._model_kwargs(self.step_slot) if self.static else {}))
         return out.logits[:, -1]
 

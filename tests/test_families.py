@@ -1,0 +1,114 @@
+"""Every described family on every backend that rebuilds or runs it, validated on the CPU against HF float32 with
+tiny checkpoints saved by transformers (tests/families.py); the tokenizer cases of checkpoint directories."""
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import pytest
+import torch
+from families import FAMILY_CONFIGS, checkpoint_cfg, save_tiny_checkpoint
+
+from helpers import open_backend, run_cli
+
+FAMILIES = sorted(FAMILY_CONFIGS)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("families")
+    return {t: save_tiny_checkpoint(t, root / t) for t in FAMILIES}
+
+
+def validate(handle, source, dtype=torch.float32):
+    from harness.validate import validate_backend
+
+    return validate_backend(handle, source, dtype, "cpu", batch=2, prompt_len=6, steps=4, seed=0)
+
+
+def assert_passed(results):
+    assert results and all(r.passed for r in results), [(r.case, r.max_abs_diff, r.reason) for r in results]
+
+
+# -- tokenizer -------------------------------------------------------------------------------------------------
+
+def test_checkpoint_without_tokenizer_files_validates_on_random_ids(registry, checkpoints):
+    from harness.validate import validation_inputs
+
+    handle, source, _ = open_backend(registry, "hf-flashattn-staticcache", checkpoint_cfg(checkpoints["qwen2"]),
+                                     max_seq=32)
+    assert source.tokenizer() is None
+    inputs, cases = validation_inputs(source, 2, 6, 0)
+    assert inputs == "random ids"
+    assert all(r.dtype == torch.long for groups in cases.values() for group in groups for r in group)
+    assert_passed(validate(handle, source))
+
+
+@pytest.mark.parametrize("content", ["{not json", "{}"])
+def test_present_but_broken_tokenizer_is_a_user_error(checkpoints, tmp_path, content):
+    from harness.errors import UserError
+    from harness.models import ModelSource
+
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoints["qwen2"], broken)
+    name = "tokenizer.json" if content.startswith("{not") else "tokenizer_config.json"
+    (broken / name).write_text(content)  # unparsable, or a config naming no vocabulary (encodes to no ids)
+    with pytest.raises(UserError, match="tokenizer"):
+        ModelSource.from_config(checkpoint_cfg(broken), 0)
+
+
+def test_cli_broken_tokenizer_exits_2_in_one_line_and_writes_nothing(checkpoints, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoints["qwen2"], broken)
+    (broken / "tokenizer.json").write_text("{not json")
+    out = tmp_path / "out"
+    proc = run_cli("task=validate", f"model.path={broken}", "backend=hf-flashattn-staticcache", f"output_dir={out}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("enginebench: error:")]
+    assert len(errors) == 1 and "tokenizer" in errors[0] and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+# -- HF backend ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_hf_backend_validates_every_family(registry, checkpoints, model_type, attention):
+    handle, source, info = open_backend(registry, "hf-flashattn-staticcache",
+                                        checkpoint_cfg(checkpoints[model_type]), options={"attention": attention},
+                                        max_seq=32)
+    assert info["attn_implementation"] == attention
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # no deprecated cache argument on any path
+        assert_passed(validate(handle, source))
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_hf_backend_static_attention_path_validates_every_family(registry, checkpoints, model_type):
+    """The FlashAttention choices' code path (static cache read by fill, token-major storage) through the
+    plain-torch reference op: the same contract as the CUDA kernels."""
+    handle, source, _ = open_backend(registry, "hf-flashattn-staticcache", checkpoint_cfg(checkpoints[model_type]),
+                                     max_seq=32)
+    handle.instance._set_attention("reference")
+    assert_passed(validate(handle, source))
+
+
+def test_flash_choice_refuses_soft_capping_and_short_windows_and_auto_records_why(registry, tmp_path):
+    from harness.errors import UserError
+    from harness.families import plain_attention_problem
+    from harness.models import ModelSource
+
+    windowed = save_tiny_checkpoint("mistral", tmp_path / "windowed", sliding_window=16)
+    config = ModelSource.from_config(checkpoint_cfg(windowed), 0).config()
+    assert "sliding window of 16 tokens" in plain_attention_problem(config, 32)
+    assert plain_attention_problem(config, 16) is None  # a window as long as the cache masks nothing
+    capped = save_tiny_checkpoint("gemma3_text", tmp_path / "capped", attn_logit_softcapping=50.0, sliding_window=512)
+    with pytest.raises(UserError, match="attention logit soft-capping") as refused:
+        open_backend(registry, "hf-flashattn-staticcache", checkpoint_cfg(capped),
+                     options={"attention": "flash_attention_2"}, max_seq=32)
+    assert "\n" not in str(refused.value)
+    handle, source, _ = open_backend(registry, "hf-flashattn-staticcache", checkpoint_cfg(capped), max_seq=32)
+    info = handle.instance._choose_attention(["torch_flash", "sdpa"], "auto")  # auto's order on CUDA
+    assert info["attn_implementation"] == "sdpa"
+    assert "soft-capping" in info["attention_skipped"]["torch_flash"]
+    assert_passed(validate(handle, source))
