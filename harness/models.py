@@ -114,8 +114,10 @@ class ModelSource:
             if self.path:
                 model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
             else:
+                config = self.config()
+                check_host_memory(self.name, config)
                 torch.manual_seed(self.seed)
-                model = AutoModelForCausalLM.from_config(self.config(), dtype=torch.float32)
+                model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
             self._fp32_cache = model.eval()
         return self._fp32_cache
 
@@ -236,6 +238,29 @@ def load_tokenizer(path: str):
     if len(ids) == 0:
         raise UserError(f"model.path '{path}': its tokenizer encodes text to no token ids", fix)
     return tokenizer
+
+
+LARGE_MODEL_BYTES = 4 << 30  # above this the load says what it needs before allocating
+
+
+def check_host_memory(name: str, config) -> None:
+    """Say how much host memory the float32 weights (the reference every backend starts from) take before they are
+    allocated; refuse in one line when the machine does not have it available."""
+    need = param_count(config)["total"] * 4
+    if need < LARGE_MODEL_BYTES:
+        return
+    import psutil
+
+    from harness.progress import say
+
+    available = psutil.virtual_memory().available
+    say(f"{name}: {param_count(config)['total'] / 1e9:.2f} B parameters; the float32 reference needs "
+        f"{need / 2**30:.1f} GiB of host memory ({available / 2**30:.1f} GiB available), plus a copy in the run's "
+        "dtype on the device")
+    if need > available:
+        raise UserError(f"{name} needs {need / 2**30:.1f} GiB of host memory for its float32 weights, "
+                        f"{available / 2**30:.1f} GiB is available",
+                        "run it on a machine with more memory, or use a smaller preset")
 
 
 def max_positions(config) -> int:

@@ -112,3 +112,42 @@ def test_flash_choice_refuses_soft_capping_and_short_windows_and_auto_records_wh
     assert info["attn_implementation"] == "sdpa"
     assert "soft-capping" in info["attention_skipped"]["torch_flash"]
     assert_passed(validate(handle, source))
+
+
+# -- graph backends --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_onnxruntime_validates_every_family(registry, checkpoints, model_type, tmp_path):
+    pytest.importorskip("onnxruntime")
+    handle, source, info = open_backend(registry, "onnxruntime", checkpoint_cfg(checkpoints[model_type]),
+                                        max_seq=32, tmp_cache=tmp_path)
+    try:
+        assert info["onnx_check_max_abs_diff"] < 1e-4
+        assert_passed(validate(handle, source))
+    finally:
+        handle.close()
+
+
+@pytest.mark.slow  # one more export per family
+@pytest.mark.parametrize("model_type", ["qwen3", "phi3", "gemma3_text"])
+def test_onnxruntime_gqa_graph_validates_families(registry, checkpoints, model_type, tmp_path):
+    pytest.importorskip("onnxruntime")
+    handle, source, _ = open_backend(registry, "onnxruntime", checkpoint_cfg(checkpoints[model_type]),
+                                     options={"attention": "gqa"}, max_seq=32, tmp_cache=tmp_path)
+    try:
+        assert_passed(validate(handle, source))
+    finally:
+        handle.close()
+
+
+def test_onnx_export_of_short_windows_and_soft_capping_matches_hf(registry, tmp_path):
+    """Windows shorter than the cache and soft-capping are masks and tanh in the explicit graph."""
+    pytest.importorskip("onnxruntime")
+    path = save_tiny_checkpoint("gemma3_text", tmp_path / "g", sliding_window=5, attn_logit_softcapping=2.0,
+                                final_logit_softcapping=3.0)
+    handle, source, _ = open_backend(registry, "onnxruntime", checkpoint_cfg(path), max_seq=32,
+                                     tmp_cache=tmp_path / "cache")
+    try:
+        assert_passed(validate(handle, source))
+    finally:
+        handle.close()
