@@ -10,7 +10,8 @@ checkpoint ``model_type`` and branch on its fields, never on the family's name. 
 - ``norm_offset``: RMSNorm scales by ``offset + w``, computed in float32 before the cast (Gemma: 1 + w);
 - ``embed_scale``: embeddings multiplied by sqrt(hidden) (Gemma);
 - ``sandwich_norms``: extra norms on the attention and MLP outputs, and a norm before the MLP (Gemma 3);
-- ``rope_per_layer_type``: local (sliding) and global layers each with their own RoPE (Gemma 3).
+- ``rope_per_layer_type``: local (sliding) and global layers each with their own RoPE (Gemma 3);
+- ``applies_attention_softcap``: False where HF's code ignores the config's attention soft-capping (Gemma 3).
 
 What the config decides on top (any family): attention biases, tied embeddings, ``head_dim`` != hidden / heads, the
 RoPE scaling type, partial rotary, the MLP activation, sliding windows, logit soft-capping. :func:`graph_problem`
@@ -32,6 +33,8 @@ class Family:
     embed_scale: bool = False
     sandwich_norms: bool = False
     rope_per_layer_type: bool = False
+    # whether HF's modelling code applies the config's attn_logit_softcapping (Gemma 3's keeps the key, unused)
+    applies_attention_softcap: bool = True
 
 
 FAMILIES = (
@@ -41,7 +44,7 @@ FAMILIES = (
     Family("Qwen3", ("qwen3",), qk_norm=True),
     Family("Phi-3", ("phi3",), fused_qkv=True, fused_gate_up=True),
     Family("Gemma 3 (text)", ("gemma3_text",), qk_norm=True, norm_offset=1.0, embed_scale=True,
-           sandwich_norms=True, rope_per_layer_type=True),
+           sandwich_norms=True, rope_per_layer_type=True, applies_attention_softcap=False),
 )
 BY_MODEL_TYPE = {t: f for f in FAMILIES for t in f.model_types}
 
@@ -114,7 +117,10 @@ def short_windows(config, max_seq: int) -> list[int]:
 
 
 def softcaps(config) -> dict[str, float]:
-    caps = {"attention logit soft-capping": getattr(config, "attn_logit_softcapping", None),
+    """The logit soft-capping the model's HF code applies (the config may name one its code ignores)."""
+    family = family_of(config)
+    applied = family is None or family.applies_attention_softcap
+    caps = {"attention logit soft-capping": getattr(config, "attn_logit_softcapping", None) if applied else None,
             "final logit soft-capping": getattr(config, "final_logit_softcapping", None)}
     return {k: float(v) for k, v in caps.items() if v}
 
@@ -127,8 +133,8 @@ def activation(config) -> str | None:
 def plain_attention_problem(config, max_seq: int) -> str | None:
     """Why the model's attention is not plain causal softmax over the whole cache (FlashAttention kernels compute
     only that), or None."""
-    if caps := softcaps(config):
-        return f"{' and '.join(caps)} ({', '.join(f'{v:g}' for v in caps.values())})"
+    if cap := softcaps(config).get("attention logit soft-capping"):
+        return f"attention logit soft-capping ({cap:g})"
     if windows := short_windows(config, max_seq):
         return (f"a sliding window of {sliding_window(config, windows[0])} tokens, shorter than the cache "
                 f"({max_seq}), in {len(windows)} of {config.num_hidden_layers} layers")
@@ -175,3 +181,23 @@ def support_table() -> str:
         lines.append(f"| {f.name} | {', '.join(f.model_types)} | "
                      + " | ".join(support_cell(f, b) for b in backends) + " |")
     return "\n".join(lines) + "\n"
+
+
+def rope_tables(hf_model, max_seq: int) -> dict:
+    """HF's own cos/sin at every cache slot, per layer type: {type: (cos, sin)}, each [L, rotary dim] in the model
+    dtype. The graphs gather them by position instead of rebuilding the rotary module (whose scaled variants branch
+    on the sequence length); so every RoPE variant the module computes is exact, llama3, yarn and Gemma's
+    per-layer-type bases included."""
+    import torch
+
+    body = hf_model.model
+    dtype = next(hf_model.parameters()).dtype
+    probe = torch.zeros(1, max_seq, 1, dtype=dtype)
+    positions = torch.arange(max_seq).view(1, -1)
+    per_type = family_of(hf_model.config).rope_per_layer_type
+    tables = {}
+    with torch.no_grad():
+        for kind in dict.fromkeys(layer_types(hf_model.config)):
+            cos, sin = body.rotary_emb(probe, positions, kind) if per_type else body.rotary_emb(probe, positions)
+            tables[kind] = (cos[0].contiguous(), sin[0].contiguous())
+    return tables

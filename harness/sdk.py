@@ -18,7 +18,8 @@ What is here, by purpose:
 - model helpers: ``head_dim(config)``, ``dtype_name(dtype)``;
 - model families (harness/families.py): ``Family`` / ``FAMILIES`` / ``family_of(config)`` (the architecture
   differences the graph backends rebuild, as data), ``graph_problem(config, max_seq, backend)`` and
-  ``plain_attention_problem(config, max_seq)`` (what a backend or a FlashAttention kernel cannot compute, one phrase);
+  ``plain_attention_problem(config, max_seq)`` (what a backend or a FlashAttention kernel cannot compute, one phrase),
+  ``rope_tables(hf_model, max_seq)`` (HF's cos/sin per layer type at every slot);
 - transformers' cache argument: ``cache_keyword(model)`` and ``returned_cache(output)`` (``cache`` or
   ``past_key_values``, whichever the installed transformers takes);
 - artifact cache: ``get_or_build(root, kind, key, build)`` returns an ``Artifact`` (directory, meta, reused),
@@ -37,7 +38,7 @@ from __future__ import annotations
 from harness import hookimpl
 from harness.artifacts import Artifact, get_or_build
 from harness.errors import MissingLibrary, UserError
-from harness.families import FAMILIES, Family, family_of, graph_problem, plain_attention_problem
+from harness.families import FAMILIES, Family, family_of, graph_problem, plain_attention_problem, rope_tables
 from harness.hf_cache import cache_keyword, returned_cache
 from harness.inputs import left_pad, random_prompt_ids
 from harness.loadspec import LoadSpec
@@ -53,7 +54,7 @@ __all__ = [
     "choice", "needs",
     "UserError", "MissingLibrary",
     "head_dim", "dtype_name",
-    "Family", "FAMILIES", "family_of", "graph_problem", "plain_attention_problem",
+    "Family", "FAMILIES", "family_of", "graph_problem", "plain_attention_problem", "rope_tables",
     "cache_keyword", "returned_cache",
     "Artifact", "get_or_build",
     "say",

@@ -29,14 +29,14 @@ def save_tiny_checkpoint(model_type: str, directory: Path, **overrides) -> Path:
     """Save a seeded random-weight checkpoint of ``model_type`` (no tokenizer files) into ``directory``."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    params = {**COMMON, **FAMILY_CONFIGS[model_type], **overrides}
+    params = {**COMMON, **FAMILY_CONFIGS.get(model_type, {}), **overrides}
     config = AutoConfig.for_model(model_type, **params)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():  # Gemma's norms start at zero (1 + w = 1): give every norm weight some spread
         for name, p in model.named_parameters():
             if "norm" in name:
-                p.normal_(0.0, 0.2) if model_type == "gemma3_text" else p.uniform_(0.8, 1.2)
+                p.normal_(0.0, 0.2) if model_type.startswith("gemma") else p.uniform_(0.8, 1.2)
     model.save_pretrained(directory)
     return directory
 

@@ -102,15 +102,18 @@ def test_flash_choice_refuses_soft_capping_and_short_windows_and_auto_records_wh
     config = ModelSource.from_config(checkpoint_cfg(windowed), 0).config()
     assert "sliding window of 16 tokens" in plain_attention_problem(config, 32)
     assert plain_attention_problem(config, 16) is None  # a window as long as the cache masks nothing
-    capped = save_tiny_checkpoint("gemma3_text", tmp_path / "capped", attn_logit_softcapping=50.0, sliding_window=512)
+    # Gemma 2 (no family description: the HF backend runs it all the same) soft-caps its attention logits
+    capped = save_tiny_checkpoint("gemma2", tmp_path / "capped", head_dim=32, sliding_window=512,
+                                  attn_logit_softcapping=50.0)
     with pytest.raises(UserError, match="attention logit soft-capping") as refused:
         open_backend(registry, "hf-flashattn-staticcache", checkpoint_cfg(capped),
                      options={"attention": "flash_attention_2"}, max_seq=32)
     assert "\n" not in str(refused.value)
     handle, source, _ = open_backend(registry, "hf-flashattn-staticcache", checkpoint_cfg(capped), max_seq=32)
     info = handle.instance._choose_attention(["torch_flash", "sdpa"], "auto")  # auto's order on CUDA
-    assert info["attn_implementation"] == "sdpa"
+    assert info["attn_implementation"] == "eager"  # transformers has no SDPA path for Gemma 2
     assert "soft-capping" in info["attention_skipped"]["torch_flash"]
+    assert "sdpa" in info["attention_skipped"]
     assert_passed(validate(handle, source))
 
 
@@ -151,3 +154,50 @@ def test_onnx_export_of_short_windows_and_soft_capping_matches_hf(registry, tmp_
         assert_passed(validate(handle, source))
     finally:
         handle.close()
+
+
+@pytest.mark.parametrize("attention", ["explicit", pytest.param("fused", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_trt_handbuilt_evaluator_validates_every_family(registry, checkpoints, model_type, attention):
+    """The hand-built network, read layer by layer by the CPU evaluator (trt_common/evaluator.py)."""
+    from helpers import installed_tensorrt
+
+    if installed_tensorrt() is None:
+        pytest.skip("neither tensorrt nor tensorrt_rtx_bindings installed")
+    handle, source, info = open_backend(registry, "trt-handbuilt", checkpoint_cfg(checkpoints[model_type]),
+                                        max_seq=32, options={"attention": attention})
+    try:
+        assert info["mode"] == "evaluator"
+        assert_passed(validate(handle, source))
+    finally:
+        handle.close()
+
+
+def test_trt_handbuilt_windows_and_soft_capping_match_hf(registry, tmp_path):
+    from helpers import installed_tensorrt
+
+    if installed_tensorrt() is None:
+        pytest.skip("neither tensorrt nor tensorrt_rtx_bindings installed")
+    path = save_tiny_checkpoint("gemma3_text", tmp_path / "g", sliding_window=5, attn_logit_softcapping=2.0,
+                                final_logit_softcapping=3.0)
+    handle, source, _ = open_backend(registry, "trt-handbuilt", checkpoint_cfg(path), max_seq=32)
+    try:
+        assert_passed(validate(handle, source))
+    finally:
+        handle.close()
+
+
+def test_graph_backends_refuse_partial_rotary_and_unknown_types_in_one_line(registry, tmp_path):
+    from transformers import AutoConfig
+
+    from harness.errors import UserError
+
+    path = save_tiny_checkpoint("phi3", tmp_path / "partial", rope_parameters={
+        "rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5})
+    with pytest.raises(UserError, match="trt-handbuilt cannot build this model: partial rotary") as refused:
+        open_backend(registry, "trt-handbuilt", checkpoint_cfg(path), max_seq=32)
+    assert "\n" not in str(refused.value)
+    from backends.onnx_export.graph import check_supported
+
+    with pytest.raises(UserError, match="model type 'gpt2' has no family description"):
+        check_supported(AutoConfig.for_model("gpt2"), 32)

@@ -138,7 +138,17 @@ class HFStaticCacheBackend:
                 self._set_attention(choice)
                 info = {"attention_kernel_prefill": "eager", "attention_kernel_decode": "eager"}
             else:
-                self._set_attention(choice)
+                try:
+                    self._set_attention(choice)
+                except ValueError as exc:  # transformers refuses SDPA for this architecture (e.g. Gemma 2)
+                    problem = " ".join(str(exc).split())[:160]
+                    if asked != "auto":
+                        raise UserError(f"backend.attention={asked}: transformers refuses it for this model "
+                                        f"({problem})", "use backend.attention=eager (or auto)") from exc
+                    skipped[choice] = problem
+                    if "eager" not in todo:
+                        todo.append("eager")  # auto ends with HF's eager attention, which every model has
+                    continue
                 info = self._probe_sdpa_kernels()
             info.update(attn_implementation=self.impl, attention_requested=asked, flash_attn_installed=
                         installed_flash_attn())

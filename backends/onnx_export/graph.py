@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.sdk import UserError, family_of, graph_problem
+from harness.sdk import UserError, family_of, graph_problem, rope_tables
 from harness.sdk import head_dim as model_head_dim
 
 ONNX_BACKEND = "onnxruntime"
@@ -46,24 +46,6 @@ def check_supported(config, max_seq: int = 0, attention: str = "explicit", fused
         fix = "drop backend.fused_ops"
     if problem:
         raise UserError(f"the ONNX export cannot rebuild this model: {problem}", fix)
-
-
-def rope_tables(hf_model, max_seq: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """HF's own cos/sin at every cache slot, per layer type ([L, rotary dim] each, in the model dtype): one gather
-    by position replaces the rotary module in the graph (whose scaled variants branch on the sequence length)."""
-    from harness.families import layer_types
-
-    body = hf_model.model
-    dtype = next(hf_model.parameters()).dtype
-    probe = torch.zeros(1, max_seq, 1, dtype=dtype)
-    positions = torch.arange(max_seq).view(1, -1)
-    tables = {}
-    with torch.no_grad():
-        for kind in dict.fromkeys(layer_types(hf_model.config)):
-            per_type = family_of(hf_model.config).rope_per_layer_type
-            cos, sin = body.rotary_emb(probe, positions, kind) if per_type else body.rotary_emb(probe, positions)
-            tables[kind] = (cos[0].contiguous(), sin[0].contiguous())
-    return tables
 
 
 def rotate_half(x):
@@ -112,9 +94,8 @@ class StaticCacheDecoder(nn.Module):
         self.head_dim = model_head_dim(cfg)
         self.layer_types = layer_types(cfg)
         self.windows = [sliding_window(cfg, i) for i in range(self.num_layers)]
-        self.attn_cap = getattr(cfg, "attn_logit_softcapping", None) or None
-        self.final_cap = getattr(cfg, "final_logit_softcapping", None) or None
-        assert set(softcaps(cfg)) <= {"attention logit soft-capping", "final logit soft-capping"}
+        self.attn_cap = softcaps(cfg).get("attention logit soft-capping")
+        self.final_cap = softcaps(cfg).get("final logit soft-capping")
         for kind, (cos, sin) in rope_tables(hf_model, self.max_seq).items():
             self.register_buffer(f"cos_{kind}", cos, persistent=False)
             self.register_buffer(f"sin_{kind}", sin, persistent=False)
