@@ -164,22 +164,33 @@ def graph_problem(config, max_seq: int, backend: str) -> str | None:
     return None
 
 
-def support_cell(family: Family, backend: str) -> str:
-    """What the docs table says for a family on a backend (the family's default configuration)."""
-    if backend == "hf-flashattn-staticcache":
-        return "yes (FlashAttention choices: no soft-capping, window >= cache)" if family.rope_per_layer_type \
-            else "yes"
-    return "yes (sliding window, soft-capping as masks)" if family.rope_per_layer_type else "yes"
+TABLE_CACHE = 2048  # the cache length the docs table is evaluated at
+
+
+def support_row(config) -> list[str]:
+    """One row of the docs table: what each backend does with ``config`` at a cache of TABLE_CACHE slots, from the
+    same checks the backends run (plus the window under which a windowed family stays supported)."""
+    windows = sorted({w for i in range(config.num_hidden_layers) if (w := sliding_window(config, i))})
+    within = f" (cache <= {windows[0]}: the sliding window)" if windows else ""
+    flash = plain_attention_problem(config, TABLE_CACHE)
+    cells = ["yes", f"refused: {flash}" if flash else "yes" + within]
+    for backend in ("onnxruntime", "trt-handbuilt"):
+        problem = graph_problem(config, TABLE_CACHE, backend)
+        cells.append(f"refused: {problem.split(' (')[0]}" if problem else "yes")
+    return cells
 
 
 def support_table() -> str:
-    """The Markdown table of docs/models.md: families (rows) by backends (columns), from FAMILIES."""
-    backends = ("hf-flashattn-staticcache", *GRAPH_BACKENDS)
-    lines = ["| family | model_type | " + " | ".join(backends) + " |",
-             "|---|---|" + "---|" * len(backends)]
-    for f in FAMILIES:
-        lines.append(f"| {f.name} | {', '.join(f.model_types)} | "
-                     + " | ".join(support_cell(f, b) for b in backends) + " |")
+    """The Markdown table of docs/models.md: each described family (transformers' default configuration of its
+    model type) and one type without a description, by backend."""
+    from transformers import AutoConfig
+
+    header = ["family", "model_type", "hf-flashattn-staticcache (sdpa or eager)", "its FlashAttention choices",
+              "onnxruntime, trt-onnx-parsed (ONNX export)", "trt-handbuilt"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = [(f.name, t) for f in FAMILIES for t in f.model_types] + [("any other decoder-only LM", "gemma2")]
+    for name, model_type in rows:
+        lines.append(f"| {name} | {model_type} | " + " | ".join(support_row(AutoConfig.for_model(model_type))) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -201,3 +212,7 @@ def rope_tables(hf_model, max_seq: int) -> dict:
             cos, sin = body.rotary_emb(probe, positions, kind) if per_type else body.rotary_emb(probe, positions)
             tables[kind] = (cos[0].contiguous(), sin[0].contiguous())
     return tables
+
+
+if __name__ == "__main__":  # python -m harness.families > the table of docs/models.md
+    print(support_table(), end="")
