@@ -36,6 +36,7 @@ def _job_output_dir(cfg) -> Path:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_entry(cfg: DictConfig) -> None:
+    multirun.die_with_launcher()  # a worker of joblib / submitit-local ends with the command (multirun.py)
     out = _job_output_dir(cfg)
     try:
         check_config(cfg, multirun=multirun.in_multirun())
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as err:
         _fail(err)
     sys.argv = [sys.argv[0], *argv]
+    multirun.mark_launcher()  # jobs in other processes end when this command does
     hydra_entry()
     sys.exit(max(_exit_code["worst"], multirun.outcome["exit_code"] or 0))
 

@@ -62,8 +62,8 @@ def _backend_of(combo: list[str]) -> str:
     return found.group(1) if found else "?"
 
 
-def sweep_combinations(overrides: list[str], limit: int = 256) -> list[list[str]]:
-    """Expand ``key=a,b`` sweeps into the job override lists Hydra will run (at most ``limit`` are checked)."""
+def sweep_combinations(overrides: list[str], limit: int | None = None) -> list[list[str]]:
+    """Expand ``key=a,b`` sweeps into the job override lists Hydra will run (every one, unless ``limit``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(overrides)
@@ -169,6 +169,7 @@ def precheck(argv: list[str], compose_only: bool = False) -> None:
             key, _, value = arg.partition("=")
             if key in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
                 probe_writable(Path(value), key)
+    labels: list[str] = []
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         for combo in combos:
@@ -185,7 +186,38 @@ def precheck(argv: list[str], compose_only: bool = False) -> None:
             if multirun and cfg.resume and not cfg.get("output_dir") and not sweep_dir_given:
                 raise UserError("resume=true in a multirun needs the sweep directory to resume",
                                 "add hydra.sweep.dir=PATH (the multirun folder holding the job folders)")
+            if multirun and cfg.report.baseline is not None:
+                labels.append(_configuration(cfg, plugins))
     GlobalHydra.instance().clear()
+    if multirun and not compose_only:
+        check_report_baseline(cfg.report.baseline, labels)
+
+
+def _configuration(cfg, plugins: PluginRegistry) -> str:
+    """The label the report will give this job's configuration (harness.plugins.configuration_label)."""
+    from omegaconf import OmegaConf
+
+    from harness.config import quant_scheme_of
+    from harness.plugins import configuration_label
+    from harness.report.aggregate import with_quant
+
+    label = configuration_label(cfg.backend.name, OmegaConf.to_container(cfg.backend, resolve=True),
+                                plugins.defaults(cfg.backend.name))
+    return with_quant(label, quant_scheme_of(cfg).label)
+
+
+def check_report_baseline(baseline: str | None, labels: list[str]) -> None:
+    """``report.baseline`` of a multirun names a configuration the sweep will run: otherwise its report, written
+    after the last job, would be refused when every job has already run."""
+    if baseline is None:
+        return
+    from harness.report.comparison import resolve_baseline
+
+    try:
+        resolve_baseline(sorted(set(labels)), baseline)
+    except UserError as err:
+        problem = err.problem.replace("in these results", "in this sweep")
+        raise UserError(f"report.{problem}", err.fix.replace("--baseline", "report.baseline")) from err
 
 
 def check_backend_quant(plugins, cfg) -> None:

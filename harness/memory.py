@@ -1,6 +1,16 @@
 """Memory during a grid cell: GPU memory from NVML (device-wide and this process), torch's allocator peak and
 host RSS, sampled by a background thread; energy from NVML's total-energy counter.
 
+Two different peaks, under two names:
+
+- per cell (the memory metrics of each results.csv row): the highest reading inside that cell's own window. The
+  cell loop hands torch's cached blocks back before the window opens (harness/sweep.py) and the allocator's peak
+  is reset when it opens, so a small cell after a large one no longer shows the large one's high-water mark. A
+  backend's own arena (ONNX Runtime's) is not torch's to release: what it grew for an earlier cell stays in its
+  process reading, which is why the allocator peak is the number to compare between cells of torch backends.
+- per run (``memory_lifetime_peak_mib`` in run.json, :func:`lifetime_peaks`): the highest of every cell's peak,
+  and, for a job run in this process, torch's allocator peak from before the first cell (load, validation).
+
 NVML numbers devices physically, torch after CUDA_VISIBLE_DEVICES: the two are matched by UUID.
 On a machine without a GPU every GPU field is None (empty in the CSV), never zero.
 """
@@ -8,7 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import psutil
 import torch
@@ -67,6 +77,30 @@ class MemoryPeaks:
     host_rss_peak_mib: float | None = None
 
 
+_LIFETIME = MemoryPeaks()  # this process's highest readings: every window, and torch's peak before each reset
+
+
+def _fold(into: MemoryPeaks, peaks: MemoryPeaks) -> None:
+    for f in fields(MemoryPeaks):
+        new = getattr(peaks, f.name)
+        if new is not None:
+            setattr(into, f.name, max(getattr(into, f.name) or 0.0, new))
+
+
+def lifetime_peaks(rows: list[dict]) -> dict[str, float]:
+    """The run's peak per memory metric: the highest over its finished cells' rows (results.csv dicts) and this
+    process's own readings; only the metrics that were measured."""
+    out = {k: v for k, v in asdict(_LIFETIME).items() if v is not None}
+    for r in rows:
+        if r.get("status") == "ok" and r.get("metric") in asdict(_LIFETIME):
+            try:
+                value = float(r.get("max") or r.get("mean"))
+            except (TypeError, ValueError):
+                continue
+            out[r["metric"]] = max(out.get(r["metric"], 0.0), value)
+    return out
+
+
 class MemorySampler:
     """Context manager: samples memory every ``interval_s`` in a thread; ``peaks`` holds the maxima."""
 
@@ -99,6 +133,8 @@ class MemorySampler:
 
     def __enter__(self) -> "MemorySampler":
         if self.device.startswith("cuda"):
+            before = torch.cuda.max_memory_allocated(torch.device(self.device)) / (1 << 20)
+            _fold(_LIFETIME, MemoryPeaks(torch_allocated_peak_mib=before))  # load, validation: the run's
             torch.cuda.reset_peak_memory_stats(torch.device(self.device))
         self._sample()
         self._thread.start()
@@ -110,3 +146,4 @@ class MemorySampler:
         self._sample()
         if self.device.startswith("cuda"):
             self.peaks.torch_allocated_peak_mib = torch.cuda.max_memory_allocated(torch.device(self.device)) / (1 << 20)
+        _fold(_LIFETIME, self.peaks)

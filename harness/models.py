@@ -112,7 +112,10 @@ class ModelSource:
             from transformers import AutoModelForCausalLM
 
             if self.path:
-                model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
+                # trust_remote_code=False: a checkpoint's auto_map (its own Python code) is never run
+                model, info = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32,
+                                                                   trust_remote_code=False, output_loading_info=True)
+                refuse_missing_tensors(self.path, info.get("missing_keys") or [])
             else:
                 config = self.config()
                 check_host_memory(self.name, config)
@@ -263,8 +266,14 @@ def check_host_memory(name: str, config) -> None:
                         "run it on a machine with more memory, or use a smaller preset")
 
 
-def max_positions(config) -> int:
-    return int(getattr(config, "max_position_embeddings", 2048))
+def refuse_missing_tensors(path: str, missing) -> None:
+    """transformers fills tensors a checkpoint lacks with random values (and the float32 reference has the same
+    random layer, so validation passes): a checkpoint missing tensors is refused, naming them."""
+    missing = sorted(missing)
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        raise UserError(f"model.path '{path}' lacks {len(missing)} tensor(s) of the model: {shown}",
+                        "use a complete checkpoint (download its weights again)")
 
 
 def head_dim(config) -> int:

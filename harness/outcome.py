@@ -58,13 +58,18 @@ def job_outcome(out_dir: Path, task: str, code: int) -> tuple[int, str]:
             parts.append(f"all {len(cells)} cells ok")
     if info.get("load_error") and task != "benchmark":
         parts.append(f"load failed: {info['load_error'][:200]}")
-    if task in ("benchmark", "validate") and info.get("validation"):
+    if task in ("benchmark", "validate") and info.get("validation_error"):  # it died or timed out (isolation)
+        failed_any = True
+        parts.append(f"validation failed ({info['validation_error'][:200]})")
+    elif task in ("benchmark", "validate") and info.get("validation"):
         bad = _failed_validation(info)
         if bad:
             failed_any = True
             parts.append(f"validation failed ({', '.join(bad)})")
         elif task == "validate":
             parts.append("validation passed")
+    if info.get("error") and code != EXIT_OK:  # what ended the job early (harness/job.py)
+        parts.append(str(info["error"])[:200])
     if not parts:
         parts.append("done" if not failed_any else f"failed (status {code})")
     return max(code, EXIT_FAILED if failed_any else EXIT_OK), "; ".join(parts)

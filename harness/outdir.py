@@ -13,6 +13,10 @@ configurations, and two runs writing one directory duplicated rows. The rules (R
 - ``resume=true`` of a directory that holds no earlier run is an error, not a silent fresh start (except for a job
   of a resumed multirun that never started: it simply runs).
 - A lock file makes a second writer fail at once, naming the process that holds the directory.
+- A refused command writes nothing: the rules are checked before the lock file is made, and Hydra's ``.hydra/``
+  files are written by the job once it owns the directory (:func:`save_hydra_config`). ``overwrite=true`` moves
+  the earlier results aside and deletes them only once the new run has written its run.json
+  (:func:`replacing`).
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ LOCK_FILE = ".enginebench.lock"
 OWNER_FILE = ".enginebench.owner"  # who holds the lock: pid, host, start time (the lock file itself stays empty)
 # Files an enginebench job writes: what overwrite=true removes (nothing else in the directory is touched).
 RESULT_FILES = ("results.csv", "summary.csv", "run.json", "validation.csv", "generation.json")
-RESULT_DIRS = ("report",)
+RESULT_DIRS = ("report", "samples")
 # Keys that do not change what a row means: where and whether to write, how long and how to measure, how jobs
 # share devices. grid.batch_sizes / grid.prompt_lens are out too: every row carries its cell, so a resumed run may
 # add cells to the grid.
@@ -140,9 +144,14 @@ def check_ownership(cfg, out_dir: Path, multirun: bool = False) -> dict[str, Any
 
 @contextlib.contextmanager
 def exclusive(out_dir: Path) -> Iterator[None]:
-    """Hold ``out_dir`` for this process; a second writer fails at once, naming the holder."""
+    """Hold ``out_dir`` for this process; a second writer fails at once, naming the holder.
+
+    A UserError raised in the block (a refusal by :func:`check_ownership`) takes back what taking the lock
+    created (the lock file, the directory when it is still empty), so a refused command leaves no trace."""
     out_dir = Path(out_dir)
+    made_dir = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    made_lock = not (out_dir / LOCK_FILE).exists()
     lock = FileLock(str(out_dir / LOCK_FILE), timeout=0)
     try:
         lock.acquire()
@@ -154,9 +163,71 @@ def exclusive(out_dir: Path) -> Iterator[None]:
         owner.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                      "since": time.strftime("%Y-%m-%dT%H:%M:%S")}))
         yield
+    except UserError:
+        if made_lock:  # (we hold it: no other writer can be using this lock file)
+            owner.unlink(missing_ok=True)
+            (out_dir / LOCK_FILE).unlink(missing_ok=True)  # still held: no other writer can have it
+            if made_dir:
+                with contextlib.suppress(OSError):
+                    out_dir.rmdir()  # only if empty
+        raise
     finally:
         owner.unlink(missing_ok=True)
         lock.release()
+
+
+NEW_RESULTS = ("results.csv", "validation.csv", "generation.json")  # what a replacing run must have written
+
+
+class Replacement:
+    """``overwrite=true``: the earlier run's result files are moved into a hidden folder of the directory, not
+    deleted; they are deleted once the new run has written results, and put back when it wrote none (it failed
+    before its first cell, or was refused). ``restored`` says which happened."""
+
+    def __init__(self, out_dir: Path, active: bool):
+        self.out_dir, self.active, self.restored = Path(out_dir), active, False
+        self.aside = self.out_dir / f".enginebench-replaced-{os.getpid()}"
+        self.moved: list[str] = []
+
+    def __enter__(self) -> "Replacement":
+        names = [n for n in (*RESULT_FILES, *RESULT_DIRS) if (self.out_dir / n).exists()] if self.active else []
+        if names:
+            self.aside.mkdir(exist_ok=True)
+            for name in names:
+                if (self.out_dir / name).exists():
+                    os.replace(self.out_dir / name, self.aside / name)
+                    self.moved.append(name)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.moved:
+            shutil.rmtree(self.aside, ignore_errors=True)
+            return
+        if any((self.out_dir / n).exists() for n in NEW_RESULTS):
+            shutil.rmtree(self.aside, ignore_errors=True)
+            return
+        remove_results(self.out_dir)  # the new run's run.json, if it got that far
+        for name in self.moved:
+            os.replace(self.aside / name, self.out_dir / name)
+        shutil.rmtree(self.aside, ignore_errors=True)
+        self.restored = bool(self.moved)
+
+
+def save_hydra_config(cfg, out_dir: Path) -> None:
+    """Write ``.hydra/config.yaml`` and ``overrides.yaml``, as Hydra would, once the job owns ``out_dir``
+    (conf/config.yaml turns Hydra's own early write off). Outside Hydra (the Python API) there is nothing to save."""
+    from omegaconf import OmegaConf
+
+    from harness.multirun import hydra_job
+    from harness.results import atomic_write_bytes
+
+    hc = hydra_job()
+    if hc is None:
+        return
+    folder = Path(out_dir) / ".hydra"
+    folder.mkdir(exist_ok=True)
+    atomic_write_bytes(folder / "config.yaml", OmegaConf.to_yaml(cfg).encode())
+    atomic_write_bytes(folder / "overrides.yaml", OmegaConf.to_yaml(list(hc.overrides.task)).encode())
 
 
 def _owner(out_dir: Path) -> str:

@@ -4,9 +4,14 @@ A job claims a *slot* — a lock file named after a GPU's UUID (``pin.jobs_per_g
 before it loads anything, and holds it until it ends. Slots are tried starting with GPU ``job number mod GPU count``
 (so with a free machine job n lands on GPU n), then every other GPU; when all are taken the job waits for the first
 one to free up. So n jobs on k GPUs form a queue with at most ``jobs_per_gpu`` jobs per GPU at once, whatever the
-launcher's ``n_jobs`` is, and two separate sweeps on one host never share a GPU either. The locks are
+launcher's ``n_jobs`` is, and two separate sweeps of one user never share a GPU either. The locks are
 ``filelock`` locks (flock): the operating system drops them when their process ends, crash or kill included, so a
 dead job never blocks a GPU.
+
+The default lock folder is private to the user (``<temp dir>/enginebench-locks-<uid>``, 0700, lock files 0600):
+a folder shared by every user let any of them block pinned sweeps forever by holding a lock, and one planted as a
+symlink before the first sweep redirected the harness's chmod. Users who share GPUs on purpose give a common
+``pin.lock_dir``.
 
 On a machine without a GPU the job runs on the CPU; ``pin.cpu_slots=N`` then lets at most N jobs run at once there
 (0: no limit), through the same locks.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -72,16 +78,36 @@ def current_job_num() -> int:
 
 
 def default_lock_dir() -> Path:
-    return Path(tempfile.gettempdir()) / "enginebench-locks"
+    """A folder of this user's own in the temp dir: a folder shared by every user would let any of them hold the
+    locks forever (or plant a symlink there before the first sweep creates it)."""
+    return Path(tempfile.gettempdir()) / f"enginebench-locks-{os.getuid()}"
+
+
+def _private_dir(lock_dir: Path) -> None:
+    """Create the default lock folder 0700, or accept it only if it is a real directory (no symlink) owned by this
+    user and closed to others: a folder another user prepared could hold their locks or point anywhere."""
+    fix = f"remove '{lock_dir}' (it is not this user's private folder), or set pin.lock_dir=PATH"
+    try:
+        os.mkdir(lock_dir, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(lock_dir)
+    if stat.S_ISLNK(info.st_mode):
+        raise UserError(f"the GPU lock folder '{lock_dir}' is a symbolic link", fix)
+    if not stat.S_ISDIR(info.st_mode):
+        raise UserError(f"the GPU lock folder '{lock_dir}' is not a directory", fix)
+    if info.st_uid != os.getuid():
+        raise UserError(f"the GPU lock folder '{lock_dir}' belongs to another user (uid {info.st_uid})", fix)
+    if info.st_mode & 0o077:
+        os.chmod(lock_dir, 0o700, follow_symlinks=False)  # ours: close it
 
 
 def _open_lock_dir(lock_dir: Path) -> Path:
     try:
-        lock_dir.mkdir(parents=True, exist_ok=True)
         if lock_dir == default_lock_dir():
-            os.chmod(lock_dir, 0o1777)  # one folder for every user of the host, like /tmp itself
-    except PermissionError:
-        pass  # made by another user with the sticky bit already: creating lock files there is what matters
+            _private_dir(lock_dir)
+        else:
+            lock_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create the GPU lock folder '{lock_dir}' ({exc.strerror})",
                         "set pin.lock_dir=PATH to a writable local folder") from exc
@@ -126,7 +152,7 @@ def claim_slot(slots: list[Slot], lock_dir: Path, first: int = 0, wait_s: float 
     told = False
     while True:
         for slot in order:
-            lock = FileLock(str(lock_dir / f"{slot.name}.lock"), mode=0o666, thread_local=False)
+            lock = FileLock(str(lock_dir / f"{slot.name}.lock"), mode=0o600, thread_local=False)  # others: no access
             try:
                 lock.acquire(timeout=0)
             except Timeout:

@@ -14,6 +14,7 @@ which one to use (a built-in backend is never silently replaced).
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata as metadata
 import os
 import sys
@@ -23,7 +24,7 @@ from typing import Any
 
 import pluggy
 
-from harness import PROJECT, hookspecs
+from harness import PROJECT, hookspecs, plugin_sources
 from harness.contract import check_backend, check_logits, hook_arguments
 from harness.errors import UserError
 from harness.options import defaults_of, from_defaults
@@ -32,7 +33,7 @@ BACKEND_GROUP = "enginebench.backends"
 OBSERVER_GROUP = "enginebench.plugins"
 DISABLE_ENV = "ENGINEBENCH_DISABLE_PLUGIN_AUTOLOAD"
 CHOOSE_ENV = "ENGINEBENCH_BACKEND_FROM"  # name=package,...: which package provides a name claimed twice
-_OWN_DISTRIBUTION = "enginebench"
+_OWN_DISTRIBUTION = plugin_sources.OWN_DISTRIBUTION
 
 
 @dataclass(frozen=True)
@@ -63,36 +64,43 @@ def _provider(ep: metadata.EntryPoint) -> Provider:
     return Provider(dist.metadata["Name"], dist.version)
 
 
-def _source_tree_entry_points(group: str) -> list[metadata.EntryPoint]:
-    """The built-in entry points read from pyproject.toml, when running from a source tree that is not installed
-    (e.g. ``PYTHONPATH=. python -m harness`` on a machine where pip cannot install)."""
-    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
-    if not pyproject.is_file():
-        return []
-    import tomllib
-
-    table = tomllib.loads(pyproject.read_text()).get("project", {}).get("entry-points", {}).get(group, {})
-    return [metadata.EntryPoint(name=name, value=value, group=group) for name, value in table.items()]
-
-
-def _entry_points(group: str) -> list[metadata.EntryPoint]:
-    autoload = os.environ.get(DISABLE_ENV, "") in ("", "0")
-    found = []
-    installed = any(getattr(getattr(ep, "dist", None), "metadata", {}).get("Name") == _OWN_DISTRIBUTION
-                    for ep in metadata.entry_points(group=BACKEND_GROUP))
-    if not installed:
-        found.extend(_source_tree_entry_points(group))
-    for ep in metadata.entry_points(group=group):
-        dist = getattr(ep, "dist", None)
-        own = dist is not None and dist.metadata["Name"] == _OWN_DISTRIBUTION
-        if own or autoload:
-            found.append(ep)
+def _entry_points(group: str, report) -> list[metadata.EntryPoint]:
+    """This installation's entry points, then (unless autoload is off) those of the installed third-party
+    distributions (:mod:`harness.plugin_sources` says which count)."""
+    found = plugin_sources.builtin_entry_points(group)
+    third_party, ignored = plugin_sources.third_party_entry_points(group)
+    for line in ignored:
+        report(f"enginebench: warning: ignored {line}: a built-in backend is never replaced")
+    if os.environ.get(DISABLE_ENV, "") in ("", "0"):
+        found.extend(third_party)
     return found
 
 
 def _chosen_packages() -> dict[str, str]:
     pairs = [p.split("=", 1) for p in os.environ.get(CHOOSE_ENV, "").split(",") if "=" in p]
     return {name.strip(): package.strip() for name, package in pairs}
+
+
+def _options_class(name: str, provider: Provider, declared: Any) -> type:
+    """The backend's options dataclass, checked to go into Hydra's ConfigStore (a plain dataclass of plain values);
+    raises UserError so that a bad declaration costs only the commands that select this backend."""
+    from omegaconf import OmegaConf
+
+    from harness.options import config_node
+
+    fix = ("return a @dataclass class from enginebench_backend_options (fields of int, float, str, bool, lists or "
+           "dicts of those), or a dict of such defaults from enginebench_backend_defaults")
+    if declared is not None and not (isinstance(declared, dict) or dataclasses.is_dataclass(declared)
+                                     and isinstance(declared, type)):
+        raise UserError(f"backend '{name}' ({provider}): its options are a {type(declared).__name__}, not a "
+                        "dataclass or a dict of defaults", fix)
+    try:
+        options = declared if isinstance(declared, type) else from_defaults(name, declared or {})
+        OmegaConf.structured(config_node(name, options))  # what the ConfigStore will hold: plain values only
+    except Exception as exc:  # noqa: BLE001 - any failure here is the plugin's declaration
+        raise UserError(f"backend '{name}' ({provider}): its options cannot be a config: "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", fix) from exc
+    return options
 
 
 def _hook_defaults(instance: Any) -> dict[str, Any] | type | None:
@@ -105,6 +113,16 @@ def _hook_defaults(instance: Any) -> dict[str, Any] | type | None:
         return typed[0]
     defaults = probe.hook.enginebench_backend_defaults()
     return dict(defaults[0]) if defaults else None
+
+
+def _load_entry_point(ep: metadata.EntryPoint, name: str, provider: Provider) -> type:
+    try:
+        return ep.load()
+    except BaseException as exc:  # noqa: BLE001 - a broken plugin (SystemExit at import included) is skipped
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise UserError(f"backend '{name}' failed to import ({provider}): {type(exc).__name__}: {exc}",
+                        "fix or reinstall the package that provides it") from exc
 
 
 class PluginRegistry:
@@ -126,7 +144,7 @@ class PluginRegistry:
         registry = cls()
         report = report or (lambda line: print(line, file=sys.stderr, flush=True))
         claims: dict[str, list[tuple[metadata.EntryPoint, Provider]]] = {}
-        for ep in _entry_points(BACKEND_GROUP):
+        for ep in _entry_points(BACKEND_GROUP, report):
             provider = _provider(ep)
             same = [p for e, p in claims.get(ep.name, []) if p.package == provider.package]
             if not same:  # the same distribution seen twice on sys.path (editable installs) counts once
@@ -145,24 +163,28 @@ class PluginRegistry:
                     continue
                 candidates = picked
             ep, provider = candidates[0]
+            before = plugin_sources.torch_state()
             try:
-                backend_class = ep.load()
-            except Exception as exc:  # noqa: BLE001 - a broken third-party plugin must not take the others down
-                registry.load_errors[name] = f"it failed to import ({provider}): {type(exc).__name__}: {exc}"
-                report(f"enginebench: warning: backend '{name}' skipped: {registry.load_errors[name]}")
-                continue
-            try:
-                registry.add_backend(name, backend_class, provider)
+                registry.add_backend(name, _load_entry_point(ep, name, provider), provider)
             except UserError as err:
                 registry.load_errors[name] = f"{err.problem} (fix: {err.fix})"
                 report(f"enginebench: warning: skipped: {err.problem}")
-        for ep in _entry_points(OBSERVER_GROUP):
+            changed = plugin_sources.restore_torch_state(before)
+            if changed:  # it would change how every other backend is measured
+                report(f"enginebench: warning: backend '{name}' ({provider}) changed torch's global state when "
+                       f"imported ({', '.join(changed)}); restored")
+        for ep in _entry_points(OBSERVER_GROUP, report):
             if registry.pm.get_plugin(ep.name) is None:
+                before = plugin_sources.torch_state()
                 try:
                     registry.add_observer(ep.load(), name=ep.name)
                 except Exception as exc:  # noqa: BLE001 - a broken observer is skipped like a broken backend
                     report(f"enginebench: warning: observer plugin '{ep.name}' ({_provider(ep)}) skipped: "
                            f"{type(exc).__name__}: {exc}")
+                changed = plugin_sources.restore_torch_state(before)
+                if changed:
+                    report(f"enginebench: warning: observer plugin '{ep.name}' changed torch's global state when "
+                           f"imported ({', '.join(changed)}); restored")
         return registry
 
     def add_backend(self, name: str, backend_class: type, provider: Provider | None = None) -> None:
@@ -174,10 +196,7 @@ class PluginRegistry:
         except Exception as exc:  # noqa: BLE001 - a plugin's own failure, reported as such
             raise UserError(f"backend '{name}' ({provider}): declaring its options failed: "
                             f"{type(exc).__name__}: {exc}", "fix enginebench_backend_options in the plugin") from exc
-        if isinstance(declared, type):
-            options = declared
-        else:
-            options = from_defaults(name, declared or {})
+        options = _options_class(name, provider, declared)
         self.backend_classes[name] = backend_class
         self.providers[name] = provider
         self.option_classes[name] = options

@@ -173,9 +173,10 @@ def quantized_reference(model, q: QuantScheme):
     return model
 
 
-def weight_bytes(config, q: QuantScheme, dtype_bytes: int) -> float:
+def weight_bytes(config, q: QuantScheme, dtype_bytes: int, zero_point_bits: int | None = None) -> float:
     """Bytes a decode step reads for the matmul weights under ``q``: quantized linears (codes + one scale per
-    group in the activation dtype, + a zero point per group when asymmetric), the lm_head in the model dtype."""
+    group in the activation dtype, + a zero point per group when asymmetric: ``zero_point_bits`` wide where the
+    layout packs them, else in the activation dtype), the lm_head in the model dtype."""
     from harness.models import param_count
 
     counts = param_count(config)
@@ -183,7 +184,8 @@ def weight_bytes(config, q: QuantScheme, dtype_bytes: int) -> float:
     other = counts["matmul"] - quantized  # lm_head (and the norms counted in matmul)
     if not q.enabled:
         return float(counts["matmul"] * dtype_bytes)
-    per_group = dtype_bytes * (1 if q.symmetric else 2)  # scale (+ zero point) per group
+    zero_point = 0 if q.symmetric else (zero_point_bits / 8 if zero_point_bits else dtype_bytes)
+    per_group = dtype_bytes + zero_point  # scale (+ zero point) per group
     scale_bytes = sum(n * per_group / (q.group_size or width)
                       for n, width in zip(param_count_of_linears(config), _widths_per_linear(config)))
     return float(quantized * q.bits / 8 + scale_bytes + other * dtype_bytes)

@@ -25,8 +25,10 @@ CELL_KEYS = ("backend", "model", "weights", "dtype", "quant", "device", "batch_s
 # that speed and accuracy sit side by side; empty when validation did not run.
 ACCURACY_COLUMNS = ("accuracy_max_abs_diff", "accuracy_mean_abs_diff", "accuracy_kl", "accuracy_top1",
                     "accuracy_greedy", "accuracy_perplexity", "reference_perplexity")
+# host_bound: the phases ("prefill", "decode", joined by "+") whose sustained time exceeds the device's by more
+# than 10 % (harness/instrument.py); empty when neither does, and in runs that predate the two clocks.
 ROW_COLUMNS = (*CELL_KEYS, "metric", "unit", *STAT_NAMES, "status", "error", "validation", *ACCURACY_COLUMNS,
-               "iterations", "seed", "backend_info", "machine_warnings", "cell_rows", "run_id")
+               "iterations", "seed", "backend_info", "machine_warnings", "host_bound", "cell_rows", "run_id")
 SUMMARY_STATS = ("mean", "p10", "p50", "p90", "p99")
 
 

@@ -5,7 +5,13 @@ One NumPy ``.npz`` file per cell in ``<run dir>/samples/``, written atomically w
 
 - ``prefill_ms`` [iterations], ``e2e_ms`` [iterations]: one value per timed iteration;
 - ``decode_ms`` [iterations, new_tokens]: every decode step, one row per iteration;
-- ``meta``: JSON text with the cell's identity and the machine state while it was timed.
+- ``prefill_device_ms`` [iterations], ``decode_device_ms`` [iterations, new_tokens]: the same calls on the device
+  clock (harness/instrument.py), where the first three are the sustained time the host sees;
+- ``meta``: JSON text with the cell's identity, the machine state while it was timed and ``timing``.
+
+``timing`` says what ``prefill_ms`` / ``decode_ms`` hold: ``sustained`` (this layout), or ``device-unsynced`` for
+files written before the two clocks: CUDA events around hook calls with the host free to run ahead, no device
+series. Such files still read (``read_cell_samples`` gives ``timing`` and no device arrays).
 
 Units of comparison (independent samples, see harness/stats.py): prefill and e2e per iteration; decode as the
 median step time of each iteration, since steps of one iteration share its machine state.
@@ -14,6 +20,8 @@ from __future__ import annotations
 
 import io
 import json
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +31,10 @@ from harness import metrics
 from harness.results import atomic_write_bytes
 
 SAMPLES_DIR = "samples"
-COMPARABLE = (metrics.PREFILL_LATENCY, metrics.DECODE_LATENCY, metrics.E2E_LATENCY)  # metrics with kept samples
+COMPARABLE = (metrics.PREFILL_LATENCY, metrics.DECODE_LATENCY, metrics.E2E_LATENCY)  # what target_rel_ci waits on
+DEVICE_SERIES = {metrics.PREFILL_DEVICE: "prefill_device_ms", metrics.DECODE_DEVICE: "decode_device_ms"}
+SUSTAINED = "sustained"
+OLD_TIMING = "device-unsynced"  # files without a ``timing`` entry in their meta
 
 
 def samples_path(run_dir: Path, batch: int, prompt_len: int, new_tokens: int) -> Path:
@@ -31,28 +42,54 @@ def samples_path(run_dir: Path, batch: int, prompt_len: int, new_tokens: int) ->
 
 
 def write_cell_samples(run_dir: Path, identity: dict[str, Any], prefill_ms, decode_ms, e2e_ms,
-                       machine_state: dict[str, Any] | None = None) -> Path:
-    """Atomically write one cell's samples (decode_ms: one list of step times per iteration)."""
+                       machine_state: dict[str, Any] | None = None, prefill_device_ms=(),
+                       decode_device_ms=()) -> Path:
+    """Atomically write one cell's samples (decode series: one list of step times per iteration)."""
     path = samples_path(run_dir, identity["batch_size"], identity["prompt_len"], identity["new_tokens"])
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    meta = json.dumps({"identity": identity, "machine_state": machine_state or {}}, default=str)
-    np.savez_compressed(buf, prefill_ms=np.asarray(prefill_ms, dtype=np.float64),
-                        decode_ms=np.asarray(decode_ms, dtype=np.float64),
-                        e2e_ms=np.asarray(e2e_ms, dtype=np.float64), meta=np.array(meta))
+    meta = json.dumps({"identity": identity, "machine_state": machine_state or {}, "timing": SUSTAINED},
+                      default=str)
+    arrays = {"prefill_ms": prefill_ms, "decode_ms": decode_ms, "e2e_ms": e2e_ms,
+              "prefill_device_ms": prefill_device_ms, "decode_device_ms": decode_device_ms}
+    np.savez_compressed(buf, **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()},
+                        meta=np.array(meta))
     atomic_write_bytes(path, buf.getvalue())
     return path
 
 
 def read_cell_samples(run_dir: Path, batch: int, prompt_len: int, new_tokens: int) -> dict[str, Any] | None:
-    """The arrays and meta of one cell, or None when the run kept no samples for it (older runs)."""
+    """The arrays and meta of one cell (``timing``: see the module docstring), or None when the run kept no
+    samples for it (older runs) or its file is damaged (said once on stderr: a torn or foreign file costs that
+    cell's samples, not the report).
+
+    ``allow_pickle=False``: a ``.npz`` holding pickled objects is refused, never unpickled."""
     path = samples_path(run_dir, batch, prompt_len, new_tokens)
     if not path.exists():
         return None
-    with np.load(path, allow_pickle=False) as data:
-        out = {k: data[k] for k in ("prefill_ms", "decode_ms", "e2e_ms")}
-        out["meta"] = json.loads(str(data["meta"]))
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            out = {k: np.asarray(data[k], dtype=np.float64)
+                   for k in ("prefill_ms", "decode_ms", "e2e_ms", *DEVICE_SERIES.values()) if k in data}
+            out["meta"] = json.loads(str(data["meta"]))
+        if not {"prefill_ms", "decode_ms", "e2e_ms"} <= set(out) or not isinstance(out["meta"], dict):
+            raise ValueError("not an enginebench samples file (arrays or meta missing)")
+    except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as exc:
+        _say_damaged(path, exc)
+        return None
+    out["timing"] = out["meta"].get("timing", OLD_TIMING)
     return out
+
+
+_told: set[Path] = set()
+
+
+def _say_damaged(path: Path, exc: Exception) -> None:
+    if path not in _told:
+        _told.add(path)
+        print(f"enginebench: skipped the damaged samples file {path} ({type(exc).__name__}: "
+              f"{str(exc).splitlines()[0] if str(exc) else ''}); that cell is reported without its samples",
+              file=sys.stderr, flush=True)
 
 
 def comparison_units(samples: dict[str, Any], metric: str) -> np.ndarray:
@@ -61,8 +98,10 @@ def comparison_units(samples: dict[str, Any], metric: str) -> np.ndarray:
         return samples["prefill_ms"]
     if metric == metrics.E2E_LATENCY:
         return samples["e2e_ms"]
-    if metric == metrics.DECODE_LATENCY:
-        decode = samples["decode_ms"]
+    if metric == metrics.PREFILL_DEVICE and DEVICE_SERIES[metric] in samples:
+        return samples[DEVICE_SERIES[metric]]
+    if metric in (metrics.DECODE_LATENCY, metrics.DECODE_DEVICE):
+        decode = samples["decode_ms" if metric == metrics.DECODE_LATENCY else DEVICE_SERIES[metric]]
         return np.median(decode, axis=1) if decode.ndim == 2 and decode.size else decode.ravel()
     raise KeyError(f"no kept samples for metric {metric}")
 

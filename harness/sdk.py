@@ -30,6 +30,9 @@ What is here, by purpose:
 - weight-only quantization: ``QuantScheme`` (what ``spec.quant`` holds: scheme, group size, symmetric, label),
   ``quantize_weight`` (codes, scales and zero points of a weight under a scheme, for backends that bake them in),
   ``is_quantized_param`` (which HF parameters a scheme covers); see harness/quant.py;
+- roofline: ``attention_reads(kv, cache_slots, zero_point_bits)``, the backend_info facts that say what a decode
+  step's kernels read (the whole static cache or its filled part; zero points as packed), so the bandwidth
+  metrics count those bytes (harness/roofline.py; without them: the filled part);
 - static KV cache: ``StepBuffers``, ``CacheCursor`` (positions, slots, masks and fixed-address step buffers for
   graph runners) and ``RunnerHooks`` (the four per-step hooks delegated to ``self.runner``).
 """
@@ -46,6 +49,7 @@ from harness.models import dtype_name, head_dim
 from harness.options import choice, needs
 from harness.progress import say
 from harness.quant import QuantScheme, is_quantized_param, quantize_weight
+from harness.roofline import attention_reads
 from harness.static_cache import CacheCursor, RunnerHooks, StepBuffers
 from harness.validate import compare, reference_greedy
 
@@ -60,5 +64,6 @@ __all__ = [
     "say",
     "random_prompt_ids", "left_pad", "reference_greedy", "compare",
     "QuantScheme", "quantize_weight", "is_quantized_param",
+    "attention_reads",
     "StepBuffers", "CacheCursor", "RunnerHooks",
 ]

@@ -1,6 +1,7 @@
 """The stages of a job before and around its cell loop, shared by the in-process run and the isolation worker:
 open the results and run.json, load the backend, validate it (validation.csv), measure the device's bandwidth and
-the harness's overhead, and record a failed load for every cell it leaves undone.
+the harness's overhead (:func:`open_backend` runs them in order), and record a failed load for every cell it leaves
+undone. The order they run in is harness/pipeline.py's.
 """
 from __future__ import annotations
 
@@ -54,6 +55,28 @@ def start_job(cfg, out_dir: Path) -> tuple[Job, ResultsWriter | None, dict[str, 
     return job, writer, run_info
 
 
+def open_backend(job: Job, handle, info: dict, *, validate: bool, overhead: bool, peak_bw: float | None = None,
+                 phase=lambda name: None) -> float | None:
+    """The backend's stages before its cells, in one order for both executors: load, validate (when asked), then for
+    a benchmark the device's copy bandwidth (unless already known) and the harness's overhead (when asked).
+    ``phase(name)`` is told before each stage that calls the backend (the worker times and names them by it).
+    Returns the copy bandwidth in bytes/s (None outside a benchmark)."""
+    phase("load")
+    load_backend(job, handle, info)
+    if validate:
+        phase("validation")
+        info["validation"] = run_validation(job, handle)
+    if job.cfg.task != "benchmark":
+        return peak_bw
+    if peak_bw is None:
+        peak_bw = measure_copy_bandwidth(job.device)
+        info["peak_copy_bandwidth_gb_s"] = peak_bw / 1e9
+    if overhead:
+        phase("overhead")
+        info["harness_overhead"] = harness_overhead(job, handle)
+    return peak_bw
+
+
 def load_backend(job: Job, handle, run_info: dict) -> None:
     """Call the load hook; record what it reports. User errors propagate; other failures too (callers record)."""
     progress.say(f"loading {job.backend} on {job.device} ({dtype_name(job.dtype)}, {job.source.name}, "
@@ -68,6 +91,14 @@ def load_backend(job: Job, handle, run_info: dict) -> None:
     run_info["load_seconds"] = time.perf_counter() - t0
     run_info["backend_info"] = job.info
     run_info["model_fingerprint"] = job.source.fingerprint()
+    resolved = job.info.get("resolved_options") if isinstance(job.info, dict) else None
+    if isinstance(resolved, dict) and resolved:
+        # what an "auto" option became (trt-handbuilt on the CPU runs its reference evaluator, not TensorRT):
+        # the configuration is labelled by what ran
+        from omegaconf import OmegaConf
+
+        options = {**OmegaConf.to_container(job.cfg.backend, resolve=True), **resolved}
+        run_info["configuration"] = configuration_label(job.backend, options, registry().defaults(job.backend))
 
 
 def record_load_failure(job: Job, writer: ResultsWriter | None, run_info: dict, exc: BaseException,
@@ -126,14 +157,6 @@ def text_perplexity(job: Job, handle) -> dict[str, float]:
     progress.say(f"perplexity {job.backend} ({ids.shape[1]} tokens of harness/data/perplexity.txt): {ours:.3f} "
                  f"(float32 HF: {ref:.3f})")
     return {"accuracy_perplexity": ours, "reference_perplexity": ref}
-
-
-def prepare_benchmark(job: Job, handle, run_info: dict) -> float:
-    """Once per job: the device's copy bandwidth (roofline denominator) and the harness's own overhead."""
-    peak_bw = measure_copy_bandwidth(job.device)
-    run_info["peak_copy_bandwidth_gb_s"] = peak_bw / 1e9
-    run_info["harness_overhead"] = harness_overhead(job, handle)
-    return peak_bw
 
 
 def harness_overhead(job: Job, handle) -> dict[str, Any]:

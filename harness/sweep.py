@@ -12,6 +12,7 @@ import gc
 import torch
 
 from harness import progress
+from harness.instrument import host_bound_phases
 from harness.machine_state import MachineWatch, warnings_for
 from harness.measure import cell_metrics, time_cell
 from harness.memory import MemorySampler
@@ -21,10 +22,16 @@ from harness.samples import write_cell_samples
 
 
 def is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
+    """The device ran out of memory (status ``oom``: larger cells are skipped). A failed host allocation
+    (MemoryError, std::bad_alloc, torch's CPU allocator) is an ``error``: larger cells may still fit the device."""
+    if isinstance(exc, torch.OutOfMemoryError):
         return True
+    if isinstance(exc, MemoryError):
+        return False
     text = str(exc).lower()
-    return "out of memory" in text or "failed to allocate" in text or "bad_alloc" in text
+    if "cpuallocator" in text or "bad_alloc" in text:
+        return False
+    return "out of memory" in text or ("failed to allocate" in text and ("cuda" in text or "gpu" in text))
 
 
 def one_line(exc: BaseException) -> str:
@@ -45,16 +52,20 @@ def run_cell(job: Job, handle, batch: int, prompt_len: int, peak_bw: float) -> l
     """Measure one cell in this process; its result rows (a failed cell gives one row with status and error)."""
     identity = job.identity(batch, prompt_len)
     extra = job.row_context()
+    release_memory(job.device)  # the window's process reading starts from what the backend holds, not a cache
     sampler = MemorySampler(job.device, job.cfg.measure.memory_interval_ms / 1e3)
     try:
         with sampler, MachineWatch(job.device) as watch:
             samples = time_cell(job, handle, batch, prompt_len)
         state = {**watch.state, "rel_ci": samples.rel_ci, "ci_target_met": samples.ci_target_met}
-        write_cell_samples(job.out_dir, identity, samples.prefill_ms,
-                           samples.decode_per_iteration(job.cfg.grid.new_tokens), samples.e2e_ms, state)
+        n = job.cfg.grid.new_tokens
+        write_cell_samples(job.out_dir, identity, samples.prefill_ms, samples.decode_per_iteration(n),
+                           samples.e2e_ms, state, samples.prefill_device_ms,
+                           samples.per_iteration(samples.decode_device_ms, n))
         metrics = cell_metrics(job, batch, prompt_len, samples, sampler.peaks, peak_bw)
         return rows_for_cell(identity, metrics, status="ok", error="", iterations=samples.iterations,
-                             machine_warnings="; ".join(warnings_for(watch.state)), **extra)
+                             machine_warnings="; ".join(warnings_for(watch.state)),
+                             host_bound="+".join(host_bound_phases(samples)), **extra)
     except Exception as exc:  # noqa: BLE001 - a failed cell is a result, not the end of the sweep
         status = "oom" if is_oom(exc) else "error"
         release_memory(job.device)

@@ -150,6 +150,10 @@ def test_cli_validate_runs_the_evaluator(tmp_path):
     proc = run_cli("backend=trt-handbuilt", "task=validate", "device=cpu", f"output_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "validate trt-handbuilt [left_padded]: PASS" in proc.stderr
+    import json
+
+    # the rows are labelled as what ran on the CPU: the reference evaluator, not a TensorRT engine
+    assert json.loads((tmp_path / "run.json").read_text())["configuration"] == "trt-handbuilt[mode=evaluator]"
 
 
 def test_missing_tensorrt_is_one_line():

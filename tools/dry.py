@@ -1,18 +1,29 @@
 """Per-step cost of the DRY sampler at context lengths 512, 2048 and 8192 (``python -m tools.dry``).
 
-On CUDA the calls are timed with CUDA events over many back-to-back calls (the way a decode loop issues them)
-and run under ``torch.cuda.set_sync_debug_mode("error")``, which raises if DRY synchronises with the host.
-Writes a CSV (``--out``) and prints it.
+Timed by the harness's instrument (``harness.instrument.time_calls``: device time over many back-to-back calls,
+the way a decode loop issues them); on CUDA the calls run under ``torch.cuda.set_sync_debug_mode("error")``, which
+raises if DRY synchronises with the host. Writes a CSV (``--out``) and prints it.
 """
 from __future__ import annotations
 
 import argparse
-import time
+from contextlib import contextmanager, nullcontext
 
 import torch
 
+from harness.instrument import time_calls
 from harness.sampling import apply_dry
 from tools import print_and_save
+
+
+@contextmanager
+def no_host_sync():
+    """Any host synchronisation inside raises (torch's sync debug mode)."""
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def time_dry(device: str, batch: int, context_len: int, vocab: int, iters: int) -> dict:
@@ -23,26 +34,11 @@ def time_dry(device: str, batch: int, context_len: int, vocab: int, iters: int) 
     kw = dict(multiplier=0.8, base=1.75, allowed_length=2, sequence_breakers=[0, 1], penalty_last_n=-1)
     for _ in range(3):
         apply_dry(logits, ctx, **kw)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")  # any host sync inside apply_dry raises
-        try:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(iters):
-                apply_dry(logits, ctx, **kw)
-            end.record()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-        end.synchronize()
-        per_call_ms = start.elapsed_time(end) / iters
-        host_sync = "none (sync debug mode = error)"
-    else:
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            apply_dry(logits, ctx, **kw)
-        per_call_ms = (time.perf_counter() - t0) * 1e3 / iters
-        host_sync = "n/a (cpu)"
+    on_cuda = device.startswith("cuda")
+    timed = time_calls(lambda: apply_dry(logits, ctx, **kw), iters, device,
+                       around_calls=no_host_sync if on_cuda else nullcontext)
+    host_sync = "none (sync debug mode = error)" if on_cuda else "n/a (cpu)"
+    per_call_ms = timed["device_ms_per_call"]
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
     return {"device": name, "batch": batch, "context_len": context_len, "vocab": vocab, "iters": iters,
             "dry_ms_per_step": per_call_ms, "host_sync": host_sync, "torch": torch.__version__,

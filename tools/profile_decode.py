@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 
 import pandas as pd
 import torch
@@ -25,6 +24,7 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from harness.inputs import random_prompt_ids
+from harness.instrument import time_calls
 from harness.loadspec import LoadSpec
 from harness.plugins import PluginRegistry
 from harness.quant import resolve
@@ -48,12 +48,8 @@ def profile_steps(handle, tokens: torch.Tensor, steps: int, on_cuda: bool) -> tu
     """(rows per operator/kernel for ``steps`` profiled decode steps, wall milliseconds per unprofiled step)."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
     sync = torch.cuda.synchronize if on_cuda else (lambda: None)
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        handle.decode_step(tokens=tokens)
-    sync()
-    wall_ms = (time.perf_counter() - start) * 1e3 / steps
+    device = "cuda" if on_cuda else "cpu"
+    wall_ms = time_calls(lambda: handle.decode_step(tokens=tokens), steps, device)["sustained_ms_per_call"]
     with profile(activities=activities) as prof:
         for _ in range(steps):
             handle.decode_step(tokens=tokens)

@@ -41,7 +41,7 @@ from backends.hf_staticcache.static_attention import (
     register_attention_functions,
     use_token_major_storage,
 )
-from harness.sdk import UserError, cache_keyword, hookimpl, plain_attention_problem
+from harness.sdk import UserError, attention_reads, cache_keyword, hookimpl, plain_attention_problem
 from harness.sdk import head_dim as model_head_dim
 
 KERNEL_DETAIL = {
@@ -92,6 +92,9 @@ class HFStaticCacheBackend:
         self.cache, self.cache_batch = None, None
         info = {"compile": opts["compile"], "cache": opts["cache"], "cuda_graph": self.cuda_graph, **quant_facts}
         info.update(self._choose_attention(todo, opts["attention"]))
+        # FlashAttention choices are told each row's length; SDPA and eager mask a static cache, reading every slot.
+        # torchao's int4 layout keeps its zero points in the activation dtype: the default count.
+        info.update(attention_reads("filled" if self.flash or not self.static else "allocated", self.max_seq))
         self.decode_fn = self._forward_decode
         if opts["compile"] != "none":
             # Compile the decode step only (gpt-fast style): prefill shapes change per cell.

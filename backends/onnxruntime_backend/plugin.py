@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from backends.onnxruntime_backend.options import OrtOptions
-from harness.sdk import RunnerHooks, hookimpl
+from harness.sdk import RunnerHooks, attention_reads, hookimpl
 from harness.sdk import head_dim as model_head_dim
 
 
@@ -52,7 +52,11 @@ class OnnxRuntimeBackend(RunnerHooks):
         self.runner = OrtStaticCacheRunner(str(artifact.directory / MODEL_FILE), spec.hf_config, spec.dtype,
                                            spec.device, spec.max_batch, provider=opts["provider"],
                                            opt_level=opts["graph_optimization"], cuda_graph=opts["cuda_graph"])
-        return {**self.runner.facts(), **quant_facts, "onnx_reused": artifact.reused,
+        # GroupQueryAttention reads each row up to its length; the explicit MatMul/Softmax graph reads the whole
+        # static cache. MatMulNBits packs its zero points at the code width.
+        reads = attention_reads("filled" if opts["attention"] == "gqa" else "allocated", self.runner.max_seq,
+                                spec.quant.bits if spec.quant.enabled and not spec.quant.symmetric else None)
+        return {**self.runner.facts(), **quant_facts, **reads, "onnx_reused": artifact.reused,
                 "onnx_fused_ops": artifact.meta.get("fused_ops", False), "onnx_nodes": artifact.meta["nodes"],
                 "onnx_export_seconds": round(artifact.meta["export_seconds"], 2),
                 "onnx_check_max_abs_diff": artifact.meta["check"]["max_abs_diff"], "onnx_dir": str(artifact.directory)}

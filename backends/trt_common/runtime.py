@@ -21,9 +21,6 @@ import torch
 from harness.sdk import CacheCursor, UserError
 from harness.sdk import head_dim as model_head_dim
 
-TORCH_TYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT64": torch.int64,
-               "INT32": torch.int32, "BOOL": torch.bool}
-
 
 class TrtStaticCacheRunner:
     def __init__(self, rt, engine_bytes: bytes, config, dtype: torch.dtype, device: str, max_batch: int,

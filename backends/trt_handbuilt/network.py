@@ -21,13 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from harness.sdk import QuantScheme, UserError, family_of, graph_problem, quantize_weight, rope_tables
 from harness.sdk import head_dim as model_head_dim
-
-NP_TYPES = {torch.float32: np.float32, torch.float16: np.float16}
 
 
 @dataclass

@@ -52,7 +52,9 @@ class TrtHandbuiltBackend(RunnerHooks):
             self._keep = (builder, define_llama(rt.trt, self.network, model, options))
             self.runner = EvaluatorRunner(rt.trt, self.network, spec.hf_config, spec.dtype, spec.max_batch,
                                           spec.max_seq)
-            return {**facts, "layers": self.network.num_layers,
+            # labelled as what it is: the reference evaluator computing the network with torch, not TensorRT
+            resolved = {"resolved_options": {"mode": "evaluator"}} if opts["mode"] == "auto" else {}
+            return {**facts, **resolved, "layers": self.network.num_layers,
                     "layer_types": ",".join(t.split(".")[-1] for t in self.runner.evaluator.layer_types)}
         from backends.trt_common.engine import ENGINE_FILE, Profiles, engine_artifact
 

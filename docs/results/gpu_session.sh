@@ -6,19 +6,17 @@ set -uo pipefail
 export PYTHONPATH=/root/gpu-site:/root/gpu-site/nvidia_cutlass_dsl/dsl_packages:$PWD ENGINEBENCH_CACHE_DIR=/root/ebcache PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/enginebench-gpu}; mkdir -p "$OUT"
 GRID="model=tinyllama-1.1b device=cuda grid.batch_sizes=[1,8,32] grid.prompt_lens=[128,1024] grid.new_tokens=64"
-step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort-maxseq | inplace | profile-gqa | profile-fused | presets | dry | multigpu | interference | flash-tests | flash-validate | flash-ro | flash-ro-grid | flash-eager | flash-profile | quant-profile | quant-ro-profile}
+step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort-maxseq | inplace | profile-gqa | profile-fused | presets | dry | multigpu | interference | flash-tests | flash-validate | flash-ro | flash-profile | quant-profile | quant-ro-profile}
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c 'import torch, transformers, onnxruntime as o; print("torch", torch.__version__, "transformers", transformers.__version__, "onnxruntime", o.__version__, o.get_available_providers())'
   case "$step" in
     smoke) python3 -m pytest -q -m gpu tests/test_gpu.py tests/test_dry.py -x ;;
     hf)  python3 -m harness -m $GRID backend=hf-flashattn-staticcache backend.compile=none,reduce-overhead \
-           hydra.sweep.dir=$OUT/runs/hf
-         python3 -m tools.plain_hf_decode --compile reduce-overhead
-         python3 -m tools.plain_hf_decode --compile reduce-overhead --max-cache 1088
-         python3 -m tools.plain_hf_decode --compile none ;;
-    plain) python3 -m tools.plain_hf_decode --compile reduce-overhead --max-cache 1088
-         python3 -m tools.plain_hf_decode --compile reduce-overhead ;;
+           hydra.sweep.dir=$OUT/runs/hf ;;
+    plain) # the instrument's independent cross-check (docs/results/crosscheck/)
+         python3 docs/results/crosscheck/plain_hf_decode_crosscheck.py --compile reduce-overhead --max-cache 1088
+         python3 docs/results/crosscheck/plain_hf_decode_crosscheck.py --compile reduce-overhead ;;
     ort) python3 -m harness $GRID backend=onnxruntime output_dir=$OUT/runs/ort
          python3 -m pytest -q -m gpu tests/test_gpu.py tests/test_dry.py ;;
     gpu-tests) python3 -m pytest -q -m gpu tests/test_gpu.py -p no:logging ;;
@@ -52,24 +50,16 @@ step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort
            python3 -m harness task=validate device=cuda model=$m backend=hf-flashattn-staticcache \
              backend.attention=$a output_dir=$OUT/runs/validate_${m}_$a > $OUT/runs_${m}_$a.log 2>&1 &
          done; done; wait; tail -n 4 $OUT/runs_*.log; rm -f $OUT/runs_*.log ;;
-    flash-ro)  # reduce-overhead (one CUDA-graph replay per decode step) per attention choice, batch 1: the targets'
-         # cells (tinyllama prompt 128 vs the SDPA time; llama prompt 8192 vs 128)
-         B="python3 -m tools.hf_attention --batch 1 --compile reduce-overhead"
-         timeout ${FA_LIMIT:-200} $B --model tinyllama-1.1b --prompt 128 1984 --out $OUT/fa_tinyllama_ro.csv
-         timeout ${FA_LIMIT:-200} $B --model llama-3.2-1b --prompt 128 8192 --out $OUT/fa_llama_ro.csv ;;
-    flash-ro-grid)  # reduce-overhead over the issue's whole grids, one process per (model, attention choice) under
-         # its own limit (rows are written per choice: a slow choice cannot take the others' rows with it)
+    flash-ro)  # reduce-overhead (one CUDA-graph replay per decode step) per attention choice, batch 1, through
+         # the harness (one run per choice; the targets' cells: tinyllama prompt 128, llama prompt 8192 vs 128)
          for a in sdpa torch_flash flash_attention_4; do
-           timeout ${FA_LIMIT:-200} python3 -m tools.hf_attention --compile reduce-overhead --attention $a \
-             --model tinyllama-1.1b --batch 1 8 32 --prompt 128 1024 1984 --out $OUT/fa_tinyllama_ro_grid.csv
-           timeout ${FA_LIMIT:-200} python3 -m tools.hf_attention --compile reduce-overhead --attention $a \
-             --model llama-3.2-1b --batch 1 8 --prompt 128 4096 8192 --out $OUT/fa_llama_ro_grid.csv
+           timeout ${FA_LIMIT:-200} python3 -m harness model=tinyllama-1.1b device=cuda grid.batch_sizes=[1] \
+             grid.prompt_lens=[128,1984] grid.new_tokens=64 backend=hf-flashattn-staticcache backend.attention=$a \
+             backend.compile=reduce-overhead output_dir=$OUT/runs/fa_tinyllama_ro_$a
+           timeout ${FA_LIMIT:-200} python3 -m harness model=llama-3.2-1b device=cuda grid.batch_sizes=[1] \
+             grid.prompt_lens=[128,8192] grid.new_tokens=64 backend=hf-flashattn-staticcache backend.attention=$a \
+             backend.compile=reduce-overhead output_dir=$OUT/runs/fa_llama_ro_$a
          done ;;
-    flash-eager)  # uncompiled prefill/decode per attention choice, the issue's grids
-         B="python3 -m tools.hf_attention --compile none"
-         timeout ${FA_LIMIT:-250} $B --model llama-3.2-1b --batch 1 8 --prompt 128 4096 8192 --out $OUT/fa_llama.csv
-         timeout ${FA_LIMIT:-250} $B --model tinyllama-1.1b --batch 1 8 32 --prompt 128 1024 1984 \
-           --out $OUT/fa_tinyllama.csv ;;
     quant-profile)  # where a quantized decode step's time goes, per kernel, batch 1: ORT's fused GQA graph (no CUDA
          # graph) and HF compiled without CUDA graphs (compile=default: the fused kernels reduce-overhead replays)
          P="python3 -m tools.profile_decode --model tinyllama-1.1b --quant none int4 int8 --batch 1 --prompt 128"

@@ -9,7 +9,7 @@
 #             (int8, int4) on HF and ONNX Runtime.
 #   Phase 2, timing, the two lanes at the same time (one process per GPU; docs/scaling.md has the measured
 #   interference of a job on the other GPU):
-#     lane 0: llama-3.2-1b prefill/decode per attention choice (tools/hf_attention.py);
+#     lane 0: llama-3.2-1b prefill/decode per attention choice (harness runs, one per choice);
 #     lane 1: TinyLlama quant=none,int8,int4 on HF with reduce-overhead (gpu_quant.sh hf).
 # Usage: bash docs/results/two_lanes.sh [PHASE1_SECONDS] [PHASE2_SECONDS]. Each phase is packed into $OUT/phaseN.tgz
 # as soon as it ends, so a call cut off during phase 2 still brings phase 1 back.
@@ -47,10 +47,12 @@ tar -C "$OUT" --exclude samples -czf "$OUT/phase1.tgz" lane0 lane1
 echo "== phase 2 (timing, both GPUs at once)"
 (
   export CUDA_VISIBLE_DEVICES=0
-  B="timeout $P2 python3 -m tools.hf_attention --model llama-3.2-1b"
   # the target first: decode at prompt 8192 against prompt 128, batch 1, FlashAttention in a CUDA graph
-  $B --batch 1 --prompt 128 8192 --compile reduce-overhead --out "$L0/fa_llama_ro.csv"
-  $B --batch 1 8 --prompt 128 4096 8192 --compile none --out "$L0/fa_llama.csv"
+  for a in torch_flash flash_attention_4 sdpa; do
+    timeout $((P2 / 3)) python3 -m harness model=llama-3.2-1b device=cuda grid.batch_sizes=[1] \
+      grid.prompt_lens=[128,8192] grid.new_tokens=64 backend=hf-flashattn-staticcache backend.attention=$a \
+      backend.compile=reduce-overhead output_dir="$L0/fa_llama_ro_$a"
+  done
 ) > "$L0/bench.log" 2>&1 &
 # the trimmed grid this phase was written for; gpu_quant.sh's limit is per scheme
 CUDA_VISIBLE_DEVICES=1 BATCHES=1,8 PROMPTS=128 bash docs/results/gpu_quant.sh "$L1/quant" hf $((P2 / 3)) \

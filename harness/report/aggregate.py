@@ -39,8 +39,6 @@ def result_files(paths: list[str | Path]) -> list[Path]:
     return found
 
 
-backend_label = configuration_label  # the earlier name
-
 
 def with_quant(label: str, quant) -> str:
     """``onnxruntime[attention=gqa]`` + ``int4-g128-asym`` -> ``onnxruntime[attention=gqa,quant=int4-g128-asym]``."""
@@ -75,10 +73,36 @@ def label_of_run(info: dict) -> str | None:
     return configuration_label(options["name"], options, defaults)
 
 
+_told: set[str] = set()
+
+
+def say_skipped(what: str) -> None:
+    """One line on stderr per damaged input (a reader skips it and reports the rest)."""
+    if what not in _told:
+        _told.add(what)
+        print(f"enginebench-report: skipped {what}", file=sys.stderr, flush=True)
+
+
+def read_run_info(run_dir: Path) -> dict | None:
+    """The run.json of ``run_dir`` as a dict; None when there is none, or (said once) when it is not a JSON object."""
+    run_json = Path(run_dir) / "run.json"
+    if not run_json.exists():
+        return None
+    try:
+        info = json.loads(run_json.read_text())
+    except (OSError, ValueError) as exc:
+        say_skipped(f"{run_json}: unreadable ({type(exc).__name__}); its rows are labelled by backend name only")
+        return None
+    if not isinstance(info, dict):
+        say_skipped(f"{run_json}: not a JSON object; its rows are labelled by backend name only")
+        return None
+    return info
+
+
 def run_label(run_dir: Path) -> str | None:
     """The configuration label of the run in ``run_dir`` (:func:`label_of_run`), or None without a run.json."""
-    run_json = run_dir / "run.json"
-    return label_of_run(json.loads(run_json.read_text())) if run_json.exists() else None
+    info = read_run_info(run_dir)
+    return label_of_run(info) if info is not None else None
 
 
 def load_results(paths: list[str | Path]) -> pd.DataFrame:
@@ -86,14 +110,11 @@ def load_results(paths: list[str | Path]) -> pd.DataFrame:
     ``backend`` its configuration label (see the module docstring). A merged results.csv written by
     enginebench-report keeps its own ``source`` and labels, so it can be compared again. The weight
     quantization scheme, when there is one, joins the label (``onnxruntime[quant=int4-g128-asym]``)."""
-    frames = []
-    for f in result_files(paths):
-        df, skipped = read_results_frame(f)
-        if skipped:  # a run killed mid-write (or a full disk): its whole cells are still worth reporting
-            print(f"enginebench-report: skipped {skipped} in {f}", file=sys.stderr)
-        if "metric" not in df.columns or "backend" not in df.columns:
-            raise UserError(f"{f} is not an enginebench results.csv (no metric/backend columns)",
-                            "give the tidy results.csv files, not summary.csv or comparison.csv")
+    frames, files = [], result_files(paths)
+    for f in files:
+        df = _usable_results(f)
+        if df is None:
+            continue
         if "cv" not in df.columns and {"std", "mean"} <= set(df.columns):  # results from before CVs were kept
             df["cv"] = df["std"] / df["mean"]
         if "engine" not in df.columns:  # a run's own results.csv
@@ -104,7 +125,48 @@ def load_results(paths: list[str | Path]) -> pd.DataFrame:
             if "quant" in df.columns:
                 df["backend"] = [with_quant(b, q) for b, q in zip(df.backend, df.quant)]
         frames.append(df)
+    if not frames:
+        raise UserError(f"none of the {len(files)} results file(s) given is a readable enginebench results.csv "
+                        "(each is named above)", "give the tidy results.csv files that enginebench runs wrote")
     return pd.concat(frames, ignore_index=True)
+
+
+REQUIRED_COLUMNS = ("metric", "backend", "status", *CELL)
+NUMERIC_COLUMNS = ("batch_size", "prompt_len", "new_tokens")  # every row has them; statistics may be empty
+
+
+def _usable_results(f: Path) -> pd.DataFrame | None:
+    """The whole cells of one results file, or None (said in one line) when it is not a results.csv we can read:
+    garbage, a summary or comparison file, columns missing, cell columns that are not numbers."""
+    try:
+        df, skipped = read_results_frame(f)
+    except UserError as err:
+        say_skipped(f"{f}: {err.problem}")
+        return None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        say_skipped(f"{f}: unreadable ({type(exc).__name__})")
+        return None
+    if skipped:  # a run killed mid-write (or a full disk): its whole cells are still worth reporting
+        say_skipped(f"{skipped} in {f}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        say_skipped(f"{f}: not an enginebench results.csv (no {', '.join(missing)} column); give the tidy "
+                    "results.csv files, not summary.csv or comparison.csv")
+        return None
+    for column in NUMERIC_COLUMNS:
+        numbers = pd.to_numeric(df[column], errors="coerce")
+        if numbers.isna().any():
+            say_skipped(f"{f}: column {column} holds values that are not numbers")
+            return None
+        df[column] = numbers.astype(int)
+    stats = [c for c in ("p50", "mean", "std", "min", "max", "p10", "p90", "ci_low", "ci_high") if c in df.columns]
+    for column in stats:
+        numbers = pd.to_numeric(df[column], errors="coerce")
+        if (numbers.isna() & df[column].notna()).any():
+            say_skipped(f"{f}: column {column} holds values that are not numbers")
+            return None
+        df[column] = numbers
+    return df
 
 
 def latest_per_cell(tidy: pd.DataFrame) -> pd.DataFrame:
@@ -144,9 +206,8 @@ def _read_samples(run_dir: str, batch: int, prompt_len: int, new_tokens: int):
 def run_infos(paths: list[str | Path]) -> list[dict]:
     infos = []
     for f in result_files(paths):
-        run_json = f.parent / "run.json"
-        if run_json.exists():
-            info = json.loads(run_json.read_text())
+        info = read_run_info(f.parent)
+        if info is not None:
             info["_configuration"] = label_of_run(info)
             info["_dir"] = str(f.parent)
             infos.append(info)
@@ -171,7 +232,14 @@ def validations(paths: list[str | Path]) -> pd.DataFrame:
     label its result rows carry (:func:`load_results`), so accuracy can be joined to speed by configuration."""
     frames = []
     for f in validation_files(paths):
-        df = pd.read_csv(f)
+        try:
+            df = pd.read_csv(f)
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            say_skipped(f"{f}: unreadable ({type(exc).__name__})")
+            continue
+        if "backend" not in df.columns:
+            say_skipped(f"{f}: not an enginebench validation.csv (no backend column)")
+            continue
         label = run_label(f.parent)
         quant = df["quant"] if "quant" in df.columns else ["none"] * len(df)
         df["configuration"] = [with_quant(label or b, q) for b, q in zip(df.backend, quant)]

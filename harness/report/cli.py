@@ -2,8 +2,10 @@
 
     enginebench-report PATH... [--out DIR] [--baseline NAME] [--no-plots]
     enginebench-report compare OLD NEW [--threshold 0.05] [--fail-on-regression] [--out FILE]
+    enginebench-report check-docs|make-docs FILE... (tables in the docs made from results: doc_tables.py)
 
-Exit status: 0 done; 1 ``compare --fail-on-regression`` found a regression (or a cell that failed in NEW);
+Exit status: 0 done; 1 ``compare --fail-on-regression`` found a regression (or a cell that failed in NEW), or
+``check-docs`` found a number in a document that differs from its source;
 2 bad input (no results, a baseline not in the results, two result sets with no cell in common).
 """
 from __future__ import annotations
@@ -53,6 +55,18 @@ def build_report(paths: list[str], out_dir: Path, baseline: str | None = None, p
                  speed_accuracy=speed_accuracy)
     return {"results": out_dir / "results.csv", "comparison": out_dir / "comparison.csv",
             "report": out_dir / "report.md", "plots": out_dir / "plots"}
+
+
+def writable_dir(out: Path) -> None:
+    """Refuse (one line, exit 2) an output folder that cannot be created or written, before any work."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as exc:
+        raise UserError(f"cannot write the report into {out} ({exc.strerror or type(exc).__name__})",
+                        "give --out DIR, a folder you can write") from exc
 
 
 def _add_test_options(p: argparse.ArgumentParser) -> None:
@@ -109,7 +123,9 @@ def report_parser() -> argparse.ArgumentParser:
         prog="enginebench-report", formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split("\n\n")[0],
         epilog="commands:\n  compare OLD NEW       cells whose latency moved beyond noise between two result sets\n"
-               "                        (enginebench-report compare --help)\n\n" + VERDICT_HELP)
+               "                        (enginebench-report compare --help)\n"
+               "  check-docs FILE...    exit 1 naming every number of a generated table that differs from its\n"
+               "                        source; make-docs FILE... rewrites the tables\n\n" + VERDICT_HELP)
     p.add_argument("paths", nargs="+", help="run dirs, multirun dirs or results.csv files")
     p.add_argument("--out", default=None, help="output directory (default: <first path>/report)")
     p.add_argument("--baseline", default=None,
@@ -127,9 +143,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if argv and argv[0] == "compare":
             sys.exit(_compare(argv[1:]))
+        if argv and argv[0] in ("check-docs", "make-docs"):  # tables in the docs made from results
+            from harness.report.doc_tables import main as docs_main
+
+            sys.exit(docs_main(argv[1:], argv[0]))
         args = report_parser().parse_args(argv)
         first = Path(args.paths[0])
         out = Path(args.out) if args.out else (first if first.is_dir() else first.parent) / "report"
+        writable_dir(out)
         written = build_report(args.paths, out, args.baseline, not args.no_plots, _test_options(args))
         for name, path in written.items():
             print(f"{name}: {path}")

@@ -15,8 +15,11 @@ METHOD = """\
   `measure.min_iters` and `measure.min_seconds` are reached and, with `measure.target_rel_ci`, until the median's
   confidence interval is that tight (or `measure.max_seconds` has passed). Every timed sample is kept
   (`samples/` in each run directory).
-- GPU timing: CUDA events recorded around every prefill and decode-step hook call and read after the iteration,
-  so no host synchronisation sits inside the timed region. CPU timing: `perf_counter`.
+- Two clocks per step (harness/instrument.py). The loop takes every token to the host and feeds it back, as a
+  serving loop does. The latencies are *sustained*: the wall-clock interval between consecutive step starts
+  (prefill: to the first token on the host). `*_device_ms` is the hook call on the device clock (CUDA events; on
+  a CPU the call's own time), and the bandwidth and TFLOP/s metrics use it. Runs whose samples say
+  `device-unsynced` were timed before this, with events only and the host free to run ahead.
 - Statistics over iterations (prefill, end to end) or over all decode steps of all iterations (decode): median
   (p50) with its {level:.0%} percentile-bootstrap confidence interval ({resamples} resamples, seed {seed}),
   p10/p90, n and the coefficient of variation (CV = std / mean).
@@ -153,6 +156,7 @@ def write_report(path: Path, tidy: pd.DataFrame, comparison: pd.DataFrame, infos
                  validation: pd.DataFrame, plots: list[Path], baseline: str | None, sources: list[str],
                  repeated: pd.DataFrame | None = None, test_options: dict | None = None,
                  speed_accuracy: pd.DataFrame | None = None) -> None:
+    from harness.report.host_bound import host_bound_cells
     from harness.report.speed_accuracy import markdown_section
     from harness.stats import ALPHA, MAX_CV, MIN_EFFECT, MIN_N, N_RESAMPLES, SEED
 
@@ -181,6 +185,10 @@ def write_report(path: Path, tidy: pd.DataFrame, comparison: pd.DataFrame, infos
         parts += ["Cells whose decode steps ran at more than one speed (p90 at least "
                   f"{UNEVEN_P90_OVER_P10}x the p10): their median may describe neither speed; the steps are in each "
                   "run's samples/.", "", *uneven, ""]
+    host_bound = host_bound_cells(tidy)
+    if host_bound:
+        parts += ["Host-bound cells (`host_bound` in results.csv): the time a user waits per token exceeds the "
+                  "device's time of the step by more than 10 %.", "", *host_bound, ""]
     if plots:
         parts += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(path.parent)})" for p in plots] + [""]
     parts += ["## Validation", ""]

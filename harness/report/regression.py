@@ -56,6 +56,9 @@ def compare_runs(old: pd.DataFrame, new: pd.DataFrame, threshold: float = 0.05, 
             if s_old is None or s_new is None:
                 out["verdict"], out["why_no_verdict"] = "untested", "no samples kept by " + (
                     "either run" if s_old is None and s_new is None else "OLD" if s_old is None else "NEW")
+            elif s_old["timing"] != s_new["timing"]:  # e.g. unsynced events against sustained (harness/samples.py)
+                out["verdict"] = "untested"
+                out["why_no_verdict"] = f"timed differently: OLD {s_old['timing']}, NEW {s_new['timing']}"
             else:
                 v = compare_samples(comparison_units(s_old, r["metric"]), comparison_units(s_new, r["metric"]),
                                     min_effect=threshold, **test_options)

@@ -1,11 +1,12 @@
 """Fault injection for the reliability tests: the HF static-cache backend (real computation) plus faults at
 chosen grid cells — out of memory, a real segfault, a hang, an exception in decode_step, NaN logits, slow steps,
-a missing library.
+a missing library, a hook that calls sys.exit.
 
 Cells are named "BxP" (batch x prompt length) and matched at prefill; "load" in crash_at / hang_at faults the load;
 ``error_at=["*"]`` fails every cell.
 """
 import ctypes
+import sys
 import time
 from dataclasses import dataclass, field, fields
 
@@ -25,6 +26,8 @@ class FaultOptions(HFOptions):
     nan: bool = False  # every logit NaN
     step_sleep_s: float = 0.0  # a sleep in every decode step
     missing_library: bool = False  # load raises MissingLibrary
+    exit_at: list[str] = field(default_factory=list)  # ... that call sys.exit(exit_code) ("load": the load)
+    exit_code: int = 0
 
 
 class FaultBackend(HFStaticCacheBackend):
@@ -39,6 +42,8 @@ class FaultBackend(HFStaticCacheBackend):
             ctypes.string_at(0)
         if "load" in self.faults["hang_at"]:
             time.sleep(3600)
+        if "load" in self.faults["exit_at"]:
+            sys.exit(self.faults["exit_code"])
         if self.faults["missing_library"]:
             raise MissingLibrary("fault", "fault_native_lib", "fault-native-lib")
         own = {f.name for f in fields(HFOptions)}
@@ -54,6 +59,8 @@ class FaultBackend(HFStaticCacheBackend):
             ctypes.string_at(0)  # a real segmentation fault inside native code
         if cell in self.faults["hang_at"]:
             time.sleep(3600)
+        if cell in self.faults["exit_at"]:
+            sys.exit(self.faults["exit_code"])
         self.cell = cell
         logits = super().prefill(input_ids, prompt_lens)
         return torch.full_like(logits, float("nan")) if self.faults["nan"] else logits

@@ -1,0 +1,60 @@
+"""Tables in the docs made from committed results (harness/report/doc_tables.py): check-docs passes on the
+committed docs (README.md and docs/*.md; CI runs this test), and exits 1 naming the number once one is changed."""
+import re
+import shutil
+
+import pytest
+
+from harness.report.doc_tables import FENCE, main
+from helpers import ROOT
+
+DOCS = [str(ROOT / "README.md"), *sorted(str(p) for p in (ROOT / "docs").glob("*.md"))]  # what CI checks
+
+
+def test_the_committed_docs_match_their_results(capsys):
+    assert any(FENCE.search(open(f).read()) for f in DOCS), "no generated table in docs/*.md"
+    assert main(["--root", str(ROOT), *DOCS], "check-docs") == 0, capsys.readouterr().out
+
+
+def test_check_docs_exits_1_and_names_a_changed_number(tmp_path, capsys):
+    doc = tmp_path / "report.md"
+    shutil.copy(ROOT / "docs" / "report.md", doc)
+    text = doc.read_text()
+    m = FENCE.search(text)
+    row = next(line for line in m["body"].splitlines() if re.match(r"^\| \d", line))  # a data row
+    cells = row.split("|")
+    cells[-2] = " 99.99 "  # the last column's number of that row
+    changed = text.replace(row, "|".join(cells), 1)
+    doc.write_text(changed)
+    assert main(["--root", str(ROOT), str(doc)], "check-docs") == 1
+    out = capsys.readouterr().out
+    assert f"table {m['name']}" in out and "'99.99'" in out and "row '" in out
+
+
+def test_make_docs_restores_what_check_docs_flagged(tmp_path, capsys):
+    doc = tmp_path / "report.md"
+    shutil.copy(ROOT / "docs" / "report.md", doc)
+    original = doc.read_text()
+    m = FENCE.search(original)
+    doc.write_text(original.replace(m["body"], "| stale |\n|---|\n| 1 |\n", 1))
+    assert main(["--root", str(ROOT), str(doc)], "check-docs") == 1
+    assert main(["--root", str(ROOT), str(doc)], "make-docs") == 0
+    assert doc.read_text() == original
+    capsys.readouterr()
+
+
+def test_an_undefined_table_is_a_difference(tmp_path, capsys):
+    doc = tmp_path / "x.md"
+    doc.write_text("<!-- table: no-such-table -->\n| a |\n|---|\n| 1 |\n<!-- /table -->\n")
+    assert main(["--root", str(ROOT), str(doc)], "check-docs") == 1
+    assert "no-such-table" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_cli_runs_check_docs():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "harness.report.cli", "check-docs", *DOCS], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
