@@ -19,7 +19,8 @@ What is here, by purpose:
 - model families (harness/families.py): ``Family`` / ``FAMILIES`` / ``family_of(config)`` (the architecture
   differences the graph backends rebuild, as data), ``graph_problem(config, max_seq, backend)`` and
   ``plain_attention_problem(config, max_seq)`` (what a backend or a FlashAttention kernel cannot compute, one phrase),
-  ``rope_tables(hf_model, max_seq)`` (HF's cos/sin per layer type at every slot);
+  ``rope_tables(hf_model, max_seq)`` (HF's cos/sin per layer type at every slot), and the per-config facts
+  ``layer_types``, ``sliding_window``, ``short_windows``, ``softcaps``, ``activation``;
 - transformers' cache argument: ``cache_keyword(model)`` and ``returned_cache(output)`` (``cache`` or
   ``past_key_values``, whichever the installed transformers takes);
 - artifact cache: ``get_or_build(root, kind, key, build)`` returns an ``Artifact`` (directory, meta, reused),
@@ -41,7 +42,19 @@ from __future__ import annotations
 from harness import hookimpl
 from harness.artifacts import Artifact, get_or_build
 from harness.errors import MissingLibrary, UserError
-from harness.families import FAMILIES, Family, family_of, graph_problem, plain_attention_problem, rope_tables
+from harness.families import (
+    FAMILIES,
+    Family,
+    activation,
+    family_of,
+    graph_problem,
+    layer_types,
+    plain_attention_problem,
+    rope_tables,
+    short_windows,
+    sliding_window,
+    softcaps,
+)
 from harness.hf_cache import cache_keyword, returned_cache
 from harness.inputs import left_pad, random_prompt_ids
 from harness.loadspec import LoadSpec
@@ -59,6 +72,7 @@ __all__ = [
     "UserError", "MissingLibrary",
     "head_dim", "dtype_name",
     "Family", "FAMILIES", "family_of", "graph_problem", "plain_attention_problem", "rope_tables",
+    "layer_types", "sliding_window", "short_windows", "softcaps", "activation",
     "cache_keyword", "returned_cache",
     "Artifact", "get_or_build",
     "say",

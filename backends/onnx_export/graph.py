@@ -31,7 +31,7 @@ ONNX_BACKEND = "onnxruntime"
 
 def check_supported(config, max_seq: int = 0, attention: str = "explicit", fused_ops: bool = False) -> None:
     """Refuse, before any export, what this graph cannot rebuild (harness/families.py), in one line."""
-    from harness.families import short_windows, softcaps
+    from harness.sdk import short_windows, softcaps
 
     problem = graph_problem(config, max_seq, ONNX_BACKEND)
     if problem is None and attention == "gqa" and (softcaps(config) or short_windows(config, max_seq)):
@@ -84,7 +84,7 @@ class StaticCacheDecoder(nn.Module):
         cfg = hf_model.config
         self.max_seq = max_seq or cfg.max_position_embeddings
         check_supported(cfg, self.max_seq, attention)
-        from harness.families import layer_types, sliding_window, softcaps
+        from harness.sdk import layer_types, sliding_window, softcaps
 
         self.hf = hf_model
         self.family = family_of(cfg)

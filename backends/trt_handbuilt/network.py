@@ -182,7 +182,7 @@ def rotate_half_matrix(head_dim: int, dtype: torch.dtype) -> torch.Tensor:
 def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
     """Fill ``network`` with the model, as its family describes it (harness/families.py); returns the host arrays
     to keep alive until the build returns."""
-    from harness.families import activation, layer_types, sliding_window, softcaps
+    from harness.sdk import activation, layer_types, sliding_window, softcaps
 
     cfg = hf_model.config
     if problem := graph_problem(cfg, options.max_seq, "trt-handbuilt"):
