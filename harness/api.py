@@ -11,6 +11,7 @@ from pathlib import Path
 from harness.compose import compose_config
 from harness.errors import JobFailed
 from harness.job import run_job
+from harness.runrecord import read_run
 
 __all__ = ["benchmark", "compose_config"]
 
@@ -19,15 +20,11 @@ def benchmark(overrides: list[str], output_dir: str | Path) -> Path:
     """Run one job (any task) into ``output_dir``; returns it when every cell finished ok and every validation
     passed (exit status 0). Raises UserError on bad input (status 2), JobFailed when a cell or validation failed
     (status 1: ``.exit_code``, ``.summary``, ``.out_dir``; the files are complete), KeyboardInterrupt on Ctrl-C."""
-    import json
 
     cfg = compose_config([*overrides, f"output_dir={output_dir}"])
     out = Path(output_dir)
     code = run_job(cfg, out)
     if code != 0:
-        try:
-            summary = json.loads((out / "run.json").read_text()).get("outcome", "")
-        except (OSError, ValueError):
-            summary = ""
+        summary = read_run(out).outcome or ""
         raise JobFailed(out, code, summary or f"the job finished with status {code}")
     return out

@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> None:
         argv.remove("--verbose")
         os.environ["ENGINEBENCH_VERBOSE"] = "1"
     info_flags = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--shell-completion", "-sc"}
+    from harness.repeats import expand_multirun
+
+    argv = expand_multirun(argv)  # measure.repeats in a multirun: rounds of every configuration (harness/repeats.py)
     try:
         registry()
         if not info_flags.intersection(argv):

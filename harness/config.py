@@ -47,6 +47,13 @@ class MeasureConfig:
     # checked after min_iters and min_seconds, and never past max_seconds / max_iters.
     target_rel_ci: Optional[float] = None
     max_seconds: float = 60.0  # cap on one cell's timed phase while target_rel_ci is not yet reached
+    # Run the whole grid this many times, each a fresh load of the backend (a new worker with isolation=process), so
+    # that verdicts include the run-to-run spread (harness/replicated.py); in a multirun the repeats of every
+    # configuration are interleaved (harness/repeats.py). Rows carry `repeat`.
+    repeats: int = 1
+    repeat: Optional[int] = None  # the one repeat this job runs (set per job by a multirun with repeats; null: all)
+    profile: bool = False  # after each cell's timed iterations: profile it into <run dir>/profile/ (docs/profiling.md)
+    profile_steps: int = 8  # decode steps profiled per cell (at most grid.new_tokens)
 
 
 @dataclass
@@ -244,9 +251,14 @@ def check_config(cfg, multirun: bool = False) -> None:
     if m.target_rel_ci is not None and not 0 < m.target_rel_ci < 1:
         raise UserError(f"measure.target_rel_ci={m.target_rel_ci} is not a fraction between 0 and 1",
                         "use e.g. measure.target_rel_ci=0.02 (medians within ±2 %), or null to turn it off")
+    if m.profile_steps < 1:
+        raise UserError(f"measure.profile_steps={m.profile_steps} is below 1", "use measure.profile_steps=N, N >= 1")
     if m.max_seconds < m.min_seconds:
         raise UserError(f"measure.max_seconds={m.max_seconds} is below measure.min_seconds={m.min_seconds}",
                         "raise measure.max_seconds or lower measure.min_seconds")
+    from harness.repeats import check_repeats
+
+    check_repeats(m)
     if m.cell_timeout_s is not None and m.cell_timeout_s <= 0:
         raise UserError(f"measure.cell_timeout_s={m.cell_timeout_s} is not positive", "use a number of seconds > 0")
     if m.load_timeout_s is not None and m.load_timeout_s <= 0:

@@ -85,3 +85,22 @@ def reset_kv() -> None:
 @hookspec
 def close() -> None:
     """Release everything the backend holds (device memory, sessions, files)."""
+
+
+@hookspec(firstresult=True)
+def kernel_category(name: str) -> str | None:
+    """Optional: the category of a kernel or operator ``name`` seen in a profile (``measure.profile=true``), one of
+    ``gemm``, ``attention``, ``norm_elementwise``, ``copy``, ``sampling``, ``other``; None leaves it to the
+    harness's rule (harness/profile/categories.py, docs/profiling.md). For kernels whose names the rule misreads."""
+
+
+@hookspec(firstresult=True)
+def profile_kernels(run: Any, trace_path: str) -> list[dict[str, Any]] | None:
+    """Optional: profile ``run()`` (a prefill or a few decode steps) with the backend's own profiler, for kernels
+    that torch.profiler does not see (a runtime's CPU kernels are not torch operators).
+
+    Call ``run()`` once, profiled, and return one dict per kernel execution, ``{"name": str, "us": float}``
+    (its duration in microseconds), optionally writing a Chrome-trace JSON to ``trace_path``. Return None
+    *without calling* ``run`` to leave the profile to torch.profiler (CUPTI on CUDA sees every kernel of the
+    process). Called after a cell's timed iterations, never inside them.
+    """

@@ -31,6 +31,7 @@ from harness.errors import UserError
 from harness.pipeline import CellsAbandoned, cell_rows, contained
 from harness.plan import plan_job
 from harness.plugins import registry
+from harness.profile.cell import adopt_labels
 from harness.stages import open_backend, record_load_failure
 from harness.sweep import failed_rows, one_line
 
@@ -250,6 +251,8 @@ class InWorker:
         worker.conn.send((batch, prompt_len))
         message = worker.wait(self.timeout)
         if message[0] == "rows":
+            if isinstance(self.run_info.get("backend_info"), dict):  # run.json: the label of what the cell ran
+                adopt_labels(self.run_info["backend_info"], message[1])
             return message[1]
         status = "crashed" if message[0] == "died" else "timeout"
         progress.say(f"{self.job.backend} b={batch} p={prompt_len}: {status} ({message[1]}); starting a new process")

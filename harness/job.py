@@ -11,7 +11,7 @@ the run directory, onto stderr. Bad input raises UserError.
 """
 from __future__ import annotations
 
-import json
+import time
 from pathlib import Path
 
 from harness import multirun, progress
@@ -24,6 +24,7 @@ from harness.pinning import pinned
 from harness.pipeline import InProcess, PluginExit, run_pipeline
 from harness.plugins import PluginRegistry
 from harness.results import read_complete_rows
+from harness.runrecord import read_run
 from harness.sweep import one_line
 
 
@@ -34,7 +35,7 @@ def run_job(cfg, out_dir: Path, plugins: PluginRegistry | None = None) -> int:
     isolated unless the command line said isolation=none (harness.multirun). A UserError is recorded in run.json
     too, then raised."""
     cfg.isolation = multirun.isolation_for(cfg)  # what really runs is what run.json records
-    pin = None
+    pin, started = None, time.time()
     with exclusive(out_dir):  # one writer per directory, and only with the configuration it holds (outdir.py)
         check_ownership(cfg, out_dir, multirun=multirun.in_multirun())
         save_hydra_config(cfg, out_dir)  # accepted: now Hydra's .hydra/ may be written
@@ -50,21 +51,29 @@ def run_job(cfg, out_dir: Path, plugins: PluginRegistry | None = None) -> int:
             code, summary = job_outcome(out_dir, cfg.task, code)
             multirun.record_job_end(out_dir, code, pin=pin, outcome=summary, machine_state=_end_state(out_dir),
                                     memory_lifetime_peak_mib=lifetime_peaks(
-                                        read_complete_rows(out_dir / "results.csv")) or None)
+                                        read_complete_rows(out_dir / "results.csv")) or None,
+                                    started_unix=round(started, 1), wall_seconds=round(time.time() - started, 1))
             progress.say(f"enginebench: {summary}; results: {out_dir}")
     return code
 
 
 def _end_state(out_dir: Path) -> dict:
     """run.json's machine state with a reading at the end of the job added to the one from its start."""
-    try:
-        info = json.loads((out_dir / "run.json").read_text())
-    except (OSError, ValueError):
+    info = read_run(out_dir)
+    if not info.readable:
         return {}
-    return {**info.get("machine_state", {}), "end": snapshot(info.get("device", "cpu"))}
+    return {**(info.machine_state or {}), "end": snapshot(info.device or "cpu")}
 
 
 def _dispatch(cfg, out_dir: Path, plugins: PluginRegistry | None) -> int:
+    if cfg.task == "benchmark":  # measure.repeats: each repeat a fresh load of the backend (harness/repeats.py)
+        from harness.repeats import run_repeats
+
+        return run_repeats(cfg, out_dir, lambda c: _dispatch_once(c, out_dir, plugins))
+    return _dispatch_once(cfg, out_dir, plugins)
+
+
+def _dispatch_once(cfg, out_dir: Path, plugins: PluginRegistry | None) -> int:
     """The job's stages (harness/pipeline.py) on the executor its task and ``isolation`` call for. A SystemExit
     that escapes them (a plugin's, from a hook or an observer) fails the job instead of ending the command."""
     if cfg.isolation == "process" and cfg.task == "benchmark":  # validate / build / generate have no cells to protect

@@ -24,6 +24,10 @@ class LoadSpec:
     opt_batch: int = 1  # grid values that engines may tune for (TensorRT opt shapes)
     opt_prompt_len: int = 128
     quant: QuantScheme = field(default_factory=QuantScheme)  # weight-only scheme (harness/quant.py); none by default
+    # the grid itself, for engines that tune for its extremes (the HF backend's attention=auto); empty outside a sweep
+    batch_sizes: tuple[int, ...] = ()
+    prompt_lens: tuple[int, ...] = ()
+    new_tokens: int = 0
 
     @property
     def hf_config(self):

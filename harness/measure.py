@@ -20,7 +20,7 @@ from harness.instrument import CellSamples, MeasurePolicy, time_iterations, warm
 from harness.memory import MemoryPeaks, energy_mj, nvml_handle
 from harness.plan import Job
 from harness.roofline import decode_bytes_read, prefill_flops
-from harness.stats import summarize
+from harness.stats import summarize, summarize_steps
 from harness.timing import StepTimer, synchronize
 
 
@@ -69,8 +69,12 @@ def cell_metrics(job: Job, batch: int, prompt_len: int, samples: CellSamples, pe
             values[name] = [value]
     if samples.energy_j is not None:
         values[m.ENERGY_PER_TOKEN] = [samples.energy_j / (batch * n * samples.iterations)]
-    # the median's bootstrap interval where it is compared (latencies); a throughput's follows from its latency's
-    return [(name, m.UNITS[name], summarize(v, ci=name in m.LATENCIES)) for name, v in values.items() if v]
+    # the median's bootstrap interval where it is compared (latencies); a throughput's follows from its latency's.
+    # Decode latencies over their independent units, one per iteration (harness/stats.py: summarize_steps).
+    per_iteration = {m.DECODE_LATENCY: samples.decode_per_iteration(n),
+                     m.DECODE_DEVICE: samples.per_iteration(samples.decode_device_ms, n)}
+    return [(name, m.UNITS[name], summarize_steps(per_iteration[name]) if name in per_iteration
+             else summarize(v, ci=name in m.LATENCIES)) for name, v in values.items() if v]
 
 
 def measure_overhead(job: Job, handle, batch: int, steps: int) -> dict[str, float]:

@@ -22,7 +22,6 @@ sweep — or the Slurm task and with it the gathered report.
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -114,25 +113,29 @@ def die_with_launcher() -> None:
     def watch() -> None:
         while _start_time(pid) == started:
             time.sleep(PARENT_POLL_S)
-        os._exit(1)  # the launching command is gone; the isolated child follows (its own PDEATHSIG)
+        _end_children()
+        os._exit(1)  # the launching command is gone
 
     threading.Thread(target=watch, daemon=True, name="launcher-watchdog").start()
 
 
+def _end_children() -> None:
+    """SIGKILL every process this one started (isolation workers, multiprocessing's resource tracker): they were
+    seen to outlive a worker that exits from a thread, their parent-death signal notwithstanding."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.Error:
+            continue
+
+
 def record_job_end(out_dir: Path, code: int, error: str | None = None, **extra) -> None:
     """Add the job's exit status (the one-line error that ended it, if any, and ``extra`` keys) to its run.json."""
-    from harness.results import write_run_json
+    from harness.runrecord import update_run
 
-    path = Path(out_dir) / "run.json"
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        info = {}
-    info["exit_code"] = code
-    if error:
-        info["error"] = error
-    info.update({k: v for k, v in extra.items() if v is not None})
-    write_run_json(out_dir, info)
+    update_run(out_dir, exit_code=code, error=error or None, **extra)
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -142,10 +145,12 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 def sweep_exit_code(sweep_dir: Path) -> int:
     """The worst exit status of the multirun's jobs; a job without one in run.json (it died) counts as 1."""
+    from harness.runrecord import read_run
+
     codes = []
     for d in job_dirs(sweep_dir):
         try:
-            codes.append(int(json.loads((d / "run.json").read_text())["exit_code"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            codes.append(int(read_run(d).exit_code))
+        except (ValueError, TypeError):  # None: the job died before writing its status
             codes.append(1)
     return max(codes, default=0)

@@ -7,11 +7,11 @@ callers (harness/cli.py), before or instead of an outcome.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from harness.errors import EXIT_FAILED, EXIT_OK
 from harness.results import cell_key, read_cells
+from harness.runrecord import read_run
 
 SHOWN = 6  # failed cells named in the line; the rest are counted
 
@@ -38,10 +38,7 @@ def job_outcome(out_dir: Path, task: str, code: int) -> tuple[int, str]:
     """(exit status, summary line without the results path) of the job in ``out_dir``; ``code`` is what the job
     itself returned (a failed load or generation)."""
     out_dir = Path(out_dir)
-    try:
-        info = json.loads((out_dir / "run.json").read_text())
-    except (OSError, ValueError):
-        info = {}
+    info = read_run(out_dir)
     parts, failed_any = [], code != EXIT_OK
     if task == "benchmark":
         cells = _cells(out_dir)
@@ -57,10 +54,10 @@ def job_outcome(out_dir: Path, task: str, code: int) -> tuple[int, str]:
         elif cells:
             parts.append(f"all {len(cells)} cells ok")
     if info.get("load_error") and task != "benchmark":
-        parts.append(f"load failed: {info['load_error'][:200]}")
+        parts.append(f"load failed: {info.load_error[:200]}")
     if task in ("benchmark", "validate") and info.get("validation_error"):  # it died or timed out (isolation)
         failed_any = True
-        parts.append(f"validation failed ({info['validation_error'][:200]})")
+        parts.append(f"validation failed ({info.validation_error[:200]})")
     elif task in ("benchmark", "validate") and info.get("validation"):
         bad = _failed_validation(info)
         if bad:
@@ -69,7 +66,7 @@ def job_outcome(out_dir: Path, task: str, code: int) -> tuple[int, str]:
         elif task == "validate":
             parts.append("validation passed")
     if info.get("error") and code != EXIT_OK:  # what ended the job early (harness/job.py)
-        parts.append(str(info["error"])[:200])
+        parts.append(str(info.error)[:200])
     if not parts:
         parts.append("done" if not failed_any else f"failed (status {code})")
     return max(code, EXIT_FAILED if failed_any else EXIT_OK), "; ".join(parts)

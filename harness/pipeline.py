@@ -19,7 +19,8 @@ from harness import progress
 from harness.errors import UserError
 from harness.plan import Job
 from harness.plugins import registry
-from harness.results import ResultsWriter, write_run_json
+from harness.results import ResultsWriter
+from harness.runrecord import write_run
 from harness.stages import open_backend, record_load_failure, start_job
 from harness.sweep import failed_rows, one_line, run_cell, sweep_cells
 
@@ -141,4 +142,4 @@ def run_pipeline(cfg, out_dir, executor_class, plugins=None) -> int:
         return code
     finally:
         executor.close(finished)
-        write_run_json(out_dir, run_info)
+        write_run(out_dir, run_info)

@@ -52,7 +52,8 @@ class Job:
         """The cell's identity columns (results.CELL_KEYS): what resume and the reports match cells on."""
         return {"backend": self.backend, "model": self.source.name, "weights": self.source.weights,
                 "dtype": dtype_name(self.dtype), "quant": self.quant.label, "device": device_label(self.device),
-                "batch_size": batch, "prompt_len": prompt_len, "new_tokens": self.cfg.grid.new_tokens}
+                "batch_size": batch, "prompt_len": prompt_len, "new_tokens": self.cfg.grid.new_tokens,
+                "repeat": int(self.cfg.measure.get("repeat") or 0)}
 
 
 def plan_job(cfg, out_dir: Path) -> Job:
@@ -81,4 +82,5 @@ def load_spec(job: Job) -> LoadSpec:
     max_seq = max(max(grid.prompt_lens) + grid.new_tokens, longest + default_steps(job.source, v.new_tokens))
     return LoadSpec(model=job.source, dtype=job.dtype, device=job.device, options=options, max_batch=max_batch,
                     max_seq=max_seq, task=cfg.task, cache_dir=cache_dir, opt_batch=min(grid.batch_sizes),
-                    opt_prompt_len=min(grid.prompt_lens), quant=job.quant)
+                    opt_prompt_len=min(grid.prompt_lens), quant=job.quant, batch_sizes=tuple(grid.batch_sizes),
+                    prompt_lens=tuple(grid.prompt_lens), new_tokens=grid.new_tokens)

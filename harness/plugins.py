@@ -302,6 +302,8 @@ class BackendHandle:
         self.decode_step = _SelectedHook(registry, "decode_step", instance)
         self.reset_kv = _SelectedHook(registry, "reset_kv", instance)
         self._close = _SelectedHook(registry, "close", instance)
+        self.kernel_category = _SelectedHook(registry, "kernel_category", instance)  # optional (harness/profile)
+        self.profile_kernels = _SelectedHook(registry, "profile_kernels", instance)
 
     def direct_decode_step(self):
         """The backend's own decode_step function, bypassing pluggy: used to measure the harness's overhead."""

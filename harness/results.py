@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -20,7 +19,8 @@ from typing import Any, Iterable
 from harness import progress
 from harness.stats import STAT_NAMES
 
-CELL_KEYS = ("backend", "model", "weights", "dtype", "quant", "device", "batch_size", "prompt_len", "new_tokens")
+CELL_KEYS = ("backend", "model", "weights", "dtype", "quant", "device", "batch_size", "prompt_len", "new_tokens",
+             "repeat")  # repeat: which load of the backend measured the cell (measure.repeats; 0 in older files)
 # The job's accuracy against the float32 model (harness/accuracy.py; the worst validation case), on every row so
 # that speed and accuracy sit side by side; empty when validation did not run.
 ACCURACY_COLUMNS = ("accuracy_max_abs_diff", "accuracy_mean_abs_diff", "accuracy_kl", "accuracy_top1",
@@ -60,8 +60,14 @@ def _umask() -> int:
 
 
 def cell_key(row: dict[str, Any]) -> tuple:
-    # results written before the quant column existed were unquantized
-    return tuple(str(row.get(k) or "none") if k == "quant" else str(row[k]) for k in CELL_KEYS)
+    # results written before the quant column existed were unquantized, before the repeat column had one repeat
+    return tuple(str(row.get(k) or "none") if k == "quant" else _repeat_of(row) if k == "repeat" else str(row[k])
+                 for k in CELL_KEYS)
+
+
+def _repeat_of(row: dict[str, Any]) -> str:
+    value = row.get("repeat")
+    return str(int(float(value))) if value not in (None, "") else "0"
 
 
 def read_cells(path: Path) -> tuple[list[dict[str, str]], str | None]:
@@ -220,8 +226,9 @@ def summarize_wide(tidy):
     import pandas as pd
 
     keys = list(CELL_KEYS)
-    # rows from before the quant column count as unquantized
-    tidy = tidy.assign(quant=tidy["quant"].astype(object).fillna("none") if "quant" in tidy else "none")
+    # rows from before the quant column count as unquantized, from before the repeat column as repeat 0
+    tidy = tidy.assign(quant=tidy["quant"].astype(object).fillna("none") if "quant" in tidy else "none",
+                       repeat=tidy["repeat"].fillna(0).astype(int) if "repeat" in tidy else 0)
     ident = tidy.groupby(keys, dropna=False, sort=False)[["status", "error", "validation", "iterations",
                                                            "backend_info"]].first()
     measured = tidy.dropna(subset=["metric"])
@@ -237,10 +244,6 @@ def summarize_wide(tidy):
     # pivot_table(dropna=False) spans every batch x prompt combination: keep only the cells that have rows
     out = pd.concat(parts, axis=1).reindex(ident.index).reset_index()
     return out
-
-
-def write_run_json(out_dir: Path, payload: dict[str, Any]) -> None:
-    atomic_write_text(Path(out_dir) / "run.json", json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def rows_for_cell(identity: dict[str, Any], metrics: Iterable[tuple[str, str, dict]], **extra) -> list[dict]:

@@ -37,15 +37,18 @@ SUSTAINED = "sustained"
 OLD_TIMING = "device-unsynced"  # files without a ``timing`` entry in their meta
 
 
-def samples_path(run_dir: Path, batch: int, prompt_len: int, new_tokens: int) -> Path:
-    return Path(run_dir) / SAMPLES_DIR / f"b{batch}_p{prompt_len}_n{new_tokens}.npz"
+def samples_path(run_dir: Path, batch: int, prompt_len: int, new_tokens: int, repeat: int = 0) -> Path:
+    """``b1_p32_n32.npz``; a later repeat of the cell (measure.repeats) adds ``_r<repeat>``."""
+    suffix = f"_r{repeat}" if repeat else ""
+    return Path(run_dir) / SAMPLES_DIR / f"b{batch}_p{prompt_len}_n{new_tokens}{suffix}.npz"
 
 
 def write_cell_samples(run_dir: Path, identity: dict[str, Any], prefill_ms, decode_ms, e2e_ms,
                        machine_state: dict[str, Any] | None = None, prefill_device_ms=(),
                        decode_device_ms=()) -> Path:
     """Atomically write one cell's samples (decode series: one list of step times per iteration)."""
-    path = samples_path(run_dir, identity["batch_size"], identity["prompt_len"], identity["new_tokens"])
+    path = samples_path(run_dir, identity["batch_size"], identity["prompt_len"], identity["new_tokens"],
+                        int(identity.get("repeat") or 0))
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     meta = json.dumps({"identity": identity, "machine_state": machine_state or {}, "timing": SUSTAINED},
@@ -58,13 +61,14 @@ def write_cell_samples(run_dir: Path, identity: dict[str, Any], prefill_ms, deco
     return path
 
 
-def read_cell_samples(run_dir: Path, batch: int, prompt_len: int, new_tokens: int) -> dict[str, Any] | None:
+def read_cell_samples(run_dir: Path, batch: int, prompt_len: int, new_tokens: int,
+                      repeat: int = 0) -> dict[str, Any] | None:
     """The arrays and meta of one cell (``timing``: see the module docstring), or None when the run kept no
     samples for it (older runs) or its file is damaged (said once on stderr: a torn or foreign file costs that
     cell's samples, not the report).
 
     ``allow_pickle=False``: a ``.npz`` holding pickled objects is refused, never unpickled."""
-    path = samples_path(run_dir, batch, prompt_len, new_tokens)
+    path = samples_path(run_dir, batch, prompt_len, new_tokens, repeat)
     if not path.exists():
         return None
     try:

@@ -25,7 +25,11 @@ What is here, by purpose:
   ``past_key_values``, whichever the installed transformers takes);
 - artifact cache: ``get_or_build(root, kind, key, build)`` returns an ``Artifact`` (directory, meta, reused),
   built once per key, content-checked and shared between concurrent runs;
-- progress: ``say(message)`` prints a status line without breaking the progress bar;
+- progress: ``say(message)`` prints a status line without breaking the progress bar; ``slow_work(cache_dir, what,
+  key)`` announces slow, repeatable work (an export, a compile) with the time it took last time, and records it;
+- timing: ``time_calls(fn, calls, device)`` the instrument's timer for back-to-back calls (harness/instrument.py:
+  device ms per call from CUDA events, or wall time on a CPU), for a backend that measures something during load
+  (the HF backend's ``attention=auto``), outside the timed cells;
 - validation helpers: ``random_prompt_ids``, ``left_pad``, ``reference_greedy``, ``compare`` (to check an
   exported artifact against HF float32 before caching it, as the ONNX export does);
 - weight-only quantization: ``QuantScheme`` (what ``spec.quant`` holds: scheme, group size, symmetric, label),
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 from harness import hookimpl
 from harness.artifacts import Artifact, get_or_build
+from harness.durations import slow_work
 from harness.errors import MissingLibrary, UserError
 from harness.families import (
     FAMILIES,
@@ -57,6 +62,7 @@ from harness.families import (
 )
 from harness.hf_cache import cache_keyword, returned_cache
 from harness.inputs import left_pad, random_prompt_ids
+from harness.instrument import time_calls
 from harness.loadspec import LoadSpec
 from harness.models import dtype_name, head_dim
 from harness.options import choice, needs
@@ -75,7 +81,8 @@ __all__ = [
     "layer_types", "sliding_window", "short_windows", "softcaps", "activation",
     "cache_keyword", "returned_cache",
     "Artifact", "get_or_build",
-    "say",
+    "say", "slow_work",
+    "time_calls",
     "random_prompt_ids", "left_pad", "reference_greedy", "compare",
     "QuantScheme", "quantize_weight", "is_quantized_param",
     "attention_reads",

@@ -19,8 +19,9 @@ from harness.models import dtype_name
 from harness.outdir import fingerprint
 from harness.plan import Job, load_spec, plan_job
 from harness.plugins import configuration_label, registry
-from harness.results import ResultsWriter, atomic_write_text, write_run_json
+from harness.results import ResultsWriter, atomic_write_text
 from harness.roofline import measure_copy_bandwidth
+from harness.runrecord import write_run
 from harness.sweep import failed_rows, is_oom, one_line, todo_cells
 from harness.validate import as_rows, validate_backend
 
@@ -51,7 +52,7 @@ def start_job(cfg, out_dir: Path) -> tuple[Job, ResultsWriter | None, dict[str, 
                                 "backend_defaults": defaults, "backend_provided_by": job.provided_by,
                                 "machine_state": {"start": snapshot(job.device)},
                                 "fingerprint": fingerprint(cfg)}  # what resume=true checks (harness/outdir.py)
-    write_run_json(out_dir, run_info)
+    write_run(out_dir, run_info)
     return job, writer, run_info
 
 

@@ -4,16 +4,19 @@ the two-sample test that decides whether one configuration is faster than anothe
 - ``summarize``: mean, p10/p50/p90/p99, std, min, max, n, the coefficient of variation (std / mean) and a
   ``CONFIDENCE`` (95 %) percentile-bootstrap interval of the median (``scipy.stats.bootstrap``, ``N_RESAMPLES``
   resamples, seeded with ``SEED`` so the same samples always give the same interval).
-- ``compare_samples``: a verdict for two sample sets. The ratio of medians (B / A) with its bootstrap interval,
-  and a two-sided Mann-Whitney U test (``scipy.stats.mannwhitneyu``). B is called ``higher``/``lower`` only when
-  the test rejects "same distribution" at ``alpha`` AND the medians differ by at least ``min_effect`` (a
-  statistically clear 1 % change is not a verdict a reader should act on); a side with fewer than ``min_n``
-  samples or a CV above ``max_cv`` makes the pair ``unstable``: no verdict is given.
+- ``compare_samples``: a verdict for two sample sets of ONE run each (``scope="within run"``). The ratio of
+  medians (B / A) with its bootstrap interval, and a two-sided Mann-Whitney rank test whose p-value comes from the
+  exact permutation distribution of the ranks (``scipy.stats.permutation_test``), so ties cost nothing: fully
+  separated 5-vs-5 samples give p = 2/252 whatever their ties. B is called ``higher``/``lower`` only when the test
+  rejects "same distribution" at ``alpha`` AND the medians differ by at least ``min_effect`` (a statistically clear
+  1 % change is not a verdict a reader should act on); a side with fewer than ``min_n`` samples or a CV above
+  ``max_cv`` makes the pair ``unstable``: no verdict is given. Such a verdict holds for these two runs only: a
+  rerun loads the engine again and may land a few per cent away (harness/replicated.py judges repeated runs).
 
 The samples passed to ``compare_samples`` should be independent units. Decode steps of one iteration are not
 (they share the iteration's machine state and KV length), so callers compare decode by per-iteration medians.
 References: Efron & Tibshirani, *An Introduction to the Bootstrap* (1993), ch. 13 (percentile intervals);
-Mann & Whitney (1947).
+Mann & Whitney (1947); Good, *Permutation Tests* (2000), ch. 3 (exact permutation tests with ties).
 """
 from __future__ import annotations
 
@@ -22,17 +25,22 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-STAT_NAMES = ("mean", "p10", "p50", "p90", "p99", "std", "min", "max", "n", "cv", "p50_ci_low", "p50_ci_high")
+STAT_NAMES = ("mean", "p10", "p50", "p90", "p99", "std", "min", "max", "n", "cv", "p50_ci_low", "p50_ci_high",
+              "step_p10", "step_p50", "step_p90", "step_p99")  # step_*: decode steps pooled (not independent)
 CONFIDENCE = 0.95  # level of every interval enginebench reports
 N_RESAMPLES = 1000  # bootstrap resamples: the interval's end points move by ~1 % of its width between seeds
 SEED = 0  # the same samples always give the same interval
 _BATCH = 100  # resamples evaluated at once: bounds memory at 100 x n values for cells with many decode steps
 
 # Defaults of the verdict (enginebench-report --alpha/--min-effect/--min-n/--max-cv)
-ALPHA = 0.01  # Mann-Whitney two-sided significance level
+ALPHA = 0.01  # two-sided significance level (between runs: the verdict interval's level is 1 - ALPHA)
 MIN_EFFECT = 0.05  # smallest relative change of the median that counts as a difference
 MIN_N = 5  # fewer samples on either side: unstable (5 vs 5 is the smallest n where p < 0.01 is reachable)
 MAX_CV = 0.25  # a side whose std / mean exceeds this was too noisy to judge
+# Up to this many arrangements of the two sides (5 vs 5: 252; 8 vs 8: 12870) the rank test's p-value is exact;
+# beyond, both sides have 8+ samples and the tie-corrected normal approximation is accurate (Lehmann, Nonparametrics
+# (1975), sec. 1.3).
+EXACT_ARRANGEMENTS = 20000
 
 
 def _median(x, axis=-1):
@@ -80,6 +88,21 @@ def summarize(samples, ci: bool = True) -> dict[str, float]:
     }
 
 
+def summarize_steps(steps_per_iteration, ci: bool = True) -> dict[str, float]:
+    """Statistics of a decode latency over its independent units, one per iteration (the iteration's median step):
+    everything :func:`summarize` gives, so p50, its interval, n and the CV describe the number the verdicts compare;
+    plus ``step_p10``..``step_p99`` over every step of every iteration (pooled, not independent: they show how the
+    steps spread, e.g. a cell whose steps ran at two speeds)."""
+    steps = [np.asarray(s, dtype=np.float64) for s in steps_per_iteration if len(s)]
+    if not steps:
+        return summarize([], ci)
+    out = summarize([float(np.median(s)) for s in steps], ci)
+    pooled = np.concatenate(steps)
+    out.update(zip(("step_p10", "step_p50", "step_p90", "step_p99"),
+                   map(float, np.percentile(pooled, [10, 50, 90, 99]))))
+    return out
+
+
 @dataclass
 class Verdict:
     """Outcome of comparing sample set B against A (ratio = median(B) / median(A))."""
@@ -94,6 +117,10 @@ class Verdict:
     cv_a: float
     cv_b: float
     reason: str = ""  # why a pair is unstable
+    scope: str = "within run"  # "within run": one run a side, the interval knows nothing of a rerun | "between runs"
+    runs_a: int = 1
+    runs_b: int = 1
+    resolves: float = math.nan  # the smallest relative change this pair could call (0.031: changes >= 3.1 %)
 
     def as_dict(self, prefix: str = "") -> dict:
         return {f"{prefix}{k}": v for k, v in asdict(self).items()}
@@ -103,10 +130,37 @@ def _ratio_of_medians(a, b, axis=-1):
     return np.median(b, axis=axis) / np.median(a, axis=axis)
 
 
+def _mean_rank_difference(ranks_a, ranks_b, axis=-1):
+    return np.mean(ranks_a, axis=axis) - np.mean(ranks_b, axis=axis)
+
+
+def rank_test_p(a, b) -> float:
+    """Two-sided Mann-Whitney p-value; exact, ties included, for small samples.
+
+    Up to ``EXACT_ARRANGEMENTS`` arrangements: the pooled mid-ranks (ties share their mean rank) are computed once
+    and every split of them between the sides is enumerated (``scipy.stats.permutation_test``), so the reference
+    distribution is the exact one *for these ties*; scipy's ``mannwhitneyu`` would switch to the normal
+    approximation as soon as one tie appears (5 vs 5 fully separated with a tie: p = 0.0119 instead of 0.0079).
+    Larger samples: ``mannwhitneyu``'s tie-corrected normal approximation."""
+    from math import comb
+
+    from scipy.stats import mannwhitneyu, permutation_test, rankdata
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    ranks = rankdata(np.concatenate([a, b]))
+    if np.all(ranks == ranks[0]):
+        return 1.0
+    if comb(a.size + b.size, a.size) > EXACT_ARRANGEMENTS:
+        return float(mannwhitneyu(a, b, alternative="two-sided", method="asymptotic").pvalue)
+    res = permutation_test((ranks[:a.size], ranks[a.size:]), _mean_rank_difference, permutation_type="independent",
+                           vectorized=True, n_resamples=EXACT_ARRANGEMENTS, alternative="two-sided")
+    return float(min(1.0, res.pvalue))
+
+
 def compare_samples(a, b, alpha: float = ALPHA, min_effect: float = MIN_EFFECT, min_n: int = MIN_N,
                     max_cv: float = MAX_CV, confidence: float = CONFIDENCE, seed: int = SEED) -> Verdict:
-    """Is B different from A beyond noise? See the module docstring for the rule."""
-    from scipy.stats import bootstrap, mannwhitneyu
+    """Is B different from A beyond noise, within these two runs? See the module docstring for the rule."""
+    from scipy.stats import bootstrap
 
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -128,9 +182,12 @@ def compare_samples(a, b, alpha: float = ALPHA, min_effect: float = MIN_EFFECT, 
                         method="percentile", vectorized=True, paired=False, batch=_BATCH,
                         random_state=np.random.default_rng(seed))
         low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    p = float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
-    if p < alpha and abs(ratio - 1.0) >= min_effect:
+    p = rank_test_p(a, b)
+    excludes_one = low > 1 or high < 1  # the interval printed beside the verdict agrees with it
+    if p < alpha and excludes_one and abs(ratio - 1.0) >= min_effect:
         verdict = "higher" if ratio > 1 else "lower"
     else:
         verdict = "within noise"
-    return Verdict(verdict, ratio, low, high, p, int(a.size), int(b.size), cv_a, cv_b)
+    # a change smaller than the interval's half-width could not have been told from noise
+    resolves = max(min_effect, (high - low) / 2 / ratio) if ratio and high >= low else math.nan
+    return Verdict(verdict, ratio, low, high, p, int(a.size), int(b.size), cv_a, cv_b, resolves=resolves)

@@ -17,6 +17,7 @@ from harness.machine_state import MachineWatch, warnings_for
 from harness.measure import cell_metrics, time_cell
 from harness.memory import MemorySampler
 from harness.plan import Job
+from harness.profile.cell import after_timing
 from harness.results import ResultsWriter, rows_for_cell
 from harness.samples import write_cell_samples
 
@@ -57,15 +58,16 @@ def run_cell(job: Job, handle, batch: int, prompt_len: int, peak_bw: float) -> l
     try:
         with sampler, MachineWatch(job.device) as watch:
             samples = time_cell(job, handle, batch, prompt_len)
+        after = after_timing(job, handle, batch, prompt_len, samples)  # profile, label, energy: untimed
         state = {**watch.state, "rel_ci": samples.rel_ci, "ci_target_met": samples.ci_target_met}
         n = job.cfg.grid.new_tokens
         write_cell_samples(job.out_dir, identity, samples.prefill_ms, samples.decode_per_iteration(n),
                            samples.e2e_ms, state, samples.prefill_device_ms,
                            samples.per_iteration(samples.decode_device_ms, n))
-        metrics = cell_metrics(job, batch, prompt_len, samples, sampler.peaks, peak_bw)
+        metrics = cell_metrics(job, batch, prompt_len, samples, sampler.peaks, peak_bw) + after.metric_rows()
         return rows_for_cell(identity, metrics, status="ok", error="", iterations=samples.iterations,
                              machine_warnings="; ".join(warnings_for(watch.state)),
-                             host_bound="+".join(host_bound_phases(samples)), **extra)
+                             host_bound="+".join(host_bound_phases(samples)), **after.relabel(extra))
     except Exception as exc:  # noqa: BLE001 - a failed cell is a result, not the end of the sweep
         status = "oom" if is_oom(exc) else "error"
         release_memory(job.device)

@@ -110,7 +110,7 @@ def test_flash_choice_refuses_soft_capping_and_short_windows_and_auto_records_wh
                      options={"attention": "flash_attention_2"}, max_seq=32)
     assert "\n" not in str(refused.value)
     handle, source, _ = open_backend(registry, "hf-flashattn-staticcache", checkpoint_cfg(capped), max_seq=32)
-    info = handle.instance._choose_attention(["torch_flash", "sdpa"], "auto")  # auto's order on CUDA
+    info = handle.instance._choose_attention(["torch_flash", "sdpa"], "auto", None)  # auto's order on CUDA
     assert info["attn_implementation"] == "eager"  # transformers has no SDPA path for Gemma 2
     assert "soft-capping" in info["attention_skipped"]["torch_flash"]
     assert "sdpa" in info["attention_skipped"]

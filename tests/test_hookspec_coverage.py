@@ -7,6 +7,8 @@ from harness import hookspecs
 from helpers import ROOT
 
 # What a test of each hook must touch: the hook itself, or for the options hooks what the harness makes of them.
+# The profile's optional hooks are documented in docs/plugins.md and docs/profiling.md, not in the README's summary.
+OPTIONAL_PROFILE_HOOKS = ("kernel_category", "profile_kernels")
 EVIDENCE = {"enginebench_backend_options": ("option_classes",), "enginebench_backend_defaults": ("defaults(",)}
 
 
@@ -37,3 +39,5 @@ def test_every_hookspec_has_a_test_and_docs():
         assert any(e in body for body in tests.values() for e in evidence), \
             f"the test_hook_{hook}* tests never call {hook}"
         assert f"`{hook}" in (ROOT / "docs" / "plugins.md").read_text(), f"docs/plugins.md lacks `{hook}`"
+    for hook in OPTIONAL_PROFILE_HOOKS:
+        assert f"`{hook}" in (ROOT / "docs" / "profiling.md").read_text(), f"docs/profiling.md lacks `{hook}`"

@@ -106,6 +106,8 @@ def test_memory_a_backend_leaks_is_not_charged_to_the_next_one(hostile_site, tmp
                    *FAST[1:], "validation.enabled=false", f"hydra.sweep.dir={tmp_path}",
                    env=plugin_env(hostile_site))
     assert proc.returncode == 0, proc.stderr
-    tidy = pd.concat(pd.read_csv(f) for f in sorted(tmp_path.glob("*/results.csv")))
+    from harness.multirun import job_dirs
+
+    tidy = pd.concat(pd.read_csv(d / "results.csv") for d in job_dirs(tmp_path))
     rss = tidy[tidy.metric == "host_rss_peak_mib"].set_index("backend").p50
     assert rss["hostile-leaks-memory"] - rss["hf-flashattn-staticcache"] > 128, rss.to_dict()

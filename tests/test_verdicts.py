@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.results import ResultsWriter, rows_for_cell, write_run_json
+from harness.results import ResultsWriter, rows_for_cell
+from harness.runrecord import write_run as write_run_json
 from harness.samples import read_cell_samples, write_cell_samples
 from harness.stats import compare_samples, median_ci, relative_ci_half_width, summarize
 from helpers import ROOT
@@ -26,7 +27,7 @@ def test_clearly_different_sample_sets_get_a_verdict():
     a = _rng(1).normal(10.0, 0.3, 30)
     b = _rng(2).normal(12.0, 0.36, 30)  # 20 % slower, spread 3 %
     v = compare_samples(a, b)
-    assert v.verdict == "higher" and v.p_value < 1e-6
+    assert v.verdict == "higher" and v.p_value < 1e-6 and v.scope == "within run"
     assert v.ratio_ci_low < 1.2 < v.ratio_ci_high and v.ratio_ci_low > 1.1
     assert compare_samples(b, a).verdict == "lower"
 
@@ -120,10 +121,10 @@ def test_report_verdicts_from_samples_and_baseline_errors(tmp_path):
     written = build_report([str(base), str(fast)], tmp_path / "rep", baseline="hf", plots=False)
     comp = pd.read_csv(written["comparison"]).set_index("batch_size")
     col = "decode_ms_verdict__ort[attention=gqa]"
-    assert comp.loc[1, col] == "faster" and comp.loc[2, col] == "within noise"
+    assert comp.loc[1, col] == "faster within this run" and comp.loc[2, col] == "within noise"
     assert comp.loc[1, "decode_ms_speedup_ci_low__ort[attention=gqa]"] > 1.5
     text = written["report"].read_text()
-    assert "| faster | n 12 vs 12; p=" in text and "median [95% CI]" in text
+    assert "| faster within this run | n 12 vs 12; p=" in text and "median [95% CI]" in text
     assert "| 1 | 8 | hf | 2" in text and "| 48 |" in text  # median [CI] and n of every compared number
     # a baseline that is not there: one line, naming what is there, exit 2
     proc = _report(base, fast, "--baseline", "hf-typo", "--out", tmp_path / "rep2", "--no-plots")
@@ -192,7 +193,7 @@ def test_compare_flags_regression_by_test_and_warns_on_machines(tmp_path):
 
     table = compare_runs(load_results([str(old)]), load_results([str(new)]))
     decode = table[table.metric == "decode_latency_ms"].set_index("batch_size")
-    assert decode.loc[1, "verdict"] == "regression" and decode.loc[2, "verdict"] == "within noise"
+    assert decode.loc[1, "verdict"] == "regression within this run" and decode.loc[2, "verdict"] == "within noise"
     assert decode.loc[4, "verdict"] == "error in new"
     plain = _report("compare", old, new)
     assert plain.returncode == 0 and "regression" in plain.stdout

@@ -10,7 +10,8 @@ GPU (kernel time close to wall time) or by the host launching it. Without CUDA g
 (``compile=default``: the compiled kernels without graphs; ``compile=reduce-overhead``: the replayed step, whose
 kernels CUPTI still records on torch 2.11 / CUDA 13 — docs/results/h100/quant/profile_quant_hf_ro_b1.csv — so wall
 against kernel time shows the host time around the replay). On a CPU the table holds the operators' CPU self time
-(to test the tool, not for numbers).
+(to test the tool, not for numbers). The profile itself is the harness's (harness/profile/capture.py), the one
+``enginebench measure.profile=true`` takes after every cell; this tool adds the choices it loops over.
 """
 from __future__ import annotations
 
@@ -20,44 +21,36 @@ import dataclasses
 import pandas as pd
 import torch
 import yaml
-from torch.autograd import DeviceType
-from torch.profiler import ProfilerActivity, profile
 
 from harness.inputs import random_prompt_ids
 from harness.instrument import time_calls
 from harness.loadspec import LoadSpec
 from harness.plugins import PluginRegistry
+from harness.profile.capture import profile_phase
+from harness.profile.categories import categorizer
 from harness.quant import resolve
 from tools import load_preset, print_and_save
 
 WARM_STEPS = 4
 
 
-def _timed_events(events, on_cuda: bool) -> list[tuple[str, int, float]]:
-    """(name, count, microseconds) of what ran on the device: on CUDA the kernels, copies and memsets only (an
-    operator row carries the device time of the kernels it launched, so counting both would count them twice); on
-    a CPU the operators' self time."""
-    if on_cuda:
-        rows = [(e.key, e.count, float(e.self_device_time_total)) for e in events if e.device_type == DeviceType.CUDA]
-    else:
-        rows = [(e.key, e.count, float(e.self_cpu_time_total)) for e in events]
-    return [r for r in rows if r[2] > 0]
-
-
 def profile_steps(handle, tokens: torch.Tensor, steps: int, on_cuda: bool) -> tuple[list[dict], float]:
-    """(rows per operator/kernel for ``steps`` profiled decode steps, wall milliseconds per unprofiled step)."""
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
-    sync = torch.cuda.synchronize if on_cuda else (lambda: None)
+    """(rows per operator/kernel for ``steps`` profiled decode steps, wall milliseconds per unprofiled step).
+    The profile is the harness's (harness/profile/capture.py: kernels only on CUDA, a backend's own profiler
+    where torch's sees nothing), with each kernel's category (harness/profile/categories.py)."""
     device = "cuda" if on_cuda else "cpu"
     wall_ms = time_calls(lambda: handle.decode_step(tokens=tokens), steps, device)["sustained_ms_per_call"]
-    with profile(activities=activities) as prof:
+
+    def run():
         for _ in range(steps):
             handle.decode_step(tokens=tokens)
-        sync()
-    timed = _timed_events(prof.key_averages(), on_cuda)
-    total = sum(t[2] for t in timed) or 1.0
-    rows = [{"name": name[:120], "calls_per_step": round(count / steps, 2), "us_per_step": round(us / steps, 2),
-             "share": round(us / total, 4)} for name, count, us in sorted(timed, key=lambda t: -t[2])]
+
+    phase = profile_phase("decode", run, steps, device, handle,
+                          categorizer(lambda name: handle.kernel_category(name=name)), None)
+    total = sum(r["us_per_step"] for r in phase.table()) or 1.0
+    rows = [{"name": r["name"][:120], "category": r["category"], "calls_per_step": round(r["calls_per_step"], 2),
+             "us_per_step": round(r["us_per_step"], 2), "share": round(r["us_per_step"] / total, 4)}
+            for r in phase.table()]
     return rows, wall_ms
 
 
@@ -125,7 +118,7 @@ def profile_choice(registry, spec: LoadSpec, attention: str, args, extra: dict) 
                     "quant": spec.quant.scheme, "batch": args.batch,
                     "prompt": prompt, "wall_ms_per_step": round(wall_ms, 4), "device_ms_per_step": round(kernel_ms, 4)}
             rows += [{**head, **cell} for cell in cells]
-            print_and_save([{k: c[k] for k in ("name", "calls_per_step", "us_per_step", "share")}
+            print_and_save([{k: c[k] for k in ("name", "category", "calls_per_step", "us_per_step", "share")}
                             for c in cells[:args.top]], None)
     finally:
         handle.close()

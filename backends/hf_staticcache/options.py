@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from backends.hf_staticcache.quantize import INT4_KERNELS
 from backends.hf_staticcache.selection import ATTENTION_CHOICES, FLASH_CHOICES
 from harness.sdk import UserError, choice, needs
 
@@ -20,6 +21,8 @@ class HFOptions:
     # capture the decode step as a CUDA graph by hand (so: no compile, static cache)
     cuda_graph: bool = needs(False, compile="none", cache="static")
     cache: str = choice("static", "dynamic")  # dynamic: stock HF DynamicCache, reallocates (the reference)
+    # quant=int4: which maintained kernel serves it (quantize.py): tinygemm | mslk | mslk_preshuffled | gemlite
+    int4_kernel: str = choice(*INT4_KERNELS)
 
     def check(self) -> None:
         if self.attention in FLASH_CHOICES and self.cache != "static":

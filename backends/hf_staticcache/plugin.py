@@ -3,9 +3,11 @@
 ``backend.attention``: ``flash_attention_2`` (flash-attn 2.x), ``flash_attention_4`` (flash-attn-4's CuTe kernels),
 ``torch_flash`` (PyTorch's own FlashAttention-2 kernel) attend over the static cache reading only each row's filled
 slots (static_attention.py); ``sdpa`` (kernel probed, or forced: flash | efficient | cudnn | math) and ``eager`` are
-HF's own, with a mask over the whole cache. ``auto`` probes the candidates on the loaded model, in that order on
-CUDA (SDPA on the CPU), and keeps the first that runs; ``backend_info`` records what ran for prefill and decode.
-``backend.compile`` compiles the decode step (``reduce-overhead`` = CUDA graphs via torch.compile);
+HF's own, with a mask over the whole cache. ``auto`` probes the candidates on the loaded model (the FlashAttention
+choices and SDPA on CUDA, SDPA and eager on the CPU), times a decode step of each that runs at the grid's extremes
+and keeps the fastest (auto_attention.py); ``backend_info`` records every time, the choice, and what ran for
+prefill and decode. ``backend.compile`` compiles the decode step (compile_step.py: ``reduce-overhead`` = CUDA
+graphs, ``max-autotune`` = CUDA graphs + autotuning + one full graph, Inductor's caches in the artifact cache);
 ``backend.cuda_graph=true`` captures the decode step as a CUDA graph by hand, without compile.
 ``cache=dynamic`` is the stock-HF reference. ``quant=int8|int4|fp8`` quantizes the decoder linears' weights with
 torchao (quantize.py) before any compilation or capture.
@@ -26,6 +28,8 @@ from backends.hf_staticcache.attention import (
     first_kernel_that_runs,
     priority_order,
 )
+from backends.hf_staticcache.auto_attention import Measured, grid_extremes, measure_candidates
+from backends.hf_staticcache.compile_step import CompiledStep, use_inductor_cache
 from backends.hf_staticcache.decode_graph import DecodeGraph
 from backends.hf_staticcache.flash_packages import installed_flash_attn
 from backends.hf_staticcache.options import HFOptions
@@ -41,7 +45,7 @@ from backends.hf_staticcache.static_attention import (
     register_attention_functions,
     use_token_major_storage,
 )
-from harness.sdk import UserError, attention_reads, cache_keyword, hookimpl, plain_attention_problem
+from harness.sdk import UserError, attention_reads, cache_keyword, hookimpl, plain_attention_problem, say
 from harness.sdk import head_dim as model_head_dim
 
 KERNEL_DETAIL = {
@@ -57,6 +61,7 @@ class HFStaticCacheBackend:
     def __init__(self) -> None:
         self.model, self.cache, self.cache_batch, self.device = None, None, None, "cpu"
         self.fill, self.graphs, self.flash = None, {}, None
+        self.choice, self.measured = None, None  # the attention choice in use; auto's measurements (Measured)
 
     @hookimpl
     def enginebench_backend_options(self) -> type:
@@ -66,7 +71,8 @@ class HFStaticCacheBackend:
     def check_quant(self, quant, options, device) -> None:
         from backends.hf_staticcache.quantize import choose_config
 
-        choose_config(quant, device, torch.bfloat16)  # torchao present, fp8 only where the GPU has it
+        # torchao present, fp8 only where the GPU has it, the chosen int4 kernel installed (bf16: all serve it)
+        choose_config(quant, device, torch.bfloat16, options.get("int4_kernel", "tinygemm"))
 
     @hookimpl
     def load(self, spec) -> dict[str, Any]:
@@ -88,28 +94,37 @@ class HFStaticCacheBackend:
         self.takes_cache_position = "cache_position" in inspect.signature(self.model.forward).parameters
         from backends.hf_staticcache.quantize import quantize_model
 
-        quant_facts = quantize_model(self.model, spec.quant, spec.device, spec.dtype)
+        quant_facts = quantize_model(self.model, spec.quant, spec.device, spec.dtype, opts["int4_kernel"])
         self.cache, self.cache_batch = None, None
-        info = {"compile": opts["compile"], "cache": opts["cache"], "cuda_graph": self.cuda_graph, **quant_facts}
-        info.update(self._choose_attention(todo, opts["attention"]))
+        info = {"compile": opts["compile"], "cache": opts["cache"], "cuda_graph": self.cuda_graph,
+                "static_cache_len": spec.max_seq, **quant_facts}
+        info.update(self._choose_attention(todo, opts["attention"], spec))
         # FlashAttention choices are told each row's length; SDPA and eager mask a static cache, reading every slot.
-        # torchao's int4 layout keeps its zero points in the activation dtype: the default count.
+        # torchao's int4 layout keeps its zero points in the activation dtype: the default count. (With auto's
+        # choice per cell, this is the first cell's choice.)
         info.update(attention_reads("filled" if self.flash or not self.static else "allocated", self.max_seq))
         self.decode_fn = self._forward_decode
         if opts["compile"] != "none":
             # Compile the decode step only (gpt-fast style): prefill shapes change per cell.
-            self.decode_fn = torch.compile(self._forward_decode, mode=opts["compile"], fullgraph=False)
+            info["inductor_cache_dir"] = use_inductor_cache(spec.cache_dir)
+            key = f"hf-compile:{spec.model.name}:{opts['compile']}:{self.impl}:{spec.quant.label}:{spec.max_seq}"
+            self.decode_fn = CompiledStep(self._forward_decode, opts["compile"], spec.cache_dir, key)
+            info["compile_seconds"] = self.decode_fn.compiled  # filled at each batch size's first step
         return info
 
     def _check_options(self, opts: dict[str, Any], spec) -> None:
         """What depends on this machine; the values themselves were checked with every job's options (options.py)."""
         check_choice(opts["attention"], spec.device, spec.dtype)
+        if opts["int4_kernel"] != "tinygemm" and spec.quant.scheme != "int4":
+            raise UserError(f"backend.int4_kernel={opts['int4_kernel']} applies to quant=int4 only",
+                            "drop backend.int4_kernel or use quant=int4")
         if opts["cuda_graph"] and not spec.device.startswith("cuda"):
             raise UserError("backend.cuda_graph=true needs a CUDA device", "use device=cuda or drop it")
 
     # -- attention choice --------------------------------------------------------------------------------------
 
     def _set_attention(self, choice: str) -> None:
+        self.choice = choice
         self.flash = choice if choice in HF_NAMES else None  # HF_NAMES: the FLASH_CHOICES and the CPU reference
         self.sdpa_only = SDPA_CHOICES.get(choice)
         impl = HF_NAMES[choice] if self.flash else ("eager" if choice == "eager" else "sdpa")
@@ -117,48 +132,107 @@ class HFStaticCacheBackend:
         self.impl = impl
         self._free_cache()  # the cache's storage layout depends on the choice
 
-    def _choose_attention(self, todo: list[str], asked: str) -> dict[str, Any]:
-        """Probe each candidate on the loaded model (a real left-padded prefill and decode step); keep the first
-        that runs. Records why the others did not."""
-        skipped = {}
+    def _choose_attention(self, todo: list[str], asked: str, spec) -> dict[str, Any]:
+        """Probe each candidate on the loaded model (a real left-padded prefill and decode step). A named choice
+        is kept if it runs; ``auto`` times every candidate that runs (auto_attention.py) and keeps the fastest.
+        Records why the others did not run."""
+        skipped, ran = {}, {}
         for choice in todo:
-            if choice in FLASH_CHOICES:
-                # the model's reason first: it holds on every machine
-                problem = (f"the model has {self.attention_problem}" if self.attention_problem
-                           else flash_problem(choice, self.device, self.dtype))
-                if problem is None:
-                    try:
-                        info = self._probe_flash(choice)
-                    except Exception as exc:
-                        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                        if asked != "auto":
-                            raise UserError(f"backend.attention={choice} failed on this model: {problem}",
-                                            "use backend.attention=auto") from exc
-                if problem:
-                    skipped[choice] = problem
-                    continue
-            elif choice == "eager":
+            info, problem = self._probe(choice, asked)
+            if problem:
+                skipped[choice] = problem
+                if choice == "sdpa" and problem.startswith("transformers") and "eager" not in todo:
+                    todo.append("eager")  # auto ends with HF's eager attention, which every model has
+                continue
+            ran[choice] = info
+            if asked != "auto":
+                break
+        if not ran:
+            raise UserError(f"no attention choice among {todo} runs here: {skipped}", "use backend.attention=auto")
+        chosen = next(iter(ran))
+        facts: dict[str, Any] = {}
+        if len(ran) > 1:
+            self.measured = self._measure(list(ran), spec)
+            chosen = self.measured.choice_for(min(spec.prompt_lens) if spec.prompt_lens else spec.opt_prompt_len)
+            facts = self.measured.facts()
+            if facts["attention_auto"]["per_cell"]:
+                facts["attention_kernels"] = {c: ran[c] for c in set(self.measured.winners().values())}
+        self._set_attention(chosen)
+        info = {**ran[chosen], **facts, "attn_implementation": self.impl, "attention_requested": asked,
+                "flash_attn_installed": installed_flash_attn()}
+        if skipped:
+            info["attention_skipped"] = skipped
+        return info
+
+    def _probe(self, choice: str, asked: str) -> tuple[dict[str, str], str | None]:
+        """(what ran for prefill and decode, None) when ``choice`` runs on this model, else ({}, why not)."""
+        if choice in FLASH_CHOICES:
+            # the model's reason first: it holds on every machine
+            problem = (f"the model has {self.attention_problem}" if self.attention_problem
+                       else flash_problem(choice, self.device, self.dtype))
+            if problem is not None:
+                return {}, problem
+            try:
+                return self._probe_flash(choice), None
+            except Exception as exc:
+                problem = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                if asked != "auto":
+                    raise UserError(f"backend.attention={choice} failed on this model: {problem}",
+                                    "use backend.attention=auto") from exc
+                return {}, problem
+        try:
+            self._set_attention(choice)
+        except ValueError as exc:  # transformers has no SDPA path for this architecture (e.g. Gemma 2)
+            problem = "transformers refuses it for this model: " + " ".join(str(exc).split())[:160]
+            if asked != "auto":
+                raise UserError(f"backend.attention={asked}: {problem}", "use backend.attention=eager (or auto)") \
+                    from exc
+            return {}, problem
+        if choice == "eager":
+            return {"attention_kernel_prefill": "eager", "attention_kernel_decode": "eager"}, None
+        return self._probe_sdpa_kernels(), None
+
+    def _measure(self, choices: list[str], spec) -> Measured:
+        """Time one decode step of each choice at the grid's largest batch and shortest and longest fill."""
+        batch, fills = grid_extremes(spec)
+        say(f"attention=auto: timing {', '.join(choices)} at batch {batch}, fills {', '.join(map(str, fills))} ...")
+        graphs: dict[str, DecodeGraph] = {}
+
+        def step_at(choice: str, fill: int):
+            if self.choice != choice:
+                graphs.clear()
                 self._set_attention(choice)
-                info = {"attention_kernel_prefill": "eager", "attention_kernel_decode": "eager"}
-            else:
-                try:
-                    self._set_attention(choice)
-                except ValueError as exc:  # transformers refuses SDPA for this architecture (e.g. Gemma 2)
-                    problem = " ".join(str(exc).split())[:160]
-                    if asked != "auto":
-                        raise UserError(f"backend.attention={asked}: transformers refuses it for this model "
-                                        f"({problem})", "use backend.attention=eager (or auto)") from exc
-                    skipped[choice] = problem
-                    if "eager" not in todo:
-                        todo.append("eager")  # auto ends with HF's eager attention, which every model has
-                    continue
-                info = self._probe_sdpa_kernels()
-            info.update(attn_implementation=self.impl, attention_requested=asked, flash_attn_installed=
-                        installed_flash_attn())
-            if skipped:
-                info["attention_skipped"] = skipped
-            return info
-        raise UserError(f"no attention choice among {todo} runs here: {skipped}", "use backend.attention=auto")
+            self._position_at(batch, fill)
+            tokens = torch.ones(batch, 1, dtype=torch.long, device=self.device)
+            if not self.device.startswith("cuda"):
+                return lambda: self._forward_decode(tokens, self.step_pos, self.mask)
+            # replayed as a CUDA graph: the eager step of a small model is launch-bound (see auto_attention.py)
+            graph = graphs.setdefault(choice, DecodeGraph(
+                lambda step_tokens: self._forward_decode(step_tokens, self.step_pos, self.mask), batch, self.device))
+            return lambda: graph(tokens)
+
+        with torch.no_grad():
+            measured = measure_candidates(choices, batch, fills, step_at, self.device)
+        graphs.clear()
+        self._free_cache()
+        say("attention=auto: " + "; ".join(f"{c} " + " / ".join(f"{t:.3f}" for t in by_fill.values()) + " ms"
+                                           for c, by_fill in measured.ms.items())
+            + f"; chosen: {measured.winners()}")
+        return measured
+
+    def _position_at(self, batch: int, fill: int) -> None:
+        """The cache of ``batch`` rows as after an unpadded prefill of ``fill`` tokens: the next decode step
+        writes slot ``fill`` and attends over ``fill + 1`` keys (zeros: a kernel's time does not depend on them)."""
+        self._ensure_cache(batch)
+        self.step_pos.fill_(fill)
+        self.step_slot.fill_(fill)
+        if self.fill is not None:
+            self.fill.begin(torch.zeros(batch, 1, dtype=torch.long, device=self.device), fill + 1)
+            self.mask = None
+        else:
+            self.mask_buf.zero_()
+            self.mask_buf[:, : fill + 1] = 1
+            self.mask = self.mask_buf
 
     def _probe_flash(self, choice: str) -> dict[str, str]:
         """Run a FlashAttention choice on the model; our ops never fall back, so what ran is the choice itself."""
@@ -284,6 +358,10 @@ class HFStaticCacheBackend:
 
     @hookimpl
     def prefill(self, input_ids, prompt_lens):
+        if self.measured is not None and self.choice in self.measured.ms:  # auto: the winner nearer this fill
+            choice = self.measured.choice_for(input_ids.shape[1])
+            if choice != self.choice:
+                self._set_attention(choice)
         return self._prefill(input_ids, prompt_lens)
 
     @hookimpl

@@ -10,9 +10,22 @@ Which torchao tensor serves a scheme (harness/quant.py defines the schemes):
 - fp8: ``Float8WeightOnlyConfig`` (float8_e4m3fn codes, one scale per output channel).
 All are tensor subclasses that ``torch.compile`` traces, so ``compile=reduce-overhead`` (CUDA graphs) works on them.
 Only the decoder layers' linears are quantized (``filter_fn``); the embedding and lm_head stay in model.dtype.
+
+``backend.int4_kernel`` picks among the maintained int4 kernels that torchao 0.18 reaches, so that they can be
+measured side by side (docs/tuning.md says which is expected to win and why); each needs CUDA, bfloat16 and the
+asymmetric int4 scheme (the default), since each stores a zero point per group:
+- ``tinygemm`` (default): ``Int4WeightOnlyConfig(int4_packing_format="tile_packed_to_4d")``, PyTorch's own
+  ``_weight_int4pack_mm`` (a GEMV-friendly tiled layout; no extra package);
+- ``mslk``: ``int4_packing_format="plain"`` (``Int4Tensor``), the CUTLASS mixed-input GEMM
+  ``torch.ops.mslk.bf16i4bf16_rowwise`` of the ``mslk`` package (formerly fbgemm-gpu-genai's kernels);
+- ``mslk_preshuffled``: ``int4_packing_format="preshuffled"`` (``Int4PreshuffledTensor``), the same library's
+  kernel over weights shuffled offline for Hopper's tensor-core layout (``bf16i4bf16_shuffled``);
+- ``gemlite``: ``torchao.prototype.quantization.UIntxWeightOnlyConfig`` (gemlite's Triton GEMV/GEMM kernels,
+  bit-packed uint4, autotuned per shape).
 """
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from typing import Any
 
@@ -21,6 +34,9 @@ import torch
 from harness.sdk import QuantScheme, UserError, is_quantized_param
 
 TINYGEMM_GROUPS = (32, 64, 128, 256)
+INT4_KERNELS = ("tinygemm", "mslk", "mslk_preshuffled", "gemlite")
+KERNEL_PACKAGE = {"mslk": "mslk", "mslk_preshuffled": "mslk", "gemlite": "gemlite"}
+GEMLITE_GROUPS = (32, 64, 128, 256, 512, 1024)
 
 
 def import_torchao():
@@ -33,8 +49,46 @@ def import_torchao():
     return tq
 
 
-def choose_config(q: QuantScheme, device: str, dtype: torch.dtype):
+def check_int4_kernel(kernel: str, q: QuantScheme, device: str, dtype: torch.dtype) -> None:
+    """Refuse an ``int4_kernel`` other than the default that cannot serve this scheme here, in one line."""
+    if kernel == "tinygemm":
+        return
+    if q.scheme != "int4":
+        raise UserError(f"backend.int4_kernel={kernel} applies to quant=int4 only (this run: quant={q.scheme})",
+                        "drop backend.int4_kernel or use quant=int4")
+    if not device.startswith("cuda") or dtype != torch.bfloat16:
+        raise UserError(f"backend.int4_kernel={kernel} runs on CUDA in bfloat16 only",
+                        "use device=cuda model.dtype=bfloat16, or backend.int4_kernel=tinygemm")
+    if q.symmetric:
+        raise UserError(f"backend.int4_kernel={kernel} stores a zero point per group (asymmetric int4)",
+                        "drop quant_options.symmetric=true")
+    if kernel == "gemlite" and q.group_size not in GEMLITE_GROUPS:
+        raise UserError(f"gemlite takes groups of {GEMLITE_GROUPS}, not {q.group_size}",
+                        "use quant_options.group_size=128")
+    package = KERNEL_PACKAGE[kernel]
+    if importlib.util.find_spec(package) is None:
+        raise UserError(f"backend.int4_kernel={kernel} needs the {package} package", f"pip install {package}")
+
+
+def int4_config(kernel: str, q: QuantScheme):
+    """(torchao config, kernel path) of a chosen int4 kernel other than tinygemm (check_int4_kernel passed)."""
+    tq = import_torchao()
+    if kernel == "gemlite":
+        from torchao.prototype.quantization.quant_api import UIntxWeightOnlyConfig
+
+        return UIntxWeightOnlyConfig(group_size=q.group_size, bit_width=4), \
+            "torchao UIntxBitPackedTensor (gemlite Triton kernels)"
+    packing = {"mslk": "plain", "mslk_preshuffled": "preshuffled"}[kernel]
+    kernel_name = {"mslk": "mslk.bf16i4bf16_rowwise", "mslk_preshuffled": "mslk.bf16i4bf16_shuffled"}[kernel]
+    return tq.Int4WeightOnlyConfig(group_size=q.group_size, int4_packing_format=packing), \
+        f"torchao Int4WeightOnlyConfig({packing}) ({kernel_name})"
+
+
+def choose_config(q: QuantScheme, device: str, dtype: torch.dtype, kernel: str = "tinygemm"):
     """(torchao config, short name of the kernel path) for the scheme on this device and dtype."""
+    if kernel != "tinygemm":
+        check_int4_kernel(kernel, q, device, dtype)
+        return int4_config(kernel, q)
     tq = import_torchao()
     group = tq.PerGroup(q.group_size) if q.group_size else tq.PerAxis(0)
     cuda = device.startswith("cuda")
@@ -56,12 +110,13 @@ def choose_config(q: QuantScheme, device: str, dtype: torch.dtype):
             "torchao IntxUnpackedToInt8Tensor (dequantize + matmul)")
 
 
-def quantize_model(model, q: QuantScheme, device: str, dtype: torch.dtype) -> dict[str, Any]:
+def quantize_model(model, q: QuantScheme, device: str, dtype: torch.dtype,
+                   int4_kernel: str = "tinygemm") -> dict[str, Any]:
     """Quantize ``model``'s decoder linears in place; returns the facts to record (kernel path, torchao version)."""
     if not q.enabled:
         return {}
     tq = import_torchao()
-    config, kernel = choose_config(q, device, dtype)
+    config, kernel = choose_config(q, device, dtype, int4_kernel)
 
     def decoder_linear(module, fqn: str) -> bool:
         return isinstance(module, torch.nn.Linear) and is_quantized_param(f"{fqn}.weight")

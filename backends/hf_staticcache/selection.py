@@ -1,7 +1,7 @@
 """Which ``backend.attention`` choices exist, which may run here, and the order ``auto`` tries them in.
 
 Pure checks of the machine and the installed packages (no model needed); ``plugin.py`` then probes each candidate
-on the loaded model, in order, and keeps the first that runs.
+on the loaded model, and ``auto`` times those that run and keeps the fastest (auto_attention.py).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from harness.sdk import UserError
 
 FLASH_CHOICES = ("flash_attention_2", "flash_attention_4", "torch_flash")  # static-cache FlashAttention kernels
 AUTO_ORDER_CUDA = (*FLASH_CHOICES, "sdpa")
+AUTO_ORDER_CPU = ("sdpa", "eager")  # the CPU has no FlashAttention kernel; auto times HF's two
 ATTENTION_CHOICES = ("auto", *FLASH_CHOICES, "sdpa", "eager", *SDPA_CHOICES)
 FLASH_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -48,10 +49,11 @@ def flash_problem(choice: str, device: str, dtype: torch.dtype) -> str | None:
 
 
 def candidates(choice: str, device: str) -> list[str]:
-    """The choices to probe, in order: ``auto`` tries the FlashAttention kernels first on CUDA; on CPU SDPA only."""
+    """The choices to probe: ``auto`` probes every candidate of the device and times those that run (the order
+    breaks ties only); a named choice is itself."""
     if choice != "auto":
         return [choice]
-    return list(AUTO_ORDER_CUDA) if device.startswith("cuda") else ["sdpa"]
+    return list(AUTO_ORDER_CUDA) if device.startswith("cuda") else list(AUTO_ORDER_CPU)
 
 
 def check_choice(choice: str, device: str, dtype: torch.dtype) -> None:

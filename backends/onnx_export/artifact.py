@@ -7,12 +7,13 @@ them re-exports.
 from __future__ import annotations
 
 import importlib.metadata as metadata
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from harness.sdk import Artifact, dtype_name, get_or_build, say
+from harness.sdk import Artifact, dtype_name, get_or_build, say, slow_work
 
 EXPORT_VERSION = 3  # bump when graph.py / export.py change what they produce
 MODEL_FILE = "model.onnx"
@@ -40,21 +41,30 @@ def onnx_artifact(spec, attention: str = "explicit", fused_ops: bool = False,
     check_supported(spec.model.config(), spec.max_seq, attention, fused_ops)  # one line, before any export
 
     def build(tmp: Path) -> dict:
-        say(f"onnx: exporting {spec.model.name} ({dtype_name(spec.dtype)}, max_seq={spec.max_seq}, "
-                     f"{attention} attention{', fused ops' if fused_ops else ''}) ...")
-        # Export from CPU in the target dtype: the graph is device independent, and CPU keeps GPU memory free.
-        # float32: export the cached reference model itself (export reads it, never writes): saves a full copy
-        model = spec.model.build_fp32_cpu() if spec.dtype == torch.float32 else spec.model.build(spec.dtype, "cpu")
-        meta = export_onnx(model, spec.max_seq, tmp / MODEL_FILE, attention, fused_ops)
-        del model
-        say(f"onnx: exported {meta['nodes']} nodes in {meta['export_seconds']:.1f} s"
-                     + ("; checking against HF" if check else ""))
-        if check is None:
-            meta["check"] = {"passed": None, "reason": "not checked (no checker given, e.g. ONNX Runtime missing)"}
-            return meta
-        meta["check"] = check(tmp / MODEL_FILE, spec.model, spec.dtype, spec.device)
-        if not meta["check"]["passed"]:
-            raise RuntimeError(f"exported graph disagrees with HF: {meta['check']}")
+        what = (f"onnx: exporting {spec.model.name} ({dtype_name(spec.dtype)}, max_seq={spec.max_seq}, "
+                f"{attention} attention{', fused ops' if fused_ops else ''})")
+        work_key = f"onnx-export:{spec.model.name}:{dtype_name(spec.dtype)}:{spec.max_seq}:{attention}:{fused_ops}"
+        with slow_work(spec.cache_dir, what + (" and checking it against HF" if check else ""), work_key) as timed:
+            # Export from CPU in the target dtype: the graph is device independent, and CPU keeps GPU memory free.
+            # float32: export the cached reference model itself (export reads it, never writes): saves a copy
+            t0 = time.perf_counter()
+            model = spec.model.build_fp32_cpu() if spec.dtype == torch.float32 \
+                else spec.model.build(spec.dtype, "cpu")
+            model_seconds = time.perf_counter() - t0
+            meta = export_onnx(model, spec.max_seq, tmp / MODEL_FILE, attention, fused_ops)
+            del model
+            meta["model_build_seconds"] = model_seconds
+            say(f"onnx: exported {meta['nodes']} nodes in {meta['export_seconds']:.1f} s")
+            if check is None:
+                meta["check"] = {"passed": None,
+                                 "reason": "not checked (no checker given, e.g. ONNX Runtime missing)"}
+            else:
+                t0 = time.perf_counter()
+                meta["check"] = check(tmp / MODEL_FILE, spec.model, spec.dtype, spec.device)
+                meta["check_seconds"] = time.perf_counter() - t0
+                if not meta["check"]["passed"]:
+                    raise RuntimeError(f"exported graph disagrees with HF: {meta['check']}")
+        meta["build_seconds"] = timed.seconds  # the whole wait before the artifact exists: build, export, check
         return meta
 
     key = onnx_key(spec, attention, fused_ops)

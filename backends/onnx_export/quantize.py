@@ -4,8 +4,9 @@
 input is a constant weight ``[K, N]`` by the contrib op ``com.microsoft.MatMulNBits`` (4 or 8 bits, blocks of
 ``block_size`` along K, float scales, uint zero points when asymmetric; ``channel_wised_quantize`` gives one block
 per column). The lm_head (the MatMul whose N is the vocabulary) is excluded: it stays in the model dtype, as in
-every backend (harness/quant.py). Computation stays in the activation dtype (``accuracy_level`` unset: no int8
-activations).
+every backend (harness/quant.py). Computation stays in the activation dtype unless ``accuracy_level`` says
+otherwise (the ORT backend's ``nbits_accuracy_level``: 4 lets the CPU EP quantize activations to int8; the CUDA
+EP's kernels ignore it).
 
 The result is its own artifact, keyed by the source ONNX artifact's key, the scheme and the ORT version, so
 changing any of them requantizes and nothing else does. The same file serves the fused-ops / GQA graph: the packed
@@ -40,7 +41,7 @@ def lm_head_nodes(model, vocab_size: int) -> list[str]:
             if n.op_type == "MatMul" and len(shapes.get(n.input[1], ())) == 2 and shapes[n.input[1]][1] == vocab_size]
 
 
-def quantize_onnx(source: Path, target: Path, q: QuantScheme, vocab_size: int) -> dict:
+def quantize_onnx(source: Path, target: Path, q: QuantScheme, vocab_size: int, accuracy_level: int = 0) -> dict:
     """Write the MatMulNBits graph of ``source`` to ``target`` (weights in one external-data file beside it)."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
@@ -52,7 +53,8 @@ def quantize_onnx(source: Path, target: Path, q: QuantScheme, vocab_size: int) -
     t0 = time.perf_counter()
     quantizer = MatMulNBitsQuantizer(model, bits=q.bits, block_size=q.group_size or 128, is_symmetric=q.symmetric,
                                      nodes_to_exclude=excluded, op_types_to_quantize=("MatMul",),
-                                     channel_wised_quantize=q.group_size == 0)
+                                     channel_wised_quantize=q.group_size == 0,
+                                     accuracy_level=accuracy_level or None)
     quantizer.process()
     out = quantizer.model.model
     seconds = time.perf_counter() - t0
@@ -66,17 +68,20 @@ def quantize_onnx(source: Path, target: Path, q: QuantScheme, vocab_size: int) -
             "nodes": len(out.graph.node), "op_counts": ops}
 
 
-def quantized_onnx_artifact(spec, source: Artifact, q: QuantScheme) -> Artifact:
+def quantized_onnx_artifact(spec, source: Artifact, q: QuantScheme, accuracy_level: int = 0) -> Artifact:
     """The cached MatMulNBits graph of the ONNX artifact ``source`` under scheme ``q``."""
     check_ort_scheme(q)
     import onnxruntime
 
     key = {"source_onnx": source.meta["key"], "scheme": q.as_dict(), "quantizer_version": QUANTIZER_VERSION,
            "onnxruntime": onnxruntime.__version__}
+    if accuracy_level:  # in the key only when set: the artifacts cached before the option keep their keys
+        key["accuracy_level"] = accuracy_level
 
     def build(tmp: Path) -> dict:
         say(f"onnx: quantizing weights ({q.label}, MatMulNBits) ...")
-        meta = quantize_onnx(source.directory / MODEL_FILE, tmp / MODEL_FILE, q, spec.hf_config.vocab_size)
+        meta = quantize_onnx(source.directory / MODEL_FILE, tmp / MODEL_FILE, q, spec.hf_config.vocab_size,
+                             accuracy_level)
         say(f"onnx: {meta['matmulnbits_nodes']} MatMulNBits nodes in {meta['quantize_seconds']:.1f} s")
         return {**source.meta, **meta, "export_seconds": source.meta["export_seconds"], "scheme": q.as_dict()}
 

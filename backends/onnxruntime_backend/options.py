@@ -22,3 +22,9 @@ class OrtOptions:
     # fused residual+RMSNorm, RoPE inside GroupQueryAttention, one q/k/v and one gate/up GEMM (ORT's fused ops
     # exist only in the GroupQueryAttention graph)
     fused_ops: bool = needs(False, attention="gqa")
+    # quant=int4|int8 (MatMulNBits, onnx_export/quantize.py): the accuracy_level attribute (the least precise
+    # compute allowed: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 activations; the CPU EP's MLAS kernels use it, the
+    # CUDA EP's kernels do not) and the CUDA EP's kernel family (default: ORT's own GEMV / dequantize + GEMM;
+    # fpa_intb: the CUTLASS mixed-input GEMM and GEMV ported from TensorRT-LLM, ORT_FPA_INTB_GEMM=1)
+    nbits_accuracy_level: int = choice(0, 1, 2, 3, 4)
+    nbits_kernel: str = choice("default", "fpa_intb")

@@ -4,11 +4,40 @@ with I/O binding and the cache updated in place; attention written out or as ORT
 graph only); weight-only int8/int4 through ONNX Runtime's MatMulNBits quantizer (onnx_export/quantize.py)."""
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Any
 
 from backends.onnxruntime_backend.options import OrtOptions
-from harness.sdk import RunnerHooks, attention_reads, hookimpl
+from harness.sdk import RunnerHooks, UserError, attention_reads, hookimpl
 from harness.sdk import head_dim as model_head_dim
+
+FPA_INTB_ENV = "ORT_FPA_INTB_GEMM"  # ONNX Runtime's switch for MatMulNBits' CUTLASS fpA_intB path (CUDA EP)
+
+
+@contextlib.contextmanager
+def nbits_kernel_env(kernel: str):
+    """``fpa_intb``: set ORT_FPA_INTB_GEMM=1 while the session is created (its kernels read it then), and put the
+    variable back as it was afterwards."""
+    if kernel != "fpa_intb":
+        yield
+        return
+    before = os.environ.get(FPA_INTB_ENV)
+    os.environ[FPA_INTB_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(FPA_INTB_ENV, None)
+        else:
+            os.environ[FPA_INTB_ENV] = before
+
+
+# ONNX op types the name rule would misread (harness/profile/categories.py): our graphs' fused ops by what they do
+ORT_CATEGORIES = {"GroupQueryAttention": "attention", "MultiHeadAttention": "attention", "Attention": "attention",
+                  "RotaryEmbedding": "norm_elementwise", "SkipSimplifiedLayerNormalization": "norm_elementwise",
+                  "SimplifiedLayerNormalization": "norm_elementwise", "MatMulNBits": "gemm", "MatMul": "gemm",
+                  "Gemm": "gemm", "ScatterND": "copy"}
 
 
 class OnnxRuntimeBackend(RunnerHooks):
@@ -36,6 +65,9 @@ class OnnxRuntimeBackend(RunnerHooks):
 
         import_ort()  # a missing library is reported before any export work
         opts = spec.options
+        if not spec.quant.enabled and (opts["nbits_accuracy_level"] or opts["nbits_kernel"] != "default"):
+            raise UserError("backend.nbits_accuracy_level / nbits_kernel apply to quant=int8|int4 (MatMulNBits)",
+                            "drop them or use quant=int4")
         # attention, fused_ops and cuda_graph were checked with every job's options (options.py); what depends on
         # the device and the model is said here, before the export
         provider = resolve_provider(opts["provider"], spec.device, opts["cuda_graph"])
@@ -46,12 +78,14 @@ class OnnxRuntimeBackend(RunnerHooks):
         if spec.quant.enabled:
             from backends.onnx_export.quantize import quantized_onnx_artifact
 
-            artifact = quantized_onnx_artifact(spec, artifact, spec.quant)
+            artifact = quantized_onnx_artifact(spec, artifact, spec.quant, opts["nbits_accuracy_level"])
             quant_facts = {"quant_kernel": "MatMulNBits", "onnx_quant_reused": artifact.reused,
-                           "onnx_matmulnbits_nodes": artifact.meta["matmulnbits_nodes"]}
-        self.runner = OrtStaticCacheRunner(str(artifact.directory / MODEL_FILE), spec.hf_config, spec.dtype,
-                                           spec.device, spec.max_batch, provider=opts["provider"],
-                                           opt_level=opts["graph_optimization"], cuda_graph=opts["cuda_graph"])
+                           "onnx_matmulnbits_nodes": artifact.meta["matmulnbits_nodes"],
+                           "nbits_accuracy_level": opts["nbits_accuracy_level"], "nbits_kernel": opts["nbits_kernel"]}
+        with nbits_kernel_env(opts["nbits_kernel"]):  # read by MatMulNBits' CUDA kernels when the session is made
+            self.runner = OrtStaticCacheRunner(str(artifact.directory / MODEL_FILE), spec.hf_config, spec.dtype,
+                                               spec.device, spec.max_batch, provider=opts["provider"],
+                                               opt_level=opts["graph_optimization"], cuda_graph=opts["cuda_graph"])
         # GroupQueryAttention reads each row up to its length; the explicit MatMul/Softmax graph reads the whole
         # static cache. MatMulNBits packs its zero points at the code width.
         reads = attention_reads("filled" if opts["attention"] == "gqa" else "allocated", self.runner.max_seq,
@@ -59,4 +93,17 @@ class OnnxRuntimeBackend(RunnerHooks):
         return {**self.runner.facts(), **quant_facts, **reads, "onnx_reused": artifact.reused,
                 "onnx_fused_ops": artifact.meta.get("fused_ops", False), "onnx_nodes": artifact.meta["nodes"],
                 "onnx_export_seconds": round(artifact.meta["export_seconds"], 2),
+                # the whole build of the artifact (model, export, check against HF); a reused artifact cost none
+                "onnx_build_seconds": round(artifact.meta["build_seconds"], 2) if "build_seconds" in artifact.meta
+                else None,
                 "onnx_check_max_abs_diff": artifact.meta["check"]["max_abs_diff"], "onnx_dir": str(artifact.directory)}
+
+    @hookimpl
+    def profile_kernels(self, run, trace_path) -> list[dict[str, Any]] | None:
+        # CUPTI sees the CUDA EP's kernels through torch.profiler; only the CPU EP needs ORT's own profiler
+        return None if self.runner.cuda else self.runner.profiled_on_cpu(run, trace_path)
+
+    @hookimpl
+    def kernel_category(self, name) -> str | None:
+        return ORT_CATEGORIES.get(name)
+

@@ -117,6 +117,7 @@ def load_results(paths: list[str | Path]) -> pd.DataFrame:
             continue
         if "cv" not in df.columns and {"std", "mean"} <= set(df.columns):  # results from before CVs were kept
             df["cv"] = df["std"] / df["mean"]
+        df["repeat"] = df["repeat"].fillna(0).astype(int) if "repeat" in df.columns else 0  # older: one run
         if "engine" not in df.columns:  # a run's own results.csv
             df = df.assign(source=str(f), engine=df.backend)
             label = run_label(f.parent)
@@ -170,7 +171,8 @@ def _usable_results(f: Path) -> pd.DataFrame | None:
 
 
 def latest_per_cell(tidy: pd.DataFrame) -> pd.DataFrame:
-    """One row per (cell, configuration, metric): the last input wins (see :func:`repeated_cells`)."""
+    """One row per (cell, configuration, metric): the last input wins (see :func:`repeated_cells`). Repeats of one
+    run (``measure.repeats``) are combined by harness/report/repeats.py instead."""
     return tidy.drop_duplicates(subset=CELL + ["backend", "metric"], keep="last")
 
 
@@ -179,6 +181,8 @@ def repeated_cells(tidy: pd.DataFrame) -> pd.DataFrame:
     if "source" not in tidy.columns:
         return pd.DataFrame()
     per_cell = tidy.drop_duplicates(subset=CELL + ["backend", "source"])
+    if "repeat" in per_cell.columns:  # runs holding the same repeat number: only then is one shown over another
+        per_cell = per_cell[per_cell.duplicated(CELL + ["backend", "repeat"], keep=False)]
     groups = per_cell.groupby(CELL + ["backend"], dropna=False).source
     counts = groups.nunique()
     repeated = counts[counts > 1]
@@ -193,14 +197,15 @@ def cell_samples(tidy_row) -> dict | None:
     source = getattr(tidy_row, "source", None) if not isinstance(tidy_row, dict) else tidy_row.get("source")
     if not isinstance(source, str) or not source:
         return None
-    get = tidy_row.get if isinstance(tidy_row, dict) else lambda k: getattr(tidy_row, k)
+    get = tidy_row.get if isinstance(tidy_row, dict) else lambda k: getattr(tidy_row, k, None)
+    repeat = get("repeat")
     return _read_samples(str(Path(source).parent), int(get("batch_size")), int(get("prompt_len")),
-                         int(get("new_tokens")))
+                         int(get("new_tokens")), int(repeat) if repeat is not None and pd.notna(repeat) else 0)
 
 
 @lru_cache(maxsize=4096)
-def _read_samples(run_dir: str, batch: int, prompt_len: int, new_tokens: int):
-    return read_cell_samples(Path(run_dir), batch, prompt_len, new_tokens)
+def _read_samples(run_dir: str, batch: int, prompt_len: int, new_tokens: int, repeat: int = 0):
+    return read_cell_samples(Path(run_dir), batch, prompt_len, new_tokens, repeat)
 
 
 def run_infos(paths: list[str | Path]) -> list[dict]:

@@ -20,14 +20,21 @@ METHOD = """\
   (prefill: to the first token on the host). `*_device_ms` is the hook call on the device clock (CUDA events; on
   a CPU the call's own time), and the bandwidth and TFLOP/s metrics use it. Runs whose samples say
   `device-unsynced` were timed before this, with events only and the host free to run ahead.
-- Statistics over iterations (prefill, end to end) or over all decode steps of all iterations (decode): median
-  (p50) with its {level:.0%} percentile-bootstrap confidence interval ({resamples} resamples, seed {seed}),
-  p10/p90, n and the coefficient of variation (CV = std / mean).
-- Verdicts: "faster"/"slower" only when a two-sided Mann-Whitney U test on the kept samples of both sides rejects
-  "no difference" at alpha = {alpha} AND the medians differ by at least {effect:.0%}; otherwise "within noise".
-  Independent units: one value per iteration (decode: the iteration's median step time). A pair with fewer than
-  {min_n} units on a side or a CV above {max_cv} is "unstable" (no verdict); a run that kept no samples is
-  "untested". The speedup's interval is the bootstrap interval of the ratio of medians.
+- Statistics over independent units, one per iteration (decode: the iteration's median step time): median (p50)
+  with its {level:.0%} confidence interval, p10/p90, n and the coefficient of variation (CV = std / mean); decode's
+  steps pooled over iterations are in results.csv as step_p10..step_p99. One run: a percentile-bootstrap interval
+  ({resamples} resamples, seed {seed}), labelled within-run: it says nothing of a rerun. Several repeats of a
+  configuration (`measure.repeats`, column repeats): the median is the geometric mean of the runs' medians and its
+  interval comes from a two-level bootstrap (runs, then iterations within each run) with a t quantile over the
+  runs, so it includes the run-to-run spread (docs/statistics.md).
+- Verdicts: with at least two repeats a side, "faster"/"slower" only when the (1 - alpha) interval of the ratio
+  of medians (alpha = {alpha_between} unless --alpha is given) excludes 1 AND the medians differ by at least
+  {effect:.0%}; otherwise "within noise". With one run a side: an exact two-sided rank test (ties included) at
+  alpha = {alpha}, the {level:.0%} interval excluding 1 and the same minimum effect, and the verdict reads
+  "faster within this run": a rerun of the same configuration may land a few per cent away. A pair with fewer
+  than {min_n} units on a side or a CV above {max_cv} is "unstable" (no verdict); a run that kept no samples is
+  "untested". The speedup and its interval are one estimator; `resolves` is the smallest change the pair could
+  have called.
 - Configurations (backend + every option that differs from the backend's defaults) are never pooled; a cell
   measured by several runs of one configuration shows the last run given (listed below), never an average.
 - Memory: NVML sampled every `measure.memory_interval_ms` in a background thread (device-wide and this process),
@@ -81,6 +88,8 @@ def _config_row(row: dict, short: str, b: str, baseline: str | None) -> dict:
     low, high = row.get(f"{short}_p50_ci_low__{b}"), row.get(f"{short}_p50_ci_high__{b}")
     out["median"] = _fmt(p50) + (f" [{_fmt(low)}, {_fmt(high)}]" if _fmt(low) else "")
     out["n"] = _fmt(row.get(f"{short}_n__{b}"), ".0f")
+    runs = row.get(f"{short}_repeats__{b}")
+    out["runs"] = "1 (interval within run)" if not _fmt(runs) or runs <= 1 else _fmt(runs, ".0f")
     cv = row.get(f"{short}_cv__{b}")
     out["CV"] = f"{cv:.0%}" if _fmt(cv) else ""
     if baseline and b != baseline and row.get(f"{short}_verdict__{b}"):
@@ -93,6 +102,8 @@ def _config_row(row: dict, short: str, b: str, baseline: str | None) -> dict:
             details.append(f"n {row[f'{short}_n_tested__{b}']}")
         if _fmt(row.get(f"{short}_p_value__{b}")):
             details.append(f"p={row[f'{short}_p_value__{b}']:.2g}")
+        if _fmt(row.get(f"{short}_resolves__{b}")):
+            details.append(f"resolves changes >= {row[f'{short}_resolves__{b}']:.1%}")
         if row.get(f"{short}_why_no_verdict__{b}"):
             details.append(str(row[f"{short}_why_no_verdict__{b}"]))
         out["test"] = "; ".join(details)
@@ -147,6 +158,9 @@ def uneven_decode_cells(tidy: pd.DataFrame) -> list[str]:
     from harness.report.aggregate import latest_per_cell
 
     decode = latest_per_cell(tidy[(tidy.metric == metrics.DECODE_LATENCY) & (tidy.status == "ok")])
+    if "step_p10" in decode.columns:  # the steps' own percentiles; older results had them as p10/p50/p90
+        steps = decode[["step_p10", "step_p50", "step_p90"]].set_axis(["p10", "p50", "p90"], axis=1)
+        decode = decode.drop(columns=["p10", "p50", "p90"]).join(steps.fillna(decode[["p10", "p50", "p90"]]))
     uneven = decode[decode.p90 >= UNEVEN_P90_OVER_P10 * decode.p10]
     return [f"- {r.backend} b={r.batch_size} p={r.prompt_len}: p10 {r.p10:.3g} ms, p50 {r.p50:.3g} ms, "
             f"p90 {r.p90:.3g} ms" for r in uneven.itertuples(index=False)]
@@ -155,19 +169,26 @@ def uneven_decode_cells(tidy: pd.DataFrame) -> list[str]:
 def write_report(path: Path, tidy: pd.DataFrame, comparison: pd.DataFrame, infos: list[dict],
                  validation: pd.DataFrame, plots: list[Path], baseline: str | None, sources: list[str],
                  repeated: pd.DataFrame | None = None, test_options: dict | None = None,
-                 speed_accuracy: pd.DataFrame | None = None) -> None:
+                 speed_accuracy: pd.DataFrame | None = None, where_time_goes: list[str] | None = None) -> None:
+    from harness.replicated import ALPHA_BETWEEN_RUNS
     from harness.report.host_bound import host_bound_cells
+    from harness.report.repeats import repeat_order
     from harness.report.speed_accuracy import markdown_section
+    from harness.report.walltime import wall_time_lines
     from harness.stats import ALPHA, MAX_CV, MIN_EFFECT, MIN_N, N_RESAMPLES, SEED
 
-    test = {"alpha": ALPHA, "min_effect": MIN_EFFECT, "min_n": MIN_N, "max_cv": MAX_CV, **(test_options or {})}
+    given = {k: v for k, v in (test_options or {}).items() if v is not None}
+    test = {"alpha": ALPHA, "min_effect": MIN_EFFECT, "min_n": MIN_N, "max_cv": MAX_CV, **given}
     method = METHOD.format(level=CONFIDENCE, resamples=N_RESAMPLES, seed=SEED, alpha=test["alpha"],
-                           effect=test["min_effect"], min_n=test["min_n"], max_cv=test["max_cv"])
+                           alpha_between=given.get("alpha", ALPHA_BETWEEN_RUNS), effect=test["min_effect"],
+                           min_n=test["min_n"], max_cv=test["max_cv"])
     parts = ["# enginebench report", "", f"Inputs: {', '.join(sources)}", "", "## Environment", "",
              environment_section(infos), "", "## Method", "", method, "## Results", ""]
     backends = sorted(tidy.backend.unique())
     parts += [f"Baseline: `{baseline}`." if baseline else
               "No baseline among these configurations: no speedups (give --baseline NAME).", ""]
+    parts += repeat_order(infos) or ["Every configuration ran once (measure.repeats=1): each verdict rests on one run "
+                                     "per side and holds within those runs only.", ""]
     parts += results_tables(comparison, backends, baseline)
     if repeated is not None and len(repeated):
         parts += ["### Cells measured by more than one run of a configuration", "",
@@ -179,7 +200,9 @@ def write_report(path: Path, tidy: pd.DataFrame, comparison: pd.DataFrame, infos
                   markdown_table(failed[["backend", "batch_size", "prompt_len", "status", "error"]]), ""]
     if speed_accuracy is not None:
         parts += markdown_section(speed_accuracy, markdown_table)
+    parts += where_time_goes or []  # harness/report/where_time_goes.py
     parts += ["## Measurement conditions", "", *conditions_section(tidy, infos), ""]
+    parts += wall_time_lines(infos)
     uneven = uneven_decode_cells(tidy)
     if uneven:
         parts += ["Cells whose decode steps ran at more than one speed (p90 at least "

@@ -1,11 +1,14 @@
 """``enginebench-report compare OLD NEW``: cells whose latency moved beyond noise between two result sets.
 
 Cells are matched by configuration (backend + non-default options) and grid cell. A matched cell is judged by a
-test on both sides' kept samples (harness/stats.py): ``regression`` when NEW's latency is higher beyond noise and
-by at least ``--threshold`` (the minimum effect), ``improvement`` when lower, else ``within noise``; ``unstable``
-when either side has too few samples or too much spread, ``untested`` when a side kept no samples. Two result
-sets with no cell in common are an error, and :func:`environment_differences` names what differs between the
-machines and library versions that produced them.
+test on both sides' kept samples: with at least two repeats a side (``measure.repeats``) between runs
+(harness/replicated.py), ``regression`` when NEW's latency is higher beyond the run-to-run noise and by at least
+``--min-effect``, ``improvement`` when lower, else ``within noise``; with one run a side within that run
+(harness/stats.py), and the verdict says so (``regression within this run``: a rerun may not repeat it).
+``unstable`` when either side has too few samples or too much spread, ``untested`` when a side kept no samples.
+``resolves_change`` is the smallest relative change the pair could have called. Two result sets with no cell in
+common are an error, and :func:`environment_differences` names what differs between the machines and library
+versions that produced them.
 """
 from __future__ import annotations
 
@@ -13,9 +16,8 @@ import pandas as pd
 
 from harness import metrics
 from harness.errors import UserError
-from harness.report.aggregate import CELL, cell_samples, latest_per_cell
-from harness.samples import comparison_units
-from harness.stats import compare_samples
+from harness.report.aggregate import CELL
+from harness.report.repeats import combine_repeats, judge, repeat_rows, run_timings, run_units, verdict_words
 
 METRICS = (metrics.DECODE_LATENCY, metrics.PREFILL_LATENCY, metrics.E2E_LATENCY)
 VERDICT = {"higher": "regression", "lower": "improvement"}
@@ -31,9 +33,9 @@ def _describe(tidy: pd.DataFrame) -> str:
 
 def compare_runs(old: pd.DataFrame, new: pd.DataFrame, threshold: float = 0.05, **test_options) -> pd.DataFrame:
     keys = CELL + ["backend", "metric"]
-    pick = ["p10", "p50", "p90", "status", "source"]
-    a = latest_per_cell(old[old.metric.isin(METRICS)])
-    b = latest_per_cell(new[new.metric.isin(METRICS)])
+    pick = ["p10", "p50", "p90", "status", "source", "repeats", "_repeat_rows"]
+    a = combine_repeats(old[old.metric.isin(METRICS)])
+    b = combine_repeats(new[new.metric.isin(METRICS)])
     a, b = (x.reindex(columns=keys + pick) for x in (a, b))
     m = a.merge(b, on=keys, how="outer", suffixes=("_old", "_new"), indicator=True)
     if not (m["_merge"] == "both").any():
@@ -43,31 +45,37 @@ def compare_runs(old: pd.DataFrame, new: pd.DataFrame, threshold: float = 0.05, 
     new_status = new.drop_duplicates(CELL + ["backend"], keep="last").set_index(CELL + ["backend"]).status
     rows = []
     for r in m.to_dict("records"):
-        out = {"verdict": "", "change_ci_low": float("nan"), "change_ci_high": float("nan"),
-               "p_value": float("nan"), "n_old": None, "n_new": None, "why_no_verdict": ""}
+        out = {"verdict": "", "change": float("nan"), "change_ci_low": float("nan"), "change_ci_high": float("nan"),
+               "p_value": float("nan"), "n_old": None, "n_new": None, "runs_old": None, "runs_new": None,
+               "scope": "", "resolves_change": float("nan"), "why_no_verdict": ""}
         if r["_merge"] == "left_only":
             status = new_status.get(tuple(r[k] for k in CELL + ["backend"]))
             out["verdict"] = f"{status} in new" if isinstance(status, str) and status != "ok" else "missing in new"
         elif r["_merge"] == "right_only":
             out["verdict"] = "new cell"
         else:
-            s_old = cell_samples({**r, "source": r["source_old"]})
-            s_new = cell_samples({**r, "source": r["source_new"]})
+            rows_old = repeat_rows({"_repeat_rows": r["_repeat_rows_old"]})
+            rows_new = repeat_rows({"_repeat_rows": r["_repeat_rows_new"]})
+            s_old, s_new = run_units(rows_old, r["metric"]), run_units(rows_new, r["metric"])
             if s_old is None or s_new is None:
                 out["verdict"], out["why_no_verdict"] = "untested", "no samples kept by " + (
                     "either run" if s_old is None and s_new is None else "OLD" if s_old is None else "NEW")
-            elif s_old["timing"] != s_new["timing"]:  # e.g. unsynced events against sustained (harness/samples.py)
-                out["verdict"] = "untested"
-                out["why_no_verdict"] = f"timed differently: OLD {s_old['timing']}, NEW {s_new['timing']}"
+            elif run_timings(rows_old) != run_timings(rows_new):  # e.g. unsynced events against sustained
+                out["verdict"] = "untested"  # (harness/samples.py)
+                out["why_no_verdict"] = (f"timed differently: OLD {', '.join(run_timings(rows_old))}, "
+                                         f"NEW {', '.join(run_timings(rows_new))}")
             else:
-                v = compare_samples(comparison_units(s_old, r["metric"]), comparison_units(s_new, r["metric"]),
-                                    min_effect=threshold, **test_options)
-                out.update(verdict=VERDICT.get(v.verdict, v.verdict), change_ci_low=v.ratio_ci_low - 1,
+                v = judge(s_old, s_new, min_effect=threshold, **test_options)
+                out.update(verdict=verdict_words(v, VERDICT), change_ci_low=v.ratio_ci_low - 1,
                            change_ci_high=v.ratio_ci_high - 1, p_value=v.p_value, n_old=v.n_a, n_new=v.n_b,
+                           runs_old=v.runs_a, runs_new=v.runs_b, scope=v.scope, resolves_change=v.resolves,
                            why_no_verdict=v.reason)
+                out["change"] = v.ratio - 1  # the estimator the interval is about
         rows.append(out)
-    result = pd.concat([m.drop(columns=["_merge", "source_old", "source_new"]),
-                        pd.DataFrame(rows, index=m.index)], axis=1)
+    dropped = ["_merge", "source_old", "source_new", "_repeat_rows_old", "_repeat_rows_new", "repeats_old",
+               "repeats_new", "change"]
+    result = pd.concat([m.drop(columns=dropped), pd.DataFrame(rows, index=m.index)], axis=1)
+    result["change"] = result["change"].fillna(m["change"])
     return result.sort_values(keys).reset_index(drop=True)
 
 

@@ -36,7 +36,7 @@ def build(preset: str, batch: int, max_cache: int, quant: str):
 
         quantize_(model.model, Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d"))
     cache = StaticCache(config=config, max_cache_len=max_cache)
-    head_dim = config.hidden_size // config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     cache.early_initialization(batch_size=batch, num_heads=config.num_key_value_heads, head_dim=head_dim,
                                dtype=torch.bfloat16, device=torch.device("cuda"))
     return config, model, cache
@@ -49,7 +49,8 @@ def main() -> None:
     p.add_argument("--prompt", type=int, default=128)
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--compile", default="reduce-overhead")
+    p.add_argument("--compile", default="reduce-overhead", help="torch.compile mode (max-autotune: full graph "
+                   "too, as the harness's backend.compile=max-autotune), or none")
     p.add_argument("--quant", default="none", choices=["none", "int4"])
     p.add_argument("--max-cache", type=int, default=None,
                    help="static cache length (the harness's: its largest prompt + new tokens)")
@@ -61,7 +62,9 @@ def main() -> None:
     def decode(tok, pos):
         return model(input_ids=tok, position_ids=pos, past_key_values=cache, use_cache=True).logits[:, -1]
 
-    step = torch.compile(decode, mode=args.compile) if args.compile != "none" else decode
+    step = decode
+    if args.compile != "none":  # max-autotune as gpt-fast uses it: the whole step as one graph
+        step = torch.compile(decode, mode=args.compile, fullgraph=args.compile == "max-autotune")
     ids = torch.randint(3, config.vocab_size, (args.batch, args.prompt), device="cuda")
 
     def prefill():

@@ -1,0 +1,66 @@
+"""``backend.compile``: torch.compile of the decode step, with Inductor's caches inside the artifact cache.
+
+- ``default``: Inductor's kernels, no CUDA graphs;
+- ``reduce-overhead``: the same kernels replayed as CUDA graphs;
+- ``max-autotune``: what the fastest plain scripts do (gpt-fast): CUDA graphs, Inductor's GEMM autotuning and
+  coordinate-descent tuning of every generated kernel's launch configuration (torch's ``max-autotune`` mode holds
+  all three), and the whole step as one graph (``fullgraph=True``): a graph break would split the step into
+  pieces with Python between them, so it is an error here rather than a silent slowdown.
+
+Inductor keeps its on-disk caches (the FX graph cache, the autotuning results, Triton's compiled kernels) under
+``TORCHINDUCTOR_CACHE_DIR``. Unless the user set it, it points into the artifact cache (``<cache_dir>/inductor``),
+so a second run with the same cache reuses the compiled and tuned kernels: it starts warm, and ``cache_dir`` is
+the one directory to keep (or carry to another machine of the same kind).
+
+The compile happens at the first call of each batch size (during the warm-up iterations, never inside a timed
+one); it is announced with the time it took last time (``slow_work``).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from harness.sdk import slow_work
+
+INDUCTOR_DIR = "inductor"
+
+
+def use_inductor_cache(cache_dir: Path) -> str:
+    """Point Inductor's caches into ``cache_dir`` unless the user chose a directory; returns the one in use."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    # torch writes its default into the variable at its first compile: that is no choice of the user's
+    if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
+        current = str(Path(cache_dir) / INDUCTOR_DIR)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = current
+    return current
+
+
+def compile_options(mode: str) -> dict:
+    """The keyword arguments of torch.compile for ``mode``."""
+    return {"mode": mode, "fullgraph": mode == "max-autotune"}
+
+
+class CompiledStep:
+    """The compiled decode step; the first call per batch size (the compile) is announced and timed."""
+
+    def __init__(self, step: Callable, mode: str, cache_dir: Path, work_key: str):
+        self.fn = torch.compile(step, **compile_options(mode))
+        self.mode, self.cache_dir, self.work_key = mode, Path(cache_dir), work_key
+        self.compiled: dict[int, float] = {}  # batch -> seconds its first call took (the compile, cold or warm)
+
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, mask):
+        batch = tokens.shape[0]
+        if batch in self.compiled:
+            return self.fn(tokens, positions, mask)
+        with slow_work(self.cache_dir, f"compiling the decode step ({self.mode}, batch {batch})",
+                       f"{self.work_key}:b{batch}") as timed:
+            out = self.fn(tokens, positions, mask)
+            if tokens.is_cuda:
+                torch.cuda.synchronize()  # the first call's time includes its autotuning, which runs on the GPU
+        self.compiled[batch] = round(timed.seconds, 2)
+        return out

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The backends at their best, on one H200 in one sitting (about 8 minutes; docs/tuning.md says what each step shows):
+#   compile  harness HF backend.compile=max-autotune vs the plain script (docs/results/crosscheck/, --compile max-autotune),
+#            TinyLlama-1.1B then Llama-3.2-1B, batch 1 x prompt 128, the same static cache length, the same
+#            Inductor cache (so both time the same tuned kernels: what differs is the instrument);
+#   auto     backend.attention=auto at fills 128 and 8192 (Llama-3.2-1B, batch 1): every candidate's measured
+#            step and the choice per fill are in run.json's backend_info.attention_auto;
+#   int4-hf  TinyLlama-1.1B bf16 vs int4 through each torchao kernel (tinygemm, gemlite, mslk, mslk_preshuffled:
+#            a kernel whose package is not staged is refused in one line and the others go on), batch 1 and 8,
+#            each step captured as a CUDA graph by hand (backend.cuda_graph=true: no compile time, and "two speeds
+#            in one cell" under CUDA graphs shows in the report's uneven-cell list);
+#   int4-ort the same on ONNX Runtime's fused GQA graph with CUDA graphs: bf16, int4 MatMulNBits with ORT's own
+#            kernels, int4 with the CUTLASS fpA_intB kernels (backend.nbits_kernel=fpa_intb).
+#
+# Usage, from the project root on the GPU machine after staging the wheels (torchao, and gemlite if wanted):
+#   GPU_STAGE_CACHE=... bash ../shared/gpu/stage.sh torchao==0.18.0 gemlite==0.6.0.post2
+#   bash docs/results/gpu_best.sh OUT_DIR [all | "STEP ..."]
+# Not yet timed on the GPU: compile is the long step (max-autotune compiles cold the first time, twice per model);
+# if one device call cannot hold everything, run "compile" in one and "auto int4-hf int4-ort" in the next (a warm
+# machine keeps OUT_DIR/cache, so nothing is exported or compiled twice).
+# Each harness run has its own time limit; runs land in OUT_DIR/runs/<step>_<name>/ (results.csv, run.json,
+# samples), the console of each beside it; everything is packed into OUT_DIR/best_<step>.tgz at the end.
+set -u
+OUT=${1:?usage: gpu_best.sh OUT_DIR [all | "compile auto int4-hf int4-ort"]}
+STEP=${2:-all}
+mkdir -p "$OUT/runs"
+export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+CACHE="$OUT/cache"  # the artifact cache: ONNX exports, Inductor's compile and autotune caches (a rerun starts warm)
+FAST=(device=cuda measure.warmup=2 measure.min_iters=5 measure.min_seconds=0.3
+      measure.overhead_steps=8 validation.enabled=false "cache_dir=$CACHE")
+HF=(backend=hf-flashattn-staticcache)
+ORT=(backend=onnxruntime backend.attention=gqa backend.fused_ops=true backend.cuda_graph=true)
+
+run() {  # run NAME LIMIT_S args...: one harness run under its own limit
+  local name=$1 limit=$2; shift 2
+  echo "== $name (limit ${limit}s) $(date -u +%T)"
+  timeout "$limit" python3 -m harness "$@" output_dir="$OUT/runs/$name" > "$OUT/runs/$name.log" 2>&1
+  echo "   exit $? $(date -u +%T)"
+  grep -v "^W1\|Warning\|warn(\|INFO" "$OUT/runs/$name.log" | tail -8
+}
+
+step() { [ "$STEP" = all ] || [[ " $STEP " == *" $1 "* ]]; }
+
+{
+if step compile; then
+  for model in tinyllama-1.1b llama-3.2-1b; do
+    # SDPA as in the script (HF's own attention over the static cache): like against like
+    run "compile_$model" 240 "${FAST[@]}" "${HF[@]}" model=$model backend.compile=max-autotune backend.attention=sdpa \
+      "grid.batch_sizes=[1]" "grid.prompt_lens=[128]" grid.new_tokens=32
+    slots=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['backend_info']['static_cache_len'])" \
+      "$OUT/runs/compile_$model/run.json" 2>/dev/null || echo 192)
+    echo "== cross-check $model (cache $slots slots) $(date -u +%T)"
+    TORCHINDUCTOR_CACHE_DIR="$CACHE/inductor" timeout 180 python3 docs/results/crosscheck/plain_hf_decode_crosscheck.py \
+      --preset conf/model/$model.yaml --compile max-autotune --prompt 128 --steps 32 --repeats 5 \
+      --max-cache "$slots" --out "$OUT/runs/crosscheck_$model.csv" 2>&1 | grep -v "^W1\|Warning\|warn(" | tail -2
+  done
+fi
+if step auto; then
+  run auto_llama-3.2-1b 150 "${FAST[@]}" "${HF[@]}" model=llama-3.2-1b backend.attention=auto \
+    "grid.batch_sizes=[1]" "grid.prompt_lens=[128,8192]" grid.new_tokens=16
+  python3 -c "import json,sys; print(json.dumps(json.load(open(sys.argv[1]))['backend_info'].get('attention_auto'), indent=1))" \
+    "$OUT/runs/auto_llama-3.2-1b/run.json" 2>&1 | tee "$OUT/runs/auto_choice.txt"
+fi
+if step int4-hf; then
+  run int4-hf_bf16 120 "${FAST[@]}" "${HF[@]}" model=tinyllama-1.1b backend.cuda_graph=true backend.attention=torch_flash \
+    "grid.batch_sizes=[1,8]" "grid.prompt_lens=[128]" grid.new_tokens=32
+  for kernel in tinygemm gemlite mslk mslk_preshuffled; do
+    run "int4-hf_$kernel" 120 "${FAST[@]}" "${HF[@]}" model=tinyllama-1.1b backend.cuda_graph=true backend.attention=torch_flash \
+      quant=int4 backend.int4_kernel=$kernel "grid.batch_sizes=[1,8]" "grid.prompt_lens=[128]" grid.new_tokens=32
+  done
+fi
+if step int4-ort; then
+  run int4-ort_bf16 200 "${FAST[@]}" "${ORT[@]}" model=tinyllama-1.1b "grid.batch_sizes=[1,8]" "grid.prompt_lens=[128]" grid.new_tokens=32
+  for kernel in default fpa_intb; do
+    run "int4-ort_$kernel" 120 "${FAST[@]}" "${ORT[@]}" model=tinyllama-1.1b quant=int4 backend.nbits_kernel=$kernel \
+      "grid.batch_sizes=[1,8]" "grid.prompt_lens=[128]" grid.new_tokens=32
+  done
+fi
+} 2>&1 | tee "$OUT/best_${STEP// /_}.log"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >> "$OUT/best_${STEP// /_}.log" 2>&1
+tag=${STEP// /_}
+tar -C "$OUT" -czf "$OUT/best_$tag.tgz" runs && rm -rf "$OUT/runs"

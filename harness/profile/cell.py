@@ -1,0 +1,172 @@
+"""What runs after a cell's timed iterations, never inside them: the profile of the step that was timed, the
+attention-kernel label read from it, and the energy per phase.
+
+- ``measure.profile=true``: one prefill and ``measure.profile_steps`` decode steps (each with the greedy token
+  taken to the host and fed back, as the timed loop does) are profiled; ``<run dir>/profile/b{B}_p{P}_n{N}/``
+  gets ``summary.json`` (per phase: kernels, busy time, host gap and time per category per step, the attention
+  kernel, every kernel), ``kernels.csv`` and a gzipped Chrome/Perfetto trace per phase; results.csv gets the
+  ``profile_*`` metrics.
+- otherwise one prefill and one decode step are profiled for the label only (nothing written but the label).
+
+Either way the cell's ``backend_info`` says which attention kernel the profiled steps ran
+(``attention_kernel_decode`` / ``attention_kernel_prefill``), whatever the backend's load-time probe claimed (kept
+as ``*_probe``). The profiled steps follow the timed ones with the same compiled function, captured graph or
+session, so the label is that of the timed step.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import progress
+from harness.inputs import random_prompt_ids
+from harness.instrument import take_token
+from harness.profile.capture import PhaseProfile, profile_phase
+from harness.profile.categories import CATEGORIES, categorizer
+from harness.profile.energy import UNITS as ENERGY_UNITS
+from harness.profile.energy import phase_energy
+from harness.results import atomic_write_text
+
+PROFILE_DIR = "profile"
+KERNELS = "profile_decode_kernels_per_step"
+BUSY = "profile_decode_busy_ms_per_step"
+GAP = "profile_decode_host_gap_ms_per_step"
+PREFILL_KERNELS = "profile_prefill_kernels"
+PREFILL_BUSY = "profile_prefill_busy_ms"
+
+
+def category_metric(category: str) -> str:
+    return f"profile_decode_{category}_ms_per_step"
+
+
+UNITS = {KERNELS: "kernels/step", BUSY: "ms/step", GAP: "ms/step", PREFILL_KERNELS: "kernels",
+         PREFILL_BUSY: "ms", **{category_metric(c): "ms/step" for c in CATEGORIES}, **ENERGY_UNITS}
+
+
+def profile_path(run_dir: Path, batch: int, prompt_len: int, new_tokens: int) -> Path:
+    return Path(run_dir) / PROFILE_DIR / f"b{batch}_p{prompt_len}_n{new_tokens}"
+
+
+@dataclass
+class AfterTiming:
+    """What :func:`after_timing` found: extra metrics for the cell's rows and the labels for its backend_info."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    labels: dict[str, Any] = field(default_factory=dict)
+
+    def metric_rows(self) -> list[tuple]:
+        from harness.stats import summarize
+
+        return [(name, UNITS[name], summarize([value])) for name, value in self.metrics.items()]
+
+    def relabel(self, extra: dict[str, Any]) -> dict[str, Any]:
+        """The cell's row context with the profiled labels in its backend_info (the probe's kept as *_probe)."""
+        if not self.labels:
+            return extra
+        info = json.loads(extra.get("backend_info") or "{}")
+        with_labels(info, self.labels)
+        return {**extra, "backend_info": json.dumps(info)}
+
+
+LABEL_KEYS = ("attention_kernel_prefill", "attention_kernel_decode", "profile_source", "profile_error")
+
+
+def adopt_labels(info: dict[str, Any], rows: list[dict]) -> None:
+    """The labels of a cell measured in another process (its rows' backend_info) into this process's backend_info
+    (run.json's, with isolation=process)."""
+    try:
+        cell = json.loads(rows[0].get("backend_info") or "{}")
+    except (TypeError, ValueError):
+        return
+    with_labels(info, {key: cell[key] for key in LABEL_KEYS if key in cell})
+
+
+def with_labels(info: dict[str, Any], labels: dict[str, Any]) -> None:
+    """Put the profiled labels into a backend_info dict, keeping what the backend's probe said as ``*_probe``."""
+    for key, value in labels.items():
+        if key in info and info[key] != value and f"{key}_probe" not in info:
+            info[f"{key}_probe"] = info[key]
+        info[key] = value
+
+
+def after_timing(job, handle, batch: int, prompt_len: int, samples) -> AfterTiming:
+    """Profile (full, or label only) and energy per phase of a cell whose timed iterations are over. A profile
+    that fails is reported and recorded (``profile_error``), not fatal: the timed samples stand."""
+    result = AfterTiming()
+    try:
+        prefill, decode = profile_cell(job, handle, batch, prompt_len, samples)
+        result.labels = {"attention_kernel_prefill": prefill.attention_kernel or "none seen",
+                         "attention_kernel_decode": decode.attention_kernel or "none seen",
+                         "profile_source": decode.source}
+        with_labels(job.info, result.labels)  # run.json's backend_info: the labels of the last cell profiled
+        if job.cfg.measure.profile:
+            result.metrics.update(profile_metrics(prefill, decode, samples))
+    except Exception as exc:  # noqa: BLE001 - the profile explains the timing; it must not discard it
+        progress.say(f"b={batch} p={prompt_len}: profile failed: {type(exc).__name__}: {exc}")
+        result.labels = {"profile_error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    result.metrics.update(phase_energy(job, handle, batch, prompt_len, samples))
+    return result
+
+
+def profile_cell(job, handle, batch: int, prompt_len: int, samples) -> tuple[PhaseProfile, PhaseProfile]:
+    """Profile one prefill and the decode steps after it; with measure.profile, write the cell's profile dir."""
+    measure, n = job.cfg.measure, job.cfg.grid.new_tokens
+    full = bool(measure.profile)
+    steps = min(measure.profile_steps if full else 1, n)  # the cache has room for n steps after the prompt
+    out = profile_path(job.out_dir, batch, prompt_len, n) if full else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    ids = random_prompt_ids(job.hf_config, batch, prompt_len, job.cfg.seed).to(job.device)  # [B, P]
+    category_of = categorizer(lambda name: handle.kernel_category(name=name))
+    state: dict[str, Any] = {}
+
+    def run_prefill():
+        state["logits"] = handle.prefill(input_ids=ids, prompt_lens=None)
+
+    def run_decode():
+        logits = state["logits"]
+        for _ in range(steps):
+            _, tokens = take_token(logits, job.device)  # [B, 1] through the host, as the timed loop does
+            logits = handle.decode_step(tokens=tokens)
+        state["logits"] = logits
+
+    handle.reset_kv()
+    prefill = profile_phase("prefill", run_prefill, 1, job.device, handle, category_of,
+                            out / "prefill.trace.json.gz" if out else None)
+    decode = profile_phase("decode", run_decode, steps, job.device, handle, category_of,
+                           out / "decode.trace.json.gz" if out else None)
+    if out is not None:
+        write_profile(out, job.identity(batch, prompt_len), prefill, decode, samples)
+    return prefill, decode
+
+
+def phase_summary(phase: PhaseProfile, wall_ms: float) -> dict[str, Any]:
+    """The machine-readable summary of one phase, per step (a prefill is one step)."""
+    return {"steps_profiled": phase.steps, "source": phase.source, "kernels_per_step": phase.kernels_per_step,
+            "busy_ms_per_step": phase.busy_ms_per_step, "wall_ms_per_step": wall_ms,
+            "host_gap_ms_per_step": wall_ms - phase.busy_ms_per_step,
+            "category_ms_per_step": phase.category_ms_per_step(), "attention_kernel": phase.attention_kernel,
+            "kernels": phase.table()}
+
+
+def write_profile(out: Path, identity: dict, prefill: PhaseProfile, decode: PhaseProfile, samples) -> None:
+    import pandas as pd
+
+    summary = {"identity": identity,
+               "wall_from": "median of the cell's timed samples (prefill_ms, decode_ms)",
+               "prefill": phase_summary(prefill, statistics.median(samples.prefill_ms)),
+               "decode": phase_summary(decode, statistics.median(samples.decode_ms))}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    rows = [{"phase": p.phase, **row} for p in (prefill, decode) for row in p.table()]
+    atomic_write_text(out / "kernels.csv", pd.DataFrame(rows).to_csv(index=False))
+
+
+def profile_metrics(prefill: PhaseProfile, decode: PhaseProfile, samples) -> dict[str, float]:
+    wall = statistics.median(samples.decode_ms)
+    metrics = {KERNELS: decode.kernels_per_step, BUSY: decode.busy_ms_per_step, GAP: wall - decode.busy_ms_per_step,
+               PREFILL_KERNELS: prefill.kernels_per_step, PREFILL_BUSY: prefill.busy_ms_per_step}
+    metrics.update({category_metric(c): ms for c, ms in decode.category_ms_per_step().items()})
+    return metrics

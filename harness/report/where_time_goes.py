@@ -1,0 +1,176 @@
+"""The report's "Where the time goes" section and ``enginebench-report why A B``.
+
+From the ``profile_*`` metrics in results.csv (runs with ``measure.profile=true``, harness/profile/cell.py): per
+configuration a stacked bar of a decode step's time by category plus the host gap, at the smallest and the largest
+batch (smallest prompt length); a table per cell diffing each configuration against the baseline (kernels, busy
+time, host gap, each category), with the five kernels whose time differs most, read from each run's
+``profile/*/summary.json``; energy per prefill and decode token beside tokens per second where it was measured.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from harness import metrics  # noqa: E402
+from harness.errors import UserError  # noqa: E402
+from harness.profile import cell as profile  # noqa: E402
+from harness.profile.categories import CATEGORIES  # noqa: E402
+from harness.profile.diff import diff_phase, format_diff, read_summaries  # noqa: E402
+from harness.profile.energy import ENERGY_DECODE, ENERGY_PREFILL  # noqa: E402
+
+CELL = ["model", "weights", "dtype", "quant", "device", "batch_size", "prompt_len", "new_tokens"]
+COLORS = {"gemm": "C0", "attention": "C3", "norm_elementwise": "C2", "copy": "C1", "sampling": "C4", "other": "C7",
+          "host gap": "0.85"}
+
+
+def profile_table(tidy: pd.DataFrame) -> pd.DataFrame:
+    """One row per (configuration, cell) with a profile: the decode step's p50 wall time and the profile metrics."""
+    wanted = [profile.KERNELS, profile.BUSY, profile.GAP, *(profile.category_metric(c) for c in CATEGORIES),
+              metrics.DECODE_LATENCY, metrics.DECODE_THROUGHPUT, ENERGY_PREFILL, ENERGY_DECODE]
+    ok = tidy[(tidy.status == "ok") & tidy.metric.isin(wanted)].copy()
+    ok["quant"] = ok["quant"].astype(object).fillna("none") if "quant" in ok else "none"
+    if not (ok.metric == profile.BUSY).any():
+        return pd.DataFrame()
+    ok["value"] = ok["p50"].where(ok["p50"].notna(), ok["mean"])
+    wide = ok.pivot_table(index=["backend", *CELL], columns="metric", values="value", aggfunc="last").reset_index()
+    sources = ok.drop_duplicates(["backend", *CELL], keep="last").set_index(["backend", *CELL])["source"]
+    wide["source"] = [sources.get(tuple(r)) for r in wide[["backend", *CELL]].itertuples(index=False)]
+    return wide[wide[profile.BUSY].notna()].reset_index(drop=True)
+
+
+def stacked_bars(table: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """One PNG per (model, dtype, device): a panel at the smallest and one at the largest batch."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for (model, dtype, device), group in table.groupby(["model", "dtype", "device"]):
+        prompt = group.prompt_len.min()
+        group = group[group.prompt_len == prompt]
+        batches = sorted({group.batch_size.min(), group.batch_size.max()})
+        configs = sorted(group.backend.unique())
+        fig, axes = plt.subplots(1, len(batches), figsize=(4.5 + 1.6 * len(configs) * len(batches), 4.8),
+                                 squeeze=False)
+        for ax, batch in zip(axes[0], batches):
+            part = group[group.batch_size == batch].set_index("backend")
+            bottom = [0.0] * len(configs)
+            for name in (*CATEGORIES, "host gap"):
+                metric = profile.GAP if name == "host gap" else profile.category_metric(name)
+                heights = [max(float(part[metric].get(c, 0.0) or 0.0), 0.0) if c in part.index else 0.0
+                           for c in configs]
+                ax.bar(range(len(configs)), heights, bottom=bottom, color=COLORS[name], label=name,
+                       hatch="//" if name == "host gap" else None, edgecolor="0.4" if name == "host gap" else None)
+                bottom = [b + h for b, h in zip(bottom, heights)]
+            ax.set_xticks(range(len(configs)), [_short(c) for c in configs], rotation=20, ha="right", fontsize=8)
+            ax.set_title(f"batch {batch}, prompt {prompt}")
+            ax.set_ylabel("decode step (ms), by category")
+            ax.set_ylim(bottom=0)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles[::-1], labels[::-1], loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+        fig.suptitle(f"Where a decode step's time goes: {model}, {dtype}, {device}", fontsize=10)
+        fig.tight_layout()
+        tag = "_".join(str(k).replace(" ", "-").replace("/", "-") for k in (model, dtype, device))
+        path = out_dir / f"where_time_goes_{tag}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _short(label: str, width: int = 38) -> str:
+    return label if len(label) <= width else label[:width - 1] + "…"
+
+
+def _summary_of(row) -> dict | None:
+    """The profile summary.json of a table row, beside the results.csv it came from (None if not there)."""
+    if not isinstance(row.get("source"), str):
+        return None
+    path = profile.profile_path(Path(row["source"]).parent, int(row["batch_size"]), int(row["prompt_len"]),
+                                int(row["new_tokens"])) / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def diff_rows(table: pd.DataFrame, baseline: str) -> list[dict]:
+    """Each configuration minus the baseline, per cell both profiled (ms per step)."""
+    rows = []
+    for _, cell in table.groupby(CELL):
+        base = cell[cell.backend == baseline]
+        if base.empty:
+            continue
+        b = base.iloc[0]
+        for _, r in cell[cell.backend != baseline].iterrows():
+            step = metrics.DECODE_LATENCY
+            row = {"configuration": r.backend, "batch": int(r.batch_size), "prompt": int(r.prompt_len),
+                   "step ms": r[step], "Δ step": r[step] - b[step],
+                   "Δ kernels": r[profile.KERNELS] - b[profile.KERNELS], "Δ busy": r[profile.BUSY] - b[profile.BUSY],
+                   "Δ gap": r[profile.GAP] - b[profile.GAP]}
+            for c in CATEGORIES:
+                metric = profile.category_metric(c)
+                row[f"Δ {c}"] = r[metric] - b[metric]
+            a_sum, b_sum = _summary_of(b), _summary_of(r)
+            if a_sum and b_sum:
+                top = diff_phase(a_sum["decode"], b_sum["decode"])["top_kernels"]
+                row["kernels that differ most (Δ µs/step)"] = "; ".join(
+                    f"{k['name'][:40]} {k['delta_us']:+.0f}" for k in top)
+            rows.append(row)
+    return rows
+
+
+def where_time_goes(tidy: pd.DataFrame, baseline: str | None, plot_dir: Path | None, report_dir: Path,
+                    markdown_table) -> list[str]:
+    """The section's Markdown lines (empty when no run was profiled)."""
+    table = profile_table(tidy)
+    if table.empty:
+        return []
+    parts = ["## Where the time goes", "",
+             "Decode steps profiled after each cell's timed iterations (`measure.profile=true`, docs/profiling.md): "
+             "kernel time per step by category, and the host gap (the timed step's p50 minus the profiled busy "
+             "time). On a CPU the 'kernels' are operators and their self time.", ""]
+    if plot_dir is not None:
+        parts += [f"![{p.stem}]({p.relative_to(report_dir)})" for p in stacked_bars(table, plot_dir)] + [""]
+    cols = ["backend", "batch_size", "prompt_len", metrics.DECODE_LATENCY, profile.KERNELS, profile.BUSY, profile.GAP,
+            *(profile.category_metric(c) for c in CATEGORIES)]
+    shown = table[cols].rename(columns={metrics.DECODE_LATENCY: "step p50 ms", profile.KERNELS: "kernels/step",
+                                        profile.BUSY: "busy ms", profile.GAP: "gap ms",
+                                        **{profile.category_metric(c): f"{c} ms" for c in CATEGORIES}})
+    parts += [markdown_table(shown), ""]
+    energy = [m for m in (ENERGY_PREFILL, ENERGY_DECODE) if m in table and table[m].notna().any()]
+    if energy:
+        parts += ["Energy per token (NVML's energy counter around each phase, docs/profiling.md):", "",
+                  markdown_table(table[["backend", "batch_size", "prompt_len", metrics.DECODE_THROUGHPUT, *energy]]),
+                  ""]
+    reference = baseline if baseline in set(table.backend) else sorted(table.backend.unique())[0]
+    rows = diff_rows(table, reference)
+    if rows:
+        parts += [f"Against `{reference}` (ms per decode step, configuration minus baseline):", "",
+                  markdown_table(pd.DataFrame(rows)), ""]
+    return parts
+
+
+def why(path_a: str, path_b: str) -> str:
+    """``enginebench-report why A B``: the decode diff (B minus A) of every cell both runs profiled."""
+    from harness.report.aggregate import run_label
+
+    found = []
+    for raw in (path_a, path_b):
+        if not Path(raw).is_dir():
+            raise UserError(f"'{raw}' is not a run directory", "give two run directories of measure.profile=true runs")
+        summaries = read_summaries(Path(raw))
+        if not summaries:
+            raise UserError(f"no profile under {raw}", "rerun it with measure.profile=true")
+        runs = {s["_run_dir"] for s in summaries.values()}
+        if len(runs) > 1:
+            raise UserError(f"{raw} holds profiles of {len(runs)} runs",
+                            "give one run directory (one configuration) per side")
+        found.append((run_label(Path(runs.pop())) or raw, summaries))
+    (label_a, a), (label_b, b) = found
+    both = sorted(set(a) & set(b), key=lambda c: (c[0], c[2], int(c[5]), int(c[6])))
+    if not both:
+        raise UserError(f"no cell profiled in both {path_a} and {path_b}",
+                        "profile the same model, dtype and grid cells in both runs")
+    return "\n\n".join(format_diff(label_a, label_b, c, diff_phase(a[c]["decode"], b[c]["decode"])) for c in both)
+

@@ -1,0 +1,233 @@
+"""measure.profile and the attention-kernel label on the CPU: the category rule, the two optional profile hooks,
+a profile that follows the timed iterations (never inside them) and leaves their samples alone, and the report's
+"Where the time goes" section with ``enginebench-report why`` over an HF and an ONNX Runtime run."""
+import gzip
+import json
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from harness import hookimpl
+from harness.profile.categories import CATEGORIES, categorizer, default_category
+from helpers import open_backend
+
+ONE_CELL = ["grid.batch_sizes=[1]", "grid.prompt_lens=[8]", "grid.new_tokens=3", "measure.warmup=1",
+            "measure.min_iters=5", "measure.min_seconds=0", "measure.overhead_steps=4", "validation.enabled=false"]
+
+
+@pytest.mark.parametrize("name, category", [
+    ("void pytorch_flash::flash_fwd_splitkv_kernel<Flash_fwd_kernel_traits<128, 64, 128, 4, false, false, "
+     "cutlass::bfloat16_t>>", "attention"),
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3_64x64x128_4x1x1_kernel0_0", "attention"),
+    ("void at::native::(anonymous namespace)::cunn_SoftMaxForward<4>", "attention"),
+    ("GroupQueryAttention", "attention"),
+    ("nvjet_tst_128x64_64x8_1x1_v_bz_TNT", "gemm"),
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1_execute_segment_k_off_kernel__5x"
+     "_cublas", "gemm"),
+    ("MatMulNBits", "gemm"), ("aten::mm", "gemm"), ("aten::_weight_int4pack_mm", "gemm"),
+    ("triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_1", "norm_elementwise"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<c10::BFloat16>>",
+     "norm_elementwise"),
+    ("SkipSimplifiedLayerNormalization", "norm_elementwise"), ("RotaryEmbedding", "norm_elementwise"),
+    ("Memcpy DtoD (Device -> Device)", "copy"), ("Memset (Device)", "copy"), ("triton_poi_fused_index_copy_3", "copy"),
+    ("aten::index_copy_", "copy"), ("ScatterND", "copy"), ("void onnxruntime::contrib::cuda::ConcatNewToPastKV<half>",
+                                                           "copy"),
+    ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, at::native::ArgMaxOps<float>, unsigned int, "
+     "long, 4, 4>>", "sampling"), ("aten::argmax", "sampling"),
+    ("aten::view", "other"), ("aten::transpose", "other"), ("aten::arange", "other"), ("ncclDevKernel", "other"),
+])
+def test_category_rule_sorts_known_kernel_names(name, category):
+    assert default_category(name) == category
+
+
+def test_profile_steps_below_one_is_one_line():
+    from harness.api import compose_config
+    from harness.config import check_config
+    from harness.errors import UserError
+
+    with pytest.raises(UserError, match="measure.profile_steps=0 is below 1"):
+        check_config(compose_config(["measure.profile_steps=0"]))
+
+
+def test_hook_kernel_category_refines_the_rule(registry):
+    ort = registry.open("onnxruntime")  # no load needed: the answer is a table of op types
+    hf = registry.open("hf-flashattn-staticcache")
+    try:
+        assert ort.kernel_category(name="GroupQueryAttention") == "attention"
+        assert ort.kernel_category(name="MatMulNBits") == "gemm"
+        assert ort.kernel_category(name="aten::mm") is None  # not an ORT op: the rule decides
+        assert hf.kernel_category(name="aten::mm") is None  # a backend without the hook leaves it to the rule
+    finally:
+        ort.close()
+        hf.close()
+    refined = categorizer(lambda name: {"my_kernel": "attention", "odd": "not-a-category"}.get(name))
+    assert refined("my_kernel") == "attention"
+    assert refined("odd") == default_category("odd") == "other"  # an unknown answer falls back to the rule
+    assert refined("aten::mm") == "gemm"
+
+
+@pytest.fixture(scope="module")
+def ort_cache(tmp_path_factory):
+    """One ONNX export of the tiny model for this module's tests."""
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.mark.slow  # one ONNX export of the tiny model
+def test_hook_profile_kernels_onnxruntime_cpu_continues_the_sequence(registry, tmp_path, ort_cache):
+    """ORT's CPU EP runs no torch operators: its kernels come from ORT's own profiler, on a second session that
+    continues the first one's sequence (same logits as unprofiled), and the timed session never profiles."""
+    pytest.importorskip("onnxruntime")
+    handle, source, _ = open_backend(registry, "onnxruntime", max_seq=32, tmp_cache=ort_cache)
+    ids = torch.randint(0, source.config().vocab_size, (2, 6), generator=torch.Generator().manual_seed(0))
+    try:
+        def steps(profiled: bool):
+            handle.reset_kv()
+            logits = handle.prefill(input_ids=ids, prompt_lens=None)
+            found = {}
+
+            def decode():
+                nonlocal logits
+                for _ in range(3):
+                    logits = handle.decode_step(tokens=logits.argmax(-1, keepdim=True))
+
+            if profiled:
+                found["events"] = handle.profile_kernels(run=decode, trace_path=str(tmp_path / "trace.json"))
+            else:
+                decode()
+            return logits, found.get("events")
+
+        reference, _ = steps(profiled=False)
+        timed_session = handle.instance.runner.session
+        logits, events = steps(profiled=True)
+        torch.testing.assert_close(logits, reference)
+        assert handle.instance.runner.session is timed_session
+        names = {e["name"] for e in events}
+        assert "MatMul" in names and all(e["us"] >= 0 for e in events)
+        # three steps, each the same graph: every op type ran a multiple of three times (the warm-up run dropped)
+        counts = pd.Series([e["name"] for e in events]).value_counts()
+        assert (counts % 3 == 0).all(), counts
+        assert json.loads((tmp_path / "trace.json").read_text())  # ORT's Chrome trace, kept
+    finally:
+        handle.close()
+
+
+class StepClock:
+    """An observer: when each decode_step call started and whether a torch profiler was recording it."""
+
+    def __init__(self):
+        self.calls: list[tuple[float, bool]] = []
+
+    @hookimpl(hookwrapper=True)
+    def decode_step(self, tokens):
+        self.calls.append((time.perf_counter(), torch._C._autograd._profiler_enabled()))
+        yield
+
+
+def _run(overrides, out, plugins):
+    from harness.api import compose_config
+    from harness.job import run_job
+
+    assert run_job(compose_config([*overrides, f"output_dir={out}"]), out, plugins) == 0
+    return pd.read_csv(out / "results.csv")
+
+
+def test_profile_follows_the_timed_iterations_and_leaves_their_samples_alone(tmp_path):
+    """Item 5: the profiled steps are a suffix of the cell's decode steps (all timed steps came first), with and
+    without measure.profile; the timed samples of the two runs agree loosely (a loaded machine is noisy, so the
+    ordering is the proof and the distribution check only a sanity bound)."""
+    from harness.plugins import PluginRegistry
+    from harness.samples import read_cell_samples
+
+    plugins = PluginRegistry.discover()
+    clock = StepClock()
+    plugins.add_observer(clock, name="step-clock")
+    results = {}
+    for profile in (True, False):
+        clock.calls.clear()
+        out = tmp_path / f"profile_{profile}"
+        rows = _run([*ONE_CELL, f"measure.profile={profile}", "measure.profile_steps=2"], out, plugins)
+        profiled = [p for _, p in clock.calls]
+        first = profiled.index(True)
+        assert all(profiled[first:]) and len(profiled) - first == (2 if profile else 1)
+        iterations = int(rows.iterations.iloc[0])
+        assert first >= (1 + iterations) * 3  # warm-up and timed steps all before the first profiled one
+        info = json.loads(rows.backend_info.iloc[0])
+        assert info["attention_kernel_decode"] == "aten::_scaled_dot_product_flash_attention_for_cpu"
+        assert info["attention_kernel_decode_probe"] == "flash-cpu"  # what the load-time probe said, kept
+        assert json.loads((out / "run.json").read_text())["backend_info"]["attention_kernel_decode"] == \
+            info["attention_kernel_decode"]
+        results[profile] = read_cell_samples(out, 1, 8, 3)["decode_ms"].ravel()
+        assert (out / "profile").exists() == profile
+        assert rows.metric.str.startswith("profile_").any() == profile
+    ratio = float(pd.Series(results[True]).median() / pd.Series(results[False]).median())
+    assert 1 / 3 < ratio < 3, ratio
+    summary = json.loads((tmp_path / "profile_True" / "profile" / "b1_p8_n3" / "summary.json").read_text())
+    decode = summary["decode"]
+    assert decode["steps_profiled"] == 2 and decode["source"] == "cpu-operators"
+    assert sum(decode["category_ms_per_step"].values()) == pytest.approx(decode["busy_ms_per_step"])
+    assert set(decode["category_ms_per_step"]) == set(CATEGORIES)
+    with gzip.open(tmp_path / "profile_True" / "profile" / "b1_p8_n3" / "decode.trace.json.gz") as f:
+        assert json.load(f)["traceEvents"]
+    metrics = rows_of(tmp_path / "profile_True")
+    assert metrics["profile_decode_busy_ms_per_step"] == pytest.approx(decode["busy_ms_per_step"])
+    assert metrics["profile_decode_host_gap_ms_per_step"] == pytest.approx(
+        metrics["decode_latency_ms"] - decode["busy_ms_per_step"])
+    assert not any(m.startswith("energy_") and m != "energy_per_token_j" for m in metrics)  # CPU: absent, not 0
+
+
+def rows_of(out) -> dict[str, float]:
+    rows = pd.read_csv(out / "results.csv")
+    return {r.metric: (r.p50 if pd.notna(r.p50) else r.mean) for r in rows.itertuples()}
+
+
+@pytest.mark.slow  # two profiled runs, one of them ONNX Runtime
+def test_report_says_where_the_time_goes_and_why_diffs_two_runs(tmp_path, ort_cache, capsys):
+    """Done-when on the CPU: measure.profile=true over an HF and an ONNX Runtime run; the report has the section
+    with its stacked-bar plot and the diff table, and ``enginebench-report why A B`` prints the cells both ran."""
+    pytest.importorskip("onnxruntime")
+    from harness.plugins import PluginRegistry
+    from harness.report.cli import build_report, main
+
+    plugins = PluginRegistry.discover()
+    grid = [o for o in ONE_CELL if not o.startswith("grid.batch_sizes")]
+    common = [*grid, "grid.batch_sizes=[1,2]", "measure.profile=true", f"cache_dir={ort_cache}"]
+    hf, ort = tmp_path / "hf", tmp_path / "ort"
+    _run(common, hf, plugins)
+    _run([*common, "backend=onnxruntime"], ort, plugins)
+    assert sorted(p.name for p in (ort / "profile").iterdir()) == ["b1_p8_n3", "b2_p8_n3"]
+    assert json.loads((ort / "profile" / "b1_p8_n3" / "summary.json").read_text())["decode"]["source"] == "backend"
+
+    written = build_report([str(hf), str(ort)], tmp_path / "report")
+    text = written["report"].read_text()
+    section = text[text.index("## Where the time goes"):]
+    pngs = sorted((tmp_path / "report" / "plots").glob("where_time_goes_*.png"))
+    assert len(pngs) == 1 and f"({pngs[0].relative_to(tmp_path / 'report')})" in section
+    assert "Against `hf-flashattn-staticcache`" in section and "| onnxruntime | 2 | 8 |" in section
+
+    with pytest.raises(SystemExit) as done:
+        main(["why", str(hf), str(ort)])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.count("categories explain") == 2 and "b=1 p=8" in out and "b=2 p=8" in out
+    assert "A = hf-flashattn-staticcache" in out and "B = onnxruntime" in out
+    with pytest.raises(SystemExit) as refused:
+        main(["why", str(hf), str(tmp_path / "report")])
+    assert refused.value.code == 2
+    assert "no profile under" in capsys.readouterr().err
+
+
+def test_isolated_cells_labels_reach_run_json_backend_info():
+    """With isolation=process the parent writes run.json: it adopts the label each cell's rows carry."""
+    from harness.profile.cell import adopt_labels
+
+    info = {"attention_kernel_decode": "flash-cpu", "providers": ["x"]}
+    flash = "aten::_scaled_dot_product_flash_attention_for_cpu"
+    rows = [{"backend_info": json.dumps({"attention_kernel_decode": flash, "attention_kernel_decode_probe": "flash-cpu",
+                                         "profile_source": "cpu-operators", "providers": ["x"]})}]
+    adopt_labels(info, rows)
+    assert info == {"attention_kernel_decode": flash, "attention_kernel_decode_probe": "flash-cpu",
+                    "profile_source": "cpu-operators", "providers": ["x"]}
+    adopt_labels(info, [{"backend_info": ""}])  # a failed cell's row: nothing to adopt
+    assert info["attention_kernel_decode_probe"] == "flash-cpu"
