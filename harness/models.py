@@ -19,7 +19,6 @@ import torch
 from harness.errors import UserError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
 
@@ -102,9 +101,9 @@ class ModelSource:
         else:
             params = {k: v for k, v in self.hf_config.items() if k != "model_type"}
             config = AutoConfig.for_model(self.hf_config["model_type"], **params)
-        if config.model_type not in SUPPORTED_MODEL_TYPES:
-            raise UserError(f"model type '{config.model_type}' is not supported",
-                            f"use a checkpoint of type {' or '.join(SUPPORTED_MODEL_TYPES)}")
+        if getattr(config, "is_encoder_decoder", False):
+            raise UserError(f"model type '{config.model_type}' is an encoder-decoder model",
+                            "use a decoder-only causal LM checkpoint (e.g. llama, mistral, qwen3, phi3, gemma3_text)")
         return config
 
     def build_fp32_cpu(self):
@@ -118,8 +117,10 @@ class ModelSource:
                                                                    trust_remote_code=False, output_loading_info=True)
                 refuse_missing_tensors(self.path, info.get("missing_keys") or [])
             else:
+                config = self.config()
+                check_host_memory(self.name, config)
                 torch.manual_seed(self.seed)
-                model = AutoModelForCausalLM.from_config(self.config(), dtype=torch.float32)
+                model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
             self._fp32_cache = model.eval()
         return self._fp32_cache
 
@@ -142,16 +143,10 @@ class ModelSource:
         return model.eval()
 
     def tokenizer(self):
-        """The checkpoint's tokenizer, or None for random-weight presets (token ids in and out). Loaded once."""
+        """The checkpoint's tokenizer, or None (token ids in and out): for random-weight presets and for checkpoint
+        directories without tokenizer files. Loaded once; a present but broken tokenizer is a UserError."""
         if self._tokenizer is False:
-            self._tokenizer = None
-            if self.path:
-                try:
-                    from transformers import AutoTokenizer
-
-                    self._tokenizer = AutoTokenizer.from_pretrained(self.path)
-                except Exception:  # noqa: BLE001 - a checkpoint without tokenizer files: ids in and out
-                    self._tokenizer = None
+            self._tokenizer = load_tokenizer(self.path) if self.path else None
         return self._tokenizer
 
     def fingerprint(self) -> str:
@@ -202,6 +197,73 @@ def check_checkpoint_dir(path: str) -> None:
     if not any((p / w).is_file() for w in _WEIGHT_FILES):
         raise UserError(f"model.path '{path}' has no weights ({', '.join(_WEIGHT_FILES)})",
                         "download or copy the checkpoint's weights into that directory")
+    check_tokenizer(path)  # before any job starts: a broken tokenizer is the user's to fix, not a failed cell
+
+
+def check_tokenizer(path: str) -> None:
+    """Load (and so check) the checkpoint's tokenizer once per process and state of its files."""
+    stamp = tuple((name, (Path(path) / name).stat().st_mtime_ns) for name in TOKENIZER_FILES
+                  if (Path(path) / name).is_file())
+    key = (os.path.abspath(path), stamp)
+    if key not in _CHECKED_TOKENIZERS:
+        load_tokenizer(path)
+        _CHECKED_TOKENIZERS.add(key)
+
+
+_CHECKED_TOKENIZERS: set = set()
+
+
+# What a tokenizer is saved as (any one of them means the checkpoint ships a tokenizer).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "vocab.txt",
+                   "spiece.model", "merges.txt")
+_PROBE_TEXT = "What is the capital of France?"
+
+
+def load_tokenizer(path: str):
+    """The tokenizer of checkpoint ``path``, or None when the directory has no tokenizer files.
+
+    transformers 5 builds a tokenizer of the config's model type even when no tokenizer file exists (an empty
+    vocabulary that encodes every text to no ids), so a tokenizer is only trusted when its files are there and it
+    encodes a probe text to at least one id; files that are present but do not load or encode are a UserError."""
+    present = [name for name in TOKENIZER_FILES if (Path(path) / name).is_file()]
+    if not present:
+        return None
+    fix = (f"restore the tokenizer files ({', '.join(present)}) from the checkpoint's source, or remove them to "
+           "validate on random token ids")
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        ids = tokenizer.encode(_PROBE_TEXT)
+    except Exception as exc:  # noqa: BLE001 - any failure of the files themselves is the user's to fix
+        raise UserError(f"model.path '{path}': its tokenizer does not load ({type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())[:120]})", fix) from exc
+    if len(ids) == 0:
+        raise UserError(f"model.path '{path}': its tokenizer encodes text to no token ids", fix)
+    return tokenizer
+
+
+LARGE_MODEL_BYTES = 4 << 30  # above this the load says what it needs before allocating
+
+
+def check_host_memory(name: str, config) -> None:
+    """Say how much host memory the float32 weights (the reference every backend starts from) take before they are
+    allocated; refuse in one line when the machine does not have it available."""
+    need = param_count(config)["total"] * 4
+    if need < LARGE_MODEL_BYTES:
+        return
+    import psutil
+
+    from harness.progress import say
+
+    available = psutil.virtual_memory().available
+    say(f"{name}: {param_count(config)['total'] / 1e9:.2f} B parameters; the float32 reference needs "
+        f"{need / 2**30:.1f} GiB of host memory ({available / 2**30:.1f} GiB available), plus a copy in the run's "
+        "dtype on the device")
+    if need > available:
+        raise UserError(f"{name} needs {need / 2**30:.1f} GiB of host memory for its float32 weights, "
+                        f"{available / 2**30:.1f} GiB is available",
+                        "run it on a machine with more memory, or use a smaller preset")
 
 
 def refuse_missing_tensors(path: str, missing) -> None:
@@ -226,7 +288,7 @@ def param_count(config) -> dict[str, int]:
     d = head_dim(config)
     v = config.vocab_size
     attn = h * heads * d + 2 * h * kv * d + heads * d * h
-    if config.model_type == "qwen2":
+    if config.model_type == "qwen2" or getattr(config, "attention_bias", False):
         attn += heads * d + 2 * kv * d
     per_layer = attn + 3 * h * i + 2 * h
     body = n * per_layer + h

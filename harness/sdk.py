@@ -16,6 +16,13 @@ What is here, by purpose:
 - errors: ``UserError(problem, fix)`` for bad input (one line, exit 2), ``MissingLibrary`` for an absent
   optional dependency;
 - model helpers: ``head_dim(config)``, ``dtype_name(dtype)``;
+- model families (harness/families.py): ``Family`` / ``FAMILIES`` / ``family_of(config)`` (the architecture
+  differences the graph backends rebuild, as data), ``graph_problem(config, max_seq, backend)`` and
+  ``plain_attention_problem(config, max_seq)`` (what a backend or a FlashAttention kernel cannot compute, one phrase),
+  ``rope_tables(hf_model, max_seq)`` (HF's cos/sin per layer type at every slot), and the per-config facts
+  ``layer_types``, ``sliding_window``, ``short_windows``, ``softcaps``, ``activation``;
+- transformers' cache argument: ``cache_keyword(model)`` and ``returned_cache(output)`` (``cache`` or
+  ``past_key_values``, whichever the installed transformers takes);
 - artifact cache: ``get_or_build(root, kind, key, build)`` returns an ``Artifact`` (directory, meta, reused),
   built once per key, content-checked and shared between concurrent runs;
 - progress: ``say(message)`` prints a status line without breaking the progress bar; ``slow_work(cache_dir, what,
@@ -40,6 +47,20 @@ from harness import hookimpl
 from harness.artifacts import Artifact, get_or_build
 from harness.durations import slow_work
 from harness.errors import MissingLibrary, UserError
+from harness.families import (
+    FAMILIES,
+    Family,
+    activation,
+    family_of,
+    graph_problem,
+    layer_types,
+    plain_attention_problem,
+    rope_tables,
+    short_windows,
+    sliding_window,
+    softcaps,
+)
+from harness.hf_cache import cache_keyword, returned_cache
 from harness.inputs import left_pad, random_prompt_ids
 from harness.instrument import time_calls
 from harness.loadspec import LoadSpec
@@ -56,6 +77,9 @@ __all__ = [
     "choice", "needs",
     "UserError", "MissingLibrary",
     "head_dim", "dtype_name",
+    "Family", "FAMILIES", "family_of", "graph_problem", "plain_attention_problem", "rope_tables",
+    "layer_types", "sliding_window", "short_windows", "softcaps", "activation",
+    "cache_keyword", "returned_cache",
     "Artifact", "get_or_build",
     "say", "slow_work",
     "time_calls",

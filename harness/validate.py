@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from harness.accuracy import forced_logits, greedy_agreement, logit_drift
+from harness.hf_cache import cache_keyword, returned_cache
 from harness.inputs import left_pad, random_prompt_ids
 from harness.quant import DRIFT_FACTOR, QuantScheme, quantized_reference
 
@@ -75,7 +76,7 @@ def validation_inputs(source, batch: int, prompt_len: int, seed: int) -> tuple[s
     if tokenizer is not None:
         from harness.prompts import CHAT_PROMPTS, message_ids
 
-        rows = [torch.tensor(message_ids(tokenizer, m)) for m in CHAT_PROMPTS]
+        rows = [torch.tensor(message_ids(tokenizer, m), dtype=torch.long) for m in CHAT_PROMPTS]
         first = rows[:batch]
         shortest = min(len(r) for r in first)
         cases = {"equal_lengths": [[r[:shortest] for r in first]],
@@ -99,14 +100,15 @@ def longest_validation_row(source, batch: int, prompt_len: int) -> int:
 def reference_greedy(model, rows: list[torch.Tensor], steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row, alone: greedy tokens [B, steps] and the logits before each of them [B, steps, V] (float32)."""
     tokens, logits = [], []
+    keyword = cache_keyword(model)
     for row in rows:
         out = model(input_ids=row[None], use_cache=True)
-        cache, step_logits, row_tokens = out.past_key_values, [out.logits[0, -1].float()], []
+        cache, step_logits, row_tokens = returned_cache(out), [out.logits[0, -1].float()], []
         for _ in range(steps - 1):
             nxt = step_logits[-1].argmax()
             row_tokens.append(nxt)
-            out = model(input_ids=nxt.view(1, 1), past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+            out = model(input_ids=nxt.view(1, 1), use_cache=True, **{keyword: cache})
+            cache = returned_cache(out)
             step_logits.append(out.logits[0, -1].float())
         row_tokens.append(step_logits[-1].argmax())
         tokens.append(torch.stack(row_tokens))

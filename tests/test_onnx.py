@@ -106,13 +106,17 @@ def test_unsupported_architecture_is_one_line(registry, tmp_path):
 
     from backends.onnx_export.graph import check_supported
 
-    with pytest.raises(UserError, match="not 'gpt2'"):
+    with pytest.raises(UserError, match="model type 'gpt2' has no family description"):
         check_supported(AutoConfig.for_model("gpt2"))
-    cfg = tiny_model_cfg(rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64})
+    rope = {"rope_type": "longrope", "original_max_position_embeddings": 64, "short_factor": [1.0] * 8,
+            "long_factor": [4.0] * 8}
+    cfg = tiny_model_cfg(rope_scaling=rope)
     from harness.models import ModelSource
 
-    with pytest.raises(UserError, match="rope_type 'yarn'"):
-        check_supported(ModelSource.from_config(cfg, 0).config())
+    config = ModelSource.from_config(cfg, 0).config()
+    with pytest.raises(UserError, match="RoPE type 'longrope' changes its tables"):
+        check_supported(config, max_seq=128)
+    check_supported(config, max_seq=64)  # below the switch point: one table serves every length
 
 
 def test_cuda_graph_needs_gqa_graph_on_cuda(registry, cache_dir, tmp_path):

@@ -45,7 +45,7 @@ from backends.hf_staticcache.static_attention import (
     register_attention_functions,
     use_token_major_storage,
 )
-from harness.sdk import UserError, attention_reads, hookimpl, say
+from harness.sdk import UserError, attention_reads, cache_keyword, hookimpl, plain_attention_problem, say
 from harness.sdk import head_dim as model_head_dim
 
 KERNEL_DETAIL = {
@@ -77,6 +77,11 @@ class HFStaticCacheBackend:
     @hookimpl
     def load(self, spec) -> dict[str, Any]:
         opts = spec.options
+        # FlashAttention choices compute plain causal softmax over the cache: anything else is refused or skipped
+        self.attention_problem = plain_attention_problem(spec.model.config(), spec.max_seq)
+        if opts["attention"] in FLASH_CHOICES and self.attention_problem:
+            raise UserError(f"backend.attention={opts['attention']} computes plain causal attention; this model has "
+                            f"{self.attention_problem}", "use backend.attention=sdpa (or auto)")
         self._check_options(opts, spec)
         self.device, self.dtype = spec.device, spec.dtype
         self.max_seq, self.static = spec.max_seq, opts["cache"] == "static"
@@ -84,6 +89,7 @@ class HFStaticCacheBackend:
         register_attention_functions()
         todo = candidates(opts["attention"], spec.device) if self.static else ["sdpa"]
         self.model = spec.model.build(spec.dtype, spec.device)
+        self.cache_kw = cache_keyword(self.model)  # transformers 5.2x: cache=; 5.17: past_key_values=
         self.config = self.model.config
         self.takes_cache_position = "cache_position" in inspect.signature(self.model.forward).parameters
         from backends.hf_staticcache.quantize import quantize_model
@@ -135,6 +141,8 @@ class HFStaticCacheBackend:
             info, problem = self._probe(choice, asked)
             if problem:
                 skipped[choice] = problem
+                if choice == "sdpa" and problem.startswith("transformers") and "eager" not in todo:
+                    todo.append("eager")  # auto ends with HF's eager attention, which every model has
                 continue
             ran[choice] = info
             if asked != "auto":
@@ -159,7 +167,9 @@ class HFStaticCacheBackend:
     def _probe(self, choice: str, asked: str) -> tuple[dict[str, str], str | None]:
         """(what ran for prefill and decode, None) when ``choice`` runs on this model, else ({}, why not)."""
         if choice in FLASH_CHOICES:
-            problem = flash_problem(choice, self.device, self.dtype)
+            # the model's reason first: it holds on every machine
+            problem = (f"the model has {self.attention_problem}" if self.attention_problem
+                       else flash_problem(choice, self.device, self.dtype))
             if problem is not None:
                 return {}, problem
             try:
@@ -170,7 +180,14 @@ class HFStaticCacheBackend:
                     raise UserError(f"backend.attention={choice} failed on this model: {problem}",
                                     "use backend.attention=auto") from exc
                 return {}, problem
-        self._set_attention(choice)
+        try:
+            self._set_attention(choice)
+        except ValueError as exc:  # transformers has no SDPA path for this architecture (e.g. Gemma 2)
+            problem = "transformers refuses it for this model: " + " ".join(str(exc).split())[:160]
+            if asked != "auto":
+                raise UserError(f"backend.attention={asked}: {problem}", "use backend.attention=eager (or auto)") \
+                    from exc
+            return {}, problem
         if choice == "eager":
             return {"attention_kernel_prefill": "eager", "attention_kernel_decode": "eager"}, None
         return self._probe_sdpa_kernels(), None
@@ -323,7 +340,7 @@ class HFStaticCacheBackend:
         slots = torch.arange(plen, device=self.device)
         with self._sdpa_context():
             out = self.model(input_ids=input_ids, attention_mask=self.mask, position_ids=positions,
-                             past_key_values=self.cache, use_cache=True, logits_to_keep=1,
+                             use_cache=True, logits_to_keep=1, **{self.cache_kw: self.cache},
                              **self._model_kwargs(slots))
         if self.static:
             self.step_pos.copy_(positions[:, -1:] + 1)  # [B, 1] position of the next token, advanced in place
@@ -335,7 +352,7 @@ class HFStaticCacheBackend:
     def _forward_decode(self, tokens, positions, mask):
         with self._sdpa_context():
             out = self.model(input_ids=tokens, attention_mask=mask, position_ids=positions,
-                             past_key_values=self.cache, use_cache=True,
+                             use_cache=True, **{self.cache_kw: self.cache},
                              **(self._model_kwargs(self.step_slot) if self.static else {}))
         return out.logits[:, -1]
 

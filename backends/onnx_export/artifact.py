@@ -15,7 +15,7 @@ import torch
 
 from harness.sdk import Artifact, dtype_name, get_or_build, say, slow_work
 
-EXPORT_VERSION = 2  # bump when graph.py / export.py change what they produce
+EXPORT_VERSION = 3  # bump when graph.py / export.py change what they produce
 MODEL_FILE = "model.onnx"
 
 
@@ -36,6 +36,9 @@ def onnx_artifact(spec, attention: str = "explicit", fused_ops: bool = False,
     without one the export is cached unchecked, under a key of its own so that a checked export is never confused
     with it."""
     from backends.onnx_export.export import export_onnx
+    from backends.onnx_export.graph import check_supported
+
+    check_supported(spec.model.config(), spec.max_seq, attention, fused_ops)  # one line, before any export
 
     def build(tmp: Path) -> dict:
         what = (f"onnx: exporting {spec.model.name} ({dtype_name(spec.dtype)}, max_seq={spec.max_seq}, "

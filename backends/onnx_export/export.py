@@ -32,7 +32,7 @@ def decoder_for(hf_model, attention: str, fused_ops: bool = False, max_seq: int 
         )
 
         return FusedGqaStaticCacheDecoder(hf_model, max_seq)
-    return {"explicit": StaticCacheDecoder, "gqa": GqaStaticCacheDecoder}[attention](hf_model)
+    return {"explicit": StaticCacheDecoder, "gqa": GqaStaticCacheDecoder}[attention](hf_model, max_seq, attention)
 
 
 def export_onnx(hf_model, max_seq: int, path: Path, attention: str = "explicit", fused_ops: bool = False,

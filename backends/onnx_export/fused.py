@@ -87,7 +87,7 @@ class FusedGqaStaticCacheDecoder(GqaStaticCacheDecoder):
     def __init__(self, hf_model, max_seq: int):
         if max_seq < 1:
             raise ValueError(f"the fused graph needs the cache length for its RoPE tables, got max_seq={max_seq}")
-        super().__init__(hf_model)
+        super().__init__(hf_model, max_seq, "gqa")
         body = hf_model.model
         self.qkv, self.gate_up = nn.ModuleList(), nn.ModuleList()
         for layer in body.layers:

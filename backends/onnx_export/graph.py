@@ -22,26 +22,45 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from harness.sdk import UserError
+from harness.sdk import UserError, family_of, graph_problem, rope_tables
 from harness.sdk import head_dim as model_head_dim
 
-SUPPORTED = ("llama", "qwen2")
+ONNX_BACKEND = "onnxruntime"
 
 
-def check_supported(config) -> None:
-    if config.model_type not in SUPPORTED:
-        raise UserError(f"the ONNX export supports Llama-family models ({', '.join(SUPPORTED)}), not "
-                        f"'{config.model_type}'", "use a llama or qwen2 checkpoint/preset")
-    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type not in ("default", "llama3", "linear"):
-        raise UserError(f"the ONNX export does not support rope_type '{rope_type}' (supported: default, llama3, "
-                        "linear)", "use a model with default or llama3 RoPE scaling")
-    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", False):
-        raise UserError("the ONNX export does not support sliding-window attention",
-                        "set use_sliding_window=false in the model config")
+def check_supported(config, max_seq: int = 0, attention: str = "explicit", fused_ops: bool = False) -> None:
+    """Refuse, before any export, what this graph cannot rebuild (harness/families.py), in one line."""
+    from harness.sdk import short_windows, softcaps
+
+    problem = graph_problem(config, max_seq, ONNX_BACKEND)
+    if problem is None and attention == "gqa" and (softcaps(config) or short_windows(config, max_seq)):
+        problem = "soft-capping or a sliding window shorter than the cache (GroupQueryAttention gets neither here)"
+        fix = "use backend.attention=explicit"
+    else:
+        fix = "use a checkpoint of a described family (docs/models.md), or the hf-flashattn-staticcache backend"
+    family = family_of(config)
+    if problem is None and fused_ops and (family.fused_qkv or family.fused_gate_up or family.qk_norm
+                                          or family.sandwich_norms or family.norm_offset or family.embed_scale):
+        problem = f"backend.fused_ops builds the plain Llama layer, not the {family.name} one"
+        fix = "drop backend.fused_ops"
+    if problem:
+        raise UserError(f"the ONNX export cannot rebuild this model: {problem}", fix)
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rope(x, cos, sin):
+    """HF's RoPE on the first ``cos.shape[-1]`` channels of each head (all of them unless rotary is partial).
+    x [B, H, S, D] with cos/sin [B, 1, S, R], or x [B, S, H, D] with cos/sin [B, S, 1, R]."""
+    rot = cos.shape[-1]
+    if rot == x.shape[-1]:
+        return x * cos + rotate_half(x) * sin
+    x_rot, x_pass = x[..., :rot], x[..., rot:]
+    return torch.cat([x_rot * cos + rotate_half(x_rot) * sin, x_pass], dim=-1)
 
 
 def io_names(num_layers: int, attention: str = "explicit") -> tuple[list[str], list[str]]:
@@ -60,15 +79,47 @@ def io_names(num_layers: int, attention: str = "explicit") -> tuple[list[str], l
 class StaticCacheDecoder(nn.Module):
     """The explicit-attention graph (runs on every ONNX consumer, TensorRT's parser included)."""
 
-    def __init__(self, hf_model):
+    def __init__(self, hf_model, max_seq: int = 0, attention: str = "explicit"):
         super().__init__()
-        check_supported(hf_model.config)
-        self.hf = hf_model
         cfg = hf_model.config
+        self.max_seq = max_seq or cfg.max_position_embeddings
+        check_supported(cfg, self.max_seq, attention)
+        from harness.sdk import layer_types, sliding_window, softcaps
+
+        self.hf = hf_model
+        self.family = family_of(cfg)
         self.num_layers = cfg.num_hidden_layers
         self.num_heads = cfg.num_attention_heads
         self.num_kv = cfg.num_key_value_heads
         self.head_dim = model_head_dim(cfg)
+        self.layer_types = layer_types(cfg)
+        self.windows = [sliding_window(cfg, i) for i in range(self.num_layers)]
+        self.attn_cap = softcaps(cfg).get("attention logit soft-capping")
+        self.final_cap = softcaps(cfg).get("final logit soft-capping")
+        for kind, (cos, sin) in rope_tables(hf_model, self.max_seq).items():
+            self.register_buffer(f"cos_{kind}", cos, persistent=False)
+            self.register_buffer(f"sin_{kind}", sin, persistent=False)
+
+    def _rope(self, position_ids, unsqueeze_dim: int):
+        """Per layer type: cos/sin gathered at ``position_ids`` [B, S], broadcastable to q and k."""
+        return {kind: (getattr(self, f"cos_{kind}")[position_ids].unsqueeze(unsqueeze_dim),
+                       getattr(self, f"sin_{kind}")[position_ids].unsqueeze(unsqueeze_dim))
+                for kind in dict.fromkeys(self.layer_types)}
+
+    def _qkv(self, attn, h):
+        """q [B, S, H, D], k and v [B, S, Hkv, D] before RoPE, as the family projects (and normalises) them."""
+        batch, seq = h.shape[:2]
+        if self.family.fused_qkv:
+            q, k, v = attn.qkv_proj(h).split([self.num_heads * self.head_dim, self.num_kv * self.head_dim,
+                                              self.num_kv * self.head_dim], dim=-1)
+        else:
+            q, k, v = attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)
+        q = q.view(batch, seq, self.num_heads, self.head_dim)
+        k = k.view(batch, seq, self.num_kv, self.head_dim)
+        v = v.view(batch, seq, self.num_kv, self.head_dim)
+        if self.family.qk_norm:  # per head, over D
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        return q, k, v
 
     def _layers(self, hidden, attend):
         """HF's decoder layers around ``attend(i, attn_module, normed_hidden) -> (out [B, S, H*D], k_all, v_all)``."""
@@ -76,34 +127,44 @@ class StaticCacheDecoder(nn.Module):
         for i, layer in enumerate(self.hf.model.layers):
             out, k_all, v_all = attend(i, layer.self_attn, layer.input_layernorm(hidden))
             presents += [k_all, v_all]
-            hidden = hidden + layer.self_attn.o_proj(out)
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            attn_out = layer.self_attn.o_proj(out)
+            if self.family.sandwich_norms:
+                hidden = hidden + layer.post_attention_layernorm(attn_out)
+                hidden = hidden + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(hidden)))
+            else:
+                hidden = hidden + attn_out
+                hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         return hidden, presents
 
     def _logits(self, last_hidden):  # [B, 1, H] -> [B, V]
-        return self.hf.lm_head(self.hf.model.norm(last_hidden))[:, 0, :]
+        logits = self.hf.lm_head(self.hf.model.norm(last_hidden))[:, 0, :]
+        if self.final_cap:
+            logits = torch.tanh(logits / self.final_cap) * self.final_cap
+        return logits
 
     def forward(self, input_ids, position_ids, cache_position, attention_mask, *past):
         body = self.hf.model
         batch, seq = input_ids.shape
-        hidden = body.embed_tokens(input_ids)  # [B, S, H]
-        cos, sin = body.rotary_emb(hidden, position_ids)
+        hidden = body.embed_tokens(input_ids)  # [B, S, H] (Gemma's module scales by sqrt(H) itself)
+        rope = self._rope(position_ids, 1)  # [B, 1, S, R] per layer type
         used = attention_mask.shape[1]  # T: slots in use after this call's write
         slots = torch.arange(used, device=input_ids.device)
         # [B, 1, S, T]: slot k visible to query q iff written no later than q's slot and not padding
         allowed = (slots.view(1, 1, 1, -1) <= cache_position.view(1, 1, -1, 1)) \
             & (attention_mask.view(batch, 1, 1, used) > 0)
+        windowed = {w: allowed & (slots.view(1, 1, 1, -1) > cache_position.view(1, 1, -1, 1) - w)
+                    for w in set(self.windows) if w and w < self.max_seq}  # HF: key within w - 1 slots back
 
         def attend(i, attn, h):
-            q = attn.q_proj(h).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
-            k = attn.k_proj(h).view(batch, seq, self.num_kv, self.head_dim).transpose(1, 2)
-            v = attn.v_proj(h).view(batch, seq, self.num_kv, self.head_dim).transpose(1, 2)
-            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            q, k, v = (t.transpose(1, 2) for t in self._qkv(attn, h))  # [B, H(kv), S, D]
+            cos, sin = rope[self.layer_types[i]]
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             # index_put on [B, H, L, D] exports as one ScatterND whose output is the present tensor
             # (index_copy_ would export as Transpose -> ScatterND -> Transpose: two full-cache copies).
             k_all = torch.ops.aten.index_put(past[2 * i], [None, None, cache_position], k)
             v_all = torch.ops.aten.index_put(past[2 * i + 1], [None, None, cache_position], v)
-            out = self._attend(q, k_all[:, :, :used], v_all[:, :, :used], allowed, attn.scaling)
+            mask = windowed.get(self.windows[i], allowed)
+            out = self._attend(q, k_all[:, :, :used], v_all[:, :, :used], mask, attn.scaling)
             return out.transpose(1, 2).reshape(batch, seq, -1), k_all, v_all
 
         hidden, presents = self._layers(hidden, attend)
@@ -116,10 +177,12 @@ class StaticCacheDecoder(nn.Module):
         qg = q.reshape(batch, self.num_kv, groups * seq, dim)
         # QK^T in the model dtype (as HF eager does), softmax in fp32: never upcast the cache itself
         scores = (torch.matmul(qg, k.transpose(-1, -2)) * scaling).float()  # [B, Hkv, G*S, T]
+        if self.attn_cap:
+            scores = torch.tanh(scores / self.attn_cap) * self.attn_cap
         scores = scores.view(batch, self.num_kv, groups, seq, -1)
         scores = scores.masked_fill(~allowed.view(batch, 1, 1, seq, -1), torch.finfo(torch.float32).min)
         probs = torch.softmax(scores, dim=-1).to(v.dtype).view(batch, self.num_kv, groups * seq, -1)
-        out = torch.matmul(probs, v).view(batch, self.num_kv * groups, seq, dim)
+        out = torch.matmul(probs, v).view(batch, self.num_kv * groups, seq, v.shape[-1])
         return out  # [B, H, S, D]
 
 
@@ -147,13 +210,14 @@ class GqaStaticCacheDecoder(StaticCacheDecoder):
         from backends.onnx_export.gqa import group_query_attention
 
         batch, seq = hidden.shape[:2]
-        cos, sin = self.hf.model.rotary_emb(hidden, position_ids)
+        rope = self._rope(position_ids, 2)  # [B, S, 1, R]
 
         def attend(i, attn, h):
-            q = attn.q_proj(h).view(batch, seq, self.num_heads, self.head_dim)
-            k = attn.k_proj(h).view(batch, seq, self.num_kv, self.head_dim)
-            q, k = apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=2)  # [B, S, H, D]: no transposes
-            return group_query_attention(q.reshape(batch, seq, -1), k.reshape(batch, seq, -1), attn.v_proj(h),
+            q, k, v = self._qkv(attn, h)
+            cos, sin = rope[self.layer_types[i]]
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # [B, S, H, D]: no transposes
+            return group_query_attention(q.reshape(batch, seq, -1), k.reshape(batch, seq, -1),
+                                         v.reshape(batch, seq, -1),
                                          past[2 * i], past[2 * i + 1], seqlens_k, total_sequence_length, None, None,
                                          self.num_heads, self.num_kv, float(attn.scaling))
 

@@ -220,7 +220,9 @@ class NetworkEvaluator:
 
     def _activation(self, layer, ins):
         A = self.trt.ActivationType
-        ops = {A.SIGMOID: torch.sigmoid, A.RELU: torch.relu, A.TANH: torch.tanh}
+        ops = {A.SIGMOID: torch.sigmoid, A.RELU: torch.relu, A.TANH: torch.tanh,
+               A.GELU_TANH: lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+               A.GELU_ERF: torch.nn.functional.gelu}
         if layer.type not in ops:
             raise UnsupportedLayer(f"activation '{layer.name}': {layer.type}")
         return ops[layer.type](ins[0])

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness.sdk import QuantScheme, UserError, quantize_weight
+from harness.sdk import QuantScheme, UserError, family_of, graph_problem, quantize_weight, rope_tables
 from harness.sdk import head_dim as model_head_dim
 
 
@@ -129,17 +129,33 @@ class _Builder:
         dq.axis = axis
         return self.named(dq, f"{name}.dequantize")
 
-    def rms_norm(self, x, weight: torch.Tensor, eps: float, name: str):
+    def rms_norm(self, x, weight: torch.Tensor, eps: float, name: str, offset: float = 0.0, rank: int = 3):
+        """RMSNorm over the last axis of a rank-``rank`` tensor. Llama: cast, then times w in the model dtype;
+        with an ``offset`` (Gemma: 1 + w) the scale is applied in float32 before the cast, as HF does."""
         trt, E = self.trt, self.trt.ElementWiseOperation
         x32 = self.cast(x, trt.float32, f"{name}.to_fp32")
         sq = self.ew(x32, x32, E.PROD, f"{name}.square")
-        mean = self.named(self.net.add_reduce(sq, trt.ReduceOperation.AVG, 1 << 2, True), f"{name}.mean")
-        eps_c = self.const(torch.tensor([[[eps]]], dtype=torch.float32), f"{name}.eps")
+        mean = self.named(self.net.add_reduce(sq, trt.ReduceOperation.AVG, 1 << (rank - 1), True), f"{name}.mean")
+        ones = (1,) * rank
+        eps_c = self.const(torch.tensor(eps, dtype=torch.float32).view(ones), f"{name}.eps")
         rstd = self.unary(self.unary(self.ew(mean, eps_c, E.SUM, f"{name}.add_eps"), trt.UnaryOperation.SQRT,
                                      f"{name}.sqrt"), trt.UnaryOperation.RECIP, f"{name}.rsqrt")
-        normed = self.cast(self.ew(x32, rstd, E.PROD, f"{name}.scale"), self.trt_dtype, f"{name}.to_dtype")
-        w = self.const(weight.to(self.dtype).view(1, 1, -1), f"{name}.weight")
+        normed = self.ew(x32, rstd, E.PROD, f"{name}.scale")
+        shape = (*ones[:-1], -1)
+        if offset:
+            w = self.const((weight.float() + offset).view(shape), f"{name}.weight")  # derived: offset + w
+            return self.cast(self.ew(normed, w, E.PROD, f"{name}.mul_weight"), self.trt_dtype, f"{name}.to_dtype")
+        normed = self.cast(normed, self.trt_dtype, f"{name}.to_dtype")
+        w = self.const(weight.to(self.dtype).view(shape), f"{name}.weight")
         return self.ew(normed, w, E.PROD, f"{name}.mul_weight")
+
+    def softcap(self, x, cap: float, name: str):
+        """cap * tanh(x / cap) (Gemma's logit soft-capping)."""
+        E = self.trt.ElementWiseOperation
+        c = self.const(torch.tensor(cap, dtype=torch.float32).view((1,) * len(x.shape)), f"{name}.cap")
+        t = self.named(self.net.add_activation(self.ew(x, c, E.DIV, f"{name}.div"), self.trt.ActivationType.TANH),
+                       f"{name}.tanh")
+        return self.ew(t, c, E.PROD, f"{name}.mul")
 
 
 def check_quant_scheme(quant: QuantScheme) -> None:
@@ -153,16 +169,6 @@ def check_quant_scheme(quant: QuantScheme) -> None:
                         "add quant_options.symmetric=true")
 
 
-def rope_tables(hf_model, max_seq: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """HF's own cos/sin for positions 0..max_seq-1 ([max_seq, D]), in the model dtype as HF applies them."""
-    body = hf_model.model
-    positions = torch.arange(max_seq).view(1, -1)
-    dummy = torch.zeros(1, max_seq, 1, dtype=torch.float32)
-    with torch.no_grad():
-        cos, sin = body.rotary_emb(dummy, positions)
-    return cos[0].to(dtype), sin[0].to(dtype)
-
-
 def rotate_half_matrix(head_dim: int, dtype: torch.dtype) -> torch.Tensor:
     """R with x @ R == cat(-x[D/2:], x[:D/2]) (HF's rotate_half)."""
     half = head_dim // 2
@@ -174,21 +180,30 @@ def rotate_half_matrix(head_dim: int, dtype: torch.dtype) -> torch.Tensor:
 
 
 def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
-    """Fill ``network`` with the model; returns the host arrays to keep alive until the build returns."""
+    """Fill ``network`` with the model, as its family describes it (harness/families.py); returns the host arrays
+    to keep alive until the build returns."""
+    from harness.sdk import activation, layer_types, sliding_window, softcaps
+
     cfg = hf_model.config
-    if cfg.model_type not in ("llama", "qwen2"):
-        raise UserError(f"trt-handbuilt supports llama and qwen2, not '{cfg.model_type}'",
-                        "use a Llama-family model")
+    if problem := graph_problem(cfg, options.max_seq, "trt-handbuilt"):
+        raise UserError(f"trt-handbuilt cannot build this model: {problem}",
+                        "use backend=onnxruntime or backend=hf-flashattn-staticcache for it")
     if options.attention not in ATTENTIONS:
         raise UserError(f"unknown backend.attention '{options.attention}' for trt-handbuilt",
                         f"use one of {', '.join(ATTENTIONS)}")
+    if options.attention == "fused" and "attention logit soft-capping" in softcaps(cfg):
+        raise UserError("TensorRT's attention layer has no logit soft-capping", "use backend.attention=explicit")
     check_quant_scheme(options.quant)
+    family = family_of(cfg)
     b = _Builder(trt, network, options.dtype, options.quant)
     E, dt = trt.ElementWiseOperation, b.trt_dtype
     sd = {k: v.detach() for k, v in hf_model.state_dict().items()}  # converted to the target dtype per constant
     layers, heads, kv = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads
     d = model_head_dim(cfg)
     groups, L = heads // kv, options.max_seq
+    eps, offset = cfg.rms_norm_eps, family.norm_offset
+    kinds = layer_types(cfg)
+    windows = [w if (w := sliding_window(cfg, i)) and w < L else None for i in range(layers)]
     ids = network.add_input("input_ids", trt.int64, (-1, -1))
     pos = network.add_input("position_ids", trt.int64, (-1, -1))
     slots = network.add_input("cache_position", trt.int64, (-1,))
@@ -198,11 +213,15 @@ def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
     emb_w = b.const(sd["model.embed_tokens.weight"].to(options.dtype), "model.embed_tokens.weight")
     # (rotate_half, the mask and the scale are derived constants; all other constants are HF parameters)
     hidden = b.named(network.add_gather(emb_w, ids, 0), "embed")  # [B, S, H]
-    cos_t, sin_t = rope_tables(hf_model, L, options.dtype)
-    cos = b.shuffle(b.named(network.add_gather(b.const(cos_t, "rope.cos"), pos, 0), "rope.cos_gather"),
-                    "rope.cos_bcast", reshape=(0, 1, -1, d))  # [B, 1, S, D]
-    sin = b.shuffle(b.named(network.add_gather(b.const(sin_t, "rope.sin"), pos, 0), "rope.sin_gather"),
-                    "rope.sin_bcast", reshape=(0, 1, -1, d))
+    if family.embed_scale:  # HF multiplies by the scale rounded to the weights' dtype
+        scale_c = hf_model.model.embed_tokens.embed_scale.to(options.dtype).view(1, 1, 1)
+        hidden = b.ew(hidden, b.const(scale_c, "embed.scale"), E.PROD, "embed.scaled")
+    rope = {}
+    for kind, (cos_t, sin_t) in rope_tables(hf_model, L).items():
+        cos_t, sin_t = cos_t.to(options.dtype), sin_t.to(options.dtype)
+        rope[kind] = tuple(b.shuffle(b.named(network.add_gather(b.const(t, f"rope.{kind}.{n}"), pos, 0),
+                                             f"rope.{kind}.{n}_gather"), f"rope.{kind}.{n}_bcast",
+                                     reshape=(0, 1, -1, d)) for n, t in (("cos", cos_t), ("sin", sin_t)))
     rot = b.const(rotate_half_matrix(d, options.dtype).view(1, 1, d, d), "rope.rotate_half")
     # mask [B, 1, 1, S, L]: slot k visible to query q iff k <= q's slot and slot k holds a real token of the row
     slot_ids = b.const(torch.arange(L, dtype=torch.int64).view(1, 1, 1, 1, L), "mask.slots")
@@ -215,20 +234,34 @@ def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
     # is not specified (softmax over nothing), and a NaN there would reach the cache and, through 0 * NaN, the
     # real tokens. So every query also sees its own slot: harmless for real tokens, whose own slot is real.
     own = b.ew(slot_ids, q_slots, E.EQUAL, "mask.own_slot")
-    allowed = b.ew(causal, b.ew(real, own, E.OR, "mask.real_or_own"), E.AND, "mask.allowed")
-    allowed_4d = b.shuffle(allowed, "mask.allowed_4d", reshape=(0, 1, -1, L)) \
+    allowed = {None: b.ew(causal, b.ew(real, own, E.OR, "mask.real_or_own"), E.AND, "mask.allowed")}
+    for w in set(windows) - {None}:  # HF: a key within w - 1 slots before the query's
+        start = b.ew(q_slots, b.const(torch.tensor(w, dtype=torch.int64).view(1, 1, 1, 1, 1), f"mask.window_{w}"),
+                     E.SUB, f"mask.window_{w}_start")
+        inside = b.ew(slot_ids, start, E.GREATER, f"mask.window_{w}_inside")
+        allowed[w] = b.ew(allowed[None], inside, E.AND, f"mask.allowed_window_{w}")
+    allowed_4d = {w: b.shuffle(m, f"mask.allowed_4d_{w}", reshape=(0, 1, -1, L)) for w, m in allowed.items()} \
         if options.attention == "fused" else None  # [B, 1, S, L]: the attention layer's mask
     neg = b.const(torch.tensor([[[[[torch.finfo(torch.float32).min]]]]]), "mask.neg")
     scale = b.const(torch.tensor([[[[hf_model.model.layers[0].self_attn.scaling]]]]).to(options.dtype),
                     "attn.scale")
+    attn_cap = softcaps(cfg).get("attention logit soft-capping")
+    act = activation(cfg)
 
     for i in range(layers):
         p = f"model.layers.{i}"
-        attn_in = b.rms_norm(hidden, sd[f"{p}.input_layernorm.weight"], cfg.rms_norm_eps, f"{p}.input_layernorm")
+        attn_in = b.rms_norm(hidden, sd[f"{p}.input_layernorm.weight"], eps, f"{p}.input_layernorm", offset)
         names = ("q_proj", "k_proj", "v_proj")
-        bias = [sd.get(f"{p}.self_attn.{n}.bias") for n in names]
+        if family.fused_qkv:  # [q; k; v] rows of one weight
+            sizes = [heads * d, kv * d, kv * d]
+            weights = list(sd[f"{p}.self_attn.qkv_proj.weight"].split(sizes))
+            fused_bias = sd.get(f"{p}.self_attn.qkv_proj.bias")
+            bias = list(fused_bias.split(sizes)) if fused_bias is not None else [None] * 3
+        else:
+            weights = [sd[f"{p}.self_attn.{n}.weight"] for n in names]
+            bias = [sd.get(f"{p}.self_attn.{n}.bias") for n in names]
         if options.fuse_qkv:
-            w = torch.cat([sd[f"{p}.self_attn.{n}.weight"] for n in names])
+            w = torch.cat(weights)
             fb = torch.cat(bias) if bias[0] is not None else None
             # rows keep their scales  # [B, S, (H + 2 Hkv) D]
             qkv = b.linear(attn_in, w, fb, f"{p}.self_attn.qkv_proj", quantize=True)
@@ -243,18 +276,22 @@ def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
                 parts.append(b.named(sl, f"{p}.self_attn.{names[j]}"))
             q, k, v = parts
         else:
-            q, k, v = (b.linear(attn_in, sd[f"{p}.self_attn.{n}.weight"], bias[j], f"{p}.self_attn.{n}", quantize=True)
+            q, k, v = (b.linear(attn_in, weights[j], bias[j], f"{p}.self_attn.{n}", quantize=True)
                        for j, n in enumerate(names))
         q = b.shuffle(q, f"{p}.q_heads", reshape=(0, 0, heads, d), second=(0, 2, 1, 3))  # [B, H, S, D]
         k = b.shuffle(k, f"{p}.k_heads", reshape=(0, 0, kv, d), second=(0, 2, 1, 3))  # [B, Hkv, S, D]
         v = b.shuffle(v, f"{p}.v_heads", reshape=(0, 0, kv, d), second=(0, 2, 1, 3))
+        if family.qk_norm:  # per head, over D (before RoPE)
+            q = b.rms_norm(q, sd[f"{p}.self_attn.q_norm.weight"], eps, f"{p}.self_attn.q_norm", offset, rank=4)
+            k = b.rms_norm(k, sd[f"{p}.self_attn.k_norm.weight"], eps, f"{p}.self_attn.k_norm", offset, rank=4)
+        cos, sin = rope[kinds[i]]
 
-        def rope(x, tag, p=p):  # p: this layer's name prefix
+        def rope_(x, tag, p=p, cos=cos, sin=sin):  # p: this layer's name prefix
             rotated = b.matmul(x, rot, f"{p}.{tag}_rotate_half")
             return b.ew(b.ew(x, cos, E.PROD, f"{p}.{tag}_cos"), b.ew(rotated, sin, E.PROD, f"{p}.{tag}_sin"),
                         E.SUM, f"{p}.{tag}_rope")
 
-        q, k = rope(q, "q"), rope(k, "k")
+        q, k = rope_(q, "q"), rope_(k, "k")
         caches = []
         for kind, new in (("key", k), ("value", v)):
             past = network.add_input(f"past_{kind}_{i}", dt, (-1, kv, L, d))
@@ -271,15 +308,17 @@ def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
             qs = b.ew(q, scale, E.PROD, f"{p}.q_scaled")
             att = network.add_attention_v2(qs, k_all, v_all, trt.AttentionNormalizationOp.SOFTMAX,
                                            trt.CausalMaskKind.NONE)
-            att.mask, att.decomposable, att.name = allowed_4d, True, f"{p}.attention"
+            att.mask, att.decomposable, att.name = allowed_4d[windows[i]], True, f"{p}.attention"
             ctx = b.shuffle(att.get_output(0), f"{p}.ctx_merge", first=(0, 2, 1, 3),
                             reshape=(0, 0, heads * d))  # [B, H, S, D] -> [B, S, H*D]
         else:
             qg = b.shuffle(q, f"{p}.q_groups", reshape=(0, kv, -1, d))  # [B, Hkv, G*S, D]
             scores = b.ew(b.matmul(qg, k_all, f"{p}.qk", transpose_b=True), scale, E.PROD, f"{p}.qk_scaled")
-            scores = b.shuffle(b.cast(scores, trt.float32, f"{p}.scores_fp32"), f"{p}.scores_5d",
-                               reshape=(0, 0, groups, -1, L))  # [B, Hkv, G, S, L]
-            masked = b.named(network.add_select(allowed, scores, neg), f"{p}.masked")
+            scores = b.cast(scores, trt.float32, f"{p}.scores_fp32")
+            if attn_cap:
+                scores = b.softcap(scores, attn_cap, f"{p}.attn_softcap")
+            scores = b.shuffle(scores, f"{p}.scores_5d", reshape=(0, 0, groups, -1, L))  # [B, Hkv, G, S, L]
+            masked = b.named(network.add_select(allowed[windows[i]], scores, neg), f"{p}.masked")
             sm = network.add_softmax(masked)
             sm.axes = 1 << 4
             probs = b.shuffle(b.cast(b.named(sm, f"{p}.softmax"), dt, f"{p}.probs_dtype"), f"{p}.probs_4d",
@@ -287,16 +326,34 @@ def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
             ctx = b.matmul(probs, v_all, f"{p}.pv")  # [B, Hkv, G*S, D]
             ctx = b.shuffle(ctx, f"{p}.ctx_heads", reshape=(0, heads, -1, d), second=(0, 2, 1, 3))
             ctx = b.shuffle(ctx, f"{p}.ctx_merge", reshape=(0, 0, heads * d))
-        attn_out = b.linear(ctx, sd[f"{p}.self_attn.o_proj.weight"], None, f"{p}.self_attn.o_proj", quantize=True)
-        hidden = b.ew(hidden, attn_out, E.SUM, f"{p}.attn_residual")
-        mlp_in = b.rms_norm(hidden, sd[f"{p}.post_attention_layernorm.weight"], cfg.rms_norm_eps,
-                            f"{p}.post_attention_layernorm")
-        gate = b.linear(mlp_in, sd[f"{p}.mlp.gate_proj.weight"], None, f"{p}.mlp.gate_proj", quantize=True)
-        up = b.linear(mlp_in, sd[f"{p}.mlp.up_proj.weight"], None, f"{p}.mlp.up_proj", quantize=True)
-        silu = b.ew(gate, b.named(network.add_activation(gate, trt.ActivationType.SIGMOID), f"{p}.mlp.sigmoid"),
-                    E.PROD, f"{p}.mlp.silu")
-        down = b.linear(b.ew(silu, up, E.PROD, f"{p}.mlp.gate_up"), sd[f"{p}.mlp.down_proj.weight"], None,
+        attn_out = b.linear(ctx, sd[f"{p}.self_attn.o_proj.weight"], sd.get(f"{p}.self_attn.o_proj.bias"),
+                            f"{p}.self_attn.o_proj", quantize=True)
+        if family.sandwich_norms:
+            attn_out = b.rms_norm(attn_out, sd[f"{p}.post_attention_layernorm.weight"], eps,
+                                  f"{p}.post_attention_layernorm", offset)
+            hidden = b.ew(hidden, attn_out, E.SUM, f"{p}.attn_residual")
+            mlp_in = b.rms_norm(hidden, sd[f"{p}.pre_feedforward_layernorm.weight"], eps,
+                                f"{p}.pre_feedforward_layernorm", offset)
+        else:
+            hidden = b.ew(hidden, attn_out, E.SUM, f"{p}.attn_residual")
+            mlp_in = b.rms_norm(hidden, sd[f"{p}.post_attention_layernorm.weight"], eps,
+                                f"{p}.post_attention_layernorm", offset)
+        if family.fused_gate_up:  # [gate; up] rows of one weight
+            gate_w, up_w = sd[f"{p}.mlp.gate_up_proj.weight"].chunk(2)
+        else:
+            gate_w, up_w = sd[f"{p}.mlp.gate_proj.weight"], sd[f"{p}.mlp.up_proj.weight"]
+        gate = b.linear(mlp_in, gate_w, None, f"{p}.mlp.gate_proj", quantize=True)
+        up = b.linear(mlp_in, up_w, None, f"{p}.mlp.up_proj", quantize=True)
+        if act == "gelu_tanh":
+            gated = b.named(network.add_activation(gate, trt.ActivationType.GELU_TANH), f"{p}.mlp.gelu_tanh")
+        else:
+            gated = b.ew(gate, b.named(network.add_activation(gate, trt.ActivationType.SIGMOID),
+                                       f"{p}.mlp.sigmoid"), E.PROD, f"{p}.mlp.silu")
+        down = b.linear(b.ew(gated, up, E.PROD, f"{p}.mlp.gate_up"), sd[f"{p}.mlp.down_proj.weight"], None,
                         f"{p}.mlp.down_proj", quantize=True)
+        if family.sandwich_norms:
+            down = b.rms_norm(down, sd[f"{p}.post_feedforward_layernorm.weight"], eps,
+                              f"{p}.post_feedforward_layernorm", offset)
         hidden = b.ew(hidden, down, E.SUM, f"{p}.mlp_residual")
 
     # last position: gather index S-1 along the sequence axis, S read from the tensor's shape
@@ -305,9 +362,12 @@ def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
                   "last.seq_len")
     last_idx = b.ew(seq, b.const(torch.tensor([1], dtype=torch.int64), "last.one"), E.SUB, "last.index")
     last = b.named(network.add_gather(hidden, last_idx, 1), "last.hidden")  # [B, 1, H]
-    last = b.rms_norm(last, sd["model.norm.weight"], cfg.rms_norm_eps, "model.norm")
+    last = b.rms_norm(last, sd["model.norm.weight"], eps, "model.norm", offset)
     head_w = sd["lm_head.weight"] if "lm_head.weight" in sd else sd["model.embed_tokens.weight"]
     logits = b.shuffle(b.linear(last, head_w, None, "lm_head"), "logits_2d", reshape=(0, -1))  # [B, V]
+    if final_cap := softcaps(cfg).get("final logit soft-capping"):
+        logits = b.softcap(b.cast(logits, trt.float32, "logits_fp32"), final_cap, "final_softcap")
+        logits = b.cast(logits, dt, "logits_dtype")
     logits.name = "logits"
     network.mark_output(logits)
     return b.keep
