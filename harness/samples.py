@@ -32,7 +32,8 @@ from harness.results import atomic_write_bytes
 
 SAMPLES_DIR = "samples"
 COMPARABLE = (metrics.PREFILL_LATENCY, metrics.DECODE_LATENCY, metrics.E2E_LATENCY)  # what target_rel_ci waits on
-DEVICE_SERIES = {metrics.PREFILL_DEVICE: "prefill_device_ms", metrics.DECODE_DEVICE: "decode_device_ms"}
+# the samples file names its device-clock series after their metrics
+DEVICE_SERIES = {name: name for name in (metrics.PREFILL_DEVICE, metrics.DECODE_DEVICE)}
 SUSTAINED = "sustained"
 OLD_TIMING = "device-unsynced"  # files without a ``timing`` entry in their meta
 
@@ -54,7 +55,8 @@ def write_cell_samples(run_dir: Path, identity: dict[str, Any], prefill_ms, deco
     meta = json.dumps({"identity": identity, "machine_state": machine_state or {}, "timing": SUSTAINED},
                       default=str)
     arrays = {"prefill_ms": prefill_ms, "decode_ms": decode_ms, "e2e_ms": e2e_ms,
-              "prefill_device_ms": prefill_device_ms, "decode_device_ms": decode_device_ms}
+              DEVICE_SERIES[metrics.PREFILL_DEVICE]: prefill_device_ms,
+              DEVICE_SERIES[metrics.DECODE_DEVICE]: decode_device_ms}
     np.savez_compressed(buf, **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()},
                         meta=np.array(meta))
     atomic_write_bytes(path, buf.getvalue())
