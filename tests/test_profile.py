@@ -37,6 +37,9 @@ ONE_CELL = ["grid.batch_sizes=[1]", "grid.prompt_lens=[8]", "grid.new_tokens=3",
     ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, at::native::ArgMaxOps<float>, unsigned int, "
      "long, 4, 4>>", "sampling"), ("aten::argmax", "sampling"),
     ("aten::view", "other"), ("aten::transpose", "other"), ("aten::arange", "other"), ("ncclDevKernel", "other"),
+    # ONNX Runtime's CUDA kernels as CUPTI names them (the H200 profile in docs/results/h200/why)
+    ("onnxruntime::contrib::cuda::H64::grp8_bf16::kernel_mha(unsigned int, unsigned int, float)", "attention"),
+    ("void onnxruntime::cuda::_SplitSmallInnerKernel<int4>(onnxruntime::cuda::TArray<long, 4>)", "copy"),
 ])
 def test_category_rule_sorts_known_kernel_names(name, category):
     assert default_category(name) == category

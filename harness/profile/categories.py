@@ -9,7 +9,7 @@ Six categories, the first rule that matches a name (case-insensitive) wins, in t
 1. ``copy``: memcpy / memset, copy, clone, cat / concat, gather / index_put / index_copy / scatter / embedding,
    and the ONNX data-movement ops (Reshape, Expand, Slice, Split, Concat, ScatterND, Gather, Transpose);
 2. ``sampling``: argmax, top-k, sort, multinomial (the token choice that feeds the next step);
-3. ``attention``: flash / fmha / attention / sdpa / softmax (softmax runs inside unfused attention; a fused
+3. ``attention``: flash / fmha / mha / attention / sdpa / softmax (softmax runs inside unfused attention; a fused
    kernel's GEMMs count here because its name says attention first);
 4. ``gemm``: gemm / gemv / matmul / mm / bmm / addmm / linear / cutlass / cublas / xmma / nvjet (cuBLAS's Hopper
    GEMMs) / MatMulNBits;
@@ -35,9 +35,10 @@ _RULES = (
                          r"cos|sin|tanh|gelu)"),  # Inductor's fused math (a fused pure copy falls through)
     ("copy", r"memcpy|memset|copy|clone|concat|catarray|scatter|gather|index_(put|copy|select|add|fill)|"
              r"index_elementwise|(^|[^a-z])embedding|"
-             r"(^|[^a-z])(cat|index|transpose|reshape|expand|slice|split|contiguous|to)([^a-z]|$)"),
+             r"(^|[^a-z])(cat|index|transpose|reshape|expand|slice|split|contiguous|to)([^a-z]|$)|"
+             r"splitsmallinner"),  # ONNX Runtime's Split kernel (_SplitSmallInnerKernel)
     ("sampling", r"argmax|arg_max|topk|top_k|(^|[^a-z])sort|multinomial|sampling"),
-    ("attention", r"flash|fmha|attention|attn|sdpa|softmax"),
+    ("attention", r"flash|fmha|attention|attn|sdpa|softmax|(^|[^a-z])mha([^a-z]|$)"),  # mha: ORT's GQA decode kernel
     ("gemm", r"gemm|gemv|matmul|cutlass|cublas|xmma|nvjet|(^|[^a-z])(mm|bmm|addmm|baddbmm|linear|int4mm|_weight_int"
              r"\w*mm)([^a-z]|$)"),
     ("norm_elementwise", r"norm|rms|elementwise|vectorized|pointwise|triton_(poi|red|per)|silu|gelu|swish|sigmoid|"
