@@ -29,7 +29,7 @@ TINY=(model=tinyllama-1.1b device=cuda measure.min_seconds=0.3 measure.overhead_
   # the harness's cache length: its largest prompt + new tokens (validation off)
   for p in 128 1024; do
     echo "== 1. cross-check int4 8x$p $(date -u +%T)"
-    timeout 60 python3 docs/results/crosscheck/plain_hf_decode_crosscheck.py --quant int4 --batch 8 --prompt $p \
+    timeout 180 python3 docs/results/crosscheck/plain_hf_decode_crosscheck.py --quant int4 --batch 8 --prompt $p \
       --steps 32 --repeats 10 --max-cache 1056 --out "$R/crosscheck_int4_b8_p$p.csv" 2>&1 | grep -v "^W1\|Warning" | tail -2
   done
   echo "== 2. headline b1 p128: HF reduce-overhead $(date -u +%T)"
