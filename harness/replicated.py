@@ -39,7 +39,7 @@ import math
 
 import numpy as np
 
-from harness.stats import CONFIDENCE, MAX_CV, MIN_EFFECT, MIN_N, SEED, Verdict
+from harness.stats import CONFIDENCE, MAX_CV, MIN_EFFECT, MIN_N, SEED, Verdict, unstable_reasons
 
 _BATCH = 400  # resamples drawn at once (all of N_SE_RESAMPLES in one pass for cells of up to ~1000 iterations)
 # Default significance level between runs: the verdict interval is a 96 % one. Chosen so that both evidence tests in
@@ -130,12 +130,7 @@ def compare_runs_samples(runs_a, runs_b, alpha: float | None = None, min_effect:
     ratio = central_value(runs_b) / central_value(runs_a)
     counts = dict(n_a=int(a.size), n_b=int(b.size), cv_a=cv_a, cv_b=cv_b, scope="between runs",
                   runs_a=len(runs_a), runs_b=len(runs_b))
-    unstable = []
-    if min(a.size, b.size) < min_n:
-        unstable.append(f"n={a.size} vs {b.size} (< {min_n})")
-    for side, cv in (("A", cv_a), ("B", cv_b)):
-        if not cv <= max_cv:  # also catches nan
-            unstable.append(f"CV of {side} {cv:.2f} (> {max_cv})")
+    unstable = unstable_reasons(a.size, b.size, cv_a, cv_b, min_n, max_cv)
     if unstable:
         return Verdict("unstable", ratio, math.nan, math.nan, math.nan, reason="; ".join(unstable), **counts)
     var_a, var_b = _side_variance(runs_a, seed), _side_variance(runs_b, seed + 1)

@@ -157,6 +157,17 @@ def rank_test_p(a, b) -> float:
     return float(min(1.0, res.pvalue))
 
 
+def unstable_reasons(n_a: int, n_b: int, cv_a: float, cv_b: float, min_n: int, max_cv: float) -> list[str]:
+    """Why a pair is too thin or too noisy for a verdict (empty when it is fit): too few units or a CV too high."""
+    reasons = []
+    if min(n_a, n_b) < min_n:
+        reasons.append(f"n={n_a} vs {n_b} (< {min_n})")
+    for side, cv in (("A", cv_a), ("B", cv_b)):
+        if not cv <= max_cv:  # also catches nan
+            reasons.append(f"CV of {side} {cv:.2f} (> {max_cv})")
+    return reasons
+
+
 def compare_samples(a, b, alpha: float = ALPHA, min_effect: float = MIN_EFFECT, min_n: int = MIN_N,
                     max_cv: float = MAX_CV, confidence: float = CONFIDENCE, seed: int = SEED) -> Verdict:
     """Is B different from A beyond noise, within these two runs? See the module docstring for the rule."""
@@ -166,12 +177,7 @@ def compare_samples(a, b, alpha: float = ALPHA, min_effect: float = MIN_EFFECT, 
     b = np.asarray(b, dtype=np.float64)
     cv_a, cv_b = (float(x.std(ddof=1) / abs(x.mean())) if x.size > 1 and x.mean() else math.nan for x in (a, b))
     ratio = float(np.median(b) / np.median(a)) if a.size and b.size and np.median(a) else math.nan
-    unstable = []
-    if min(a.size, b.size) < min_n:
-        unstable.append(f"n={a.size} vs {b.size} (< {min_n})")
-    for side, cv in (("A", cv_a), ("B", cv_b)):
-        if not cv <= max_cv:  # also catches nan
-            unstable.append(f"CV of {side} {cv:.2f} (> {max_cv})")
+    unstable = unstable_reasons(a.size, b.size, cv_a, cv_b, min_n, max_cv)
     if unstable or not a.size or not b.size:
         return Verdict("unstable", ratio, math.nan, math.nan, math.nan, int(a.size), int(b.size), cv_a, cv_b,
                        "; ".join(unstable))
