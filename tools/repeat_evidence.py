@@ -62,7 +62,7 @@ def aa_rows(label: str, runs: list[np.ndarray], where: dict, splits: int) -> lis
         hits = sum(called(i, j) for i, j in pairs)
         rows.append({**where, "comparison": f"A/A {label}", "rule": rule, "runs_a_side": 1, "pairs": len(pairs),
                      "verdicts": hits, "rate": hits / len(pairs) if pairs else np.nan})
-    for size in (3, 5):
+    for size in (2, 3, 5):  # 2 a side: the least the between-runs rule takes (a short sitting)
         if 2 * size > len(runs):
             continue
         verdicts = [judge([runs[i] for i in a], [runs[i] for i in b]).verdict
