@@ -253,6 +253,9 @@ def check_config(cfg, multirun: bool = False) -> None:
                         "use e.g. measure.target_rel_ci=0.02 (medians within ±2 %), or null to turn it off")
     if m.profile_steps < 1:
         raise UserError(f"measure.profile_steps={m.profile_steps} is below 1", "use measure.profile_steps=N, N >= 1")
+    if m.overhead_steps < 1:  # 0 or fewer steps would divide by nothing and record an empty overhead
+        raise UserError(f"measure.overhead_steps={m.overhead_steps} is below 1",
+                        "use measure.overhead_steps=N, N >= 1 (decode steps timed once per job)")
     if m.max_seconds < m.min_seconds:
         raise UserError(f"measure.max_seconds={m.max_seconds} is below measure.min_seconds={m.min_seconds}",
                         "raise measure.max_seconds or lower measure.min_seconds")

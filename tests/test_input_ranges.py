@@ -29,6 +29,8 @@ def check(*overrides):
     ("validation.new_tokens=0", "validation.new_tokens=N with N >= 1"),
     ("validation.prompt_len=600", "the model has 512"),
     ("measure.load_timeout_s=0", "or null for no limit"),
+    ("measure.overhead_steps=-3", "measure.overhead_steps=N, N >= 1"),
+    ("measure.overhead_steps=0", "measure.overhead_steps=N, N >= 1"),
 ])
 def test_out_of_range_option_is_refused(override, expected):
     with pytest.raises(UserError) as err:
