@@ -62,6 +62,7 @@ def hydra_entry(cfg: DictConfig) -> None:
     except OSError as exc:
         if not out_of_space(exc):
             raise
+        _say_hidden(console.take_hidden_line())  # the out-of-space line stays the last one
         print(no_space_line(exc, out), file=sys.stderr, flush=True)
         sys.exit(EXIT_FAILED)
     except KeyboardInterrupt:
@@ -98,8 +99,8 @@ def _verbose() -> bool:
     return console.verbose()
 
 
-def _say_hidden() -> None:
-    line = console.hidden_line()
+def _say_hidden(line: str | None = None) -> None:
+    line = line or console.hidden_line()
     if line:
         print(line, file=sys.stderr, flush=True)
 

@@ -77,3 +77,11 @@ def hidden_line() -> str | None:
         return None
     return (f"enginebench: {sum(hidden.values())} library warning(s) of {len(hidden)} kind(s) hidden "
             "(--verbose shows them)")
+
+
+def take_hidden_line() -> str | None:
+    """:func:`hidden_line`, then forget what it counted: said before a job's outcome line, so that the outcome
+    stays the last line of the command (what comes after is counted again for the end)."""
+    line = hidden_line()
+    hidden.clear()
+    return line

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from harness import multirun, progress
+from harness import console, multirun, progress
 from harness.errors import EXIT_FAILED, EXIT_USER_ERROR, UserError
 from harness.machine_state import snapshot
 from harness.memory import lifetime_peaks
@@ -54,6 +54,9 @@ def run_job(cfg, out_dir: Path, plugins: PluginRegistry | None = None) -> int:
                                     memory_lifetime_peak_mib=lifetime_peaks(
                                         read_complete_rows(out_dir / "results.csv")) or None,
                                     started_unix=round(started, 1), wall_seconds=round(time.time() - started, 1))
+            hidden = console.take_hidden_line()  # before the outcome, which stays the job's last line
+            if hidden:
+                progress.say(hidden)
             progress.say(f"enginebench: {summary}; results: {out_dir}")
     return code
 
