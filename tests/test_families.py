@@ -57,6 +57,7 @@ def test_present_but_broken_tokenizer_is_a_user_error(checkpoints, tmp_path, con
         ModelSource.from_config(checkpoint_cfg(broken), 0)
 
 
+@pytest.mark.slow  # starts the command line
 def test_cli_broken_tokenizer_exits_2_in_one_line_and_writes_nothing(checkpoints, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(checkpoints["qwen2"], broken)
