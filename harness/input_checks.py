@@ -58,9 +58,12 @@ def check_free_space(cfg) -> None:
               "artifact cache (cache_dir)": Path(cfg.get("cache_dir") or default_cache_dir())}
     for what, place in places.items():
         try:
-            free = shutil.disk_usage(_existing(place)).free
+            usage = shutil.disk_usage(_existing(place))
         except OSError:
             continue  # unreadable: the write itself will say why
+        free = usage.free
+        if usage.total == 0:  # a pseudo filesystem (/proc, /sys) has no size: the write check says why it fails
+            continue
         if free < MIN_FREE_BYTES:
             raise UserError(f"the disk of the {what} {place} is full ({free / 2**20:.2f} MiB free)",
                             "free some space there, or point it at another disk")

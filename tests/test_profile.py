@@ -150,7 +150,9 @@ def test_profile_follows_the_timed_iterations_and_leaves_their_samples_alone(tmp
     for profile in (True, False):
         clock.calls.clear()
         out = tmp_path / f"profile_{profile}"
-        rows = _run([*ONE_CELL, f"measure.profile={profile}", "measure.profile_steps=2"], out, plugins)
+        # sdpa named: auto picks by measuring, and on a loaded machine eager may win (the label asserted is SDPA's)
+        rows = _run([*ONE_CELL, "backend.attention=sdpa", f"measure.profile={profile}", "measure.profile_steps=2"],
+                    out, plugins)
         profiled = [p for _, p in clock.calls]
         first = profiled.index(True)
         assert all(profiled[first:]) and len(profiled) - first == (2 if profile else 1)

@@ -4,6 +4,7 @@ whose steps really jitter (real sleeps in a real backend, the HF static-cache ba
 import json
 
 import pandas as pd
+import pytest
 from test_verdicts import _report, make_run
 
 from harness.repeats import expand_multirun
@@ -22,6 +23,7 @@ def test_multirun_repeats_become_the_outermost_sweep_dimension():
     assert expand_multirun(["-m", "backend=a,b", "measure.repeats=1"]) == ["-m", "backend=a,b", "measure.repeats=1"]
 
 
+@pytest.mark.slow  # starts the command line
 def test_bad_repeats_and_test_options_are_one_line_exit_2(tmp_path):
     proc = run_cli("measure.repeats=0", f"output_dir={tmp_path}/r")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
@@ -39,6 +41,7 @@ def _results(run_dir):
     return pd.read_csv(run_dir / "results.csv")
 
 
+@pytest.mark.slow  # starts the command line
 def test_repeats_drift_slowdown_and_jitter_through_the_gate(plugin_site, tmp_path):
     counter = tmp_path / "loads"
     drift = ["backend=fault", "backend.step_sleep_s=0.05", "backend.sleep_in_prefill=true",
@@ -81,6 +84,7 @@ def test_repeats_drift_slowdown_and_jitter_through_the_gate(plugin_site, tmp_pat
     assert allowed.returncode == 0, allowed.stderr
 
 
+@pytest.mark.slow  # starts the command line
 def test_multirun_interleaves_the_repeats_of_its_configurations(plugin_site, tmp_path):
     proc = run_cli("-m", "backend=fault", "backend.step_sleep_s=0.0,0.001", "measure.repeats=2", *TINY,
                    f"output_dir={tmp_path}", env=plugin_env(plugin_site))

@@ -11,18 +11,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure  # the object API selects no backend (a notebook keeps its inline display)
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from harness import metrics  # noqa: E402
-from harness.errors import UserError  # noqa: E402
-from harness.profile import cell as profile  # noqa: E402
-from harness.profile.categories import CATEGORIES  # noqa: E402
-from harness.profile.diff import diff_phase, format_diff, read_summaries  # noqa: E402
-from harness.profile.energy import ENERGY_DECODE, ENERGY_PREFILL  # noqa: E402
+from harness import metrics
+from harness.errors import UserError
+from harness.profile import cell as profile
+from harness.profile.categories import CATEGORIES
+from harness.profile.diff import diff_phase, format_diff, read_summaries
+from harness.profile.energy import ENERGY_DECODE, ENERGY_PREFILL
 
 CELL = ["model", "weights", "dtype", "quant", "device", "batch_size", "prompt_len", "new_tokens"]
 COLORS = {"gemm": "C0", "attention": "C3", "norm_elementwise": "C2", "copy": "C1", "sampling": "C4", "other": "C7",
@@ -53,8 +50,8 @@ def stacked_bars(table: pd.DataFrame, out_dir: Path) -> list[Path]:
         group = group[group.prompt_len == prompt]
         batches = sorted({group.batch_size.min(), group.batch_size.max()})
         configs = sorted(group.backend.unique())
-        fig, axes = plt.subplots(1, len(batches), figsize=(4.5 + 1.6 * len(configs) * len(batches), 4.8),
-                                 squeeze=False)
+        fig = Figure(figsize=(4.5 + 1.6 * len(configs) * len(batches), 4.8))
+        axes = fig.subplots(1, len(batches), squeeze=False)
         for ax, batch in zip(axes[0], batches):
             part = group[group.batch_size == batch].set_index("backend")
             bottom = [0.0] * len(configs)
@@ -76,7 +73,6 @@ def stacked_bars(table: pd.DataFrame, out_dir: Path) -> list[Path]:
         tag = "_".join(str(k).replace(" ", "-").replace("/", "-") for k in (model, dtype, device))
         path = out_dir / f"where_time_goes_{tag}.png"
         fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
         written.append(path)
     return written
 
