@@ -144,17 +144,22 @@ def test_onnxruntime_gqa_graph_validates_families(registry, checkpoints, model_t
         handle.close()
 
 
-def test_onnx_export_of_short_windows_and_soft_capping_matches_hf(registry, tmp_path):
-    """Windows shorter than the cache and soft-capping are masks and tanh in the explicit graph."""
-    pytest.importorskip("onnxruntime")
-    path = save_tiny_checkpoint("gemma3_text", tmp_path / "g", sliding_window=5, attn_logit_softcapping=2.0,
-                                final_logit_softcapping=3.0)
+def _onnxruntime_validates(registry, path, tmp_path):
+    """The checkpoint at ``path``, exported and run by ONNX Runtime, passes validation against HF."""
     handle, source, _ = open_backend(registry, "onnxruntime", checkpoint_cfg(path), max_seq=32,
                                      tmp_cache=tmp_path / "cache")
     try:
         assert_passed(validate(handle, source))
     finally:
         handle.close()
+
+
+def test_onnx_export_of_short_windows_and_soft_capping_matches_hf(registry, tmp_path):
+    """Windows shorter than the cache and soft-capping are masks and tanh in the explicit graph."""
+    pytest.importorskip("onnxruntime")
+    path = save_tiny_checkpoint("gemma3_text", tmp_path / "g", sliding_window=5, attn_logit_softcapping=2.0,
+                                final_logit_softcapping=3.0)
+    _onnxruntime_validates(registry, path, tmp_path)
 
 
 @pytest.mark.parametrize("attention", ["explicit", pytest.param("fused", marks=pytest.mark.slow)])
@@ -220,9 +225,4 @@ def test_onnxruntime_partial_rotary_matches_hf(registry, tmp_path):
     pytest.importorskip("onnxruntime")
     path = save_tiny_checkpoint("phi3", tmp_path / "partial", rope_parameters={
         "rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5})
-    handle, source, _ = open_backend(registry, "onnxruntime", checkpoint_cfg(path), max_seq=32,
-                                     tmp_cache=tmp_path / "cache")
-    try:
-        assert_passed(validate(handle, source))
-    finally:
-        handle.close()
+    _onnxruntime_validates(registry, path, tmp_path)
