@@ -104,7 +104,7 @@ def _read(out_dir: Path) -> dict:
 
 
 def _record(out_dir: Path, repeats: dict) -> None:
-    from harness.runrecord import update_run
+    from harness.runrecord import read_run, update_run
 
-    if _read(out_dir):
+    if read_run(out_dir).readable:  # a run that wrote no run.json gets none from here either
         update_run(out_dir, repeats=repeats)
