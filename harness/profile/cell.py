@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from harness import progress
-from harness.inputs import random_prompt_ids
-from harness.instrument import take_token
+from harness.accuracy.inputs import random_prompt_ids
+from harness.measure.instrument import take_token
 from harness.profile.capture import PhaseProfile, profile_phase
 from harness.profile.categories import CATEGORIES, categorizer
 from harness.profile.energy import UNITS as ENERGY_UNITS
 from harness.profile.energy import phase_energy
-from harness.results import atomic_write_text
+from harness.record.results import atomic_write_text
 
 PROFILE_DIR = "profile"
 KERNELS = "profile_decode_kernels_per_step"
@@ -58,7 +58,7 @@ class AfterTiming:
     labels: dict[str, Any] = field(default_factory=dict)
 
     def metric_rows(self) -> list[tuple]:
-        from harness.stats import summarize
+        from harness.measure.stats import summarize
 
         return [(name, UNITS[name], summarize([value])) for name, value in self.metrics.items()]
 

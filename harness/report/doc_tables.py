@@ -20,7 +20,7 @@ or, for a grid, ``pivot: {rows: [batch_size, prompt_len], columns: backend, valu
 (with ``names: {label: header}`` for shorter column headers).
 Besides ``metric:stat``, a value may be ``gpu`` / ``gpu_uuid`` (from run.json) or ``timing`` (what the run's samples say
 they measured: ``sustained``, or ``device-unsynced`` for runs timed before the sustained clock, see
-harness/samples.py). ``backend`` is the configuration label, as in every report.
+harness/record/samples.py). ``backend`` is the configuration label, as in every report.
 
 ``make-docs FILE...`` rewrites every fenced table from its sources; ``check-docs FILE...`` rebuilds them in
 memory and names every number (every cell) that differs from its source, and every table whose name is not
@@ -68,7 +68,7 @@ def _run_facts(run_dir: Path) -> dict[str, str]:
     """What a value of kind ``gpu`` / ``timing`` shows for one run."""
     import json
 
-    from harness.samples import OLD_TIMING, SAMPLES_DIR
+    from harness.record.samples import OLD_TIMING, SAMPLES_DIR
 
     try:
         info = json.loads((run_dir / "run.json").read_text())
