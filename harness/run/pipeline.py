@@ -3,8 +3,8 @@
 Where the backend runs is the executor's business: :class:`InProcess` calls it in this process; the process
 executor (:class:`harness.run.isolation.InWorker`) runs the same backend stages
 (:func:`harness.run.stages.open_backend`) in a child process and one cell per request. The pipeline itself decides
-what a task runs, records every outcome into run.json, and applies the checks both paths need (the backend's ``check_quant``), so a check cannot be
-skipped by choosing ``isolation=process``.
+what a task runs, records every outcome into run.json, and applies the checks both paths need (the backend's
+``check_quant``), so a check cannot be skipped by choosing ``isolation=process``.
 
 A plugin is code the user installed, but it does not own the exit status: a hook that calls ``sys.exit`` (or
 raises SystemExit) fails the phase or cell it ran in (:func:`contained`), and the job still ends with its outcome
