@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from harness.config import jobname
-from harness.config.compose import CONF_DIR, precheck
+from harness.config.compose import CONF_DIR, configured_registry, precheck
 from harness.config.schema import check_config
 from harness.errors import EXIT_FAILED, EXIT_USER_ERROR, UserError, no_space_line, out_of_space
 from harness.plugin.plugins import configuration_label, registry
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
 
     argv = expand_multirun(argv)  # measure.repeats in a multirun: rounds of every configuration (run/repeats.py)
     try:
-        registry()
+        configured_registry()
         if not info_flags.intersection(argv):
             jobs = precheck(argv)
             jobname.remember_sweep([a for a in argv if not a.startswith("-")], jobs)

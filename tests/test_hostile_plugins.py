@@ -42,7 +42,7 @@ def test_bad_option_declarations_cost_only_their_backend(hostile_site, monkeypat
         assert why in registry.unavailable(name).problem, registry.unavailable(name).problem
         assert any(name in line for line in lines)
     assert "hf-flashattn-staticcache" in registry.names()
-    register_configs(registry.option_classes)  # what registry() does for every command: no longer raises
+    register_configs(registry.option_classes)  # what every composition does first: no longer raises
 
 
 @pytest.mark.slow

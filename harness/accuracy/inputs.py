@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import torch
 
+TEXT_STEPS = 32  # default validation new tokens on real text: a greedy continuation long enough to be a real answer
+RANDOM_STEPS = 8  # default on random weights (near-tied logits: longer runs only measure the ties)
+
 
 def special_token_ids(config) -> set[int]:
     ids = set()

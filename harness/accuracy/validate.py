@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from harness.accuracy.inputs import left_pad, random_prompt_ids
+from harness.accuracy.inputs import RANDOM_STEPS, TEXT_STEPS, left_pad, random_prompt_ids
 from harness.accuracy.numerics import forced_logits, greedy_agreement, logit_drift
 from harness.model.hf_cache import cache_keyword, returned_cache
 from harness.model.quant import DRIFT_FACTOR, QuantScheme, quantized_reference
@@ -55,8 +55,6 @@ class Validation:
     inputs: str = "random ids"  # or "chat prompts" (real text, for models with a tokenizer)
 
 
-TEXT_STEPS = 32  # default new tokens on real text: a greedy continuation long enough to be a real answer
-RANDOM_STEPS = 8  # default on random weights (near-tied logits: longer runs only measure the ties)
 
 
 def default_steps(source, steps: int | None) -> int:

@@ -11,7 +11,7 @@ import itertools
 import re
 from pathlib import Path
 
-from harness.config.schema import check_config
+from harness.config.schema import check_config, register_configs
 from harness.errors import UserError
 from harness.plugin.options import allowed_values, check_options
 from harness.plugin.plugins import PluginRegistry, registry
@@ -19,12 +19,20 @@ from harness.plugin.plugins import PluginRegistry, registry
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
+def configured_registry() -> PluginRegistry:
+    """The process's plugin registry, its backends' option dataclasses put into Hydra's ConfigStore (so that
+    ``backend=<name>`` composes): what every composition of a config starts from."""
+    plugins = registry()
+    register_configs(plugins.option_classes)
+    return plugins
+
+
 def compose_config(overrides: list[str]):
     """One job's config from overrides (no sweeps), checked; raises UserError on a bad key or value."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    plugins = registry()
+    plugins = configured_registry()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -165,7 +173,7 @@ def precheck(argv: list[str], compose_only: bool = False) -> int:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    plugins = registry()
+    plugins = configured_registry()
     overrides = [a for a in argv if not a.startswith("-") and not a.startswith("hydra")]
     multirun = "-m" in argv or "--multirun" in argv
     sweep_dir_given = any(a.startswith("hydra.sweep.dir=") for a in argv)

@@ -73,3 +73,14 @@ def check_inputs(cfg) -> None:
     check_numbers(cfg)
     check_model_source(cfg.model)
     check_free_space(cfg)
+
+
+def check_repeats(measure) -> None:
+    repeats = measure.get("repeats", 1)
+    if not isinstance(repeats, int) or repeats < 1:
+        raise UserError(f"measure.repeats={repeats} is below 1",
+                        "use measure.repeats=1 (one run) or more, e.g. measure.repeats=3 for verdicts between runs")
+    repeat = measure.get("repeat")
+    if repeat is not None and not 0 <= repeat < repeats:
+        raise UserError(f"measure.repeat={repeat} is not one of the {repeats} repeats (0..{repeats - 1})",
+                        "leave measure.repeat unset: measure.repeats=K runs them all")

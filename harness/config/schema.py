@@ -13,9 +13,9 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from harness.accuracy.inputs import RANDOM_STEPS
 from harness.accuracy.sampling import check_sampling
-from harness.accuracy.validate import RANDOM_STEPS
-from harness.config.input_checks import check_inputs
+from harness.config.input_checks import check_inputs, check_repeats
 from harness.errors import UserError
 from harness.model.sources import DTYPES, check_checkpoint_dir
 
@@ -259,8 +259,6 @@ def check_config(cfg, multirun: bool = False) -> None:
     if m.max_seconds < m.min_seconds:
         raise UserError(f"measure.max_seconds={m.max_seconds} is below measure.min_seconds={m.min_seconds}",
                         "raise measure.max_seconds or lower measure.min_seconds")
-    from harness.run.repeats import check_repeats
-
     check_repeats(m)
     if m.cell_timeout_s is not None and m.cell_timeout_s <= 0:
         raise UserError(f"measure.cell_timeout_s={m.cell_timeout_s} is not positive", "use a number of seconds > 0")

@@ -15,31 +15,6 @@ LIBRARIES = ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", 
              "nvidia-ml-py", "flash-attn")
 
 
-def resolve_device(device: str) -> str:
-    from harness.errors import UserError
-
-    if device == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if device == "pin":
-        from harness.run.pinning import pinned_device
-
-        return pinned_device(torch.cuda.device_count() if torch.cuda.is_available() else 0)
-    if device == "cuda":
-        device = "cuda:0"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"device={device} was asked for but torch sees no CUDA GPU",
-                            "use device=cpu or device=auto, or install a CUDA build of torch")
-        index = torch.device(device).index or 0
-        if index >= torch.cuda.device_count():
-            raise UserError(f"device={device} does not exist (this machine has {torch.cuda.device_count()} GPUs)",
-                            f"use device=cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
-        return device
-    if device == "cpu":
-        return device
-    raise UserError(f"unknown device '{device}'", "use device=auto, pin, cpu, cuda or cuda:N")
-
-
 def library_versions() -> dict[str, str]:
     versions = {}
     for name in LIBRARIES:

@@ -264,14 +264,11 @@ _shared: dict[str, PluginRegistry] = {}
 
 
 def registry() -> PluginRegistry:
-    """The process's registry: discovered once, its backends' option dataclasses put into Hydra's ConfigStore (so
-    that ``backend=<name>`` composes). The CLI, the Python API and isolation workers all use this one."""
+    """The process's registry, discovered once. The CLI, the Python API and isolation workers all use this one;
+    what composes a config puts its backends' options into Hydra's ConfigStore first
+    (:func:`harness.config.compose.configured_registry`): discovery knows nothing of Hydra."""
     if "registry" not in _shared:
-        from harness.config.schema import register_configs
-
-        found = PluginRegistry.discover()
-        register_configs(found.option_classes)
-        _shared["registry"] = found
+        _shared["registry"] = PluginRegistry.discover()
     return _shared["registry"]
 
 

@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from filelock import FileLock, Timeout
 
 from harness.errors import UserError
@@ -226,3 +227,26 @@ def pinned_device(gpu_count: int) -> str:
     if claimed:
         return claimed
     return pin_device(current_job_num(), gpu_count)
+
+
+def resolve_device(device: str) -> str:
+    """The device a job runs on: ``auto`` and ``cuda`` named in full, ``pin`` a GPU claimed for the job, checked
+    against the GPUs torch sees."""
+    if device == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if device == "pin":
+        return pinned_device(torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    if device == "cuda":
+        device = "cuda:0"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"device={device} was asked for but torch sees no CUDA GPU",
+                            "use device=cpu or device=auto, or install a CUDA build of torch")
+        index = torch.device(device).index or 0
+        if index >= torch.cuda.device_count():
+            raise UserError(f"device={device} does not exist (this machine has {torch.cuda.device_count()} GPUs)",
+                            f"use device=cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+        return device
+    if device == "cpu":
+        return device
+    raise UserError(f"unknown device '{device}'", "use device=auto, pin, cpu, cuda or cuda:N")

@@ -13,12 +13,13 @@ from typing import Any
 import torch
 
 from harness.accuracy.validate import default_steps, longest_validation_row
-from harness.measure.environment import device_label, resolve_device
+from harness.measure.environment import device_label
 from harness.model.artifacts import default_cache_dir
 from harness.model.quant import QuantScheme
 from harness.model.sources import ModelSource, dtype_name, resolve_dtype
 from harness.plugin.loadspec import LoadSpec
 from harness.plugin.plugins import registry
+from harness.run.pinning import resolve_device
 
 
 @dataclass
