@@ -125,17 +125,17 @@ def format_diff(label_a: str, label_b: str, cell: tuple, d: dict[str, Any]) -> s
     if ta and tb:
         lines.append(f"  {'step tail':<20}{ta['tail_ms_per_step']:>9.3f}{tb['tail_ms_per_step']:>9.3f}"
                      f"{d['tail_delta']:>+9.3f}")
-        if ta["overlap_ms_per_step"] or tb["overlap_ms_per_step"]:
+        if max(abs(ta["overlap_ms_per_step"]), abs(tb["overlap_ms_per_step"])) > 1e-6:  # not float noise
             lines.append(f"  {'overlap (twice)':<20}{ta['overlap_ms_per_step']:>9.3f}"
                          f"{tb['overlap_ms_per_step']:>9.3f}{d['overlap_delta']:>+9.3f}")
     gap_a = d["wall_a"] - sum(d["categories_a"].values())
     gap_b = d["wall_b"] - sum(d["categories_b"].values())
-    lines.append(f"  {'host gap (timed-busy)':<20}{gap_a:>9.3f}{gap_b:>9.3f}{d['gap_delta']:>+9.3f}")
-    lines.append(f"  busy time explains {_share(d['explained_by_busy'])} of the timed step difference (its "
-                 f"categories' changes sum to {_share(d['explained_by_busy_signed'])} of it; the host gap is the rest)")
+    lines.append(f"  {'host gap':<20}{gap_a:>9.3f}{gap_b:>9.3f}{d['gap_delta']:>+9.3f}")
+    lines.append(f"  busy time explains {percent(d['explained_by_busy'])} of the timed step difference (its "
+                 f"categories' changes sum to {percent(d['explained_by_busy_signed'])}; the host gap is the rest)")
     if ta and tb:
-        lines.append(f"  busy + waiting explains {_share(d['explained_by_busy_and_wait'])} (their changes sum to "
-                     f"{_share(d['explained_by_busy_and_wait_signed'])}; the rest is the step tail and the "
+        lines.append(f"  busy + waiting explains {percent(d['explained_by_busy_and_wait'])} (their changes sum to "
+                     f"{percent(d['explained_by_busy_and_wait_signed'])}; the rest is the step tail and the "
                      f"profiler's added time)")
     else:
         lines.append("  busy + waiting: no timeline split on both sides (a profile without step marks)")
@@ -146,5 +146,6 @@ def format_diff(label_a: str, label_b: str, cell: tuple, d: dict[str, Any]) -> s
     return "\n".join(lines)
 
 
-def _share(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A share as ``71 %``; ``n/a`` for none (no timeline) or NaN (no difference to explain)."""
     return "n/a" if value is None or value != value else f"{value * 100:.0f} %"

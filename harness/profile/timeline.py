@@ -84,7 +84,8 @@ def split_step(window: tuple[float, float], spans: list[Span]) -> StepSplit:
     for span in spans:
         split.busy_ms[span.category] += span.self_us / 1e3
     split.tail_ms = (end - cursor) / 1e3  # negative if a kernel ran past the step's end
-    split.overlap_ms = sum(split.busy_ms.values()) + sum(split.wait_ms.values()) + split.tail_ms - split.wall_ms
+    overlap = sum(split.busy_ms.values()) + sum(split.wait_ms.values()) + split.tail_ms - split.wall_ms
+    split.overlap_ms = round(overlap, 6)  # to the nanosecond: the profile's clock; below that it is float noise
     return split
 
 

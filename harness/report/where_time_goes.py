@@ -20,7 +20,7 @@ from harness import metrics
 from harness.errors import UserError
 from harness.profile import cell as profile
 from harness.profile.categories import CATEGORIES
-from harness.profile.diff import diff_phase, explained_share, format_diff, read_summaries
+from harness.profile.diff import diff_phase, explained_share, format_diff, percent, read_summaries
 from harness.profile.energy import ENERGY_DECODE, ENERGY_PREFILL
 
 CELL = ["model", "weights", "dtype", "quant", "device", "batch_size", "prompt_len", "new_tokens"]
@@ -110,13 +110,13 @@ def diff_rows(table: pd.DataFrame, baseline: str) -> list[dict]:
             for c in CATEGORIES:
                 metric = profile.category_metric(c)
                 row[f"Δ {c}"] = r[metric] - b[metric]
-            row["busy explains"] = explained_share(row["Δ step"], row["Δ gap"])
+            row["busy explains"] = percent(explained_share(row["Δ step"], row["Δ gap"]))
             if all(m in table and pd.notna(r[m]) and pd.notna(b[m]) for m in TIMELINE_METRICS):
                 for c in CATEGORIES:
                     row[f"Δ {c} wait"] = r[profile.wait_metric(c)] - b[profile.wait_metric(c)]
                 row["Δ tail"] = r[profile.TAIL] - b[profile.TAIL]
                 accounted = sum(row[f"Δ {c}"] + row[f"Δ {c} wait"] for c in CATEGORIES)
-                row["busy+wait explains"] = explained_share(row["Δ step"], row["Δ step"] - accounted)
+                row["busy+wait explains"] = percent(explained_share(row["Δ step"], row["Δ step"] - accounted))
             a_sum, b_sum = _summary_of(b), _summary_of(r)
             if a_sum and b_sum:
                 top = diff_phase(a_sum["decode"], b_sum["decode"])["top_kernels"]
@@ -144,7 +144,8 @@ def where_time_goes(tidy: pd.DataFrame, baseline: str | None, plot_dir: Path | N
         parts += [f"![{p.stem}]({p.relative_to(report_dir)})" for p in stacked_bars(table, plot_dir)] + [""]
     cols = ["backend", "batch_size", "prompt_len", metrics.DECODE_LATENCY, profile.KERNELS, profile.BUSY, profile.GAP,
             *(profile.category_metric(c) for c in CATEGORIES)]
-    cols += [m for m in TIMELINE_METRICS if m in table and table[m].notna().any()]
+    cols += [m for m in TIMELINE_METRICS if m in table and table[m].notna().any()
+             and (m != profile.OVERLAP or (table[m].fillna(0) != 0).any())]  # overlap: only where kernels overlapped
     shown = table[cols].rename(columns={metrics.DECODE_LATENCY: "step p50 ms", profile.KERNELS: "kernels/step",
                                         profile.BUSY: "busy ms", profile.GAP: "gap ms",
                                         profile.PROFILED_STEP: "profiled step ms", profile.TAIL: "tail ms",
