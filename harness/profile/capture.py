@@ -166,6 +166,7 @@ def _called_by_no_operator(event) -> bool:
         parent = parent.cpu_parent
     return True
 
+
 @contextlib.contextmanager
 def _kineto_notices_dropped():
     """Drop the ``USDT: ... profiler_start/stop`` lines some torch builds' Kineto prints on fd 2 per profile (two
