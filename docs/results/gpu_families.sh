@@ -5,6 +5,7 @@
 # cannot take the others' results with it.
 # Run from the repository root on the GPU machine after staging (bash ../shared/gpu/stage.sh torchao==0.18.0):
 #   bash docs/results/gpu_families.sh OUT_DIR ["hf" | "ort" | "hf ort"]
+# The validations run side by side (nothing here is timed, and the GPU holds all four models at once).
 set -u
 OUT=${1:?usage: gpu_families.sh OUT_DIR [steps]}
 STEPS=${2:-hf ort}
@@ -19,14 +20,16 @@ validate() {  # validate BACKEND MODEL LIMIT_S [args...]
   echo "   exit $? $(date -u +%T)"
   tail -4 "$OUT/families/$name.log"
 }
+
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   if [[ " $STEPS " == *" hf "* ]]; then
-    validate hf-flashattn-staticcache phi-3-mini 200
-    validate hf-flashattn-staticcache mistral-7b 280
+    validate hf-flashattn-staticcache phi-3-mini 280 &
+    validate hf-flashattn-staticcache mistral-7b 280 &
   fi
   if [[ " $STEPS " == *" ort "* ]]; then
-    validate onnxruntime qwen3-0.6b 200
-    validate onnxruntime gemma-3-1b 240
+    validate onnxruntime qwen3-0.6b 280 &
+    validate onnxruntime gemma-3-1b 280 &
   fi
+  wait
 } 2>&1 | tee -a "$OUT/families/families.log"
