@@ -14,7 +14,7 @@ and ``NAME`` is defined in ``docs/tables.yaml`` (the file given by ``--tables``)
       where: {batch_size: 1, prompt_len: 128}   # optional: keep only these cells
       rows: [backend, batch_size, prompt_len]   # one table row per distinct value of these columns
       values: {"decode p50 (ms)": decode_latency_ms:p50, "GPU": gpu}
-      digits: 2                                 # decimals of every number (default 2)
+      digits: 2                                 # decimals of every number (default 2; "metric:stat@N" for one value)
 
 or, for a grid, ``pivot: {rows: [batch_size, prompt_len], columns: backend, value: decode_latency_ms:p50}``
 (with ``names: {label: header}`` for shorter column headers).
@@ -110,6 +110,8 @@ def _value(cells: pd.DataFrame, spec: str, digits: int) -> str:
     if spec in RUN_FACTS:
         values = cells[spec].dropna().unique()
         return ", ".join(sorted(str(v) for v in values)) or "—"
+    spec, _, own_digits = spec.partition("@")  # "metric:stat@N": this value with N decimals
+    digits = int(own_digits) if own_digits else digits
     metric, _, stat = spec.partition(":")
     rows = cells[cells.metric == metric]
     if rows.empty:
