@@ -36,6 +36,33 @@ def decoder_for(hf_model, attention: str, fused_ops: bool = False, max_seq: int 
     return {"explicit": StaticCacheDecoder, "gqa": GqaStaticCacheDecoder}[attention](hf_model, max_seq, attention)
 
 
+def dynamic_shapes_and_translations(config, max_seq: int, attention: str, fused_ops: bool) -> tuple[list, dict]:
+    """The dynamic axes of the graph inputs (batch, sequence; for the explicit graph the used cache length too) and
+    the custom translation table of the graph form (GroupQueryAttention, fused.py's ops)."""
+    batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=1, max=max_seq)
+    # *past is one varargs tuple for torch.export: its shapes nest as one entry
+    past = tuple([{0: batch}] * (2 * config.num_hidden_layers))
+    if attention != "gqa":
+        used = torch.export.Dim("kv_len", min=1, max=max_seq)
+        return [{0: batch, 1: seq}, {0: batch, 1: seq}, {0: seq}, {0: batch, 1: used}, past], {}
+    from backends.onnx_export.gqa import onnx_translation
+
+    translations = onnx_translation()
+    if fused_ops:
+        from backends.onnx_export import fused
+
+        translations.update(fused.onnx_translation())
+    return [{0: batch, 1: seq}, {0: batch, 1: seq}, {0: batch}, {}, past], translations
+
+
+def op_counts(model) -> dict[str, int]:
+    """Op type -> nodes of that type in the (onnx) model's main graph."""
+    ops: dict[str, int] = {}
+    for node in model.graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    return ops
+
+
 def export_onnx(hf_model, max_seq: int, path: Path, attention: str = "explicit", fused_ops: bool = False,
                 opset: int = OPSET, layerwise: bool = True) -> dict:
     """Write the model to ``path`` (weights in one external-data file beside it); returns export facts.
@@ -49,22 +76,7 @@ def export_onnx(hf_model, max_seq: int, path: Path, attention: str = "explicit",
     dtype = next(hf_model.parameters()).dtype
     args = example_inputs(config, dtype, device, max_seq, attention)
     in_names, out_names = io_names(config.num_hidden_layers, attention)
-    batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=1, max=max_seq)
-    # *past is one varargs tuple for torch.export: its shapes nest as one entry
-    past = tuple([{0: batch}] * (2 * config.num_hidden_layers))
-    translations = {}
-    if attention == "gqa":
-        from backends.onnx_export.gqa import onnx_translation
-
-        shapes = [{0: batch, 1: seq}, {0: batch, 1: seq}, {0: batch}, {}, past]
-        translations = onnx_translation()
-        if fused_ops:
-            from backends.onnx_export import fused
-
-            translations.update(fused.onnx_translation())
-    else:
-        used = torch.export.Dim("kv_len", min=1, max=max_seq)
-        shapes = [{0: batch, 1: seq}, {0: batch, 1: seq}, {0: seq}, {0: batch, 1: used}, past]
+    shapes, translations = dynamic_shapes_and_translations(config, max_seq, attention, fused_ops)
     t0 = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
@@ -92,9 +104,7 @@ def export_onnx(hf_model, max_seq: int, path: Path, attention: str = "explicit",
         if blank_unused_norm_outputs(model):  # rewrites the graph only; the weights file stays as it is
             onnx.save(model, str(path))
     onnx.checker.check_model(str(path))  # by path: works past the 2 GB protobuf limit
-    ops: dict[str, int] = {}
-    for node in model.graph.node:
-        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    ops = op_counts(model)
     done = time.perf_counter()
     return {"export_seconds": done - t0, "export_method": "layerwise" if layerwise else "whole model",
             # the parts of export_seconds: the graph (trace, translate, optimize), writing it, the checker

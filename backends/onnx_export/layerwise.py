@@ -18,6 +18,8 @@ tests/test_onnx_layerwise.py compares both exports' logits under ONNX Runtime fo
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -182,10 +184,36 @@ def export_layerwise(decoder: StaticCacheDecoder, input_shapes: list, in_names: 
                      opset: int, translations: dict, max_seq: int):
     """The whole decode-step graph as an onnx_ir model, built from one export per part (module docstring).
     ``input_shapes``: the dynamic axes of the graph inputs before the caches, as for the whole-model export."""
-    import onnx_ir as ir
-    import onnxscript.optimizer
-    from onnx_ir.passes import common as common_passes
+    examples = _trace_examples(decoder, input_shapes, in_names, max_seq)
+    export = dict(opset=opset, translations=translations)
+    stitcher = _Stitcher(decoder)
+    graph_inputs = {}  # name -> the stitched graph's input value
+    prologue, state, context = _stamp_prologue(decoder, examples, input_shapes, in_names, graph_inputs, stitcher,
+                                               export)
+    state, past_inputs, presents = _stamp_layers(decoder, examples, state, context, graph_inputs, stitcher, export)
+    logits = _stamp_epilogue(decoder, examples, state, context, stitcher, export)
+    main_inputs = [graph_inputs[n] for n in in_names[:GRAPH_INPUTS]] + past_inputs
+    if [v.name for v in main_inputs] != in_names or [logits.name, *(v.name for v in presents)] != out_names:
+        raise RuntimeError("the stitched graph's inputs or outputs are not the whole-model export's")
+    return _folded_model(stitcher, main_inputs, [logits, *presents], prologue)
 
+
+@dataclass
+class _Examples:
+    """What the parts are traced on: the prologue's outputs on the first of two example input sets, and the dynamic
+    axes of every tensor that passes between parts."""
+
+    runs: list  # two example input sets (graph inputs, then the caches)
+    state: tuple  # the residual stream and what travels with it, layer to layer
+    state_names: list[str]
+    state_dims: list[dict]
+    derived: dict  # name -> tensor: what the prologue derives for the layers (masks, RoPE tables, ...)
+    context: dict  # graph input or derived name -> tensor
+    context_dims: dict
+    batch_dim: object
+
+
+def _trace_examples(decoder: StaticCacheDecoder, input_shapes: list, in_names: list[str], max_seq: int) -> _Examples:
     config = decoder.hf.config
     param = next(decoder.hf.parameters())
     # two example sets whose batch (2, 3), sequence (3, 4) and fill (5, 6) sizes all differ: the dynamic axes of
@@ -195,76 +223,99 @@ def export_layerwise(decoder: StaticCacheDecoder, input_shapes: list, in_names: 
     known = {}
     for shape, a, b in zip(input_shapes, runs[0], runs[1]):
         known.update({(a.shape[axis], b.shape[axis]): dim for axis, dim in shape.items()})
-    batch_dim = input_shapes[0][0]
     with torch.no_grad():
         outs = [decoder.prologue(*run[:GRAPH_INPUTS]) for run in runs]
     (state, derived), (state_b, derived_b) = outs
-    state_dims = _dims_of(state, state_b, known)
     derived_dims = dict(zip(derived, _dims_of(derived.values(), derived_b.values(), known)))
-    inputs = runs[0][:GRAPH_INPUTS]
-    context = {**dict(zip(in_names, inputs)), **derived}
-    context_dims = {**dict(zip(in_names, input_shapes)), **derived_dims}
-    state_names = [f"state_{k}" for k in range(len(state))]
-    export = dict(opset=opset, translations=translations)
+    return _Examples(runs=runs, state=state, state_names=[f"state_{k}" for k in range(len(state))],
+                     state_dims=_dims_of(state, state_b, known), derived=derived,
+                     context={**dict(zip(in_names, runs[0][:GRAPH_INPUTS])), **derived},
+                     context_dims={**dict(zip(in_names, input_shapes)), **derived_dims},
+                     batch_dim=input_shapes[0][0])
 
-    stitcher = _Stitcher(decoder)
-    graph_inputs = {}
+
+def _stamp_prologue(decoder: StaticCacheDecoder, examples: _Examples, input_shapes: list, in_names: list[str],
+                    graph_inputs: dict, stitcher: _Stitcher, export: dict):
+    """Export and stamp the prologue; adds the graph inputs before the caches to ``graph_inputs``. Returns the
+    prologue's model, the state values and the context values (graph inputs and derived) the layers read."""
+    import onnx_ir as ir
+
+    ex = examples
     with torch.no_grad():
-        prologue, weight_inputs = _export_part(ProloguePart(decoder), inputs, input_shapes, in_names[:GRAPH_INPUTS],
-                                               [*state_names, *derived], **export)
+        prologue, weight_inputs = _export_part(ProloguePart(decoder), ex.runs[0][:GRAPH_INPUTS], input_shapes,
+                                               in_names[:GRAPH_INPUTS], [*ex.state_names, *ex.derived], **export)
     for value in prologue.graph.inputs[:GRAPH_INPUTS]:
         graph_inputs[value.name] = ir.Value(name=value.name, type=value.type, shape=value.shape.copy())
     prologue_weights = _weights(ProloguePart(decoder))
     outs = stitcher.stamp(prologue, "prologue/", _part_inputs(prologue, graph_inputs, weight_inputs,
                                                                prologue_weights, stitcher))
-    main_state = outs[:len(state)]
-    main_context = {**{n: graph_inputs[n] for n in in_names[:GRAPH_INPUTS] if n in graph_inputs},
-                    **dict(zip(derived, outs[len(state):]))}
+    context = {**{n: graph_inputs[n] for n in in_names[:GRAPH_INPUTS] if n in graph_inputs},
+               **dict(zip(ex.derived, outs[len(ex.state):]))}
+    return prologue, outs[:len(ex.state)], context
 
+
+def _stamp_layers(decoder: StaticCacheDecoder, examples: _Examples, state: list, context: dict, graph_inputs: dict,
+                  stitcher: _Stitcher, export: dict) -> tuple[list, list, list]:
+    """Export each kind of decoder layer once and stamp it per layer with that layer's weights; adds the cache inputs
+    to ``graph_inputs``. Returns the state values after the last layer, the cache inputs and the present_* outputs."""
+    import onnx_ir as ir
+
+    ex = examples
     templates = {}  # layer kind -> (part model, its weight inputs)
     past_inputs, presents = [], []
-    past = runs[0][GRAPH_INPUTS:]
+    past = ex.runs[0][GRAPH_INPUTS:]
     for i in range(decoder.num_layers):
-        part = LayerPart(decoder, i, len(state))
+        part = LayerPart(decoder, i, len(ex.state))
         reads = decoder.layer_reads(i)
         kind = decoder.layer_kind(i)
         if kind not in templates:
-            args = [*state, *(context[n] for n in reads), past[2 * i], past[2 * i + 1]]
-            shapes = [*state_dims, *(context_dims[n] for n in reads), {0: batch_dim}, {0: batch_dim}]
-            names = [*state_names, *reads, "past_key", "past_value"]
+            args = [*ex.state, *(ex.context[n] for n in reads), past[2 * i], past[2 * i + 1]]
+            shapes = [*ex.state_dims, *(ex.context_dims[n] for n in reads), {0: ex.batch_dim}, {0: ex.batch_dim}]
+            names = [*ex.state_names, *reads, "past_key", "past_value"]
             with torch.no_grad():
                 templates[kind] = _export_part(part, args, shapes, names,
-                                               [*state_names, "present_key", "present_value"], **export)
+                                               [*ex.state_names, "present_key", "present_value"], **export)
         model, weight_inputs = templates[kind]
         by_name = {v.name: v for v in model.graph.inputs}
         for name, cache in (("past_key", f"past_key_{i}"), ("past_value", f"past_value_{i}")):
             template = by_name[name]
             graph_inputs[cache] = ir.Value(name=cache, type=template.type, shape=template.shape.copy())
             past_inputs.append(graph_inputs[cache])
-        data = {**dict(zip(state_names, main_state)), **{n: main_context[n] for n in reads},
+        data = {**dict(zip(ex.state_names, state)), **{n: context[n] for n in reads},
                 "past_key": graph_inputs[f"past_key_{i}"], "past_value": graph_inputs[f"past_value_{i}"]}
         outs = stitcher.stamp(model, f"layers.{i}/", _part_inputs(model, data, weight_inputs, _weights(part),
                                                                   stitcher))
-        main_state = outs[:len(state)]
-        for value, name in zip(outs[len(state):], (f"present_key_{i}", f"present_value_{i}")):
+        state = outs[:len(ex.state)]
+        for value, name in zip(outs[len(ex.state):], (f"present_key_{i}", f"present_value_{i}")):
             value.name = name
             presents.append(value)
+    return state, past_inputs, presents
 
-    epilogue_part = EpiloguePart(decoder, len(state))
-    args = [*state, *(context[n] for n in decoder.EPILOGUE_READS)]
-    shapes = [*state_dims, *(context_dims[n] for n in decoder.EPILOGUE_READS)]
-    names = [*state_names, *decoder.EPILOGUE_READS]
+
+def _stamp_epilogue(decoder: StaticCacheDecoder, examples: _Examples, state: list, context: dict,
+                    stitcher: _Stitcher, export: dict):
+    """Export and stamp the epilogue (final norm and logits); returns the ``logits`` value."""
+    ex = examples
+    epilogue_part = EpiloguePart(decoder, len(ex.state))
+    args = [*ex.state, *(ex.context[n] for n in decoder.EPILOGUE_READS)]
+    shapes = [*ex.state_dims, *(ex.context_dims[n] for n in decoder.EPILOGUE_READS)]
+    names = [*ex.state_names, *decoder.EPILOGUE_READS]
     with torch.no_grad():
         epilogue, weight_inputs = _export_part(epilogue_part, args, shapes, names, ["logits"], **export)
-    data = {**dict(zip(state_names, main_state)), **{n: main_context[n] for n in decoder.EPILOGUE_READS}}
+    data = {**dict(zip(ex.state_names, state)), **{n: context[n] for n in decoder.EPILOGUE_READS}}
     (logits,) = stitcher.stamp(epilogue, "epilogue/", _part_inputs(epilogue, data, weight_inputs,
                                                                     _weights(epilogue_part), stitcher))
     logits.name = "logits"
+    return logits
 
-    main_inputs = [graph_inputs[n] for n in in_names[:GRAPH_INPUTS]] + past_inputs
-    if [v.name for v in main_inputs] != in_names or [logits.name, *(v.name for v in presents)] != out_names:
-        raise RuntimeError("the stitched graph's inputs or outputs are not the whole-model export's")
-    graph = ir.Graph(main_inputs, [logits, *presents], nodes=stitcher.nodes, initializers=stitcher.initializers,
+
+def _folded_model(stitcher: _Stitcher, inputs: list, outputs: list, prologue):
+    """The stitched graph as a model, its weights folded and what the parts computed each for itself shared."""
+    import onnx_ir as ir
+    import onnxscript.optimizer
+    from onnx_ir.passes import common as common_passes
+
+    graph = ir.Graph(inputs, outputs, nodes=stitcher.nodes, initializers=stitcher.initializers,
                      opset_imports=stitcher.opsets, name="main_graph")
     model = ir.Model(graph, ir_version=prologue.ir_version, producer_name=prologue.producer_name,
                      producer_version=prologue.producer_version)
