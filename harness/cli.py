@@ -43,7 +43,8 @@ def _launch() -> multirun.Launch:
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
-    return multirun.Launch(under_hydra=True, multirun=hc.mode == RunMode.MULTIRUN, job_num=int(hc.job.num or 0),
+    sweep = hc.mode == RunMode.MULTIRUN
+    return multirun.Launch(under_hydra=True, multirun=sweep, job_num=int(hc.job.num) if sweep else 0,  # unset otherwise
                            task_overrides=tuple(hc.overrides.task),
                            launcher=str(hc.launcher.get("_target_", multirun.IN_PROCESS_LAUNCHER)))
 
