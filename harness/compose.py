@@ -64,6 +64,9 @@ def hydra_node(schema: type) -> type:
     return node
 
 
+hydra_node(JobSpec)  # at import: a composed config that reaches another process (a launcher's job) unpickles
+
+
 def register_resolvers() -> None:
     """The resolvers conf/config.yaml names. Also at import of the command line: a launcher's job process
     (submitit) unpickles it before Hydra names the job's directory."""
