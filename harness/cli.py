@@ -1,12 +1,12 @@
 """The ``enginebench`` command (``python -m harness``): a Hydra app.
 
 Before Hydra starts, every job of the command line (each combination of a multirun sweep) is composed and checked
-(:func:`harness.compose.precheck`), so that a typo costs one line and exit code 2 before any job runs. Each job,
-single or one of a multirun, is then turned into a frozen :class:`~harness.config.JobSpec` and what Hydra knows of
-it into a :class:`~harness.multirun.Launch`, and goes to :func:`harness.job.run_job`: below this module and
-harness/compose.py nothing sees Hydra or OmegaConf.
+(:func:`harness.config.compose.precheck`), so that a typo costs one line and exit code 2 before any job runs.
+Each job, single or one of a multirun, is then turned into a frozen :class:`~harness.config.schema.JobSpec` and
+what Hydra knows of it into a :class:`~harness.run.multirun.Launch`, and goes to :func:`harness.run.job.run_job`:
+below this module and harness/config/compose.py nothing sees Hydra or OmegaConf.
 ``--verbose`` (or ENGINEBENCH_VERBOSE=1) shows the traceback of such errors and the libraries' warnings, which
-are otherwise counted and hidden (:mod:`harness.console`).
+are otherwise counted and hidden (:mod:`harness.run.console`).
 """
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from harness import console, jobname, multirun
-from harness.compose import CONF_DIR, precheck, register_configs, register_resolvers, swept_keys, to_job_spec
+from harness.config import jobname
+from harness.config.compose import CONF_DIR, configured_registry, precheck, register_resolvers, swept_keys, to_job_spec
+from harness.config.jobcheck import check_job
 from harness.errors import EXIT_FAILED, EXIT_USER_ERROR, UserError, no_space_line, out_of_space
-from harness.job import run_job
-from harness.jobcheck import check_job
-from harness.plugins import configuration_label, registry
+from harness.plugin.plugins import configuration_label, registry
+from harness.run import console, multirun
+from harness.run.job import run_job
 
 _exit_code = {"worst": 0}  # the worst status over the jobs this process ran (a multirun runs several)
 
@@ -74,8 +75,7 @@ def _run_hydra_job(cfg: DictConfig) -> None:
     if multirun.in_multirun():
         _say_job(cfg)
     try:
-        plugins = registry()
-        register_configs(plugins)
+        plugins = configured_registry()
         spec = to_job_spec(cfg, plugins)
         check_job(spec, plugins, multirun=multirun.in_multirun())
         code = run_job(spec, out)
@@ -136,7 +136,7 @@ def version_text() -> str:
     import importlib.metadata as metadata
     import platform
 
-    from harness.environment import library_versions
+    from harness.measure.environment import library_versions
 
     try:
         own = metadata.version("enginebench")
@@ -169,14 +169,14 @@ def main(argv: list[str] | None = None) -> None:
     if "--verbose" in argv:
         argv.remove("--verbose")
         os.environ["ENGINEBENCH_VERBOSE"] = "1"
-    console.quiet()  # library warnings counted, not printed (harness/console.py)
+    console.quiet()  # library warnings counted, not printed (harness/run/console.py)
     atexit.register(_say_hidden)
     info_flags = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--shell-completion", "-sc"}
-    from harness.repeats import expand_multirun
+    from harness.run.repeats import expand_multirun
 
-    argv = expand_multirun(argv)  # measure.repeats in a multirun: rounds of every configuration (harness/repeats.py)
+    argv = expand_multirun(argv)  # measure.repeats in a multirun: rounds of every configuration (run/repeats.py)
     try:
-        register_configs(registry())  # the backends' option nodes, for Hydra's own composition too
+        configured_registry()  # the backends' option nodes, for Hydra's own composition too
         if not info_flags.intersection(argv):
             jobs = precheck(argv)
             jobname.remember_sweep(swept_keys([a for a in argv if not a.startswith("-")]), jobs)

@@ -1,5 +1,6 @@
-"""The import graph of harness/ and backends/ (imports inside functions count): no cycles, and the layering the
-README promises (the harness never imports a backend)."""
+"""The import graph of harness/ and backends/ (imports inside functions count): no cycles, the layering the
+README promises (the harness never imports a backend), and the layers of harness/ (docs/architecture.md): a lower
+layer never imports a higher one, and the timing core imports alone."""
 from __future__ import annotations
 
 import ast
@@ -104,3 +105,58 @@ def test_the_harness_never_imports_a_backend():
     offenders = [f"{mod} imports {target} (line {line})" for mod, targets in import_graph().items()
                  if mod.startswith("harness") for target, line in targets.items() if target.startswith("backends")]
     assert offenders == []
+
+
+# layer -> what it may never import (a module or a package: a package covers everything below it), and why
+LAYER_RULES = {
+    "harness.model": (("harness.accuracy", "harness.measure", "harness.record", "harness.plugin", "harness.config",
+                       "harness.run", "harness.report"), "model sources and their facts are the bottom layer"),
+    "harness.measure": (("harness.run", "harness.plugin", "harness.config", "harness.report"),
+                        "the timing core and its metrics work without a job, plugins, Hydra or a report"),
+    "harness.measure.environment": (("harness.run.pinning",), "recording the environment claims no GPU"),
+    "harness.accuracy": (("harness.record", "harness.plugin", "harness.config", "harness.run", "harness.report"),
+                         "numerics and validation work on a backend's hooks alone"),
+    "harness.record": (("harness.plugin", "harness.config", "harness.run", "harness.report"),
+                       "result files are read and written without running anything"),
+    "harness.plugin": (("harness.config", "harness.run", "harness.report"),
+                       "discovering plugins puts nothing into Hydra's ConfigStore"),
+    "harness.config": (("harness.run", "harness.accuracy.validate", "harness.accuracy.numerics"),
+                       "checking a config runs nothing and validates nothing"),
+}
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def layer_violations(graph: dict[str, dict[str, int]]) -> list[str]:
+    return [f"{mod}:{line} imports {target} ({why})"
+            for layer, (forbidden, why) in LAYER_RULES.items()
+            for mod, targets in graph.items() if _within(mod, layer)
+            for target, line in targets.items() if any(_within(target, f) for f in forbidden)]
+
+
+def test_lower_layers_never_import_higher_ones():
+    graph = import_graph()
+    assert all(any(_within(mod, layer) for mod in graph) for layer in LAYER_RULES)  # every rule names real modules
+    assert layer_violations(graph) == []
+
+
+def test_layer_rules_catch_an_upward_import():
+    graph = {"harness.measure.timing": {"harness.run.job": 7}, "harness.record.results": {"harness.measure.stats": 3}}
+    assert layer_violations(graph) == ["harness.measure.timing:7 imports harness.run.job (the timing core and its "
+                                       "metrics work without a job, plugins, Hydra or a report)"]
+
+
+def test_the_timing_core_imports_alone():
+    """A tool can time something with harness.measure.instrument without Hydra, the plugins, the config or a model
+    loader coming along (checked in a fresh interpreter: this one has imported everything)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, harness.measure.instrument; "
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf', 'transformers') "
+            "or m.startswith(('harness.plugin', 'harness.config', 'harness.model', 'harness.run')))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""

@@ -8,7 +8,7 @@ from helpers import run_cli
 
 def check(*overrides):
     from harness.api import compose_config
-    from harness.config import check_config
+    from harness.config.schema import check_config
 
     check_config(compose_config(list(overrides)))
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from harness.errors import UserError
-from harness.options import check_options, choice, defaults_of, from_defaults, needs
+from harness.plugin.options import check_options, choice, defaults_of, from_defaults, needs
 from helpers import broken_backends, run_cli
 
 
@@ -38,7 +38,7 @@ def test_choices_needs_and_check():
 def test_hook_enginebench_backend_options(registry):
     """Every built-in backend declares a dataclass; its defaults are valid and are what backend.* composes to."""
     from harness.api import compose_config
-    from harness.plugins import registry as shared
+    from harness.plugin.plugins import registry as shared
 
     shared()
     for name in ("hf-flashattn-staticcache", "onnxruntime", "trt-onnx-parsed", "trt-handbuilt"):
@@ -56,7 +56,7 @@ def test_hook_enginebench_backend_defaults():
     from omegaconf.errors import ValidationError
 
     from harness import hookimpl
-    from harness.plugins import PluginRegistry
+    from harness.plugin.plugins import PluginRegistry
 
     class DictDeclared(broken_backends().Working):
         @hookimpl

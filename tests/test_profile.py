@@ -164,7 +164,7 @@ def test_diff_explains_the_step_difference_by_busy_and_by_busy_plus_waiting():
 
 def test_profile_steps_below_one_is_one_line():
     from harness.api import compose_config
-    from harness.config import check_config
+    from harness.config.schema import check_config
     from harness.errors import UserError
 
     with pytest.raises(UserError, match="measure.profile_steps=0 is below 1"):
@@ -247,7 +247,7 @@ class StepClock:
 
 def _run(overrides, out, plugins):
     from harness.api import compose_config
-    from harness.job import run_job
+    from harness.run.job import run_job
 
     assert run_job(compose_config([*overrides, f"output_dir={out}"]), out, plugins) == 0
     return pd.read_csv(out / "results.csv")
@@ -257,9 +257,9 @@ def test_profile_follows_the_timed_iterations_and_leaves_their_samples_alone(tmp
     """Item 5: the profiled steps are a suffix of the cell's decode steps (all timed steps came first), with and
     without measure.profile; the timed samples of the two runs agree loosely (a loaded machine is noisy, so the
     ordering is the proof and the distribution check only a sanity bound)."""
-    from harness.plugins import PluginRegistry
+    from harness.plugin.plugins import PluginRegistry
     from harness.profile import cell
-    from harness.samples import read_cell_samples
+    from harness.record.samples import read_cell_samples
 
     plugins = PluginRegistry.discover()
     clock = StepClock()
@@ -319,7 +319,7 @@ def test_report_says_where_the_time_goes_and_why_diffs_two_runs(tmp_path, ort_ca
     """Done-when on the CPU: measure.profile=true over an HF and an ONNX Runtime run; the report has the section
     with its stacked-bar plot and the diff table, and ``enginebench-report why A B`` prints the cells both ran."""
     pytest.importorskip("onnxruntime")
-    from harness.plugins import PluginRegistry
+    from harness.plugin.plugins import PluginRegistry
     from harness.report.cli import build_report, main
 
     plugins = PluginRegistry.discover()

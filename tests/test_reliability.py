@@ -145,7 +145,7 @@ def test_ctrl_c_keeps_finished_cells(plugin_site, tmp_path):
 
 
 def _build_concurrently(root, marker, barrier):
-    from harness.artifacts import get_or_build
+    from harness.model.artifacts import get_or_build
 
     def build(tmp):
         with open(marker, "a") as f:
@@ -173,7 +173,7 @@ def test_concurrent_runs_share_the_artifact_cache(tmp_path):
 
 
 def test_partial_artifact_from_a_killed_build_is_rebuilt(tmp_path):
-    from harness.artifacts import get_or_build, key_hash
+    from harness.model.artifacts import get_or_build, key_hash
 
     final = tmp_path / "test" / key_hash({"k": 2})
     final.mkdir(parents=True)

@@ -17,7 +17,7 @@ def load_preset(name: str):
     """The ``conf/model/<name>.yaml`` preset as a ModelSource (seed 0), for tools run from the repository root."""
     import yaml
 
-    from harness.models import ModelSource
+    from harness.model.sources import ModelSource
 
     with open(f"conf/model/{name}.yaml") as f:
         return ModelSource.from_config(yaml.safe_load(f), seed=0)

@@ -62,8 +62,8 @@ def repeated_ngram_share(ids: list[int], n: int = 4) -> float:
 def open_hf(source, max_batch: int, max_seq: int, cache_dir: Path):
     import torch
 
-    from harness.loadspec import LoadSpec
-    from harness.plugins import PluginRegistry
+    from harness.plugin.loadspec import LoadSpec
+    from harness.plugin.plugins import PluginRegistry
 
     registry = PluginRegistry.discover()
     name = "hf-flashattn-staticcache"
@@ -76,11 +76,11 @@ def open_hf(source, max_batch: int, max_seq: int, cache_dir: Path):
 def main() -> None:
     import torch
 
-    from harness.artifacts import default_cache_dir
-    from harness.config import SamplingConfig
-    from harness.generate import answer_text, eos_ids, generate
-    from harness.models import ModelSource
-    from harness.prompts import message_ids
+    from harness.accuracy.prompts import message_ids
+    from harness.config.schema import SamplingConfig
+    from harness.model.artifacts import default_cache_dir
+    from harness.model.sources import ModelSource
+    from harness.run.generate import answer_text, eos_ids, generate
     from tools import print_and_save
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

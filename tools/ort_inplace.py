@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from harness.inputs import random_prompt_ids
-from harness.loadspec import LoadSpec
-from harness.models import ModelSource
-from harness.quant import resolve
+from harness.accuracy.inputs import random_prompt_ids
+from harness.model.quant import resolve
+from harness.model.sources import ModelSource
+from harness.plugin.loadspec import LoadSpec
 from tools import print_and_save
 
 

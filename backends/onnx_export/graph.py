@@ -30,7 +30,7 @@ ONNX_BACKEND = "onnxruntime"
 
 
 def check_supported(config, max_seq: int = 0, attention: str = "explicit", fused_ops: bool = False) -> None:
-    """Refuse, before any export, what this graph cannot rebuild (harness/families.py), in one line."""
+    """Refuse, before any export, what this graph cannot rebuild (harness/model/families.py), in one line."""
     from harness.sdk import short_windows, softcaps
 
     problem = graph_problem(config, max_seq, ONNX_BACKEND)

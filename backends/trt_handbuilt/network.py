@@ -106,7 +106,7 @@ class _Builder:
 
     def dequantized_weight(self, weight: torch.Tensor, name: str):
         """Weight-only quantization as TensorRT spells it: the codes as an int8 (fp8) constant [1, out, in] and a
-        dequantize layer with the scales of harness/quant.py in the model dtype: per output channel (1-D scales
+        dequantize layer with the scales of harness/model/quant.py in the model dtype: per output channel (1-D scales
         on axis 1) or per block of ``group_size`` input columns (scales [1, out, in / g]: TensorRT infers the
         block shape from the ranks). TensorRT folds the dequantization into the GEMM's weight load."""
         codes, scale, _ = quantize_weight(weight, self.quant)
@@ -180,7 +180,7 @@ def rotate_half_matrix(head_dim: int, dtype: torch.dtype) -> torch.Tensor:
 
 
 def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
-    """Fill ``network`` with the model, as its family describes it (harness/families.py); returns the host arrays
+    """Fill ``network`` with the model, as its family describes it (harness/model/families.py); returns the host arrays
     to keep alive until the build returns."""
     from harness.sdk import activation, layer_types, sliding_window, softcaps
 

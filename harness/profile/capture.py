@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from harness.measure.timing import synchronize
 from harness.profile.categories import CATEGORIES
 from harness.profile.timeline import STEP_MARK, Span, StepSplit, spans_in_steps, split_steps
-from harness.timing import synchronize
 
 # The dispatcher op that wraps whichever SDPA kernel runs: never the label, the op under it is.
 _DISPATCHERS = ("aten::scaled_dot_product_attention",)

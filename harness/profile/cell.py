@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from harness import progress
-from harness.inputs import random_prompt_ids
-from harness.instrument import take_token
+from harness.accuracy.inputs import random_prompt_ids
+from harness.measure.instrument import take_token
 from harness.profile import capture
 from harness.profile.capture import PhaseProfile, profile_phase
 from harness.profile.categories import CATEGORIES, categorizer
 from harness.profile.energy import UNITS as ENERGY_UNITS
 from harness.profile.energy import phase_energy
-from harness.results import atomic_write_text
+from harness.record.results import atomic_write_text
 
 PROFILE_DIR = "profile"
 KERNELS = "profile_decode_kernels_per_step"
@@ -73,7 +73,7 @@ class AfterTiming:
     labels: dict[str, Any] = field(default_factory=dict)
 
     def metric_rows(self) -> list[tuple]:
-        from harness.stats import summarize
+        from harness.measure.stats import summarize
 
         return [(name, UNITS[name], summarize([value])) for name, value in self.metrics.items()]
 
@@ -138,9 +138,9 @@ def profile_cell(job, handle, batch: int, prompt_len: int, samples) -> tuple[Pha
     category_of = categorizer(lambda name: handle.kernel_category(name=name))
     state: dict[str, Any] = {}
 
-    # Each marked step is what the timed loop times (harness/instrument.py): the prefill up to its first token on the
-    # host, a decode step up to its token on the host; the token's trip ends each step in a synchronisation, so no
-    # step's kernels run into the next one's marks.
+    # Each marked step is what the timed loop times (harness/measure/instrument.py): the prefill up to its first token
+    # on the host, a decode step up to its token on the host; the token's trip ends each step in a synchronisation, so
+    # no step's kernels run into the next one's marks.
     def run_prefill():
         with capture.step():
             _, state["tokens"] = take_token(handle.prefill(input_ids=ids, prompt_lens=None), job.device)
@@ -186,7 +186,7 @@ def write_profile(out: Path, identity: dict, prefill: PhaseProfile, decode: Phas
 def timed_decode_step_ms(samples) -> float:
     """The timed decode step as ``decode_latency_ms`` reports it (its p50: the median over iterations of each
     iteration's median step), so that the host gap and the report's step column are one number."""
-    from harness.stats import summarize_steps
+    from harness.measure.stats import summarize_steps
 
     steps = len(samples.decode_ms) // max(samples.iterations, 1)
     return summarize_steps(samples.decode_per_iteration(steps), ci=False)["p50"]

@@ -5,7 +5,7 @@ the launch latency and host work before a kernel starts. This module splits a st
 
 - a step is the interval between two step marks (``STEP_MARK``, put around each profiled step by
   harness/profile/cell.py): from one step's start to the next one's start, and for the last step to its mark's end,
-  as the timed loop measures a step (harness/instrument.py);
+  as the timed loop measures a step (harness/measure/instrument.py);
 - the work of a step is every span that starts inside it; the *top-level* spans (every kernel on a device; on the
   CPU the operators that no other operator called) are walked in start order, and the idle interval before each
   one (from the previous top-level span's end, or from the step's start) is charged to that span's category as

@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import UserError
-from harness.plugins import configuration_label
-from harness.results import read_results_frame
-from harness.samples import read_cell_samples
+from harness.plugin.plugins import configuration_label
+from harness.record.results import read_results_frame
+from harness.record.samples import read_cell_samples
 
 CELL = ["model", "weights", "dtype", "device", "batch_size", "prompt_len", "new_tokens"]
 
@@ -52,7 +52,7 @@ def with_quant(label: str, quant) -> str:
 @cache
 def _registry_defaults(backend: str) -> str | None:
     try:
-        from harness.plugins import PluginRegistry
+        from harness.plugin.plugins import PluginRegistry
 
         return json.dumps(PluginRegistry.discover().defaults(backend))
     except Exception:  # noqa: BLE001 - a backend not installed here: the label names every option

@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 
 from harness.errors import EXIT_USER_ERROR, UserError
-from harness.replicated import ALPHA_BETWEEN_RUNS
-from harness.results import atomic_write_text
-from harness.stats import ALPHA, CONFIDENCE, MAX_CV, MIN_EFFECT, MIN_N
+from harness.measure.stats import ALPHA, CONFIDENCE, MAX_CV, MIN_EFFECT, MIN_N
+from harness.record.replicated import ALPHA_BETWEEN_RUNS
+from harness.record.results import atomic_write_text
 
 VERDICT_HELP = (f"Verdicts (docs/statistics.md): with >= 2 repeats a side (measure.repeats), 'faster'/'slower' "
                 f"when the (1 - alpha) interval (alpha {ALPHA_BETWEEN_RUNS}) of the ratio, from a two-level "

@@ -1,9 +1,9 @@
 """comparison.csv: one row per grid cell, each configuration's key metrics side by side (median, p10/p90, n, CV and
 the median's confidence interval, and how many repeats they combine), and each configuration's speedup over the
 baseline with a verdict from a test on the kept samples of both sides: ``faster``/``slower`` between runs (at least
-two repeats a side, harness/replicated.py), ``faster within this run``/``slower within this run`` with one run a
-side (harness/stats.py), ``within noise``, ``unstable`` (too few samples or too noisy to judge) or ``untested`` (a
-run that kept no samples). ``_scope`` says which rule judged, ``_resolves`` the smallest relative change the pair
+two repeats a side, harness/record/replicated.py), ``faster within this run``/``slower within this run`` with one run a
+side (harness/measure/stats.py), ``within noise``, ``unstable`` (too few samples or too noisy to judge) or ``untested``
+(a run that kept no samples). ``_scope`` says which rule judged, ``_resolves`` the smallest relative change the pair
 could have called."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import difflib
 
 import pandas as pd
 
-from harness import metrics
 from harness.errors import UserError
+from harness.measure import metrics
 from harness.report.aggregate import CELL
 from harness.report.repeats import combine_repeats, judge, repeat_rows, run_units, verdict_words
 

@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from harness import metrics
+from harness.measure import metrics
 
 # (file stem, metric, statistic, x axis, panel axis, y label, log-x)
 PLOTS = [

@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure  # the object API selects no backend (a notebook keeps its inline display)
 
-from harness import metrics
 from harness.errors import UserError
+from harness.measure import metrics
 from harness.profile import cell as profile
 from harness.profile.categories import CATEGORIES
 from harness.profile.diff import diff_phase, explained_share, format_diff, percent, read_summaries
