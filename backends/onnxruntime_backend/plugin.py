@@ -93,6 +93,12 @@ class OnnxRuntimeBackend(RunnerHooks):
         return {**self.runner.facts(), **quant_facts, **reads, "onnx_reused": artifact.reused,
                 "onnx_fused_ops": artifact.meta.get("fused_ops", False), "onnx_nodes": artifact.meta["nodes"],
                 "onnx_export_seconds": round(artifact.meta["export_seconds"], 2),
+                # how the graph was exported (onnx_export/layerwise.py) and where its seconds went: the graph
+                # (trace, translate, optimize), writing it, the checker; artifacts built before say nothing
+                "onnx_export_method": artifact.meta.get("export_method"),
+                "onnx_export_parts_seconds": {part: round(artifact.meta[f"export_{part}_seconds"], 2)
+                                              for part in ("graph", "save", "check")
+                                              if f"export_{part}_seconds" in artifact.meta} or None,
                 # the whole build of the artifact (model, export, check against HF); a reused artifact cost none
                 "onnx_build_seconds": round(artifact.meta["build_seconds"], 2) if "build_seconds" in artifact.meta
                 else None,
