@@ -1,8 +1,10 @@
 """The ``enginebench`` command (``python -m harness``): a Hydra app.
 
 Before Hydra starts, every job of the command line (each combination of a multirun sweep) is composed and checked
-(:func:`harness.config.compose.precheck`), so that a typo costs one line and exit code 2 before any job runs. Each job,
-single or one of a multirun, then goes to :func:`harness.run.job.run_job`.
+(:func:`harness.config.compose.precheck`), so that a typo costs one line and exit code 2 before any job runs.
+Each job, single or one of a multirun, is then turned into a frozen :class:`~harness.config.schema.JobSpec` and
+what Hydra knows of it into a :class:`~harness.run.multirun.Launch`, and goes to :func:`harness.run.job.run_job`:
+below this module and harness/config/compose.py nothing sees Hydra or OmegaConf.
 ``--verbose`` (or ENGINEBENCH_VERBOSE=1) shows the traceback of such errors and the libraries' warnings, which
 are otherwise counted and hidden (:mod:`harness.run.console`).
 """
@@ -17,8 +19,8 @@ import hydra
 from omegaconf import DictConfig
 
 from harness.config import jobname
-from harness.config.compose import CONF_DIR, configured_registry, precheck
-from harness.config.schema import check_config
+from harness.config.compose import CONF_DIR, configured_registry, precheck, register_resolvers, swept_keys, to_job_spec
+from harness.config.jobcheck import check_job
 from harness.errors import EXIT_FAILED, EXIT_USER_ERROR, UserError, no_space_line, out_of_space
 from harness.plugin.plugins import configuration_label, registry
 from harness.run import console, multirun
@@ -33,9 +35,22 @@ def _configuration_label(backend: dict) -> str:
 
 # at import: a launcher's job process (submitit) unpickles this module before Hydra names the job's directory
 jobname.register_job_dir(_configuration_label)
+register_resolvers()
 
 
-def _job_output_dir(cfg) -> Path:
+def _launch() -> multirun.Launch:
+    """What Hydra knows of the running job, read here once."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    sweep = hc.mode == RunMode.MULTIRUN
+    return multirun.Launch(under_hydra=True, multirun=sweep, job_num=int(hc.job.num) if sweep else 0,  # unset otherwise
+                           task_overrides=tuple(hc.overrides.task),
+                           launcher=str(hc.launcher.get("_target_", multirun.IN_PROCESS_LAUNCHER)))
+
+
+def _job_output_dir(cfg: DictConfig) -> Path:
     """output_dir=PATH for a single run; in a multirun PATH is the sweep directory (conf/config.yaml) and each job
     writes its own subdirectory: jobs never share a results file."""
     if cfg.get("output_dir") and not multirun.in_multirun():
@@ -47,13 +62,23 @@ def _job_output_dir(cfg) -> Path:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_entry(cfg: DictConfig) -> None:
+    multirun.enter_job(_launch())
+    try:
+        _run_hydra_job(cfg)
+    finally:
+        multirun.enter_job(multirun.Launch())
+
+
+def _run_hydra_job(cfg: DictConfig) -> None:
     multirun.die_with_launcher()  # a worker of joblib / submitit-local ends with the command (multirun.py)
     out = _job_output_dir(cfg)
     if multirun.in_multirun():
         _say_job(cfg)
     try:
-        check_config(cfg, multirun=multirun.in_multirun())
-        code = run_job(cfg, out)
+        plugins = configured_registry()
+        spec = to_job_spec(cfg, plugins)
+        check_job(spec, plugins, multirun=multirun.in_multirun())
+        code = run_job(spec, out)
     except UserError as err:
         if not multirun.in_multirun():
             _fail(err)
@@ -77,10 +102,10 @@ def _say_job(cfg) -> None:
     """'job 2 of 4: onnxruntime[attention=gqa]' before each job of a multirun."""
     from omegaconf import OmegaConf
 
-    hc = multirun.hydra_job()
+    launch = multirun.current()
     total = jobname.job_count()
-    label = jobname.job_label(OmegaConf.to_container(cfg.backend, resolve=True), list(hc.overrides.task))
-    print(f"\njob {hc.job.num + 1}{f' of {total}' if total else ''}: {label}", file=sys.stderr, flush=True)
+    label = jobname.job_label(OmegaConf.to_container(cfg.backend, resolve=True), list(launch.task_overrides))
+    print(f"\njob {launch.job_num + 1}{f' of {total}' if total else ''}: {label}", file=sys.stderr, flush=True)
 
 
 def _fail(err: UserError) -> None:
@@ -151,10 +176,10 @@ def main(argv: list[str] | None = None) -> None:
 
     argv = expand_multirun(argv)  # measure.repeats in a multirun: rounds of every configuration (run/repeats.py)
     try:
-        configured_registry()
+        configured_registry()  # the backends' option nodes, for Hydra's own composition too
         if not info_flags.intersection(argv):
             jobs = precheck(argv)
-            jobname.remember_sweep([a for a in argv if not a.startswith("-")], jobs)
+            jobname.remember_sweep(swept_keys([a for a in argv if not a.startswith("-")]), jobs)
         elif {"--cfg", "-c", "--info"}.intersection(argv):
             precheck(_without_flag_values(argv), compose_only=True)  # one line here too, not Hydra's traceback
     except UserError as err:

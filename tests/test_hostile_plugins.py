@@ -30,7 +30,7 @@ def _discover(monkeypatch, *paths, **env):
 
 @pytest.mark.slow
 def test_bad_option_declarations_cost_only_their_backend(hostile_site, monkeypatch):
-    from harness.config.schema import register_configs
+    from harness.config.compose import register_configs
 
     registry, lines = _discover(monkeypatch, hostile_site)
     bad = {"hostile-options-not-dataclass": "its options are a type, not a dataclass",
@@ -42,7 +42,7 @@ def test_bad_option_declarations_cost_only_their_backend(hostile_site, monkeypat
         assert why in registry.unavailable(name).problem, registry.unavailable(name).problem
         assert any(name in line for line in lines)
     assert "hf-flashattn-staticcache" in registry.names()
-    register_configs(registry.option_classes)  # what every composition does first: no longer raises
+    register_configs(registry)  # what composition does for every command: no longer raises
 
 
 @pytest.mark.slow

@@ -40,13 +40,14 @@ def test_hook_enginebench_backend_options(registry):
     from harness.api import compose_config
     from harness.plugin.plugins import registry as shared
 
-    shared()  # the ConfigStore nodes
+    shared()
     for name in ("hf-flashattn-staticcache", "onnxruntime", "trt-onnx-parsed", "trt-handbuilt"):
         options = registry.option_classes[name]
         assert options.__dataclass_fields__, name
         check_options(name, options, defaults_of(options))
-        node = dict(compose_config([f"backend={name}"]).backend)
-        assert node.pop("name") == name and node == defaults_of(options)
+        backend = compose_config([f"backend={name}"]).backend
+        assert backend.name == name and isinstance(backend.options, options)
+        assert backend.values() == defaults_of(options)
 
 
 def test_hook_enginebench_backend_defaults():

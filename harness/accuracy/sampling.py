@@ -157,8 +157,8 @@ def check_sampling(cfg) -> None:
         raise UserError(f"sampling.temperature={cfg.temperature} is not above 0",
                         "use sampling.temperature>0, or sampling.greedy=true for argmax decoding")
     for key, (ok, words) in RANGES.items():
-        if not ok(cfg[key]):
-            raise UserError(f"sampling.{key}={cfg[key]} is out of range", f"use {words}")
+        if not ok(getattr(cfg, key)):
+            raise UserError(f"sampling.{key}={getattr(cfg, key)} is out of range", f"use {words}")
 
 
 Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

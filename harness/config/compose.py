@@ -1,4 +1,11 @@
-"""Composing configs from command-line overrides, for the CLI and the Python API alike.
+"""Composing configs from command-line overrides, for the CLI and the Python API alike: the edge where Hydra and
+OmegaConf end.
+
+The schema (harness/config.py) is frozen dataclasses; Hydra merges into what it composes, so the ConfigStore holds
+unfrozen twins of them (:func:`hydra_node`) and one ``backend/<name>`` node per backend (its options dataclass,
+harness/options.py). :func:`to_job_spec` turns a composed config into the frozen :class:`JobSpec`
+(``OmegaConf.to_object``, the backend's node an instance of its own options dataclass): nothing past here sees
+Hydra. The resolvers conf/config.yaml uses (``eb_first``, ``eb_job_dir``) are registered here too.
 
 Every job of a command line (each combination of a multirun sweep) is composed and checked before any job runs,
 so a typo costs one line and exit code 2, not a traceback after an hour of sweeping. Hydra's and OmegaConf's
@@ -6,29 +13,140 @@ composition errors are turned into a :class:`UserError` naming the bad part and 
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import itertools
 import re
+import typing
 from pathlib import Path
+from typing import Any
 
-from harness.config.schema import check_config, register_configs
+from omegaconf import MISSING, OmegaConf
+
+from harness.config import jobname
+from harness.config.jobcheck import check_job, check_output_dir, probe_writable
+from harness.config.schema import BackendChoice, JobSpec
 from harness.errors import UserError
-from harness.plugin.options import allowed_values, check_options
+from harness.plugin.options import allowed_values, config_node
 from harness.plugin.plugins import PluginRegistry, registry
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+_registered: dict[str, int] = {}  # id of the registry whose backends are in the ConfigStore
 
 
 def configured_registry() -> PluginRegistry:
     """The process's plugin registry, its backends' option dataclasses put into Hydra's ConfigStore (so that
     ``backend=<name>`` composes): what every composition of a config starts from."""
     plugins = registry()
-    register_configs(plugins.option_classes)
+    register_configs(plugins)
     return plugins
 
 
-def compose_config(overrides: list[str]):
-    """One job's config from overrides (no sweeps), checked; raises UserError on a bad key or value."""
+def hydra_node(schema: type) -> type:
+    """The schema dataclass as Hydra's ConfigStore holds it: not frozen (Hydra merges into it), its sections the
+    same, the backend an open node (each ``backend/<name>`` node fills it). Named and importable like the schema's
+    own classes (``harness.compose.<Name>``), so a composed config pickles (submitit's jobs)."""
+    name = f"{schema.__name__}Node"
+    if name in globals():
+        return globals()[name]
+    hints = typing.get_type_hints(schema)
+    specs = []
+    for f in dataclasses.fields(schema):
+        kind = hints[f.name]
+        if kind is BackendChoice:
+            kind = Any
+        elif dataclasses.is_dataclass(kind):
+            kind = hydra_node(kind)
+        if f.default is not dataclasses.MISSING:
+            default = dataclasses.field(default=f.default)
+        elif f.default_factory is dataclasses.MISSING:
+            default = dataclasses.field(default=MISSING)  # required: Hydra says so when it stays unset
+        elif dataclasses.is_dataclass(f.default_factory):
+            default = dataclasses.field(default_factory=hydra_node(f.default_factory))
+        else:
+            default = dataclasses.field(default_factory=f.default_factory)
+        specs.append((f.name, kind, default))
+    node = dataclasses.make_dataclass(name, specs)
+    node.__module__ = __name__
+    globals()[name] = node
+    return node
+
+
+hydra_node(JobSpec)  # at import: a composed config that reaches another process (a launcher's job) unpickles
+
+
+def register_resolvers() -> None:
+    """The resolvers conf/config.yaml names. Also at import of the command line: a launcher's job process
+    (submitit) unpickles it before Hydra names the job's directory."""
+    if not OmegaConf.has_resolver("eb_first"):  # ${eb_first:a,b}: a unless it is null/empty, else b
+        OmegaConf.register_new_resolver("eb_first", lambda first, default: first if first else default)
+    if not OmegaConf.has_resolver("eb_job_dir"):
+        OmegaConf.register_new_resolver("eb_job_dir", _job_dir)
+
+
+def _job_dir(backend, task_overrides, num) -> str:
+    """``${eb_job_dir:${backend},${hydra.overrides.task},${hydra.job.num}}``: the job's folder (harness/jobname.py)."""
+    try:
+        options = OmegaConf.to_container(backend, resolve=True)
+        overrides = list(OmegaConf.to_container(task_overrides)) if task_overrides is not None else []
+        return jobname.dir_name(jobname.job_label(options, overrides))
+    except Exception:  # noqa: BLE001 - never fail a job over its name: Hydra's numbered directory instead
+        return f"{num}_{getattr(backend, 'name', 'job')}"
+
+
+def register_configs(plugins: PluginRegistry) -> None:
+    """Put the schema and one ``backend/<name>`` node per discovered backend (its options dataclass, typed) into
+    Hydra's ConfigStore, once per registry. A node OmegaConf still refuses makes its backend unavailable (the
+    commands that select it say why), as a bad declaration does at discovery."""
+    from hydra.core.config_store import ConfigStore
+
+    register_resolvers()
+    if _registered.get("registry") == id(plugins):
+        return
+    cs = ConfigStore.instance()
+    cs.store(name="enginebench_schema", node=hydra_node(JobSpec))
+    for name, options in list(plugins.option_classes.items()):
+        try:
+            node = config_node(name, options)
+            OmegaConf.structured(node)
+        except Exception as exc:  # noqa: BLE001 - the plugin's declaration
+            plugins.load_errors[name] = (f"backend '{name}': its options cannot be a config: {type(exc).__name__} "
+                                         "(fix: declare fields of int, float, str, bool, lists or dicts of those)")
+            for table in (plugins.option_classes, plugins.backend_classes, plugins.providers):
+                table.pop(name, None)
+            continue
+        cs.store(group="backend", name=name, node=node)
+    _registered["registry"] = id(plugins)
+
+
+def to_job_spec(cfg, plugins: PluginRegistry) -> JobSpec:
+    """The composed config as the frozen :class:`JobSpec` (resolved); its backend's options an instance of the
+    backend's own options dataclass. Raises UserError for a backend that is not available."""
+    name = cfg.backend.name
+    if name not in plugins.option_classes:
+        raise plugins.unavailable(name)
+    options_class = plugins.option_classes[name]
+    backend = OmegaConf.to_container(cfg.backend, resolve=True)
+    choice = BackendChoice(name, options_class(**{f.name: backend[f.name] for f in dataclasses.fields(options_class)
+                                                   if f.name in backend}))
+    return _frozen(JobSpec, OmegaConf.to_object(cfg), backend=choice)
+
+
+def _frozen(schema: type, node: Any, **given: Any):
+    """A schema dataclass instance from ``node`` (its unfrozen twin, as ``OmegaConf.to_object`` made it)."""
+    hints = typing.get_type_hints(schema)
+    values = dict(given)
+    for f in dataclasses.fields(schema):
+        if f.name in values:
+            continue
+        value = getattr(node, f.name)
+        values[f.name] = _frozen(hints[f.name], value) if dataclasses.is_dataclass(hints[f.name]) else value
+    return schema(**values)
+
+
+def compose_config(overrides: list[str]) -> JobSpec:
+    """One job's config from overrides (no sweeps), checked; raises UserError on a bad key or value. The backend's
+    ``check_quant`` is left to the run (harness/pipeline.py), on the device the job resolves."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -43,21 +161,9 @@ def compose_config(overrides: list[str]):
                                           _backend_of(list(overrides))) from exc
     finally:
         GlobalHydra.instance().clear()
-    check_config(cfg)
-    check_backend_options(cfg, plugins)
-    return cfg
-
-
-def check_backend_options(cfg, plugins: PluginRegistry) -> None:
-    """The job's ``backend.*`` values against the backend's options dataclass (allowed values, needs, check)."""
-    from omegaconf import OmegaConf
-
-    name = cfg.backend.name
-    if name not in plugins.option_classes:
-        raise plugins.unavailable(name)
-    values = OmegaConf.to_container(cfg.backend, resolve=True)
-    values.pop("name", None)
-    check_options(name, plugins.option_classes[name], values)
+    spec = to_job_spec(cfg, plugins)
+    check_job(spec, plugins, backend_quant=False)
+    return spec
 
 
 def _backend_of(combo: list[str]) -> str:
@@ -82,6 +188,17 @@ def sweep_combinations(overrides: list[str], limit: int | None = None) -> list[l
         else:
             choices.append([o.input_line])
     return [list(c) for c in itertools.islice(itertools.product(*choices), limit)]
+
+
+def swept_keys(overrides: list[str]) -> list[str] | None:
+    """The keys a command line sweeps (``a=1,2``, ``range()``, ``choice()``); None when it does not parse."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # noqa: BLE001 - precheck has already explained a bad override
+        return None
+    return [o.key_or_group for o in parsed if o.is_sweep_override()]
 
 
 def closest_name(value: str, options: list[str]) -> str | None:
@@ -198,32 +315,28 @@ def precheck(argv: list[str], compose_only: bool = False) -> int:
                 raise explain_hydra_error(exc, plugins, _known_keys(compose, combo), _backend_of(combo)) from exc
             if compose_only:
                 continue
-            check_config(cfg, multirun=multirun)
-            check_backend_quant(plugins, cfg)
-            check_backend_options(cfg, plugins)
-            check_output_dir(cfg)
-            if multirun and cfg.resume and not cfg.get("output_dir") and not sweep_dir_given:
+            spec = to_job_spec(cfg, plugins)
+            check_job(spec, plugins, multirun=multirun)
+            check_output_dir(spec)
+            if multirun and spec.resume and not spec.output_dir and not sweep_dir_given:
                 raise UserError("resume=true in a multirun needs the sweep directory to resume",
                                 "add hydra.sweep.dir=PATH (the multirun folder holding the job folders)")
-            if multirun and cfg.report.baseline is not None:
-                labels.append(_configuration(cfg, plugins))
+            if multirun and spec.report.baseline is not None:
+                labels.append(_configuration(spec, plugins))
     GlobalHydra.instance().clear()
     if multirun and not compose_only:
-        check_report_baseline(cfg.report.baseline, labels)
+        check_report_baseline(spec.report.baseline, labels)
     return len(combos)
 
 
-def _configuration(cfg, plugins: PluginRegistry) -> str:
+def _configuration(spec: JobSpec, plugins: PluginRegistry) -> str:
     """The label the report will give this job's configuration (harness.plugin.plugins.configuration_label)."""
-    from omegaconf import OmegaConf
-
     from harness.config.schema import quant_scheme_of
     from harness.plugin.plugins import configuration_label
     from harness.report.aggregate import with_quant
 
-    label = configuration_label(cfg.backend.name, OmegaConf.to_container(cfg.backend, resolve=True),
-                                plugins.defaults(cfg.backend.name))
-    return with_quant(label, quant_scheme_of(cfg).label)
+    label = configuration_label(spec.backend.name, spec.backend.as_dict(), plugins.defaults(spec.backend.name))
+    return with_quant(label, quant_scheme_of(spec).label)
 
 
 def check_report_baseline(baseline: str | None, labels: list[str]) -> None:
@@ -240,25 +353,6 @@ def check_report_baseline(baseline: str | None, labels: list[str]) -> None:
         raise UserError(f"report.{problem}", err.fix.replace("--baseline", "report.baseline")) from err
 
 
-def check_backend_quant(plugins, cfg) -> None:
-    """The backend refuses a weight-only scheme it cannot run, in one line, before any job starts."""
-    from omegaconf import OmegaConf
-
-    from harness.config.schema import quant_scheme_of
-
-    quant = quant_scheme_of(cfg)
-    if not quant.enabled:
-        return
-    import torch
-
-    device = cfg.device
-    if device in ("auto", "pin"):
-        device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    options = OmegaConf.to_container(cfg.backend, resolve=True)
-    options.pop("name", None)
-    plugins.check_quant(cfg.backend.name, quant, options, "cuda:0" if device == "cuda" else device)
-
-
 def check_single_values(overrides: list[str]) -> None:
     """A sweep (``key=a,b``) without ``-m``: Hydra's own message is six lines; ours says what to add."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -267,21 +361,3 @@ def check_single_values(overrides: list[str]) -> None:
         if o.is_sweep_override():
             raise UserError(f"'{o.input_line}' gives several values, which only a multirun can run",
                             "add -m to run one job per value, or give a single value")
-
-
-def check_output_dir(cfg) -> None:
-    """Create the output directory now and write a probe file: a bad path fails before any work, in one line."""
-    target = Path(cfg.output_dir) if cfg.get("output_dir") else Path("outputs")
-    probe_writable(target, "output_dir" if cfg.get("output_dir") else "the default output directory")
-
-
-def probe_writable(target: Path, key: str) -> None:
-    import tempfile
-
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target, prefix=".write-probe-"):
-            pass
-    except OSError as exc:
-        raise UserError(f"output directory '{target}' ({key}) is not writable ({exc.strerror})",
-                        "run from a writable directory or set output_dir=PATH to one") from exc

@@ -21,7 +21,7 @@ _NUMBERS = ("measure.min_seconds", "measure.max_seconds", "measure.cell_timeout_
 def _get(cfg, dotted: str):
     node = cfg
     for part in dotted.split("."):
-        node = node.get(part) if node is not None else None
+        node = getattr(node, part, None) if node is not None else None
     return node
 
 
@@ -37,7 +37,7 @@ def check_numbers(cfg) -> None:
 
 
 def check_model_source(model_cfg) -> None:
-    if model_cfg.get("gguf") and model_cfg.get("path"):
+    if model_cfg.gguf and model_cfg.path:
         raise UserError(f"both model.gguf={model_cfg.gguf} and model.path={model_cfg.path} are given",
                         "give one model source: model.gguf=FILE or model.path=DIR")
 
@@ -54,8 +54,8 @@ def check_free_space(cfg) -> None:
     """Refuse a run whose output or artifact-cache disk is already full."""
     from harness.model.artifacts import default_cache_dir
 
-    places = {"output directory": Path(cfg.get("output_dir") or "outputs"),
-              "artifact cache (cache_dir)": Path(cfg.get("cache_dir") or default_cache_dir())}
+    places = {"output directory": Path(getattr(cfg, "output_dir", None) or "outputs"),
+              "artifact cache (cache_dir)": Path(getattr(cfg, "cache_dir", None) or default_cache_dir())}
     for what, place in places.items():
         try:
             usage = shutil.disk_usage(_existing(place))
@@ -76,11 +76,11 @@ def check_inputs(cfg) -> None:
 
 
 def check_repeats(measure) -> None:
-    repeats = measure.get("repeats", 1)
+    repeats = measure.repeats
     if not isinstance(repeats, int) or repeats < 1:
         raise UserError(f"measure.repeats={repeats} is below 1",
                         "use measure.repeats=1 (one run) or more, e.g. measure.repeats=3 for verdicts between runs")
-    repeat = measure.get("repeat")
+    repeat = measure.repeat
     if repeat is not None and not 0 <= repeat < repeats:
         raise UserError(f"measure.repeat={repeat} is not one of the {repeats} repeats (0..{repeats - 1})",
                         "leave measure.repeat unset: measure.repeats=K runs them all")

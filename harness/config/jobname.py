@@ -17,15 +17,12 @@ JOBS_ENV = "ENGINEBENCH_SWEEP_JOBS"
 _labeller = {"label": lambda backend: str(backend["name"])}  # replaced by register_job_dir
 
 
-def remember_sweep(overrides: list[str], jobs: int) -> None:
-    """Record the keys this command line sweeps (``a=1,2``, ``range()``, ``choice()``) and the number of jobs."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception:  # noqa: BLE001 - precheck has already explained a bad override
+def remember_sweep(swept_keys: list[str] | None, jobs: int) -> None:
+    """Record the keys this command line sweeps (harness.compose.swept_keys; None: it did not parse) and the number
+    of jobs."""
+    if swept_keys is None:
         return
-    os.environ[SWEPT_ENV] = ",".join(o.key_or_group for o in parsed if o.is_sweep_override())
+    os.environ[SWEPT_ENV] = ",".join(swept_keys)
     os.environ[JOBS_ENV] = str(jobs)
 
 
@@ -60,23 +57,8 @@ def dir_name(label: str) -> str:
     return name[:200]
 
 
-def resolver(backend, task_overrides, num) -> str:
-    """``${eb_job_dir:${backend},${hydra.overrides.task},${hydra.job.num}}`` in conf/config.yaml."""
-    from omegaconf import OmegaConf
-
-    try:
-        backend = OmegaConf.to_container(backend, resolve=True)
-        overrides = list(OmegaConf.to_container(task_overrides)) if task_overrides is not None else []
-        return dir_name(job_label(backend, overrides))
-    except Exception:  # noqa: BLE001 - never fail a job over its name: Hydra's numbered directory instead
-        return f"{num}_{getattr(backend, 'name', 'job')}"
-
-
 def register_job_dir(label) -> None:
     """``label(backend options dict) -> configuration label``: given by the plugin registry, which knows each
-    backend's defaults (harness/plugin/plugins.py)."""
-    from omegaconf import OmegaConf
-
+    backend's defaults (harness/plugins.py). The folder's name comes from conf/config.yaml's ``eb_job_dir``
+    resolver (harness/compose.py)."""
     _labeller["label"] = label
-    if not OmegaConf.has_resolver("eb_job_dir"):
-        OmegaConf.register_new_resolver("eb_job_dir", resolver)

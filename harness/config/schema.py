@@ -1,17 +1,21 @@
-"""The configuration schema (typed dataclasses in Hydra's ConfigStore) and the checks Hydra cannot do itself.
+"""The configuration schema, as frozen dataclasses, and the checks Hydra cannot do itself.
+
+:class:`JobSpec` is one job's whole configuration: the command line (harness/cli.py) and the Python API compose it
+with Hydra (harness/compose.py, which also puts this schema into Hydra's ConfigStore) and hand it on typed and
+frozen, so nothing past the entry sees Hydra or OmegaConf. The backend's options arrive as an instance of the
+backend's own options dataclass (:class:`BackendChoice`, harness/options.py). A change of a job's settings (the
+isolation it really uses, the repeat it runs) is a new spec: ``dataclasses.replace``.
 
 Hydra checks names and types; :func:`check_config` checks meaning (non-empty grids, positions the model has,
 choices) and raises a :class:`UserError` that says how to fix the input.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
-
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
 
 from harness.accuracy.inputs import RANDOM_STEPS
 from harness.accuracy.sampling import check_sampling
@@ -23,14 +27,14 @@ TASKS = ("benchmark", "validate", "build", "generate", "chat")
 ISOLATION = ("none", "process")
 
 
-@dataclass
+@dataclass(frozen=True)
 class GridConfig:
     batch_sizes: list[int] = field(default_factory=lambda: [1, 4])
     prompt_lens: list[int] = field(default_factory=lambda: [32, 128])
     new_tokens: int = 32
 
 
-@dataclass
+@dataclass(frozen=True)
 class MeasureConfig:
     warmup: int = 2  # iterations per cell before timing (compilation, allocator, caches)
     min_iters: int = 5  # timed iterations per cell, at least ...
@@ -56,7 +60,7 @@ class MeasureConfig:
     profile_steps: int = 8  # decode steps profiled per cell (at most grid.new_tokens)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ValidationConfig:
     enabled: bool = True  # validate each backend once per benchmark job (the `validation` column)
     batch: int = 2
@@ -65,9 +69,9 @@ class ValidationConfig:
     perplexity_tokens: int = 128  # tokens of harness/data/perplexity.txt scored (checkpoints with a tokenizer)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
-    preset: str = MISSING
+    preset: str  # conf/model/<preset>.yaml, or "custom"
     path: Optional[str] = None  # a local HF checkpoint directory
     gguf: Optional[str] = None  # a GGUF file (converted once into a cached HF checkpoint) ...
     gguf_package: Optional[str] = None  # ... or, with this, a file inside that installed pip package
@@ -75,7 +79,7 @@ class ModelConfig:
     hf_config: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SamplingConfig:
     order: list[str] = field(default_factory=lambda: ["repetition_penalty", "dry", "temperature", "top_k",
                                                       "top_p", "min_p"])
@@ -92,7 +96,7 @@ class SamplingConfig:
     dry_penalty_last_n: int = -1
 
 
-@dataclass
+@dataclass(frozen=True)
 class GenerateConfig:
     prompt: Optional[str] = None  # text with a tokenizer; comma- or space-separated token ids without one
     max_new_tokens: int = 32
@@ -101,13 +105,13 @@ class GenerateConfig:
     chat: Optional[bool] = None  # wrap the prompt in the tokenizer's chat template; null = when it has one
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReportConfig:
     baseline: Optional[str] = None  # configuration speedups are measured against; null: HF's default if present
     plots: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class PinConfig:
     """``device=pin`` (harness/run/pinning.py): how jobs of a parallel sweep share the host's devices."""
 
@@ -117,16 +121,47 @@ class PinConfig:
     lock_dir: Optional[str] = None  # the per-GPU lock files (local disk); default: <temp dir>/enginebench-locks-<uid>
 
 
-@dataclass
+@dataclass(frozen=True)
 class QuantOptions:
     group_size: Optional[int] = None  # input columns per scale; 0 = per output channel; null = 128 (fit to the model)
     symmetric: Optional[bool] = None  # null: int8/fp8 symmetric, int4 asymmetric (see harness/model/quant.py)
 
 
-@dataclass
-class EnginebenchConfig:
-    backend: Any = MISSING
-    model: ModelConfig = MISSING
+@dataclass(frozen=True)
+class BackendChoice:
+    """The selected backend: its registered name and its options, an instance of the backend's own options
+    dataclass (``enginebench_backend_options``; for ``enginebench_backend_defaults``, one made from the defaults).
+
+    Pickled by name and values (to a worker process, harness/isolation.py): the worker's plugin registry gives the
+    class back, which for a backend declared by a dict of defaults exists only where a registry made it."""
+
+    name: str
+    options: Any
+
+    def values(self) -> dict[str, Any]:
+        """The options as plain values, by field name (``name`` is not among them)."""
+        return dataclasses.asdict(self.options)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``backend`` node as the config holds it: ``name`` first, then every option."""
+        return {"name": self.name, **self.values()}
+
+    def __reduce__(self):
+        return _backend_choice, (self.name, self.values())
+
+
+def _backend_choice(name: str, values: dict[str, Any]) -> BackendChoice:
+    from harness.plugin.plugins import registry
+
+    return BackendChoice(name, registry().option_classes[name](**values))
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job's configuration, resolved, typed and frozen (what every module past the entry receives)."""
+
+    backend: BackendChoice
+    model: ModelConfig
     device: str = "auto"
     task: str = "benchmark"
     quant: str = "none"  # none | int8 | int4 | fp8: weight-only quantization of the decoder linears (model/quant.py)
@@ -147,20 +182,21 @@ class EnginebenchConfig:
     output_dir: Optional[str] = None  # default: Hydra's job directory
     prompt: Optional[str] = None  # shorthand for generate.prompt (task=generate)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain values, in the schema's order (run.json's ``config``)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, BackendChoice):
+                value = value.as_dict()
+            elif dataclasses.is_dataclass(value):
+                value = dataclasses.asdict(value)
+            out[f.name] = value
+        return out
 
-def register_configs(backend_options: dict[str, type]) -> None:
-    """Put the schema and one ``backend/<name>`` node per discovered backend (its options dataclass, typed) into
-    Hydra's ConfigStore."""
-    from omegaconf import OmegaConf
-
-    from harness.plugin.options import config_node
-
-    if not OmegaConf.has_resolver("eb_first"):  # ${eb_first:a,b}: a unless it is null/empty, else b
-        OmegaConf.register_new_resolver("eb_first", lambda first, default: first if first else default)
-    cs = ConfigStore.instance()
-    cs.store(name="enginebench_schema", node=EnginebenchConfig)
-    for name, options in backend_options.items():
-        cs.store(group="backend", name=name, node=config_node(name, options))
+    def with_measure(self, **changes: Any) -> "JobSpec":
+        """This spec with some ``measure.*`` values changed (a frozen spec is never changed in place)."""
+        return dataclasses.replace(self, measure=dataclasses.replace(self.measure, **changes))
 
 
 def _positive_list(values, key: str) -> list[int]:
@@ -174,10 +210,10 @@ def _positive_list(values, key: str) -> list[int]:
 
 
 def max_positions_of(model_cfg) -> int:
-    if model_cfg.get("gguf"):
+    if model_cfg.gguf:
         from harness.model.gguf import locate_gguf, read_metadata
 
-        metadata = read_metadata(locate_gguf(model_cfg.get("gguf"), model_cfg.get("gguf_package")))
+        metadata = read_metadata(locate_gguf(model_cfg.gguf, model_cfg.gguf_package))
         return _position_count(metadata["context_length"] or 2048, f"{model_cfg.gguf}: context_length")
     if model_cfg.path:
         check_checkpoint_dir(model_cfg.path)
@@ -204,16 +240,16 @@ def quant_scheme_of(cfg):
     from harness.model.quant import QuantScheme, resolve
     from harness.model.sources import ModelSource
 
-    if cfg.get("quant", "none") == "none":
+    if cfg.quant == "none":
         return QuantScheme()
-    options = cfg.get("quant_options") or {}
-    if cfg.model.get("gguf"):  # the file's header: a check never converts a GGUF file
+    options = cfg.quant_options
+    if cfg.model.gguf:  # the file's header: a check never converts a GGUF file
         from harness.model.gguf import gguf_config
 
-        model_config = gguf_config(cfg.model.gguf, cfg.model.get("gguf_package"))
+        model_config = gguf_config(cfg.model.gguf, cfg.model.gguf_package)
     else:
-        model_config = ModelSource.from_config(cfg.model, cfg.seed, cfg.get("cache_dir")).config()
-    return resolve(cfg.quant, options.get("group_size"), options.get("symmetric"), model_config)
+        model_config = ModelSource.from_config(cfg.model, cfg.seed, cfg.cache_dir).config()
+    return resolve(cfg.quant, options.group_size, options.symmetric, model_config)
 
 
 def check_pin(pin) -> None:
@@ -268,7 +304,7 @@ def check_config(cfg, multirun: bool = False) -> None:
     if m.cell_timeout_s is not None and cfg.isolation != "process":
         raise UserError("measure.cell_timeout_s needs isolation=process (a hung cell can only be stopped by ending "
                         "its process)", "add isolation=process")
-    if cfg.resume and not cfg.get("output_dir") and not multirun:
+    if cfg.resume and not cfg.output_dir and not multirun:
         raise UserError("resume=true needs the output directory of the run to resume",
                         "add output_dir=PATH (the directory holding its results.csv)")
     check_sampling(cfg.sampling)
@@ -285,8 +321,9 @@ def check_config(cfg, multirun: bool = False) -> None:
 def check_validation(v, limit: int) -> None:
     """validation.* sizes: at least 1 each, and prompt + new tokens within the model's positions."""
     for key in ("batch", "prompt_len", "new_tokens"):
-        if v[key] is not None and v[key] < 1:  # new_tokens null: the default for the model (accuracy/validate.py)
-            raise UserError(f"validation.{key}={v[key]} is below 1", f"use validation.{key}=N with N >= 1")
+        value = getattr(v, key)
+        if value is not None and value < 1:  # new_tokens null: the default for the model (accuracy/validate.py)
+            raise UserError(f"validation.{key}={value} is below 1", f"use validation.{key}=N with N >= 1")
     new_tokens = v.new_tokens if v.new_tokens is not None else RANDOM_STEPS  # real prompts: checked at load
     if v.prompt_len + new_tokens > limit:
         total = v.prompt_len + new_tokens

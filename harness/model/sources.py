@@ -7,9 +7,11 @@ generator is deterministic across machines), then cast and moved.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,25 +57,23 @@ class ModelSource:
     def from_config(cls, model_cfg: Any, seed: int, cache_dir: str | None = None) -> "ModelSource":
         """From a ``model`` config node. A GGUF file (``model.gguf``) is converted here on first use, into
         ``cache_dir`` (default: the artifact cache)."""
-        path = model_cfg.get("path")
+        def get(key: str):  # a ModelConfig, or a mapping of its keys (tests, scripts)
+            return model_cfg.get(key) if isinstance(model_cfg, Mapping) else getattr(model_cfg, key, None)
+
+        path = get("path")
         gguf = None
-        if model_cfg.get("gguf"):
+        if get("gguf"):
             if path is not None:
                 raise UserError("both model.path and model.gguf are given",
                                 "give one: model.path=DIR (HF checkpoint) or model.gguf=FILE.gguf")
             from harness.model.gguf import gguf_checkpoint
 
-            gguf = gguf_checkpoint(model_cfg.get("gguf"), model_cfg.get("gguf_package"), cache_dir)
+            gguf = gguf_checkpoint(get("gguf"), get("gguf_package"), cache_dir)
             path = str(gguf.directory)
-        hf_config = model_cfg.get("hf_config") or {}
-        if not isinstance(hf_config, dict):  # an OmegaConf node: nested values (rope_scaling) must be plain dicts
-            from omegaconf import OmegaConf
-
-            hf_config = OmegaConf.to_container(hf_config, resolve=True)
-        hf_config = dict(hf_config) or None
+        hf_config = copy.deepcopy(dict(get("hf_config") or {})) or None
         if path is not None:
             check_checkpoint_dir(path)
-        return cls(preset=model_cfg.get("preset") or "custom", hf_config=None if gguf else hf_config, path=path,
+        return cls(preset=get("preset") or "custom", hf_config=None if gguf else hf_config, path=path,
                    seed=seed, gguf=gguf)
 
     @property
@@ -134,8 +134,6 @@ class ModelSource:
 
     def build(self, dtype: torch.dtype, device: str, attn_implementation: str | None = None):
         """A fresh copy of the model in ``dtype`` on ``device`` (the cached fp32 weights are not modified)."""
-        import copy
-
         # nn.Module.to() converts in place: copy first so the float32 reference stays untouched
         model = copy.deepcopy(self.build_fp32_cpu()).to(device=device, dtype=dtype)
         if attn_implementation:

@@ -9,6 +9,7 @@ import torch
 
 from harness.model.quant import QuantScheme
 from harness.model.sources import ModelSource
+from harness.plugin.options import readable_options
 
 
 @dataclass
@@ -16,7 +17,9 @@ class LoadSpec:
     model: ModelSource
     dtype: torch.dtype
     device: str
-    options: dict[str, Any]  # the backend's own config node (backend.*), name removed
+    # the backend's options (backend.*): an instance of its own options dataclass, also readable as a read-only
+    # mapping (spec.options["threads"]) as before; a mapping given here becomes such an object too
+    options: Any
     max_batch: int  # preallocate for this many rows ...
     max_seq: int  # ... and this many positions (prompt + new tokens of the largest cell)
     task: str = "benchmark"
@@ -28,6 +31,9 @@ class LoadSpec:
     batch_sizes: tuple[int, ...] = ()
     prompt_lens: tuple[int, ...] = ()
     new_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        self.options = readable_options(self.options)
 
     @property
     def hf_config(self):

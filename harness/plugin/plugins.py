@@ -29,7 +29,7 @@ from harness.errors import UserError
 from harness.plugin import hookspecs
 from harness.plugin import sources as plugin_sources
 from harness.plugin.contract import check_backend, check_logits, hook_arguments
-from harness.plugin.options import defaults_of, from_defaults
+from harness.plugin.options import defaults_of, from_defaults, unplain_field
 
 BACKEND_GROUP = "enginebench.backends"
 OBSERVER_GROUP = "enginebench.plugins"
@@ -84,12 +84,9 @@ def _chosen_packages() -> dict[str, str]:
 
 
 def _options_class(name: str, provider: Provider, declared: Any) -> type:
-    """The backend's options dataclass, checked to go into Hydra's ConfigStore (a plain dataclass of plain values);
-    raises UserError so that a bad declaration costs only the commands that select this backend."""
-    from omegaconf import OmegaConf
-
-    from harness.plugin.options import config_node
-
+    """The backend's options dataclass, checked to be what a config can hold (a plain dataclass of plain values,
+    harness.plugin.options.unplain_field); raises UserError so that a bad declaration costs only the commands that
+    select this backend."""
     fix = ("return a @dataclass class from enginebench_backend_options (fields of int, float, str, bool, lists or "
            "dicts of those), or a dict of such defaults from enginebench_backend_defaults")
     if declared is not None and not (isinstance(declared, dict) or dataclasses.is_dataclass(declared)
@@ -98,10 +95,11 @@ def _options_class(name: str, provider: Provider, declared: Any) -> type:
                         "dataclass or a dict of defaults", fix)
     try:
         options = declared if isinstance(declared, type) else from_defaults(name, declared or {})
-        OmegaConf.structured(config_node(name, options))  # what the ConfigStore will hold: plain values only
+        problem = unplain_field(options)  # the ConfigStore holds plain values only
     except Exception as exc:  # noqa: BLE001 - any failure here is the plugin's declaration
-        raise UserError(f"backend '{name}' ({provider}): its options cannot be a config: "
-                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", fix) from exc
+        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    if problem:
+        raise UserError(f"backend '{name}' ({provider}): its options cannot be a config: {problem}", fix)
     return options
 
 

@@ -141,7 +141,7 @@ def run_generate_task(cfg, job, handle) -> int:
     tokenizer = job.source.tokenizer()
     config = job.hf_config
     prompt = cfg.prompt if cfg.prompt is not None else cfg.generate.prompt
-    chat = use_chat(cfg.generate.get("chat"), tokenizer)
+    chat = use_chat(cfg.generate.chat, tokenizer)
     prompt_ids = parse_prompt(prompt, tokenizer, config, chat)
     if len(prompt_ids) + cfg.generate.max_new_tokens > job.cfg.grid.new_tokens + max(job.cfg.grid.prompt_lens):
         raise UserError(f"prompt ({len(prompt_ids)} tokens) + generate.max_new_tokens "

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import progress
+from harness.config.schema import JobSpec
 from harness.errors import UserError
 from harness.plugin.plugins import registry
 from harness.profile.cell import adopt_labels
@@ -60,7 +61,7 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
 
 
-def _worker(conn, cfg_container: dict, out_dir: str, parent_pid: int, validate: bool, overhead: bool,
+def _worker(conn, cfg: JobSpec, out_dir: str, parent_pid: int, validate: bool, overhead: bool,
             validation: str, peak_bw: float | None) -> None:
     """Child process: the backend's stages (harness.run.stages.open_backend), then cells until told to stop. Before each
     stage it tells the parent which one starts, so that a hang or crash is timed and named by phase."""
@@ -69,9 +70,6 @@ def _worker(conn, cfg_container: dict, out_dir: str, parent_pid: int, validate: 
 
     console.quiet()  # a spawned interpreter: the parent's warning filters are not inherited
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops this process itself
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.create(cfg_container)
     job = plan_job(cfg, Path(out_dir))
     job.validation = validation
     info: dict[str, Any] = {}
@@ -111,17 +109,16 @@ def _describe_exit(code: int | None) -> str:
 
 
 class Worker:
-    def __init__(self, cfg, out_dir: Path, validate: bool, overhead: bool, validation: str, peak_bw: float | None):
-        from omegaconf import OmegaConf
-
+    def __init__(self, cfg: JobSpec, out_dir: Path, validate: bool, overhead: bool, validation: str,
+                 peak_bw: float | None):
         if mp.get_start_method(allow_none=True) not in (None, *mp.get_all_start_methods()):
             # e.g. 'loky' inside a joblib worker: the spawned child would be told to use a method it cannot find
             mp.set_start_method("spawn", force=True)
         ctx = mp.get_context("spawn")  # a fresh interpreter: no inherited CUDA context
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_worker, daemon=True,
-                                   args=(child, OmegaConf.to_container(cfg, resolve=True), str(out_dir), os.getpid(),
-                                         validate, overhead, validation, peak_bw))
+                                   args=(child, cfg, str(out_dir), os.getpid(), validate, overhead, validation,
+                                         peak_bw))  # the frozen spec, pickled (its backend by name and values)
         with _sigint_ignored():  # inherited through exec: a Ctrl-C during the child's start-up prints nothing
             self.process.start()
         child.close()

@@ -12,10 +12,12 @@ the run directory, onto stderr. Bad input raises UserError.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 from harness import progress
+from harness.config.schema import JobSpec
 from harness.errors import EXIT_FAILED, EXIT_USER_ERROR, UserError
 from harness.measure.machine_state import snapshot
 from harness.measure.memory import lifetime_peaks
@@ -30,13 +32,14 @@ from harness.run.pipeline import InProcess, PluginExit, run_pipeline
 from harness.run.sweep import one_line
 
 
-def run_job(cfg, out_dir: Path, plugins: PluginRegistry | None = None) -> int:
-    """Run one composed, checked job into ``out_dir``; returns its exit status, also written into its run.json.
+def run_job(cfg: JobSpec, out_dir: Path, plugins: PluginRegistry | None = None) -> int:
+    """Run one composed, checked job (harness/compose.py) into ``out_dir``; returns its exit status, also written
+    into its run.json.
 
     ``device=pin`` holds a device slot for the job's lifetime; under a parallel multirun launcher the job runs
     isolated unless the command line said isolation=none (harness.run.multirun). A UserError is recorded in run.json
     too, then raised."""
-    cfg.isolation = multirun.isolation_for(cfg)  # what really runs is what run.json records
+    cfg = dataclasses.replace(cfg, isolation=multirun.isolation_for(cfg))  # what really runs is what run.json records
     pin, started = None, time.time()
     with exclusive(out_dir):  # one writer per directory, and only with the configuration it holds (outdir.py)
         check_ownership(cfg, out_dir, multirun=multirun.in_multirun())

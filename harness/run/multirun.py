@@ -19,39 +19,52 @@ Every job of a multirun runs with ``isolation=process`` unless the command line 
 one backend leaves behind (memory it never frees) is not charged to the next one, and under a parallel launcher
 a native crash costs one cell, instead of taking down the joblib worker — and with it every other job of the
 sweep — or the Slurm task and with it the gathered report.
+
+What Hydra knows of the running job (multirun or not, its number, its command-line overrides, the launcher) is read
+once at the entry (harness/cli.py) into a :class:`Launch`; the modules below read that, never Hydra.
 """
 from __future__ import annotations
 
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 IN_PROCESS_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 outcome: dict[str, int | None] = {"exit_code": None}  # set by the callback in the launching process
 
 
-def hydra_job():
-    """Hydra's config of the running job, or None outside a Hydra app (Python API)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
+@dataclass(frozen=True)
+class Launch:
+    """How the running job was launched; the default (no Hydra app: the Python API) is a single run."""
 
-        return HydraConfig.get()
-    except Exception:  # noqa: BLE001 - not under Hydra
-        return None
+    under_hydra: bool = False  # a job of the ``enginebench`` command (Hydra's .hydra/ files are then written)
+    multirun: bool = False
+    job_num: int = 0  # Hydra's job number in a multirun
+    task_overrides: tuple[str, ...] = ()  # the job's own command-line overrides
+    launcher: str = IN_PROCESS_LAUNCHER  # the launcher's ``_target_``
+
+
+_launch = {"current": Launch()}
+
+
+def enter_job(launch: Launch) -> None:
+    """Said by the entry before the job runs (and ``Launch()`` after it)."""
+    _launch["current"] = launch
+
+
+def current() -> Launch:
+    return _launch["current"]
 
 
 def in_multirun() -> bool:
-    from hydra.types import RunMode
-
-    hc = hydra_job()
-    return hc is not None and hc.mode == RunMode.MULTIRUN
+    return current().multirun
 
 
 def parallel_launcher() -> bool:
     """True when the jobs of this multirun run outside the launching process (any launcher but Hydra's basic)."""
-    hc = hydra_job()
-    return in_multirun() and hc.launcher.get("_target_", IN_PROCESS_LAUNCHER) != IN_PROCESS_LAUNCHER
+    return in_multirun() and current().launcher != IN_PROCESS_LAUNCHER
 
 
 def isolation_for(cfg) -> str:
@@ -60,7 +73,7 @@ def isolation_for(cfg) -> str:
     backend that leaks (memory, threads, a CUDA context) would be charged to every backend measured after it."""
     if cfg.isolation != "none" or not in_multirun():
         return cfg.isolation
-    asked = any(o.replace(" ", "") == "isolation=none" for o in hydra_job().overrides.task)
+    asked = any(o.replace(" ", "") == "isolation=none" for o in current().task_overrides)
     return "none" if asked else "process"
 
 

@@ -58,12 +58,10 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def fingerprint(cfg) -> dict[str, Any]:
     """What defines the rows of a run with this config, as flat ``key: value`` pairs (stored in run.json)."""
-    from omegaconf import OmegaConf
-
     from harness.measure.environment import library_versions
     from harness.model.sources import ModelSource
 
-    config = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    config = _flatten(cfg.to_dict())
     kept = {k: v for k, v in config.items()
             if not any(k == skip or k.startswith(skip + ".") for skip in NOT_IN_FINGERPRINT)}
     if cfg.model.path:  # a checkpoint: path, sizes and mtimes (cheap; a random preset is defined by its config)
@@ -100,7 +98,7 @@ def _rows_to_keep(cfg, out_dir: Path) -> bool:
 
     path = out_dir / "results.csv"
     rows = read_cells(path)[0] if path.is_file() else []
-    retried = RETRY_STATUSES if cfg.get("retry_failed", True) else ()
+    retried = RETRY_STATUSES if cfg.retry_failed else ()
     return any(r.get("status") not in retried for r in rows)
 
 
@@ -136,7 +134,7 @@ def check_ownership(cfg, out_dir: Path, multirun: bool = False) -> dict[str, Any
             raise UserError(f"resume=true into {out_dir}, which holds results of another configuration: "
                             f"{difference}", f"resume with the same settings, or {fresh}")
         return fp
-    if holds_files(out_dir) and not cfg.get("overwrite", False):
+    if holds_files(out_dir) and not cfg.overwrite:
         raise UserError(f"output directory {out_dir} already holds files (an earlier run's results would "
                             "be replaced)", f"add resume=true to continue that run, {fresh}, or add overwrite=true")
     return fp
@@ -216,18 +214,18 @@ class Replacement:
 def save_hydra_config(cfg, out_dir: Path) -> None:
     """Write ``.hydra/config.yaml`` and ``overrides.yaml``, as Hydra would, once the job owns ``out_dir``
     (conf/config.yaml turns Hydra's own early write off). Outside Hydra (the Python API) there is nothing to save."""
-    from omegaconf import OmegaConf
+    import yaml
 
     from harness.record.results import atomic_write_bytes
-    from harness.run.multirun import hydra_job
+    from harness.run.multirun import current
 
-    hc = hydra_job()
-    if hc is None:
+    launch = current()
+    if not launch.under_hydra:
         return
     folder = Path(out_dir) / ".hydra"
     folder.mkdir(exist_ok=True)
-    atomic_write_bytes(folder / "config.yaml", OmegaConf.to_yaml(cfg).encode())
-    atomic_write_bytes(folder / "overrides.yaml", OmegaConf.to_yaml(list(hc.overrides.task)).encode())
+    for name, content in (("config.yaml", cfg.to_dict()), ("overrides.yaml", list(launch.task_overrides))):
+        atomic_write_bytes(folder / name, yaml.safe_dump(content, sort_keys=False).encode())
 
 
 def _owner(out_dir: Path) -> str:

@@ -69,13 +69,10 @@ def pin_device(job_num: int, gpu_count: int) -> str:
 
 
 def current_job_num() -> int:
-    """Hydra's job number inside a multirun (0 outside one)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
+    """Hydra's job number inside a multirun (0 outside one, and in the Python API)."""
+    from harness.run.multirun import current
 
-        return int(HydraConfig.get().job.num)
-    except Exception:  # noqa: BLE001 - not under Hydra (Python API) or not a multirun
-        return 0
+    return current().job_num
 
 
 def default_lock_dir() -> Path:

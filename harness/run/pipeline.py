@@ -111,9 +111,10 @@ class InProcess:
 def check_quant(job: Job, run_info: dict) -> None:
     """The backend refuses a weight-only scheme it cannot run (UserError): for the Python API too (no precheck),
     and on both executors."""
-    options = {k: v for k, v in run_info["config"]["backend"].items() if k != "name"}
+    from harness.plugin.options import readable_options
+
     with contained():
-        registry().check_quant(job.backend, job.quant, options, job.device)
+        registry().check_quant(job.backend, job.quant, readable_options(job.cfg.backend.options), job.device)
 
 
 def run_pipeline(cfg, out_dir, executor_class, plugins=None) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from harness.accuracy.validate import default_steps, longest_validation_row
+from harness.config.schema import JobSpec
 from harness.measure.environment import device_label
 from harness.model.artifacts import default_cache_dir
 from harness.model.quant import QuantScheme
@@ -26,7 +27,7 @@ from harness.run.pinning import resolve_device
 class Job:
     """Everything resolved for one job (one backend, one model, one device)."""
 
-    cfg: Any
+    cfg: JobSpec
     out_dir: Path
     backend: str  # the backend's registered name: the ``backend`` column of every row
     source: ModelSource
@@ -54,7 +55,7 @@ class Job:
         return {"backend": self.backend, "model": self.source.name, "weights": self.source.weights,
                 "dtype": dtype_name(self.dtype), "quant": self.quant.label, "device": device_label(self.device),
                 "batch_size": batch, "prompt_len": prompt_len, "new_tokens": self.cfg.grid.new_tokens,
-                "repeat": int(self.cfg.measure.get("repeat") or 0)}
+                "repeat": int(self.cfg.measure.repeat or 0)}
 
 
 def plan_job(cfg, out_dir: Path) -> Job:
@@ -70,11 +71,9 @@ def plan_job(cfg, out_dir: Path) -> Job:
 
 
 def load_spec(job: Job) -> LoadSpec:
-    from omegaconf import OmegaConf
-
+    """What the backend's ``load`` receives; its options an instance of the backend's own options dataclass."""
     cfg = job.cfg
-    options = OmegaConf.to_container(cfg.backend, resolve=True)
-    options.pop("name", None)
+    options = cfg.backend.options
     cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
     grid = cfg.grid
     max_batch = max(max(grid.batch_sizes), cfg.validation.batch if cfg.validation.enabled else 1)

@@ -14,6 +14,7 @@ scheduled; the report lists that order (harness/report/repeats.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -47,8 +48,8 @@ def expand_multirun(argv: list[str]) -> list[str]:
 
 def job_repeats(cfg) -> list[int]:
     """The repeats this job runs: the one a multirun gave it, else all of ``measure.repeats``."""
-    repeat = cfg.measure.get("repeat")
-    return [int(repeat)] if repeat is not None else list(range(int(cfg.measure.get("repeats", 1))))
+    repeat = cfg.measure.repeat
+    return [int(repeat)] if repeat is not None else list(range(int(cfg.measure.repeats)))
 
 
 def run_repeats(cfg, out_dir: Path, run_once) -> int:
@@ -56,23 +57,19 @@ def run_repeats(cfg, out_dir: Path, run_once) -> int:
     from the second on, the rows already written are kept (resume, without retrying earlier repeats' failures).
     The repeats' loads and their order go into run.json (``repeats``)."""
     repeats = job_repeats(cfg)
-    asked, resume, retry = cfg.measure.get("repeat"), cfg.resume, cfg.retry_failed
-    multirun_job = asked is not None
+    multirun_job = cfg.measure.repeat is not None
     loads, worst = [], 0
-    try:
-        for i, repeat in enumerate(repeats):
-            cfg.measure.repeat = repeat
-            if i:
-                cfg.resume, cfg.retry_failed = True, False
-            started = time.time()
-            worst = max(worst, run_once(cfg))
-            loads.append(_load_record(out_dir, repeat, started))
-            _record(out_dir, {
-                "count": int(cfg.measure.get("repeats", 1)), "in_this_run": repeats, "loads": loads,
-                "schedule": "interleaved: one repeat per job, the multirun's jobs in rounds of every configuration"
-                if multirun_job else "one after another in this run (a single configuration)"})
-    finally:
-        cfg.measure.repeat, cfg.resume, cfg.retry_failed = asked, resume, retry
+    for i, repeat in enumerate(repeats):
+        this = cfg.with_measure(repeat=repeat)
+        if i:
+            this = dataclasses.replace(this, resume=True, retry_failed=False)
+        started = time.time()
+        worst = max(worst, run_once(this))
+        loads.append(_load_record(out_dir, repeat, started))
+        _record(out_dir, {
+            "count": int(cfg.measure.repeats), "in_this_run": repeats, "loads": loads,
+            "schedule": "interleaved: one repeat per job, the multirun's jobs in rounds of every configuration"
+            if multirun_job else "one after another in this run (a single configuration)"})
     return worst
 
 

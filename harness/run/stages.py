@@ -31,8 +31,6 @@ def start_job(cfg, out_dir: Path) -> tuple[Job, ResultsWriter | None, dict[str, 
 
     With resume=true and every cell already in results.csv, run.json is left as it is and run_info is None: the
     job has nothing to do (in a resumed multirun, the jobs that had finished)."""
-    from omegaconf import OmegaConf
-
     out_dir.mkdir(parents=True, exist_ok=True)
     job = plan_job(cfg, out_dir)
     writer = None
@@ -42,7 +40,7 @@ def start_job(cfg, out_dir: Path) -> tuple[Job, ResultsWriter | None, dict[str, 
         progress.say(f"resume: all {len(job.cells)} cells of {job.backend} are in {out_dir}/results.csv; "
                      "nothing to run")
         return job, writer, None
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = cfg.to_dict()
     defaults = registry().defaults(job.backend)
     run_info: dict[str, Any] = {"config": config, "environment": describe(job.device), "device": job.device,
                                 **job.source.describe(), "model_fingerprint": None,
@@ -96,9 +94,7 @@ def load_backend(job: Job, handle, run_info: dict) -> None:
     if isinstance(resolved, dict) and resolved:
         # what an "auto" option became (trt-handbuilt on the CPU runs its reference evaluator, not TensorRT):
         # the configuration is labelled by what ran
-        from omegaconf import OmegaConf
-
-        options = {**OmegaConf.to_container(job.cfg.backend, resolve=True), **resolved}
+        options = {**job.cfg.backend.as_dict(), **resolved}
         run_info["configuration"] = configuration_label(job.backend, options, registry().defaults(job.backend))
 
 

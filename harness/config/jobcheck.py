@@ -1,0 +1,65 @@
+"""The one check of a job: :func:`check_job` takes a composed :class:`~harness.config.JobSpec` and refuses, in one
+line with the fix, what cannot run: the config's meaning (harness/config.py), the backend's option values
+(harness/options.py) and, on the command line, the weight-only scheme the backend cannot run (its ``check_quant``
+hook). A check reads configs and headers only: it never builds a model or converts a file.
+
+The command line checks every job of a sweep before the first one starts (harness/compose.py ``precheck``), the
+Python API checks the job it composes, and each job of a multirun is checked again where it runs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.config.schema import JobSpec, check_config, quant_scheme_of
+from harness.errors import UserError
+from harness.plugin.options import check_options, readable_options
+from harness.plugin.plugins import PluginRegistry
+
+
+def check_job(spec: JobSpec, plugins: PluginRegistry, *, multirun: bool = False, backend_quant: bool = True) -> None:
+    """Every check of one job; ``backend_quant=False`` leaves the backend's ``check_quant`` to the run (the Python
+    API: harness/pipeline.py asks it on the device the job resolves)."""
+    check_config(spec, multirun=multirun)
+    if backend_quant:
+        check_backend_quant(spec, plugins)
+    check_backend_options(spec, plugins)
+
+
+def check_backend_options(spec: JobSpec, plugins: PluginRegistry) -> None:
+    """The job's ``backend.*`` values against the backend's options dataclass (allowed values, needs, check)."""
+    name = spec.backend.name
+    if name not in plugins.option_classes:
+        raise plugins.unavailable(name)
+    check_options(name, plugins.option_classes[name], spec.backend.values())
+
+
+def check_backend_quant(spec: JobSpec, plugins: PluginRegistry) -> None:
+    """The backend refuses a weight-only scheme it cannot run, in one line, before any job starts."""
+    quant = quant_scheme_of(spec)
+    if not quant.enabled:
+        return
+    import torch
+
+    device = spec.device
+    if device in ("auto", "pin"):
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    plugins.check_quant(spec.backend.name, quant, readable_options(spec.backend.options),
+                        "cuda:0" if device == "cuda" else device)
+
+
+def check_output_dir(spec: JobSpec) -> None:
+    """Create the output directory now and write a probe file: a bad path fails before any work, in one line."""
+    target = Path(spec.output_dir) if spec.output_dir else Path("outputs")
+    probe_writable(target, "output_dir" if spec.output_dir else "the default output directory")
+
+
+def probe_writable(target: Path, key: str) -> None:
+    import tempfile
+
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target, prefix=".write-probe-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"output directory '{target}' ({key}) is not writable ({exc.strerror})",
+                        "run from a writable directory or set output_dir=PATH to one") from exc
