@@ -22,7 +22,8 @@ from harness.config import jobname
 from harness.config.compose import CONF_DIR, configured_registry, precheck, register_resolvers, swept_keys, to_job_spec
 from harness.config.jobcheck import check_job
 from harness.errors import EXIT_FAILED, EXIT_USER_ERROR, UserError, no_space_line, out_of_space
-from harness.plugin.plugins import configuration_label, registry
+from harness.plugin.plugins import registry
+from harness.record.labels import configuration_label
 from harness.run import console, multirun
 from harness.run.job import run_job
 

@@ -330,10 +330,9 @@ def precheck(argv: list[str], compose_only: bool = False) -> int:
 
 
 def _configuration(spec: JobSpec, plugins: PluginRegistry) -> str:
-    """The label the report will give this job's configuration (harness.plugin.plugins.configuration_label)."""
-    from harness.config.schema import quant_scheme_of
-    from harness.plugin.plugins import configuration_label
-    from harness.report.aggregate import with_quant
+    """The label the report will give this job's configuration (harness/record/labels.py)."""
+    from harness.model.limits import quant_scheme_of
+    from harness.record.labels import configuration_label, with_quant
 
     label = configuration_label(spec.backend.name, spec.backend.as_dict(), plugins.defaults(spec.backend.name))
     return with_quant(label, quant_scheme_of(spec).label)
@@ -344,7 +343,7 @@ def check_report_baseline(baseline: str | None, labels: list[str]) -> None:
     after the last job, would be refused when every job has already run."""
     if baseline is None:
         return
-    from harness.report.comparison import resolve_baseline
+    from harness.record.labels import resolve_baseline
 
     try:
         resolve_baseline(sorted(set(labels)), baseline)

@@ -6,22 +6,21 @@ frozen, so nothing past the entry sees Hydra or OmegaConf. The backend's options
 backend's own options dataclass (:class:`BackendChoice`, harness/options.py). A change of a job's settings (the
 isolation it really uses, the repeat it runs) is a new spec: ``dataclasses.replace``.
 
-Hydra checks names and types; :func:`check_config` checks meaning (non-empty grids, positions the model has,
-choices) and raises a :class:`UserError` that says how to fix the input.
+Hydra checks names and types; :func:`check_config` checks meaning (non-empty grids, ranges, choices) and raises a
+:class:`UserError` that says how to fix the input. The schema is plain typed data and these range checks: it reads
+no model file. What a job asks of its model (positions, dtype, weight-only scheme) is checked against the model's
+config or header by the one job check (harness/config/jobcheck.py, with harness/model/limits.py).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 from harness.accuracy.inputs import RANDOM_STEPS
 from harness.accuracy.sampling import check_sampling
 from harness.config.input_checks import check_inputs, check_repeats
 from harness.errors import UserError
-from harness.model.sources import DTYPES, check_checkpoint_dir
 
 TASKS = ("benchmark", "validate", "build", "generate", "chat")
 ISOLATION = ("none", "process")
@@ -209,49 +208,6 @@ def _positive_list(values, key: str) -> list[int]:
     return values
 
 
-def max_positions_of(model_cfg) -> int:
-    if model_cfg.gguf:
-        from harness.model.gguf import locate_gguf, read_metadata
-
-        metadata = read_metadata(locate_gguf(model_cfg.gguf, model_cfg.gguf_package))
-        return _position_count(metadata["context_length"] or 2048, f"{model_cfg.gguf}: context_length")
-    if model_cfg.path:
-        check_checkpoint_dir(model_cfg.path)
-        cfg = json.loads((Path(model_cfg.path) / "config.json").read_text())
-        where = f"{model_cfg.path}/config.json: max_position_embeddings"
-    else:
-        cfg, where = model_cfg.hf_config, "model.hf_config.max_position_embeddings"
-    return _position_count(cfg.get("max_position_embeddings", 2048), where)
-
-
-def _position_count(value, where: str) -> int:
-    """A model's number of positions; anything but a positive whole number is one line, not a traceback."""
-    import math
-
-    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not number or int(value) != value or value < 1:
-        raise UserError(f"{where} is {value!r}, not a positive whole number",
-                        "fix the checkpoint's config (e.g. download config.json again)")
-    return int(value)
-
-
-def quant_scheme_of(cfg):
-    """The resolved weight-only scheme of a composed config (a UserError when it does not fit the model)."""
-    from harness.model.quant import QuantScheme, resolve
-    from harness.model.sources import ModelSource
-
-    if cfg.quant == "none":
-        return QuantScheme()
-    options = cfg.quant_options
-    if cfg.model.gguf:  # the file's header: a check never converts a GGUF file
-        from harness.model.gguf import gguf_config
-
-        model_config = gguf_config(cfg.model.gguf, cfg.model.gguf_package)
-    else:
-        model_config = ModelSource.from_config(cfg.model, cfg.seed, cfg.cache_dir).config()
-    return resolve(cfg.quant, options.group_size, options.symmetric, model_config)
-
-
 def check_pin(pin) -> None:
     if pin.jobs_per_gpu < 1:
         raise UserError(f"pin.jobs_per_gpu={pin.jobs_per_gpu} is below 1", "use pin.jobs_per_gpu=1 (one job per GPU)")
@@ -268,16 +224,13 @@ def check_config(cfg, multirun: bool = False) -> None:
         raise UserError(f"unknown task '{cfg.task}'", f"use task={' | task='.join(TASKS)}")
     if cfg.isolation not in ISOLATION:
         raise UserError(f"unknown isolation '{cfg.isolation}'", "use isolation=none or isolation=process")
-    if cfg.model.dtype is not None and cfg.model.dtype not in DTYPES:
-        raise UserError(f"unknown model.dtype '{cfg.model.dtype}'", f"use one of {', '.join(DTYPES)}")
     numbered_gpu = cfg.device.startswith("cuda:") and cfg.device[5:].isdigit()
     if not (cfg.device in ("auto", "pin", "cpu", "cuda") or numbered_gpu):
         raise UserError(f"unknown device '{cfg.device}'", "use device=auto, pin, cpu, cuda or cuda:N")
     check_pin(cfg.pin)
     check_inputs(cfg)  # NaN numbers, one model source, disks already full
-    batches = _positive_list(cfg.grid.batch_sizes, "grid.batch_sizes")
-    prompts = _positive_list(cfg.grid.prompt_lens, "grid.prompt_lens")
-    del batches
+    _positive_list(cfg.grid.batch_sizes, "grid.batch_sizes")
+    _positive_list(cfg.grid.prompt_lens, "grid.prompt_lens")
     if cfg.grid.new_tokens < 1:
         raise UserError(f"grid.new_tokens={cfg.grid.new_tokens} is below 1", "use grid.new_tokens=N with N >= 1")
     m = cfg.measure
@@ -308,14 +261,6 @@ def check_config(cfg, multirun: bool = False) -> None:
         raise UserError("resume=true needs the output directory of the run to resume",
                         "add output_dir=PATH (the directory holding its results.csv)")
     check_sampling(cfg.sampling)
-    quant_scheme_of(cfg)
-    limit = max_positions_of(cfg.model)
-    longest = max(prompts) + cfg.grid.new_tokens
-    if longest > limit:
-        raise UserError(f"prompt {max(prompts)} + new_tokens {cfg.grid.new_tokens} = {longest} positions, but the "
-                        f"model has {limit}", f"lower grid.prompt_lens or grid.new_tokens to fit in {limit}")
-    if cfg.task == "validate" or (cfg.task == "benchmark" and cfg.validation.enabled):
-        check_validation(cfg.validation, limit)
 
 
 def check_validation(v, limit: int) -> None:

@@ -321,19 +321,6 @@ class BackendHandle:
             self.registry.version += 1
 
 
-def configuration_label(backend: str, options: dict, defaults: dict | None) -> str:
-    """The backend's name plus the options that differ from its defaults: ``hf-...[compile=reduce-overhead]``.
-
-    Without the defaults (a backend not installed where the report is made, and a run.json that predates
-    recording them) every option is named: a longer label, but two configurations never share one."""
-    options = {k: v for k, v in options.items() if k != "name"}
-    if defaults is None:
-        changed = [f"{k}={v}" for k, v in sorted(options.items())]
-    else:
-        changed = [f"{k}={v}" for k, v in options.items() if k not in defaults or defaults[k] != v]
-    return f"{backend}[{','.join(changed)}]" if changed else backend
-
-
 class CheckedHooks:
     """prefill / decode_step / reset_kv of a handle, each logits result checked against the contract
     (harness.plugin.contract.check_logits); ``finite=False`` leaves NaN/inf to validation, which reports them."""

@@ -45,13 +45,14 @@ def build_report(paths: list[str], out_dir: Path, baseline: str | None = None, p
 
     ``baseline``: a configuration label (or a backend with one configuration here); None = the default HF
     configuration if present. A baseline that is not in the results is a UserError naming what is there."""
+    from harness.record.labels import resolve_baseline
     from harness.report.aggregate import (
         load_results,
         repeated_cells,
         run_infos,
         validations,
     )
-    from harness.report.comparison import comparison_table, resolve_baseline
+    from harness.report.comparison import comparison_table
     from harness.report.markdown import write_report
     from harness.report.plots import config_colors, make_plots
     from harness.report.speed_accuracy import speed_accuracy_plot, speed_accuracy_table

@@ -63,7 +63,7 @@ def plan_job(cfg, out_dir: Path) -> Job:
     source = ModelSource.from_config(cfg.model, cfg.seed, cfg.cache_dir)  # a GGUF file: converted on first use
     dtype = resolve_dtype(cfg.model.dtype, device)
     cells = sorted((b, p) for b in cfg.grid.batch_sizes for p in cfg.grid.prompt_lens)
-    from harness.config.schema import quant_scheme_of
+    from harness.model.limits import quant_scheme_of
 
     provider = registry().providers.get(cfg.backend.name)
     return Job(cfg, out_dir, cfg.backend.name, source, device, dtype, cells, quant_scheme_of(cfg),

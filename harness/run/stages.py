@@ -17,7 +17,8 @@ from harness.measure.environment import describe, device_label
 from harness.measure.machine_state import snapshot
 from harness.measure.roofline import measure_copy_bandwidth
 from harness.model.sources import dtype_name
-from harness.plugin.plugins import configuration_label, registry
+from harness.plugin.plugins import registry
+from harness.record.labels import configuration_label
 from harness.record.results import ResultsWriter, atomic_write_text
 from harness.record.runrecord import write_run
 from harness.run.cell import measure_overhead
