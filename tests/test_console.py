@@ -11,7 +11,7 @@ from test_verdicts import make_run
 
 from harness import progress
 from harness.config import jobname
-from harness.report.summary import print_job_summary, summary_table
+from harness.record.summary import print_job_summary, summary_table
 from harness.run import console
 
 

@@ -37,6 +37,10 @@ ALPHA = 0.01  # two-sided significance level (between runs: the verdict interval
 MIN_EFFECT = 0.05  # smallest relative change of the median that counts as a difference
 MIN_N = 5  # fewer samples on either side: unstable (5 vs 5 is the smallest n where p < 0.01 is reachable)
 MAX_CV = 0.25  # a side whose std / mean exceeds this was too noisy to judge
+# A p90 this far above the p10 of one cell's decode steps is not noise around one speed: the steps ran at two or
+# more speeds (a CUDA graph replayed for some steps and not others, a clock change), so its median may describe
+# neither. Steady cells on a quiet GPU stay within a few per cent.
+UNEVEN_P90_OVER_P10 = 1.5
 # Up to this many arrangements of the two sides (5 vs 5: 252; 8 vs 8: 12870) the rank test's p-value is exact;
 # beyond, both sides have 8+ samples and the tie-corrected normal approximation is accurate (Lehmann, Nonparametrics
 # (1975), sec. 1.3).

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.measure.stats import CONFIDENCE
+from harness.measure.stats import CONFIDENCE, UNEVEN_P90_OVER_P10
 from harness.record.results import atomic_write_text
 from harness.report.comparison import CELL
 
@@ -194,12 +194,6 @@ def conditions_section(tidy: pd.DataFrame, infos: list[dict]) -> list[str]:
         return ["No warnings: the machine was quiet during every cell." if recorded else
                 "These results predate machine-state capture: nothing is known about machine load."]
     return ["Measured while the machine was not quiet (treat these numbers with care):", "", *lines]
-
-
-# A p90 this far above the p10 of one cell's decode steps is not noise around one speed: the steps ran at two or
-# more speeds (a CUDA graph replayed for some steps and not others, a clock change), so its median may describe
-# neither. Steady cells on a quiet GPU stay within a few per cent.
-UNEVEN_P90_OVER_P10 = 1.5
 
 
 def uneven_decode_cells(tidy: pd.DataFrame) -> list[str]:

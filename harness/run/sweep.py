@@ -18,7 +18,7 @@ from harness.measure.memory import MemorySampler
 from harness.profile.cell import after_timing
 from harness.record.results import ResultsWriter, rows_for_cell
 from harness.record.samples import write_cell_samples
-from harness.report.summary import print_job_summary
+from harness.record.summary import print_job_summary
 from harness.run.cell import cell_metrics, time_cell
 from harness.run.plan import Job
 
