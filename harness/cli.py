@@ -26,6 +26,7 @@ from harness.plugin.plugins import registry
 from harness.record.labels import configuration_label
 from harness.run import console, multirun
 from harness.run.job import run_job
+from harness.version import version_text
 
 _exit_code = {"worst": 0}  # the worst status over the jobs this process ran (a multirun runs several)
 
@@ -130,24 +131,6 @@ def _say_hidden(line: str | None = None) -> None:
     line = line or console.hidden_line()
     if line:
         print(line, file=sys.stderr, flush=True)
-
-
-def version_text() -> str:
-    """``enginebench --version``: this package's version, then the libraries that decide the numbers."""
-    import importlib.metadata as metadata
-    import platform
-
-    from harness.measure.environment import library_versions
-
-    try:
-        own = metadata.version("enginebench")
-    except metadata.PackageNotFoundError:
-        own = "unknown (not installed)"
-    libs = library_versions()
-    key = ["torch", "transformers", "onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorrt-rtx-cu13-bindings",
-           "hydra-core", "numpy", "scipy", "pandas"]
-    return "\n".join([f"enginebench {own}", f"python {platform.python_version()}",
-                      *(f"{name} {libs[name]}" for name in key if name in libs)])
 
 
 def _without_flag_values(argv: list[str]) -> list[str]:

@@ -11,10 +11,10 @@ import pytest
 from harness.accuracy.inputs import random_prompt_ids
 from harness.measure import metrics
 from harness.measure.instrument import CellSamples, MeasurePolicy, host_bound_phases, measure, time_calls
+from harness.measure.sample_units import comparison_units
 from harness.record.samples import (
     OLD_TIMING,
     SUSTAINED,
-    comparison_units,
     read_cell_samples,
     samples_path,
     write_cell_samples,

@@ -36,6 +36,7 @@ from typing import Callable, ContextManager
 import numpy as np
 
 from harness.measure import metrics
+from harness.measure.sample_units import widest_relative_ci
 from harness.measure.timing import StepTimer, synchronize
 
 HOST_BOUND_FRACTION = 0.10  # sustained median more than 10 % above the device median: the host sets the pace
@@ -129,8 +130,6 @@ def time_iterations(hooks, input_ids, policy: MeasurePolicy, device: str,
                     on_iteration: Callable[[int], None] | None = None,
                     on_note: Callable[[str], None] | None = None) -> CellSamples:
     """The timed iterations of one cell, after :func:`warm_up`; ``on_iteration(n)`` after each one."""
-    from harness.record.samples import widest_relative_ci
-
     timer = StepTimer(device)
     samples = CellSamples()
     started, next_check, ci_at, n, elapsed = time.perf_counter(), 0, None, 0, 0.0

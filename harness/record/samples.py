@@ -13,8 +13,8 @@ One NumPy ``.npz`` file per cell in ``<run dir>/samples/``, written atomically w
 files written before the two clocks: CUDA events around hook calls with the host free to run ahead, no device
 series. Such files still read (``read_cell_samples`` gives ``timing`` and no device arrays).
 
-Units of comparison (independent samples, see harness/measure/stats.py): prefill and e2e per iteration; decode as the
-median step time of each iteration, since steps of one iteration share its machine state.
+The units a test compares (independent samples: prefill and e2e per iteration, decode as the median step time of
+each iteration) are taken from these arrays by harness/measure/sample_units.py.
 """
 from __future__ import annotations
 
@@ -28,12 +28,10 @@ from typing import Any
 import numpy as np
 
 from harness.measure import metrics
+from harness.measure.sample_units import DEVICE_SERIES
 from harness.record.results import atomic_write_bytes
 
 SAMPLES_DIR = "samples"
-COMPARABLE = (metrics.PREFILL_LATENCY, metrics.DECODE_LATENCY, metrics.E2E_LATENCY)  # what target_rel_ci waits on
-# the samples file names its device-clock series after their metrics
-DEVICE_SERIES = {name: name for name in (metrics.PREFILL_DEVICE, metrics.DECODE_DEVICE)}
 SUSTAINED = "sustained"
 OLD_TIMING = "device-unsynced"  # files without a ``timing`` entry in their meta
 
@@ -96,27 +94,3 @@ def _say_damaged(path: Path, exc: Exception) -> None:
         print(f"enginebench: skipped the damaged samples file {path} ({type(exc).__name__}: "
               f"{str(exc).splitlines()[0] if str(exc) else ''}); that cell is reported without its samples",
               file=sys.stderr, flush=True)
-
-
-def comparison_units(samples: dict[str, Any], metric: str) -> np.ndarray:
-    """The independent samples of ``metric`` that a two-sample test may use (see the module docstring)."""
-    if metric == metrics.PREFILL_LATENCY:
-        return samples["prefill_ms"]
-    if metric == metrics.E2E_LATENCY:
-        return samples["e2e_ms"]
-    if metric == metrics.PREFILL_DEVICE and DEVICE_SERIES[metric] in samples:
-        return samples[DEVICE_SERIES[metric]]
-    if metric in (metrics.DECODE_LATENCY, metrics.DECODE_DEVICE):
-        decode = samples["decode_ms" if metric == metrics.DECODE_LATENCY else DEVICE_SERIES[metric]]
-        return np.median(decode, axis=1) if decode.ndim == 2 and decode.size else decode.ravel()
-    raise KeyError(f"no kept samples for metric {metric}")
-
-
-def widest_relative_ci(prefill_ms, decode_ms, e2e_ms) -> float:
-    """The widest relative half-width (0.02 = ±2 %) of the medians' intervals over the comparison units of every
-    kept latency: what ``measure.target_rel_ci`` waits on."""
-    from harness.measure.stats import relative_ci_half_width
-
-    samples = {"prefill_ms": np.asarray(prefill_ms, dtype=np.float64),
-               "decode_ms": np.asarray(decode_ms, dtype=np.float64), "e2e_ms": np.asarray(e2e_ms, dtype=np.float64)}
-    return max(relative_ci_half_width(comparison_units(samples, metric)) for metric in COMPARABLE)

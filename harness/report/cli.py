@@ -192,7 +192,7 @@ def report_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("--version", "-V"):
-        from harness.cli import version_text
+        from harness.version import version_text
 
         print(version_text())
         sys.exit(0)

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
-from harness.record.samples import COMPARABLE, comparison_units
+from harness.measure.sample_units import COMPARABLE, comparison_units
 from harness.report.aggregate import CELL, cell_samples
 
 KEY = CELL + ["backend", "metric"]
