@@ -1,5 +1,6 @@
 """Stand-alone micro-benchmarks (``python -m tools.<name>`` from the repository root) whose printed output is
-committed under docs/results/. Not part of the installed package: they may import backends directly."""
+committed under docs/results/. Not part of the installed package; a tool loads a backend through the plugin
+registry, never from the backend's own modules (tests/test_import_graph.py)."""
 from __future__ import annotations
 
 
