@@ -113,6 +113,9 @@ def _wait_for_cells(out, n, proc, timeout=300):
 
 SLOW = ["backend=fault", "backend.step_sleep_s=0.05", *GRID[:3], "measure.warmup=1", "measure.min_iters=3",
         "measure.min_seconds=0", "measure.overhead_steps=2"]
+# For a signal sent once the first cell is written: the three cells left take ~10 s, so the run cannot finish
+# before the signal arrives, however loaded the machine is (with SLOW they took ~2 s).
+TO_INTERRUPT = [a if not a.startswith("measure.min_iters=") else "measure.min_iters=12" for a in SLOW]
 
 
 @pytest.mark.slow
@@ -136,7 +139,7 @@ def test_kill_9_keeps_finished_cells_and_resume_runs_only_missing(plugin_site, t
 
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_cells(plugin_site, tmp_path):
-    proc = _start(SLOW, plugin_site, tmp_path)
+    proc = _start(TO_INTERRUPT, plugin_site, tmp_path)
     _wait_for_cells(tmp_path, 1, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
