@@ -50,7 +50,7 @@ class Provider:
 
 
 def _own_version() -> str:
-    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"  # harness/plugin/plugins.py -> root
     import tomllib
 
     try:

@@ -55,7 +55,7 @@ def is_this_installation(dist: metadata.Distribution) -> bool:
         return False
     if editable.get("dir_info", {}).get("editable") and editable.get("url", "").startswith("file://"):
         return Path(unquote(editable["url"][len("file://"):])).resolve() == _SOURCE_ROOT  # pip install -e
-    return here == Path(__file__).resolve().parent / "__init__.py"
+    return here == Path(__file__).resolve().parents[1] / "__init__.py"  # this package: harness/__init__.py
 
 
 def installed_paths() -> list[str]:
