@@ -1,7 +1,7 @@
 """enginebench: benchmark LLM inference engines against each other on the same model, inputs and GPU.
 
 Plugins write ``from harness.sdk import hookimpl`` (the backend SDK, :mod:`harness.sdk`, is everything a plugin may
-import) and implement the hooks in :mod:`harness.hookspecs`; docs/plugins.md is the contract.
+import) and implement the hooks in :mod:`harness.plugin.hookspecs`; docs/plugins.md is the contract.
 """
 import pluggy
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.compose import compose_config
+from harness.config.compose import compose_config
 from harness.errors import JobFailed
-from harness.job import run_job
-from harness.runrecord import read_run
+from harness.record.runrecord import read_run
+from harness.run.job import run_job
 
 __all__ = ["benchmark", "compose_config"]
 

@@ -4,7 +4,7 @@ overhead measurement) with an estimate from the last time the same phase ran, an
 
 On a terminal the cell bar is tqdm's; when stderr is not a terminal (CI logs, ``| tee``) tqdm's carriage returns
 would make one unreadable line, so each finished cell is a line of its own instead. The summary table at the end of
-a job goes to stdout (:mod:`harness.summary`).
+a job goes to stdout (:mod:`harness.record.summary`).
 """
 from __future__ import annotations
 

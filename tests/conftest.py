@@ -11,7 +11,7 @@ from helpers import SLOW_TESTS, install_plugin_packages
 
 @pytest.fixture(scope="session")
 def registry():
-    from harness.plugins import PluginRegistry
+    from harness.plugin.plugins import PluginRegistry
 
     return PluginRegistry.discover()
 

@@ -21,9 +21,9 @@ def tiny_model_cfg(**hf_overrides):
 
 def open_backend(registry, name, model_cfg=None, options=None, max_batch=4, max_seq=64, seed=0,
                  dtype=torch.float32, device="cpu", tmp_cache=None, quant=None):
-    from harness.loadspec import LoadSpec
-    from harness.models import ModelSource
-    from harness.options import check_options
+    from harness.model.sources import ModelSource
+    from harness.plugin.loadspec import LoadSpec
+    from harness.plugin.options import check_options
 
     source = ModelSource.from_config(model_cfg or tiny_model_cfg(), seed)
     opts = {**registry.defaults(name), **(options or {})}

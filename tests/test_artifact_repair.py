@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness.artifacts import MANIFEST, get_or_build, key_hash, sweep_stale_builds
+from harness.model.artifacts import MANIFEST, get_or_build, key_hash, sweep_stale_builds
 from helpers import ROOT
 
 KEY = {"k": 18}
@@ -83,7 +83,7 @@ def test_stale_build_dir_of_a_dead_process_is_swept(tmp_path):
 
 
 def test_build_killed_with_sigkill_leaves_nothing_behind_after_the_next_run(tmp_path):
-    code = ("import sys, time; from pathlib import Path; from harness.artifacts import get_or_build\n"
+    code = ("import sys, time; from pathlib import Path; from harness.model.artifacts import get_or_build\n"
             "def build(tmp):\n    (tmp / 'part').write_bytes(b'x'); print('building', flush=True); time.sleep(60)\n"
             f"get_or_build(Path({str(tmp_path)!r}), 'test', {KEY!r}, build)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,

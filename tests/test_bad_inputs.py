@@ -77,7 +77,7 @@ def test_an_unwritable_report_folder_is_one_line(tmp_path, capsys):
 
 
 def test_a_failed_host_allocation_is_an_error_not_oom():
-    from harness.sweep import is_oom
+    from harness.run.sweep import is_oom
 
     try:
         torch.empty(2**52, dtype=torch.uint8)  # 4 PiB: the CPU allocator refuses
@@ -101,7 +101,7 @@ os.close(fd)
 sys.path.insert(0, sys.argv[2])
 from omegaconf import OmegaConf
 from harness.errors import UserError
-from harness.input_checks import check_free_space
+from harness.config.input_checks import check_free_space
 for place in ("output_dir", "cache_dir"):
     cfg = OmegaConf.create({place: os.path.join(mnt, "sub", "dir")})
     try:

@@ -37,7 +37,7 @@ def _template_tokenizer():
 
 
 def test_a_long_conversation_drops_its_oldest_turns(capsys):
-    from harness.chat import _fit, conversation_ids
+    from harness.run.chat import _fit, conversation_ids
 
     tokenizer = _template_tokenizer()
     turns = [{"role": "user", "content": "hello there"}, {"role": "assistant", "content": "fine thanks"},

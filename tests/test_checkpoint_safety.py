@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness.errors import UserError
-from harness.models import ModelSource
+from harness.model.sources import ModelSource
 from helpers import tiny_model_cfg
 
 

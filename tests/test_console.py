@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 from test_verdicts import make_run
 
-from harness import console, jobname, progress
-from harness.summary import print_job_summary, summary_table
+from harness import progress
+from harness.config import jobname
+from harness.record.summary import print_job_summary, summary_table
+from harness.run import console
 
 
 def test_library_warnings_are_counted_not_printed(monkeypatch, capsys):
@@ -85,7 +87,7 @@ def test_summary_flags_two_speeds_and_unstable():
         {"backend": "x", "model": "m", "dtype": "float16", "device": "cuda", "batch_size": 1, "prompt_len": 8,
          "status": "ok", "iterations": 3, "machine_warnings": "", "metric": "prefill_latency_ms",
          "p10": 2.0, "p50": 2.1, "p90": 2.2, "cv": 0.05, "p50_ci_low": 2.0, "p50_ci_high": 2.2}])
-    tidy["host_bound"] = "decode"  # the harness's own test (harness/instrument.py), written on every row
+    tidy["host_bound"] = "decode"  # the harness's own test (harness/measure/instrument.py), written on every row
     assert summary_table(tidy)["flags"].iloc[0] == "host-bound, two speeds, unstable"
 
 
@@ -118,7 +120,7 @@ def test_multirun_job_names(monkeypatch):
 
 
 def test_shortened_backend_name_gets_did_you_mean():
-    from harness.compose import closest_name
+    from harness.config.compose import closest_name
 
     assert closest_name("onnx", ["hf-flashattn-staticcache", "onnxruntime", "trt-handbuilt"]) == "onnxruntime"
     assert closest_name("hf", ["hf-flashattn-staticcache", "onnxruntime"]) == "hf-flashattn-staticcache"

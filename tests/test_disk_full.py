@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 import pytest
 
-from harness.results import read_cells
+from harness.record.results import read_cells
 from helpers import ROOT, plugin_env
 
 pytestmark = pytest.mark.slow

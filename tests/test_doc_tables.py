@@ -1,6 +1,5 @@
 """Tables in the docs made from committed results (harness/report/doc_tables.py): check-docs passes on the
 committed docs (README.md and docs/*.md; CI runs this test), and exits 1 naming the number once one is changed."""
-import re
 import shutil
 
 import pytest
@@ -21,7 +20,8 @@ def test_check_docs_exits_1_and_names_a_changed_number(tmp_path, capsys):
     shutil.copy(ROOT / "docs" / "report.md", doc)
     text = doc.read_text()
     m = FENCE.search(text)
-    row = next(line for line in m["body"].splitlines() if re.match(r"^\| \d", line))  # a data row
+    lines = m["body"].splitlines()
+    row = lines[next(i for i, line in enumerate(lines) if line.startswith("|---")) + 1]  # the first data row
     cells = row.split("|")
     cells[-2] = " 99.99 "  # the last column's number of that row
     changed = text.replace(row, "|".join(cells), 1)
@@ -58,3 +58,15 @@ def test_the_cli_runs_check_docs():
     proc = subprocess.run([sys.executable, "-m", "harness.report.cli", "check-docs", *DOCS], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_value_can_carry_its_own_decimals():
+    from harness.report.doc_tables import render
+
+    definition = {"runs": ["docs/results/h200/headline/ort"], "rows": ["batch_size"],
+                  "values": {"two": "decode_latency_ms:p50", "four": "decode_latency_ms:p50@4",
+                             "none": "decode_latency_ms:p50@0"}}
+    row = next(line for line in render("t", definition, ROOT).splitlines() if line.startswith("| 1 |"))
+    two, four, none = (cell.strip() for cell in row.strip("|").split("|")[1:])
+    assert len(two.split(".")[1]) == 2 and len(four.split(".")[1]) == 4 and "." not in none
+    assert abs(float(four) - float(two)) <= 0.005 and abs(float(none) - float(two)) <= 0.5

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from harness.sampling import apply_dry, sequence_breaker_ids
+from harness.accuracy.sampling import apply_dry, sequence_breaker_ids
 
 
 def _dry_probs(tokens, probs, multiplier, base, allowed, last_n, breakers=()):

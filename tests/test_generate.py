@@ -4,9 +4,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from harness.config import SamplingConfig
-from harness.generate import generate
-from harness.sampling import (
+from harness.accuracy.sampling import (
     apply_min_p,
     apply_repetition_penalty,
     apply_temperature,
@@ -14,6 +12,8 @@ from harness.sampling import (
     apply_top_p,
     build_processors,
 )
+from harness.config.schema import SamplingConfig
+from harness.run.generate import generate
 from helpers import FAST, open_backend, run_cli
 
 NEG = float("-inf")

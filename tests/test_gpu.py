@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.inputs import left_pad, random_prompt_ids
+from harness.accuracy.inputs import left_pad, random_prompt_ids
 from helpers import FAST, open_backend, run_cli
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -166,7 +166,7 @@ def test_machine_state_reads_the_gpu():
     """NVML readings of the job's GPU: clocks, power, temperature, throttle reasons, persistence, other processes."""
     import time
 
-    from harness.machine_state import MachineWatch, snapshot, warnings_for
+    from harness.measure.machine_state import MachineWatch, snapshot, warnings_for
 
     state = snapshot("cuda:0")
     for key in ("gpu_sm_clock_mhz", "gpu_sm_clock_max_mhz", "gpu_power_w", "gpu_temperature_c",

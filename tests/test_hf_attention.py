@@ -13,8 +13,8 @@ from backends.hf_staticcache.selection import (
     check_choice,
     flash_problem,
 )
+from harness.accuracy.inputs import left_pad, random_prompt_ids
 from harness.errors import UserError
-from harness.inputs import left_pad, random_prompt_ids
 from helpers import open_backend, run_cli
 
 HF = "hf-flashattn-staticcache"
@@ -74,8 +74,8 @@ def test_cli_flash_attention_4_on_cpu_exits_2_with_the_fix(tmp_path):
 
 
 def test_cuda_graph_on_cpu_is_refused(registry):
-    from harness.loadspec import LoadSpec
-    from harness.models import ModelSource
+    from harness.model.sources import ModelSource
+    from harness.plugin.loadspec import LoadSpec
     from helpers import tiny_model_cfg
 
     handle = registry.open(HF)

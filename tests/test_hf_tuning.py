@@ -11,10 +11,10 @@ import torch
 
 from backends.hf_staticcache.auto_attention import Measured, grid_extremes
 from backends.hf_staticcache.compile_step import compile_options, use_inductor_cache
-from harness.durations import last_seconds, slow_work
-from harness.inputs import random_prompt_ids
-from harness.loadspec import LoadSpec
-from harness.models import ModelSource
+from harness.accuracy.inputs import random_prompt_ids
+from harness.model.durations import last_seconds, slow_work
+from harness.model.sources import ModelSource
+from harness.plugin.loadspec import LoadSpec
 from helpers import tiny_model_cfg
 
 HF = "hf-flashattn-staticcache"

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from harness.inputs import left_pad, random_prompt_ids
+from harness.accuracy.inputs import left_pad, random_prompt_ids
 from helpers import open_backend, tiny_model_cfg
 
 HF = "hf-flashattn-staticcache"
@@ -72,12 +72,13 @@ def test_hook_reset_kv_empties_without_reallocating(hf):
 
 
 def test_hook_load_reports_attention_kernel(registry):
-    from harness.loadspec import LoadSpec
-    from harness.models import ModelSource
+    from harness.model.sources import ModelSource
+    from harness.plugin.loadspec import LoadSpec
 
     handle = registry.open(HF)
+    # sdpa named: auto would pick sdpa or eager by timing them, a race on a busy CPU (tests/test_hf_tuning.py)
     spec = LoadSpec(model=ModelSource.from_config(tiny_model_cfg(), 0), dtype=torch.float32, device="cpu",
-                    options=registry.defaults(HF), max_batch=2, max_seq=16)
+                    options={**registry.defaults(HF), "attention": "sdpa"}, max_batch=2, max_seq=16)
     info = handle.load(spec=spec)
     handle.close()
     assert info["attn_implementation"] == "sdpa"

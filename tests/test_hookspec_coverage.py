@@ -3,7 +3,7 @@ uses the hook or what it declares) and an entry in docs/plugins.md (the contract
 import ast
 import inspect
 
-from harness import hookspecs
+from harness.plugin import hookspecs
 from helpers import ROOT
 
 # What a test of each hook must touch: the hook itself, or for the options hooks what the harness makes of them.

@@ -9,8 +9,8 @@ import os
 import pytest
 import torch
 
-from harness.plugin_sources import torch_state
-from harness.plugins import PluginRegistry
+from harness.plugin.plugins import PluginRegistry
+from harness.plugin.sources import torch_state
 from helpers import install_plugin_packages, run_cli
 
 
@@ -30,7 +30,7 @@ def _discover(monkeypatch, *paths, **env):
 
 @pytest.mark.slow
 def test_bad_option_declarations_cost_only_their_backend(hostile_site, monkeypatch):
-    from harness.config import register_configs
+    from harness.config.compose import register_configs
 
     registry, lines = _discover(monkeypatch, hostile_site)
     bad = {"hostile-options-not-dataclass": "its options are a type, not a dataclass",
@@ -42,7 +42,7 @@ def test_bad_option_declarations_cost_only_their_backend(hostile_site, monkeypat
         assert why in registry.unavailable(name).problem, registry.unavailable(name).problem
         assert any(name in line for line in lines)
     assert "hf-flashattn-staticcache" in registry.names()
-    register_configs(registry.option_classes)  # what registry() does for every command: no longer raises
+    register_configs(registry)  # what composition does for every command: no longer raises
 
 
 @pytest.mark.slow
@@ -111,7 +111,7 @@ def test_memory_a_backend_leaks_is_not_charged_to_the_next_one(hostile_site, tmp
                    *FAST[1:], "validation.enabled=false", f"hydra.sweep.dir={tmp_path}",
                    env=plugin_env(hostile_site))
     assert proc.returncode == 0, proc.stderr
-    from harness.multirun import job_dirs
+    from harness.run.multirun import job_dirs
 
     tidy = pd.concat(pd.read_csv(d / "results.csv") for d in job_dirs(tmp_path))
     rss = tidy[tidy.metric == "host_rss_peak_mib"].set_index("backend").p50

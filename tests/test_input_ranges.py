@@ -7,10 +7,14 @@ from helpers import run_cli
 
 
 def check(*overrides):
+    """The config's own checks, then the job's against its model (positions, dtype, weight-only scheme)."""
     from harness.api import compose_config
-    from harness.config import check_config
+    from harness.config.jobcheck import check_model_fit
+    from harness.config.schema import check_config
 
-    check_config(compose_config(list(overrides)))
+    spec = compose_config(list(overrides))
+    check_config(spec)
+    check_model_fit(spec)
 
 
 @pytest.mark.parametrize("override, expected", [

@@ -1,5 +1,5 @@
-"""The timing core on its own (harness/instrument.py): a backend handle, a prompt and a policy give samples on both
-clocks without Hydra or a Job; host-bound cells are named; samples files keep both series and older files read;
+"""The timing core on its own (harness/measure/instrument.py): a backend handle, a prompt and a policy give samples on
+both clocks without Hydra or a Job; host-bound cells are named; samples files keep both series and older files read;
 no tool keeps its own timer."""
 import json
 import re
@@ -8,10 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import metrics
-from harness.inputs import random_prompt_ids
-from harness.instrument import CellSamples, MeasurePolicy, host_bound_phases, measure, time_calls
-from harness.samples import OLD_TIMING, SUSTAINED, comparison_units, read_cell_samples, samples_path, write_cell_samples
+from harness.accuracy.inputs import random_prompt_ids
+from harness.measure import metrics
+from harness.measure.instrument import CellSamples, MeasurePolicy, host_bound_phases, measure, time_calls
+from harness.measure.sample_units import comparison_units
+from harness.record.samples import (
+    OLD_TIMING,
+    SUSTAINED,
+    read_cell_samples,
+    samples_path,
+    write_cell_samples,
+)
 from helpers import ROOT, open_backend
 
 HF = "hf-flashattn-staticcache"
@@ -76,7 +83,7 @@ def test_samples_keep_both_series_and_older_files_still_read(tmp_path):
 
 
 def test_policy_from_the_measure_config_node():
-    from harness.config import MeasureConfig
+    from harness.config.schema import MeasureConfig
 
     m = MeasureConfig()
     p = MeasurePolicy.from_config(m, new_tokens=7)
@@ -89,8 +96,8 @@ CLOCKS = re.compile(r"cuda\.Event\b|\bperf_counter\b|\bmonotonic\b|\btime\.time\
 
 
 def test_no_tool_keeps_its_own_timer():
-    """Every number comes from one instrument: tools call harness.instrument, they never time anything themselves
-    (the independent cross-check lives apart, under docs/results/crosscheck/)."""
+    """Every number comes from one instrument: tools call harness.measure.instrument, they never time anything
+    themselves (the independent cross-check lives apart, under docs/results/crosscheck/)."""
     offenders = [f"{path.relative_to(ROOT)}:{i}: {line.strip()}"
                  for path in sorted((ROOT / "tools").rglob("*.py"))
                  for i, line in enumerate(path.read_text().splitlines(), 1) if CLOCKS.search(line)]
@@ -101,12 +108,12 @@ def test_the_clock_pattern_catches_what_it_must():
     for line in ("start = torch.cuda.Event(enable_timing=True)", "t0 = time.perf_counter()",
                  "ms = a.elapsed_time(b)", "t = time.monotonic()", "import timeit"):
         assert CLOCKS.search(line), line
-    assert not CLOCKS.search("from harness.instrument import measure")
+    assert not CLOCKS.search("from harness.measure.instrument import measure")
     assert Path(ROOT / "tools").is_dir()
 
 
 def test_the_run_peak_is_the_highest_cell_peak_and_each_cell_keeps_its_own():
-    from harness.memory import lifetime_peaks
+    from harness.measure.memory import lifetime_peaks
 
     rows = [{"status": "ok", "metric": metrics.HOST_RSS_PEAK, "max": "900.0"},
             {"status": "ok", "metric": metrics.HOST_RSS_PEAK, "max": "700.0"},  # a smaller later cell stays smaller

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from harness.errors import UserError
-from harness.quant import resolve
+from harness.model.quant import resolve
 from helpers import open_backend, tiny_model_cfg
 
 pytest.importorskip("torchao", reason="torchao not installed (pip install torchao)")
@@ -17,7 +17,7 @@ HF = "hf-flashattn-staticcache"
 
 
 def tiny_config():
-    from harness.models import ModelSource
+    from harness.model.sources import ModelSource
 
     return ModelSource.from_config(tiny_model_cfg(), 0).config()
 
@@ -83,7 +83,7 @@ def test_matmulnbits_accuracy_level_is_a_graph_attribute_with_its_own_artifact(r
     pytest.importorskip("onnxruntime")
     import onnx
 
-    from harness.validate import validate_backend
+    from harness.accuracy.validate import validate_backend
 
     quant = resolve("int4", 32, None, tiny_config())
     levels = {}

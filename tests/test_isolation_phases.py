@@ -8,7 +8,7 @@ import time
 import pandas as pd
 import psutil
 import pytest
-from test_reliability import GRID, SLOW, _start, _wait_for_cells, cells
+from test_reliability import GRID, TO_INTERRUPT, _start, _wait_for_cells, cells
 
 from helpers import plugin_env, run_cli
 
@@ -94,10 +94,7 @@ def test_worker_dies_with_its_parent(plugin_site, tmp_path, how):
 
 
 def test_ctrl_c_with_isolation_prints_one_line(plugin_site, tmp_path):
-    # steps of 0.2 s: the cells left after the first take seconds, so Ctrl-C lands while the worker is in one
-    # (with 0.05 s a loaded machine could finish the sweep between the first cell and the signal: exit 0)
-    slower = [a for a in SLOW if not a.startswith("backend.step_sleep_s=")] + ["backend.step_sleep_s=0.2"]
-    proc = _start([*slower, "isolation=process"], plugin_site, tmp_path)
+    proc = _start([*TO_INTERRUPT, "isolation=process"], plugin_site, tmp_path)
     _wait_for_cells(tmp_path, 1, proc)
     worker = _worker_of(proc)
     proc.send_signal(signal.SIGINT)

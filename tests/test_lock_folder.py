@@ -10,7 +10,7 @@ import tempfile
 import pytest
 
 from harness.errors import UserError
-from harness.pinning import claim_slot, cpu_slots, default_lock_dir
+from harness.run.pinning import claim_slot, cpu_slots, default_lock_dir
 
 
 @pytest.fixture

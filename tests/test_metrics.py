@@ -1,11 +1,11 @@
-"""Metric names are defined once (harness/metrics.py) and every other module refers to them."""
+"""Metric names are defined once (harness/measure/metrics.py) and every other module refers to them."""
 from __future__ import annotations
 
 import ast
 from dataclasses import fields
 
-from harness import metrics
-from harness.memory import MemoryPeaks
+from harness.measure import metrics
+from harness.measure.memory import MemoryPeaks
 from helpers import ROOT
 
 

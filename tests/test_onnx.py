@@ -4,9 +4,9 @@ import pytest
 import torch
 from variants import VARIANTS, variant_params
 
+from harness.accuracy.inputs import left_pad, random_prompt_ids
+from harness.accuracy.validate import validate_backend
 from harness.errors import UserError
-from harness.inputs import left_pad, random_prompt_ids
-from harness.validate import validate_backend
 from helpers import open_backend, tiny_model_cfg
 
 pytest.importorskip("onnxruntime")
@@ -111,7 +111,7 @@ def test_unsupported_architecture_is_one_line(registry, tmp_path):
     rope = {"rope_type": "longrope", "original_max_position_embeddings": 64, "short_factor": [1.0] * 8,
             "long_factor": [4.0] * 8}
     cfg = tiny_model_cfg(rope_scaling=rope)
-    from harness.models import ModelSource
+    from harness.model.sources import ModelSource
 
     config = ModelSource.from_config(cfg, 0).config()
     with pytest.raises(UserError, match="RoPE type 'longrope' changes its tables"):
@@ -139,7 +139,7 @@ def test_gqa_module_in_torch_matches_hf(variant, fused_ops):
     RoPE from cos/sin tables at each slot, fused residual + RMSNorm) against HF, ragged rows."""
     from backends.onnx_export.export import decoder_for
     from backends.onnxruntime_backend.ragged_cursor import RaggedCursor
-    from harness.models import ModelSource, head_dim
+    from harness.model.sources import ModelSource, head_dim
 
     source = ModelSource.from_config(VARIANTS[variant], 0)
     model = source.build_fp32_cpu()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from harness.errors import UserError
-from harness.options import check_options, choice, defaults_of, from_defaults, needs
+from harness.plugin.options import check_options, choice, defaults_of, from_defaults, needs
 from helpers import broken_backends, run_cli
 
 
@@ -38,15 +38,16 @@ def test_choices_needs_and_check():
 def test_hook_enginebench_backend_options(registry):
     """Every built-in backend declares a dataclass; its defaults are valid and are what backend.* composes to."""
     from harness.api import compose_config
-    from harness.plugins import registry as shared
+    from harness.plugin.plugins import registry as shared
 
-    shared()  # the ConfigStore nodes
+    shared()
     for name in ("hf-flashattn-staticcache", "onnxruntime", "trt-onnx-parsed", "trt-handbuilt"):
         options = registry.option_classes[name]
         assert options.__dataclass_fields__, name
         check_options(name, options, defaults_of(options))
-        node = dict(compose_config([f"backend={name}"]).backend)
-        assert node.pop("name") == name and node == defaults_of(options)
+        backend = compose_config([f"backend={name}"]).backend
+        assert backend.name == name and isinstance(backend.options, options)
+        assert backend.values() == defaults_of(options)
 
 
 def test_hook_enginebench_backend_defaults():
@@ -55,7 +56,7 @@ def test_hook_enginebench_backend_defaults():
     from omegaconf.errors import ValidationError
 
     from harness import hookimpl
-    from harness.plugins import PluginRegistry
+    from harness.plugin.plugins import PluginRegistry
 
     class DictDeclared(broken_backends().Working):
         @hookimpl

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from harness.errors import UserError
-from harness.outdir import check_ownership, exclusive, fingerprint, first_difference
+from harness.run.outdir import check_ownership, exclusive, fingerprint, first_difference
 from helpers import FAST, ROOT, plugin_env, run_cli
 
 
@@ -24,7 +24,7 @@ def earlier_run(out, *overrides):
     """A directory as a finished run with these overrides leaves it (run.json with its fingerprint, results)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "run.json").write_text(json.dumps({"fingerprint": fingerprint(cfg_of(*overrides))}))
-    from harness.results import ResultsWriter, rows_for_cell
+    from harness.record.results import ResultsWriter, rows_for_cell
 
     identity = {"backend": "b", "model": "m", "weights": "random", "dtype": "float32", "device": "cpu",
                 "batch_size": 1, "prompt_len": 8, "new_tokens": 2}
@@ -101,7 +101,7 @@ def test_checkpoint_change_is_a_different_configuration(tmp_path):
 
 def test_second_writer_fails_fast_naming_the_first(tmp_path):
     code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r})\n"
-            "from harness.outdir import exclusive\n"
+            "from harness.run.outdir import exclusive\n"
             f"with exclusive({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)\n")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
@@ -187,7 +187,7 @@ def test_multirun_jobs_sharing_output_dir_get_a_subdirectory_each(tmp_path):
 
 @pytest.mark.slow  # runs the command
 def test_resume_reruns_cells_that_failed_to_load_once_the_checkpoint_is_fixed(tmp_path):
-    from harness.models import ModelSource
+    from harness.model.sources import ModelSource
     from helpers import tiny_model_cfg
 
     ckpt = tmp_path / "ckpt"

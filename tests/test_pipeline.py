@@ -1,4 +1,4 @@
-"""One pipeline, two executors (harness/pipeline.py): the exit-status rule holds on both, whatever a plugin does.
+"""One pipeline, two executors (harness/run/pipeline.py): the exit-status rule holds on both, whatever a plugin does.
 
 Faults are injected for real by the fault plugin (tests/plugins/fault_backend_pkg): a hook that calls
 ``sys.exit(N)``, a validation that hangs past its timeout, a quantization the backend refuses."""
@@ -68,14 +68,14 @@ def test_the_isolated_path_checks_quant_too(tmp_path):
 
 def test_every_job_of_a_large_sweep_is_listed_for_the_up_front_check():
     # the check composed only the first 256 jobs: job 301 on (batch size 0) ran into a traceback after hours
-    from harness.compose import sweep_combinations
+    from harness.config.compose import sweep_combinations
 
     combos = sweep_combinations(["grid.batch_sizes=[1],[0]", "seed=range(0,300)"])
     assert len(combos) == 600 and combos[300] == ["grid.batch_sizes=[0]", "seed=0"]
 
 
 def test_the_last_job_of_a_sweep_and_its_report_baseline_are_checked_before_the_first_runs(tmp_path):
-    from harness.compose import precheck
+    from harness.config.compose import precheck
     from harness.errors import UserError
 
     sweep = f"hydra.sweep.dir={tmp_path / 'sweep'}"

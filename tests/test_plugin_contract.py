@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness.errors import UserError
-from harness.plugins import PluginRegistry
+from harness.plugin.plugins import PluginRegistry
 from helpers import broken_backends, plugin_env, run_cli
 
 broken_backend = broken_backends()
@@ -63,8 +63,8 @@ def test_a_working_backend_registers_and_records_its_package():
 
 
 def _open_working(cls, vocab=32):
-    from harness.loadspec import LoadSpec
-    from harness.models import ModelSource
+    from harness.model.sources import ModelSource
+    from harness.plugin.loadspec import LoadSpec
     from helpers import tiny_model_cfg
 
     registry = PluginRegistry()
@@ -86,7 +86,7 @@ def test_hook_results_are_checked_naming_the_hook():
 
 
 def test_logits_checks_cover_dtype_device_and_finite():
-    from harness.contract import check_logits
+    from harness.plugin.contract import check_logits
 
     good = torch.zeros(2, 5)
     check_logits("prefill", "b", good, 2, 5, "cpu")
@@ -103,7 +103,7 @@ def test_hook_checks_stay_out_of_the_timed_loop():
     """The timed iterations call the backend's hooks directly; only warm-up goes through the checked hooks."""
     import inspect
 
-    from harness import measure
+    from harness.run import cell as measure
 
     source = inspect.getsource(measure.time_cell)
     assert "warm_up(checked," in source and "time_iterations(handle," in source

@@ -33,7 +33,7 @@ def test_observer_hookwrapper_sees_only_the_selected_backend():
     """Two backends open at once: a call on one reaches that backend (and the observer) only."""
     import torch
 
-    from harness.plugins import PluginRegistry
+    from harness.plugin.plugins import PluginRegistry
     from helpers import broken_backends, open_backend
 
     class Counting(broken_backends().Working):

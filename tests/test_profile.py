@@ -1,4 +1,5 @@
-"""measure.profile and the attention-kernel label on the CPU: the category rule, the two optional profile hooks,
+"""measure.profile and the attention-kernel label on the CPU: the category rule, the timeline split of a step into
+busy, waiting and tail time (hand-built timelines), the explained share of a diff, the two optional profile hooks,
 a profile that follows the timed iterations (never inside them) and leaves their samples alone, and the report's
 "Where the time goes" section with ``enginebench-report why`` over an HF and an ONNX Runtime run."""
 import gzip
@@ -11,6 +12,8 @@ import torch
 
 from harness import hookimpl
 from harness.profile.categories import CATEGORIES, categorizer, default_category
+from harness.profile.diff import diff_phase, explained_share, format_diff
+from harness.profile.timeline import Span, split_step, split_steps, step_windows
 from helpers import open_backend
 
 ONE_CELL = ["grid.batch_sizes=[1]", "grid.prompt_lens=[8]", "grid.new_tokens=3", "measure.warmup=1",
@@ -45,9 +48,123 @@ def test_category_rule_sorts_known_kernel_names(name, category):
     assert default_category(name) == category
 
 
+def _ms(**by_category) -> dict[str, float]:
+    """A per-category dict (ms) with every category, zero where not given."""
+    return {c: pytest.approx(by_category.get(c, 0.0), abs=1e-12) for c in CATEGORIES}
+
+
+def _split_sums_to_wall(split) -> bool:
+    total = sum(split.busy_ms.values()) + sum(split.wait_ms.values()) + split.tail_ms - split.overlap_ms
+    return total == pytest.approx(split.wall_ms, abs=1e-12)
+
+
+def test_split_step_charges_the_idle_time_before_each_kernel_to_it():
+    """One stream, step 100..200 µs: gemm 110-130, attention 130-150 (back to back), copy 160-170.
+    Waiting: gemm 10 µs (from the step's start), attention 0, copy 10 (from 150); tail 200 - 170 = 30."""
+    spans = [Span("k_gemm", "gemm", 110, 130, 20), Span("k_attn", "attention", 130, 150, 20),
+             Span("k_copy", "copy", 160, 170, 10)]
+    split = split_step((100, 200), spans)
+    assert split.wall_ms == pytest.approx(0.1)
+    assert split.busy_ms == _ms(gemm=0.02, attention=0.02, copy=0.01)
+    assert split.wait_ms == _ms(gemm=0.01, copy=0.01)
+    assert split.tail_ms == pytest.approx(0.03) and split.overlap_ms == pytest.approx(0.0, abs=1e-12)
+    assert _split_sums_to_wall(split)
+
+
+def test_split_step_counts_overlapping_kernels_as_overlap():
+    """Two streams, step 0..100: gemm 0-50 with attention 20-40 inside it, then copy 60-70. The attention kernel
+    waited for nothing (the device was busy) and its 20 µs are counted twice: the overlap."""
+    spans = [Span("k_attn", "attention", 20, 40, 20), Span("k_gemm", "gemm", 0, 50, 50),
+             Span("k_copy", "copy", 60, 70, 10)]
+    split = split_step((0, 100), spans)
+    assert split.busy_ms == _ms(gemm=0.05, attention=0.02, copy=0.01)
+    assert split.wait_ms == _ms(copy=0.01)
+    assert split.tail_ms == pytest.approx(0.03) and split.overlap_ms == pytest.approx(0.02)
+    assert _split_sums_to_wall(split)
+
+
+def test_split_step_on_cpu_operators_waits_only_before_top_level_calls():
+    """CPU operators, step 0..100: linear 10-60 (self 9) calls t 12-15 (self 3) and addmm 20-58 (self 38); then
+    softmax 70-90 (self 20). Busy is self time; waiting is the host's time between top-level calls: 10 before
+    linear (gemm), 10 before softmax (attention); tail 10. The self times partition the calls: no overlap."""
+    spans = [Span("aten::linear", "gemm", 10, 60, 9), Span("aten::t", "other", 12, 15, 3, top_level=False),
+             Span("aten::addmm", "gemm", 20, 58, 38, top_level=False),
+             Span("aten::softmax", "attention", 70, 90, 20)]
+    split = split_step((0, 100), spans)
+    assert split.busy_ms == _ms(gemm=0.047, other=0.003, attention=0.02)
+    assert split.wait_ms == _ms(gemm=0.01, attention=0.01)
+    assert split.tail_ms == pytest.approx(0.01) and split.overlap_ms == pytest.approx(0.0, abs=1e-12)
+    assert _split_sums_to_wall(split)
+
+
+def test_split_step_kernel_past_the_step_end_makes_the_tail_negative():
+    split = split_step((0, 100), [Span("k", "gemm", 90, 120, 30)])
+    assert split.wait_ms == _ms(gemm=0.09) and split.tail_ms == pytest.approx(-0.02)
+    assert _split_sums_to_wall(split)
+
+
+def test_steps_end_where_the_next_one_starts_and_spans_go_to_the_step_they_start_in():
+    """Marks 0-90 and 100-150 (given out of order): steps 0..100 and 100..150. Step 1: gemm 10-40 (wait 10,
+    tail 60); step 2: copy 120-130 (wait 20, tail 20). Spans before the first step or after the last are no
+    step's. The mean per step: wall 75 µs, gemm 15 busy + 5 waiting, copy 5 busy + 10 waiting, tail 40."""
+    assert step_windows([(200, 250), (0, 90), (100, 180)]) == [(0, 100), (100, 200), (200, 250)]
+    spans = [Span("early", "other", -20, -10, 10), Span("k_gemm", "gemm", 10, 40, 30),
+             Span("k_copy", "copy", 120, 130, 10), Span("late", "other", 160, 170, 10)]
+    split = split_steps([(100, 150), (0, 90)], spans)
+    assert split.steps == 2 and split.wall_ms == pytest.approx(0.075)
+    assert split.busy_ms == _ms(gemm=0.015, copy=0.005)
+    assert split.wait_ms == _ms(gemm=0.005, copy=0.01)
+    assert split.tail_ms == pytest.approx(0.04) and _split_sums_to_wall(split)
+    assert split_steps([], spans) is None
+
+
+def test_explained_share_is_one_minus_the_residual_over_the_difference():
+    """The H200 batch-1 case (issue #29): step -0.11 ms, host gap +0.15 ms the other way. The busy categories sum to
+    -0.26 ms, 236 % of the difference: they over-explain it, and the share says so by being 0 (the residual is
+    larger than the difference). At batch 32: step -0.68, gap -0.20: 1 - 0.20 / 0.68."""
+    assert explained_share(-0.11, 0.15) == 0.0
+    assert explained_share(-0.68, -0.20) == pytest.approx(1 - 0.20 / 0.68)
+    assert explained_share(-0.5, 0.05) == pytest.approx(0.9) == explained_share(-0.5, -0.05)  # over and under alike
+    assert explained_share(0.0, 0.1) != explained_share(0.0, 0.1)  # NaN: no difference to explain
+
+
+def _phase_summary(wall, busy, gap_wait, tail, profiled_wall) -> dict:
+    return {"wall_ms_per_step": wall, "busy_ms_per_step": sum(busy.values()), "host_gap_ms_per_step":
+            wall - sum(busy.values()), "kernels_per_step": 10.0, "category_ms_per_step": _full(busy), "kernels": [],
+            "timeline": {"steps": 2, "wall_ms_per_step": profiled_wall, "busy_ms_per_step": _full(busy),
+                         "wait_ms_per_step": _full(gap_wait), "tail_ms_per_step": tail, "overlap_ms_per_step": 0.0}}
+
+
+def _full(by_category: dict) -> dict[str, float]:
+    return {c: by_category.get(c, 0.0) for c in CATEGORIES}
+
+
+def test_diff_explains_the_step_difference_by_busy_and_by_busy_plus_waiting():
+    """A: timed step 2.0 ms, busy gemm 1.0 + copy 0.2, waiting gemm 0.5 + copy 0.3, tail 0.1 (profiled 2.1).
+    B: timed 1.5, busy gemm 0.8 + copy 0.2, waiting gemm 0.3 + copy 0.15, tail 0.1 (profiled 1.55).
+    Step difference -0.5. Busy: -0.2, residual (host gap) -0.3: explains 1 - 0.3/0.5 = 40 %. Busy + waiting:
+    gemm -0.4, copy -0.15, sum -0.55, residual +0.05 (the profiler's added time differs by 0.05): 90 %, and
+    the signed share 110 % shows the over-explanation."""
+    a = _phase_summary(2.0, {"gemm": 1.0, "copy": 0.2}, {"gemm": 0.5, "copy": 0.3}, 0.1, 2.1)
+    b = _phase_summary(1.5, {"gemm": 0.8, "copy": 0.2}, {"gemm": 0.3, "copy": 0.15}, 0.1, 1.55)
+    d = diff_phase(a, b)
+    assert d["wall_delta"] == pytest.approx(-0.5) and d["gap_delta"] == pytest.approx(-0.3)
+    assert d["explained_by_busy"] == pytest.approx(0.4) and d["explained_by_busy_signed"] == pytest.approx(0.4)
+    assert d["busy_wait_delta"] == _ms(gemm=-0.4, copy=-0.15)
+    assert d["profiled_delta"] == pytest.approx(-0.55) and d["tail_delta"] == pytest.approx(0.0)
+    assert d["explained_by_busy_and_wait"] == pytest.approx(0.9)
+    assert d["explained_by_busy_and_wait_signed"] == pytest.approx(1.1)
+    text = format_diff("A", "B", ("m", "w", "bf16", "none", "cpu", "1", "8", "3"), d)
+    assert "busy time explains 40 %" in text and "busy + waiting explains 90 % (their changes sum to 110 %" in text
+    assert "step tail" in text and "step (profiled)" in text
+    older = {k: v for k, v in a.items() if k != "timeline"}  # a summary written before the timeline split
+    assert diff_phase(older, b)["explained_by_busy_and_wait"] is None
+    assert "busy + waiting: no timeline split" in format_diff("A", "B", ("m",) * 8, diff_phase(older, b))
+
+
 def test_profile_steps_below_one_is_one_line():
     from harness.api import compose_config
-    from harness.config import check_config
+    from harness.config.schema import check_config
     from harness.errors import UserError
 
     with pytest.raises(UserError, match="measure.profile_steps=0 is below 1"):
@@ -130,7 +247,7 @@ class StepClock:
 
 def _run(overrides, out, plugins):
     from harness.api import compose_config
-    from harness.job import run_job
+    from harness.run.job import run_job
 
     assert run_job(compose_config([*overrides, f"output_dir={out}"]), out, plugins) == 0
     return pd.read_csv(out / "results.csv")
@@ -140,8 +257,9 @@ def test_profile_follows_the_timed_iterations_and_leaves_their_samples_alone(tmp
     """Item 5: the profiled steps are a suffix of the cell's decode steps (all timed steps came first), with and
     without measure.profile; the timed samples of the two runs agree loosely (a loaded machine is noisy, so the
     ordering is the proof and the distribution check only a sanity bound)."""
-    from harness.plugins import PluginRegistry
-    from harness.samples import read_cell_samples
+    from harness.plugin.plugins import PluginRegistry
+    from harness.profile import cell
+    from harness.record.samples import read_cell_samples
 
     plugins = PluginRegistry.discover()
     clock = StepClock()
@@ -173,12 +291,21 @@ def test_profile_follows_the_timed_iterations_and_leaves_their_samples_alone(tmp
     assert decode["steps_profiled"] == 2 and decode["source"] == "cpu-operators"
     assert sum(decode["category_ms_per_step"].values()) == pytest.approx(decode["busy_ms_per_step"])
     assert set(decode["category_ms_per_step"]) == set(CATEGORIES)
+    split = decode["timeline"]  # every profiled step's wall time: busy + waiting per category + tail (- overlap)
+    assert split["steps"] == 2 and split["busy_ms_per_step"] == pytest.approx(decode["category_ms_per_step"])
+    assert sum(split["busy_ms_per_step"].values()) + sum(split["wait_ms_per_step"].values()) + \
+        split["tail_ms_per_step"] - split["overlap_ms_per_step"] == pytest.approx(split["wall_ms_per_step"])
+    assert split["overlap_ms_per_step"] == pytest.approx(0.0, abs=1e-6)  # one host thread: self times partition
+    assert summary["prefill"]["timeline"]["steps"] == 1
     with gzip.open(tmp_path / "profile_True" / "profile" / "b1_p8_n3" / "decode.trace.json.gz") as f:
         assert json.load(f)["traceEvents"]
     metrics = rows_of(tmp_path / "profile_True")
     assert metrics["profile_decode_busy_ms_per_step"] == pytest.approx(decode["busy_ms_per_step"])
     assert metrics["profile_decode_host_gap_ms_per_step"] == pytest.approx(
         metrics["decode_latency_ms"] - decode["busy_ms_per_step"])
+    parts = [metrics[cell.category_metric(c)] + metrics[cell.wait_metric(c)] for c in CATEGORIES]
+    assert sum(parts) + metrics[cell.TAIL] - metrics[cell.OVERLAP] == pytest.approx(metrics[cell.PROFILED_STEP])
+    assert all(metrics[cell.wait_metric(c)] >= 0 for c in CATEGORIES) and metrics[cell.TAIL] > 0
     assert not any(m.startswith("energy_") and m != "energy_per_token_j" for m in metrics)  # CPU: absent, not 0
 
 
@@ -192,7 +319,7 @@ def test_report_says_where_the_time_goes_and_why_diffs_two_runs(tmp_path, ort_ca
     """Done-when on the CPU: measure.profile=true over an HF and an ONNX Runtime run; the report has the section
     with its stacked-bar plot and the diff table, and ``enginebench-report why A B`` prints the cells both ran."""
     pytest.importorskip("onnxruntime")
-    from harness.plugins import PluginRegistry
+    from harness.plugin.plugins import PluginRegistry
     from harness.report.cli import build_report, main
 
     plugins = PluginRegistry.discover()
@@ -215,7 +342,8 @@ def test_report_says_where_the_time_goes_and_why_diffs_two_runs(tmp_path, ort_ca
         main(["why", str(hf), str(ort)])
     assert done.value.code == 0
     out = capsys.readouterr().out
-    assert out.count("categories explain") == 2 and "b=1 p=8" in out and "b=2 p=8" in out
+    assert out.count("busy time explains") == 2 and "b=1 p=8" in out and "b=2 p=8" in out
+    assert out.count("busy + waiting: no timeline split") == 2  # ORT's CPU profile has kernel times, no timeline
     assert "A = hf-flashattn-staticcache" in out and "B = onnxruntime" in out
     with pytest.raises(SystemExit) as refused:
         main(["why", str(hf), str(tmp_path / "report")])

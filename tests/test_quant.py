@@ -7,17 +7,23 @@ import math
 import pytest
 import torch
 
-from harness.accuracy import backend_perplexity, greedy_agreement, kl_divergence, logit_drift, reference_perplexity
+from harness.accuracy.numerics import (
+    backend_perplexity,
+    greedy_agreement,
+    kl_divergence,
+    logit_drift,
+    reference_perplexity,
+)
+from harness.accuracy.validate import compare, validate_backend
 from harness.errors import UserError
-from harness.quant import QuantScheme, dequantize_weight, fake_quantize, quantize_weight, resolve, weight_bytes
-from harness.validate import compare, validate_backend
+from harness.model.quant import QuantScheme, dequantize_weight, fake_quantize, quantize_weight, resolve, weight_bytes
 from helpers import FAST, installed_tensorrt, open_backend, run_cli, tiny_model_cfg
 
 torchao = pytest.importorskip("torchao", reason="torchao not installed (pip install torchao)")
 
 
 def tiny_config():
-    from harness.models import ModelSource
+    from harness.model.sources import ModelSource
 
     return ModelSource.from_config(tiny_model_cfg(), 0).config()
 
@@ -78,7 +84,7 @@ def test_resolve_defaults_and_refusals():
 def test_weight_bytes_by_hand():
     config = tiny_config()  # 2 layers; per layer q 64x64, k/v 32x64, o 64x64, gate/up 128x64, down 64x128
     linears = 2 * (64 * 64 + 2 * 32 * 64 + 64 * 64 + 2 * 128 * 64 + 64 * 128)  # 73728
-    from harness.models import param_count
+    from harness.model.sources import param_count
 
     other = param_count(config)["matmul"] - linears
     assert weight_bytes(config, QuantScheme(), 2) == param_count(config)["matmul"] * 2

@@ -1,5 +1,5 @@
 """trt-onnx-parsed's quantized graph (backends/onnx_export/qdq.py): the Q/DQ ONNX run by ONNX Runtime equals the
-float32 model with the scheme's weights (harness/quant.py), TensorRT-RTX builds an engine from it for each scheme
+float32 model with the scheme's weights (harness/model/quant.py), TensorRT-RTX builds an engine from it for each scheme
 the backend accepts, and the schemes its parser refuses are refused before any work."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from harness.errors import UserError
-from harness.quant import QuantScheme, quantized_reference, resolve
+from harness.model.quant import QuantScheme, quantized_reference, resolve
 from helpers import installed_tensorrt, run_cli, tiny_model_cfg
 
 # the schemes trt-onnx-parsed accepts (symmetric): int8 / int4 per block and per output channel, fp8 per channel
@@ -20,8 +20,8 @@ ACCEPTED = [("int8", None), ("int8", 0), ("int4", 32), ("int4", 0), ("fp8", None
 def export(tmp_path_factory):
     """The tiny model's float32 ONNX export (unchecked: these tests compare it themselves), cached once."""
     from backends.onnx_export.artifact import onnx_artifact
-    from harness.loadspec import LoadSpec
-    from harness.models import ModelSource
+    from harness.model.sources import ModelSource
+    from harness.plugin.loadspec import LoadSpec
 
     source = ModelSource.from_config(tiny_model_cfg(), 0)
     spec = LoadSpec(model=source, dtype=torch.float32, device="cpu", options={}, max_batch=2, max_seq=32,
@@ -88,7 +88,7 @@ def test_trt_onnx_parsed_quantized_engine_builds(scheme, group, tmp_path_factory
 
 
 def test_hook_accepts_symmetric_schemes_only(registry):
-    from harness.models import ModelSource
+    from harness.model.sources import ModelSource
 
     config = ModelSource.from_config(tiny_model_cfg(), 0).config()
     for scheme, group in ACCEPTED:

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from harness.errors import UserError
-from harness.outdir import LOCK_FILE, Replacement, exclusive
+from harness.run.outdir import LOCK_FILE, Replacement, exclusive
 from helpers import FAST, run_cli
 
 

@@ -114,6 +114,9 @@ def _wait_for_cells(out, n, proc, timeout=300):
 
 SLOW = ["backend=fault", "backend.step_sleep_s=0.05", *GRID[:3], "measure.warmup=1", "measure.min_iters=3",
         "measure.min_seconds=0", "measure.overhead_steps=2"]
+# For a signal sent once the first cell is written: the three cells left take ~10 s, so the run cannot finish
+# before the signal arrives, however loaded the machine is (with SLOW they took ~2 s).
+TO_INTERRUPT = [a if not a.startswith("measure.min_iters=") else "measure.min_iters=12" for a in SLOW]
 
 
 @pytest.mark.slow
@@ -137,7 +140,7 @@ def test_kill_9_keeps_finished_cells_and_resume_runs_only_missing(plugin_site, t
 
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_cells(plugin_site, tmp_path):
-    proc = _start(SLOW, plugin_site, tmp_path)
+    proc = _start(TO_INTERRUPT, plugin_site, tmp_path)
     _wait_for_cells(tmp_path, 1, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -146,7 +149,7 @@ def test_ctrl_c_keeps_finished_cells(plugin_site, tmp_path):
 
 
 def _build_concurrently(root, marker, barrier):
-    from harness.artifacts import get_or_build
+    from harness.model.artifacts import get_or_build
 
     def build(tmp):
         with open(marker, "a") as f:
@@ -174,7 +177,7 @@ def test_concurrent_runs_share_the_artifact_cache(tmp_path):
 
 
 def test_partial_artifact_from_a_killed_build_is_rebuilt(tmp_path):
-    from harness.artifacts import get_or_build, key_hash
+    from harness.model.artifacts import get_or_build, key_hash
 
     final = tmp_path / "test" / key_hash({"k": 2})
     final.mkdir(parents=True)

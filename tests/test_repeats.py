@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from test_verdicts import _report, make_run
 
-from harness.repeats import expand_multirun
+from harness.run.repeats import expand_multirun
 from helpers import plugin_env, run_cli
 
 TINY = ["grid.batch_sizes=[1]", "grid.prompt_lens=[8]", "grid.new_tokens=4", "measure.warmup=1",

@@ -1,14 +1,14 @@
-"""Verdicts between runs (harness/replicated.py) and the exact rank test (harness/stats.py), on synthetic samples
-that carry run-level drift: each run's level is drawn once (the load), its iterations around it.
+"""Verdicts between runs (harness/record/replicated.py) and the exact rank test (harness/measure/stats.py), on synthetic
+samples that carry run-level drift: each run's level is drawn once (the load), its iterations around it.
 
 The evidence tests count false and true verdicts of the real rule over 500 seeds (a few seconds: the rule's
 bootstrap is vectorised)."""
 import numpy as np
 import pytest
 
-from harness.replicated import between_runs_interval, central_value, compare_runs_samples
+from harness.measure.stats import compare_samples, rank_test_p, summarize_steps
+from harness.record.replicated import between_runs_interval, central_value, compare_runs_samples
 from harness.report.repeats import judge
-from harness.stats import compare_samples, rank_test_p, summarize_steps
 
 DRIFT = 0.04  # standard deviation of a run's level (log scale): the run-to-run spread of the issue's GPUs
 WITHIN = 0.02  # spread of iterations within a run

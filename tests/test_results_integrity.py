@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from harness.errors import UserError
-from harness.results import ResultsWriter, read_cells, read_results_frame, rows_for_cell
-from harness.stats import summarize
+from harness.measure.stats import summarize
+from harness.record.results import ResultsWriter, read_cells, read_results_frame, rows_for_cell
 from helpers import FAST, ROOT, run_cli
 
 
@@ -32,7 +32,7 @@ def test_a_short_write_is_truncated_back(tmp_path):
     w.append_cell(_ok(1))
     before = (tmp_path / "results.csv").read_bytes()
     code = (f"import resource, signal, sys; sys.path.insert(0, {str(ROOT)!r})\n"
-            "from harness.results import append_whole\n"
+            "from harness.record.results import append_whole\n"
             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
             f"resource.setrlimit(resource.RLIMIT_FSIZE, ({len(before) + 10}, resource.RLIM_INFINITY))\n"
             "try:\n"

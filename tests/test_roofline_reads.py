@@ -1,10 +1,10 @@
-"""Roofline bytes of what the kernels read (harness/roofline.py): a masked SDPA over a static cache reads every
+"""Roofline bytes of what the kernels read (harness/measure/roofline.py): a masked SDPA over a static cache reads every
 slot, a FlashAttention-style kernel the filled part; packed zero points count at their width. Hand-derived."""
 import pytest
 from transformers import LlamaConfig
 
-from harness.quant import QuantScheme, weight_bytes
-from harness.roofline import KV_READ, attention_reads, decode_bytes_read
+from harness.measure.roofline import KV_READ, attention_reads, decode_bytes_read
+from harness.model.quant import QuantScheme, weight_bytes
 
 # 2 layers, 2 KV heads of 16: per layer and row, a K and a V vector of 32 elements per position
 CONFIG = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,

@@ -1,9 +1,9 @@
-"""run.json is a typed record (harness/runrecord.py) written and read by one module; the run.json files committed
+"""run.json is a typed record (harness/record/runrecord.py) written and read by one module; the run.json files committed
 under docs/results (written before the record had a version) still read, and rewriting one loses nothing."""
 import json
 import shutil
 
-from harness.runrecord import VERSION, RunRecord, read_run, update_run, write_run
+from harness.record.runrecord import VERSION, RunRecord, read_run, update_run, write_run
 from helpers import ROOT
 
 OLD = ROOT / "docs" / "results" / "h100" / "ort"  # a run.json from before the record had a version

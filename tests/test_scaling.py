@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from harness.errors import UserError
-from harness.pinning import (
+from harness.run.pinning import (
     PINNED_ENV,
     claim_slot,
     cpu_slots,
@@ -61,7 +61,7 @@ def test_jobs_per_gpu_spreads_before_sharing(tmp_path):
 HOLDER = """
 import sys, time
 from pathlib import Path
-from harness.pinning import claim_slot, gpu_slots
+from harness.run.pinning import claim_slot, gpu_slots
 claim = claim_slot(gpu_slots(["GPU-aaaa"], 1), Path(sys.argv[1]))
 print("holding", claim.slot.device, flush=True)
 time.sleep(float(sys.argv[2]))
@@ -124,7 +124,7 @@ def test_queue_crash_and_resume_with_joblib(plugin_site, tmp_path):
     cell and the other job still runs; the report merges both. resume=true then runs only the job that is missing."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep = tmp_path / "sweep"
-    crashing = "fault[crash_at=[2x8]]"  # jobs are named by configuration label (harness/jobname.py)
+    crashing = "fault[crash_at=[2x8]]"  # jobs are named by configuration label (harness/config/jobname.py)
     cmd = ["-m", "hydra/launcher=enginebench_joblib", "device=pin", "pin.cpu_slots=1", f"pin.lock_dir={tmp_path}/l",
            "backend=fault", "backend.crash_at=[2x8],[]", *FAST, f"hydra.sweep.dir={sweep}"]
     proc = run_cli(*cmd, env=plugin_env(plugin_site))
@@ -166,7 +166,7 @@ def test_submitit_local_runs_jobs_apart_and_gathers_one_report(plugin_site, tmp_
                    f"hydra.sweep.dir={sweep}", env=plugin_env(plugin_site))
     assert proc.returncode == 2, proc.stderr
     runs = _runs(sweep)
-    missing = "fault[missing_library=True]"  # jobs are named by configuration label (harness/jobname.py)
+    missing = "fault[missing_library=True]"  # jobs are named by configuration label (harness/config/jobname.py)
     assert runs[missing]["exit_code"] == 2 and "fault_native_lib" in runs[missing]["error"]
     assert runs["fault"]["exit_code"] == 0 and runs["fault"]["isolation"]["mode"] == "process"
     assert runs[missing]["environment"]["hostname"]  # each job wrote its own run.json from its own process

@@ -46,7 +46,7 @@ def smollm2_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smollm2(smollm2_cache):
-    from harness.models import ModelSource
+    from harness.model.sources import ModelSource
 
     return ModelSource.from_config(PRESET, 0, str(smollm2_cache))
 
@@ -54,7 +54,7 @@ def smollm2(smollm2_cache):
 @needs_smollm2
 @pytest.mark.slow
 def test_conversion_is_a_plain_cached_checkpoint(smollm2, smollm2_cache):
-    from harness.gguf import gguf_checkpoint
+    from harness.model.gguf import gguf_checkpoint
 
     directory = smollm2.gguf.directory
     assert directory.parent.parent == smollm2_cache
@@ -103,9 +103,9 @@ CPU_BACKENDS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CPU_BACKENDS))
 def test_every_cpu_backend_continues_chat_prompts_like_hf(registry, smollm2, smollm2_cache, case):
-    from harness.loadspec import LoadSpec
-    from harness.prompts import CHAT_PROMPTS
-    from harness.validate import TEXT_STEPS, longest_validation_row, validate_backend
+    from harness.accuracy.prompts import CHAT_PROMPTS
+    from harness.accuracy.validate import TEXT_STEPS, longest_validation_row, validate_backend
+    from harness.plugin.loadspec import LoadSpec
 
     name, options = CPU_BACKENDS[case]
     if name == "trt-handbuilt":

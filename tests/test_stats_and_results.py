@@ -3,8 +3,8 @@ import math
 
 import pandas as pd
 
-from harness.results import ROW_COLUMNS, ResultsWriter, read_complete_rows, rows_for_cell
-from harness.stats import summarize
+from harness.measure.stats import summarize
+from harness.record.results import ROW_COLUMNS, ResultsWriter, read_complete_rows, rows_for_cell
 
 
 def test_summarize_hand_values():

@@ -10,10 +10,10 @@ import pickle
 import numpy as np
 import pandas as pd
 
-from harness import metrics
-from harness.results import ResultsWriter, rows_for_cell
-from harness.samples import read_cell_samples, samples_path, write_cell_samples
-from harness.stats import summarize
+from harness.measure import metrics
+from harness.measure.stats import summarize
+from harness.record.results import ResultsWriter, rows_for_cell
+from harness.record.samples import read_cell_samples, samples_path, write_cell_samples
 
 
 def _run(folder, backend, batches=(1, 2)):

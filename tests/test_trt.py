@@ -8,9 +8,9 @@ import pytest
 import torch
 from variants import VARIANTS, variant_params
 
+from harness.accuracy.inputs import random_prompt_ids
+from harness.accuracy.validate import validate_backend
 from harness.errors import UserError
-from harness.inputs import random_prompt_ids
-from harness.validate import validate_backend
 from helpers import installed_tensorrt, open_backend, run_cli
 
 trt_module = installed_tensorrt()

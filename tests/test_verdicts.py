@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.results import ResultsWriter, rows_for_cell
-from harness.runrecord import write_run as write_run_json
-from harness.samples import read_cell_samples, write_cell_samples
-from harness.stats import compare_samples, median_ci, relative_ci_half_width, summarize
+from harness.measure.stats import compare_samples, median_ci, relative_ci_half_width, summarize
+from harness.record.results import ResultsWriter, rows_for_cell
+from harness.record.runrecord import write_run as write_run_json
+from harness.record.samples import read_cell_samples, write_cell_samples
 from helpers import ROOT
 
 
@@ -255,7 +255,7 @@ def test_plots_mark_failed_configurations(tmp_path):
 # ---- machine state -------------------------------------------------------------------------------------------
 
 def test_machine_warnings_name_what_was_not_quiet():
-    from harness.machine_state import warnings_for
+    from harness.measure.machine_state import warnings_for
 
     assert warnings_for({"load_avg_1m": 0.3, "cpu_count": 2, "steal_frac": 0.0, "busy_processes": []}) == []
     found = warnings_for({"load_avg_1m": 5.2, "cpu_count": 2, "steal_frac": 0.08, "busy_processes": ["cc1(42) 95%"],
@@ -272,7 +272,7 @@ def test_machine_watch_sees_a_busy_process():
     """A real busy process (a Python spin loop) during the watched interval is named."""
     import time
 
-    from harness.machine_state import MachineWatch
+    from harness.measure.machine_state import MachineWatch
 
     # started through a shell that exits at once: the spinner is not our child (children count as the benchmark)
     started = subprocess.run(["sh", "-c", f"'{sys.executable}' -c 'import time\nt = time.time()\nwhile time.time() - t"

@@ -1,5 +1,6 @@
 """Stand-alone micro-benchmarks (``python -m tools.<name>`` from the repository root) whose printed output is
-committed under docs/results/. Not part of the installed package: they may import backends directly."""
+committed under docs/results/. Not part of the installed package; a tool loads a backend through the plugin
+registry, never from the backend's own modules (tests/test_import_graph.py)."""
 from __future__ import annotations
 
 
@@ -17,7 +18,7 @@ def load_preset(name: str):
     """The ``conf/model/<name>.yaml`` preset as a ModelSource (seed 0), for tools run from the repository root."""
     import yaml
 
-    from harness.models import ModelSource
+    from harness.model.sources import ModelSource
 
     with open(f"conf/model/{name}.yaml") as f:
         return ModelSource.from_config(yaml.safe_load(f), seed=0)

@@ -1,6 +1,6 @@
 """Per-step cost of the DRY sampler at context lengths 512, 2048 and 8192 (``python -m tools.dry``).
 
-Timed by the harness's instrument (``harness.instrument.time_calls``: device time over many back-to-back calls,
+Timed by the harness's instrument (``harness.measure.instrument.time_calls``: device time over many back-to-back calls,
 the way a decode loop issues them); on CUDA the calls run under ``torch.cuda.set_sync_debug_mode("error")``, which
 raises if DRY synchronises with the host. Writes a CSV (``--out``) and prints it.
 """
@@ -11,8 +11,8 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
-from harness.instrument import time_calls
-from harness.sampling import apply_dry
+from harness.accuracy.sampling import apply_dry
+from harness.measure.instrument import time_calls
 from tools import print_and_save
 
 

@@ -62,8 +62,8 @@ def repeated_ngram_share(ids: list[int], n: int = 4) -> float:
 def open_hf(source, max_batch: int, max_seq: int, cache_dir: Path):
     import torch
 
-    from harness.loadspec import LoadSpec
-    from harness.plugins import PluginRegistry
+    from harness.plugin.loadspec import LoadSpec
+    from harness.plugin.plugins import PluginRegistry
 
     registry = PluginRegistry.discover()
     name = "hf-flashattn-staticcache"
@@ -73,16 +73,7 @@ def open_hf(source, max_batch: int, max_seq: int, cache_dir: Path):
     return handle
 
 
-def main() -> None:
-    import torch
-
-    from harness.artifacts import default_cache_dir
-    from harness.config import SamplingConfig
-    from harness.generate import answer_text, eos_ids, generate
-    from harness.models import ModelSource
-    from harness.prompts import message_ids
-    from tools import print_and_save
-
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--rows", type=int, default=2, help="samples per prompt and seed (rows of one batch)")
@@ -92,9 +83,16 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=None, help="artifact cache (the converted checkpoint)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a shared machine)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    return parser.parse_args()
+
+
+def sample_answers(args: argparse.Namespace) -> list[dict]:
+    """Every prompt ``args.rows`` times per seed, with DRY off and on: one row per answer with its repetition."""
+    from harness.accuracy.prompts import message_ids
+    from harness.config.schema import SamplingConfig
+    from harness.model.artifacts import default_cache_dir
+    from harness.model.sources import ModelSource
+    from harness.run.generate import answer_text, eos_ids, generate
 
     preset = yaml.safe_load((ROOT / "conf" / "model" / "smollm2-135m.yaml").read_text())
     source = ModelSource.from_config(preset, 0, args.cache_dir)
@@ -120,11 +118,15 @@ def main() -> None:
                                     "text": answer_text(tokenizer, ids)})
     finally:
         handle.close()
-    import pandas as pd
+    return results
 
-    table = pd.DataFrame(results)
-    if args.out:
-        table.to_csv(args.out, index=False)
+
+def print_summary(table, args: argparse.Namespace) -> None:
+    """The per-prompt means with DRY off and on, then the means over all prompts."""
+    import torch
+
+    from tools import print_and_save
+
     summary = (table.groupby(["prompt", "dry"])
                .agg(answers=("seed", "size"), tokens=("tokens", "mean"), longest_repeat=("longest_repeat", "mean"),
                     repeated_4gram_share=("repeated_4gram_share", "mean"))
@@ -134,6 +136,21 @@ def main() -> None:
     print(f"\nall prompts, {args.seeds} seeds x {args.rows} rows, temperature {args.temperature}, "
           f"DRY multiplier {args.dry_multiplier} (base 1.75, allowed_length 2), torch {torch.__version__}:")
     print(overall.round(3).to_string(index=False))
+
+
+def main() -> None:
+    import torch
+
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = sample_answers(args)
+    import pandas as pd
+
+    table = pd.DataFrame(results)
+    if args.out:
+        table.to_csv(args.out, index=False)
+    print_summary(table, args)
 
 
 if __name__ == "__main__":

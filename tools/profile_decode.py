@@ -22,13 +22,13 @@ import pandas as pd
 import torch
 import yaml
 
-from harness.inputs import random_prompt_ids
-from harness.instrument import time_calls
-from harness.loadspec import LoadSpec
-from harness.plugins import PluginRegistry
+from harness.accuracy.inputs import random_prompt_ids
+from harness.measure.instrument import time_calls
+from harness.model.quant import resolve
+from harness.plugin.loadspec import LoadSpec
+from harness.plugin.plugins import PluginRegistry
 from harness.profile.capture import profile_phase
 from harness.profile.categories import categorizer
-from harness.quant import resolve
 from tools import load_preset, print_and_save
 
 WARM_STEPS = 4
@@ -66,7 +66,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--quant", nargs="+", default=["none"],
-                   help="weight-only schemes (harness/quant.py), each with its default group and symmetry")
+                   help="weight-only schemes (harness/model/quant.py), each with its default group and symmetry")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--top", type=int, default=12, help="rows printed per (attention, prompt); the CSV keeps all")
     p.add_argument("--out", required=True)

@@ -1,13 +1,14 @@
 """How often the verdict rules call a difference between runs of one configuration, measured on real repeats.
 
 Input: a multirun of two configurations A and B with ``measure.repeats=K`` (K >= 6; their repeats interleaved, see
-harness/repeats.py). Everything below uses the report's own functions on the kept samples; nothing is timed here.
+harness/run/repeats.py). Everything below uses the report's own functions on the kept samples; nothing is timed here.
 
 - A/A, old rule (the verdict before repeats: a two-sided Mann-Whitney test on the iterations of one run a side at
   alpha 0.01 plus the 5 % minimum effect): every pair of A's repeats (K(K-1)/2 pairs), and the same for B.
-- A/A, within-run rule now (harness/stats.py: exact rank test, interval excluding 1, minimum effect): same pairs.
-- A/A, between-runs rule (harness/replicated.py): disjoint random splits of A's repeats into 3 vs 3 runs (and 5 vs 5
-  when K >= 10), ``--splits`` of each, and the same for B.
+- A/A, within-run rule now (harness/measure/stats.py: exact rank test, interval excluding 1, minimum effect):
+  same pairs.
+- A/A, between-runs rule (harness/record/replicated.py): disjoint random splits of A's repeats into 3 vs 3 runs (and 5
+  vs 5 when K >= 10), ``--splits`` of each, and the same for B.
 - A/B: all of A's repeats against all of B's with the between-runs rule: verdict, ratio, interval, resolution.
 
     python -m tools.repeat_evidence SWEEP_DIR --out OUT_DIR [--a LABEL] [--splits 200]
@@ -24,17 +25,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.measure.stats import ALPHA, MIN_EFFECT, compare_samples
+from harness.record.results import atomic_write_text
 from harness.report.aggregate import CELL, load_results, run_infos
 from harness.report.comparison import TESTED
 from harness.report.repeats import combine_repeats, judge, repeat_order, repeat_rows, run_units
-from harness.results import atomic_write_text
-from harness.stats import ALPHA, MIN_EFFECT, compare_samples
 
 SEED = 0
 
 
 def old_rule(a: np.ndarray, b: np.ndarray) -> bool:
-    """The verdict before repeats (harness/stats.py at the time): Mann-Whitney (scipy's default method) on the
+    """The verdict before repeats (harness/measure/stats.py at the time): Mann-Whitney (scipy's default method) on the
     iterations of one run a side at alpha 0.01, and a change of the medians of at least 5 %."""
     from scipy.stats import mannwhitneyu
 

@@ -3,7 +3,7 @@
 With a static cache HF passes SDPA a boolean mask over the whole cache; SDPA's FlashAttention kernel refuses any
 explicit mask, so "SDPA + static cache" decodes with the efficient, cuDNN or math kernel. We find out which by
 running the real model under ``sdpa_kernel(<one backend>)`` for each backend in torch's own priority order: the
-first that runs is the one torch picks when left alone. See ../shared docs: flash-attention.md.
+first that runs is the one torch picks when left alone. docs/backends.md has the FlashAttention choices.
 """
 from __future__ import annotations
 

@@ -76,49 +76,49 @@ class HFStaticCacheBackend:
 
     @hookimpl
     def load(self, spec) -> dict[str, Any]:
-        opts = spec.options
+        opts: HFOptions = spec.options  # the backend's own options dataclass (harness/options.py)
         # FlashAttention choices compute plain causal softmax over the cache: anything else is refused or skipped
         self.attention_problem = plain_attention_problem(spec.model.config(), spec.max_seq)
-        if opts["attention"] in FLASH_CHOICES and self.attention_problem:
-            raise UserError(f"backend.attention={opts['attention']} computes plain causal attention; this model has "
+        if opts.attention in FLASH_CHOICES and self.attention_problem:
+            raise UserError(f"backend.attention={opts.attention} computes plain causal attention; this model has "
                             f"{self.attention_problem}", "use backend.attention=sdpa (or auto)")
         self._check_options(opts, spec)
         self.device, self.dtype = spec.device, spec.dtype
-        self.max_seq, self.static = spec.max_seq, opts["cache"] == "static"
-        self.cuda_graph = bool(opts["cuda_graph"])
+        self.max_seq, self.static = spec.max_seq, opts.cache == "static"
+        self.cuda_graph = bool(opts.cuda_graph)
         register_attention_functions()
-        todo = candidates(opts["attention"], spec.device) if self.static else ["sdpa"]
+        todo = candidates(opts.attention, spec.device) if self.static else ["sdpa"]
         self.model = spec.model.build(spec.dtype, spec.device)
         self.cache_kw = cache_keyword(self.model)  # transformers 5.2x: cache=; 5.17: past_key_values=
         self.config = self.model.config
         self.takes_cache_position = "cache_position" in inspect.signature(self.model.forward).parameters
         from backends.hf_staticcache.quantize import quantize_model
 
-        quant_facts = quantize_model(self.model, spec.quant, spec.device, spec.dtype, opts["int4_kernel"])
+        quant_facts = quantize_model(self.model, spec.quant, spec.device, spec.dtype, opts.int4_kernel)
         self.cache, self.cache_batch = None, None
-        info = {"compile": opts["compile"], "cache": opts["cache"], "cuda_graph": self.cuda_graph,
+        info = {"compile": opts.compile, "cache": opts.cache, "cuda_graph": self.cuda_graph,
                 "static_cache_len": spec.max_seq, **quant_facts}
-        info.update(self._choose_attention(todo, opts["attention"], spec))
+        info.update(self._choose_attention(todo, opts.attention, spec))
         # FlashAttention choices are told each row's length; SDPA and eager mask a static cache, reading every slot.
         # torchao's int4 layout keeps its zero points in the activation dtype: the default count. (With auto's
         # choice per cell, this is the first cell's choice.)
         info.update(attention_reads("filled" if self.flash or not self.static else "allocated", self.max_seq))
         self.decode_fn = self._forward_decode
-        if opts["compile"] != "none":
+        if opts.compile != "none":
             # Compile the decode step only (gpt-fast style): prefill shapes change per cell.
             info["inductor_cache_dir"] = use_inductor_cache(spec.cache_dir)
-            key = f"hf-compile:{spec.model.name}:{opts['compile']}:{self.impl}:{spec.quant.label}:{spec.max_seq}"
-            self.decode_fn = CompiledStep(self._forward_decode, opts["compile"], spec.cache_dir, key)
+            key = f"hf-compile:{spec.model.name}:{opts.compile}:{self.impl}:{spec.quant.label}:{spec.max_seq}"
+            self.decode_fn = CompiledStep(self._forward_decode, opts.compile, spec.cache_dir, key)
             info["compile_seconds"] = self.decode_fn.compiled  # filled at each batch size's first step
         return info
 
-    def _check_options(self, opts: dict[str, Any], spec) -> None:
+    def _check_options(self, opts: HFOptions, spec) -> None:
         """What depends on this machine; the values themselves were checked with every job's options (options.py)."""
-        check_choice(opts["attention"], spec.device, spec.dtype)
-        if opts["int4_kernel"] != "tinygemm" and spec.quant.scheme != "int4":
-            raise UserError(f"backend.int4_kernel={opts['int4_kernel']} applies to quant=int4 only",
+        check_choice(opts.attention, spec.device, spec.dtype)
+        if opts.int4_kernel != "tinygemm" and spec.quant.scheme != "int4":
+            raise UserError(f"backend.int4_kernel={opts.int4_kernel} applies to quant=int4 only",
                             "drop backend.int4_kernel or use quant=int4")
-        if opts["cuda_graph"] and not spec.device.startswith("cuda"):
+        if opts.cuda_graph and not spec.device.startswith("cuda"):
             raise UserError("backend.cuda_graph=true needs a CUDA device", "use device=cuda or drop it")
 
     # -- attention choice --------------------------------------------------------------------------------------

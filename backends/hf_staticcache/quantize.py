@@ -1,6 +1,6 @@
 """Weight-only quantization of the HF model with torchao (``quantize_`` with its weight-only configs).
 
-Which torchao tensor serves a scheme (harness/quant.py defines the schemes):
+Which torchao tensor serves a scheme (harness/model/quant.py defines the schemes):
 - int8, symmetric: ``Int8WeightOnlyConfig`` (``Int8Tensor``: int8 codes, the matmul dequantizes on the fly;
   under ``torch.compile`` inductor fuses the dequantization into the GEMV, gpt-fast's int8 path);
 - int4, asymmetric, on CUDA in bfloat16: ``Int4WeightOnlyConfig`` with the ``tile_packed_to_4d`` layout, which runs

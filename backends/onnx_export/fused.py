@@ -101,32 +101,45 @@ class FusedGqaStaticCacheDecoder(GqaStaticCacheDecoder):
         self.register_buffer("cos_cache", cos[0, :, :half].contiguous(), persistent=False)
         self.register_buffer("sin_cache", sin[0, :, :half].contiguous(), persistent=False)
 
-    def _layers(self, hidden, attend):
+    def prologue(self, input_ids, position_ids, seqlens_k, total_sequence_length) -> tuple[tuple, dict]:
+        """(state, derived): state (normed, residual), each [B, S, H]; RoPE happens inside the attention op."""
+        hidden = self.hf.model.embed_tokens(input_ids)
+        return (self.hf.model.layers[0].input_layernorm(hidden), hidden), {}
+
+    def layer_modules(self, i: int) -> dict:
+        """Layer ``i`` ends with the next layer's input norm (the final norm after the last layer)."""
         layers = self.hf.model.layers
-        normed, residual, presents = layers[0].input_layernorm(hidden), hidden, []
-        for i, layer in enumerate(layers):
-            out, k_all, v_all = attend(i, layer.self_attn, normed)
-            presents += [k_all, v_all]
-            norm = layer.post_attention_layernorm
-            normed, residual = skip_rms_norm(layer.self_attn.o_proj(out), residual, norm.weight,
-                                             float(norm.variance_epsilon))
-            gate, up = self.gate_up[i](normed).chunk(2, dim=-1)
-            norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.hf.model.norm
-            normed, residual = skip_rms_norm(layer.mlp.down_proj(layer.mlp.act_fn(gate) * up), residual,
-                                             norm.weight, float(norm.variance_epsilon))
-        return normed, presents  # the final norm is already applied
+        return {"layer": layers[i], "qkv": self.qkv[i], "gate_up": self.gate_up[i],
+                "next_norm": layers[i + 1].input_layernorm if i + 1 < len(layers) else self.hf.model.norm,
+                "cos_cache": self.cos_cache, "sin_cache": self.sin_cache}
+
+    def layer_reads(self, i: int) -> tuple[str, ...]:
+        return "seqlens_k", "total_sequence_length"
+
+    def layer_kind(self, i: int) -> tuple:
+        norms = (self.hf.model.layers[i].post_attention_layernorm, self.layer_modules(i)["next_norm"])
+        return (*super().layer_kind(i), tuple(float(n.variance_epsilon) for n in norms))
+
+    def layer_step(self, i: int, mods: dict, state: tuple, context: dict, past_key, past_value):
+        """One packed q/k/v GEMM into the op (RoPE inside: a token's position is its slot), then the two fused
+        residual norms around the MLP."""
+        normed, residual = state
+        layer = mods["layer"]
+        seqlens_k, total_sequence_length = (context[name] for name in self.layer_reads(i))
+        attn, mlp = layer.self_attn, layer.mlp
+        out, k_all, v_all = group_query_attention(mods["qkv"](normed), None, None, past_key, past_value, seqlens_k,
+                                                  total_sequence_length, mods["cos_cache"], mods["sin_cache"],
+                                                  self.num_heads, self.num_kv, float(attn.scaling))
+        norm = layer.post_attention_layernorm
+        normed, residual = skip_rms_norm(attn.o_proj(out), residual, norm.weight, float(norm.variance_epsilon))
+        gate, up = mods["gate_up"](normed).chunk(2, dim=-1)
+        norm = mods["next_norm"]
+        normed, residual = skip_rms_norm(mlp.down_proj(mlp.act_fn(gate) * up), residual, norm.weight,
+                                         float(norm.variance_epsilon))
+        return (normed, residual), k_all, v_all  # after the last layer, normed has the final norm applied
 
     def _logits(self, last_normed):
         return self.hf.lm_head(last_normed)[:, 0, :]
-
-    def _attention(self, hidden, position_ids, seqlens_k, total_sequence_length, past):
-        """``attend``: one packed q/k/v GEMM; RoPE happens inside the op (a token's position is its slot)."""
-        def attend(i, attn, h):
-            return group_query_attention(self.qkv[i](h), None, None, past[2 * i], past[2 * i + 1], seqlens_k,
-                                         total_sequence_length, self.cos_cache, self.sin_cache, self.num_heads,
-                                         self.num_kv, float(attn.scaling))
-
-        return attend
 
 
 def _concatenated(*linears: nn.Linear) -> nn.Linear:

@@ -30,7 +30,7 @@ ONNX_BACKEND = "onnxruntime"
 
 
 def check_supported(config, max_seq: int = 0, attention: str = "explicit", fused_ops: bool = False) -> None:
-    """Refuse, before any export, what this graph cannot rebuild (harness/families.py), in one line."""
+    """Refuse, before any export, what this graph cannot rebuild (harness/model/families.py), in one line."""
     from harness.sdk import short_windows, softcaps
 
     problem = graph_problem(config, max_seq, ONNX_BACKEND)
@@ -63,6 +63,9 @@ def apply_rope(x, cos, sin):
     return torch.cat([x_rot * cos + rotate_half(x_rot) * sin, x_pass], dim=-1)
 
 
+GRAPH_INPUTS = 4  # graph inputs before the caches, in either form (io_names)
+
+
 def io_names(num_layers: int, attention: str = "explicit") -> tuple[list[str], list[str]]:
     inputs = ["input_ids", "position_ids"]
     if attention == "explicit":
@@ -87,6 +90,7 @@ class StaticCacheDecoder(nn.Module):
         from harness.sdk import layer_types, sliding_window, softcaps
 
         self.hf = hf_model
+        self.attention = attention
         self.family = family_of(cfg)
         self.num_layers = cfg.num_hidden_layers
         self.num_heads = cfg.num_attention_heads
@@ -121,20 +125,90 @@ class StaticCacheDecoder(nn.Module):
             q, k = attn.q_norm(q), attn.k_norm(k)
         return q, k, v
 
-    def _layers(self, hidden, attend):
-        """HF's decoder layers around ``attend(i, attn_module, normed_hidden) -> (out [B, S, H*D], k_all, v_all)``."""
-        presents = []
-        for i, layer in enumerate(self.hf.model.layers):
-            out, k_all, v_all = attend(i, layer.self_attn, layer.input_layernorm(hidden))
-            presents += [k_all, v_all]
-            attn_out = layer.self_attn.o_proj(out)
-            if self.family.sandwich_norms:
-                hidden = hidden + layer.post_attention_layernorm(attn_out)
-                hidden = hidden + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(hidden)))
-            else:
-                hidden = hidden + attn_out
-                hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        return hidden, presents
+    # One step in three parts: ``prologue`` (embedding and what every layer reads), ``layer_step`` (one decoder
+    # layer) and ``epilogue`` (final norm and lm_head). ``forward`` chains them; the layerwise export
+    # (layerwise.py) traces each part once and repeats the layer's ONNX nodes, so both run this same code.
+    # ``context`` maps names to the tensors the layers and the epilogue read: the graph inputs and the prologue's
+    # derived tensors.
+
+    def prologue(self, input_ids, position_ids, cache_position, attention_mask) -> tuple[tuple, dict]:
+        """(state, derived): state [(hidden [B, S, H])] flows through the layers; derived: cos/sin per layer type
+        [B, 1, S, R] and the attention masks [B, 1, S, T] (one per window shorter than the cache)."""
+        batch = input_ids.shape[0]
+        hidden = self.hf.model.embed_tokens(input_ids)  # [B, S, H] (Gemma's module scales by sqrt(H) itself)
+        derived = self._rope_context(position_ids, 1)
+        used = attention_mask.shape[1]  # T: slots in use after this call's write
+        slots = torch.arange(used, device=input_ids.device)
+        # [B, 1, S, T]: slot k visible to query q iff written no later than q's slot and not padding
+        allowed = (slots.view(1, 1, 1, -1) <= cache_position.view(1, 1, -1, 1)) \
+            & (attention_mask.view(batch, 1, 1, used) > 0)
+        derived["mask"] = allowed
+        for w in self._short_windows():  # HF: key within w - 1 slots back
+            derived[f"mask_{w}"] = allowed & (slots.view(1, 1, 1, -1) > cache_position.view(1, 1, -1, 1) - w)
+        return (hidden,), derived
+
+    def _rope_context(self, position_ids, unsqueeze_dim: int) -> dict:
+        context = {}
+        for kind, (cos, sin) in self._rope(position_ids, unsqueeze_dim).items():
+            context[f"cos_{kind}"], context[f"sin_{kind}"] = cos, sin
+        return context
+
+    def _short_windows(self) -> list[int]:
+        return sorted(w for w in set(self.windows) if w and w < self.max_seq)
+
+    def layer_modules(self, i: int) -> dict:
+        """What layer ``i`` computes with (modules and tensors); layers of one kind differ only in these."""
+        return {"layer": self.hf.model.layers[i]}
+
+    def layer_reads(self, i: int) -> tuple[str, ...]:
+        """The context names layer ``i`` reads."""
+        window = self.windows[i]
+        mask = f"mask_{window}" if window in self._short_windows() else "mask"
+        kind = self.layer_types[i]
+        return "cache_position", f"cos_{kind}", f"sin_{kind}", mask
+
+    def layer_kind(self, i: int) -> tuple:
+        """Layers of one kind are the same graph with other weights (what the layerwise export repeats)."""
+        mods = self.layer_modules(i)
+        modules = {k: m for k, m in mods.items() if isinstance(m, nn.Module)}
+        tensors = {k: t for k, t in mods.items() if not isinstance(t, nn.Module)}
+        tensors.update((f"{k}.{name}", t) for k, m in modules.items()
+                       for name, t in m.state_dict(keep_vars=True).items())
+        shapes = tuple((name, tuple(t.shape), t.dtype) for name, t in tensors.items())
+        return (self.layer_reads(i), repr(modules), shapes, float(self.hf.model.layers[i].self_attn.scaling))
+
+    def layer_step(self, i: int, mods: dict, state: tuple, context: dict, past_key, past_value):
+        """HF's decoder layer ``i`` around this graph's attention: (state, present_key, present_value)."""
+        (hidden,) = state
+        layer = mods["layer"]
+        cache_position, cos, sin, mask = (context[name] for name in self.layer_reads(i))
+        batch, seq = hidden.shape[:2]
+        attn = layer.self_attn
+        q, k, v = (t.transpose(1, 2) for t in self._qkv(attn, layer.input_layernorm(hidden)))  # [B, H(kv), S, D]
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # index_put on [B, H, L, D] exports as one ScatterND whose output is the present tensor
+        # (index_copy_ would export as Transpose -> ScatterND -> Transpose: two full-cache copies).
+        k_all = torch.ops.aten.index_put(past_key, [None, None, cache_position], k)
+        v_all = torch.ops.aten.index_put(past_value, [None, None, cache_position], v)
+        used = mask.shape[-1]  # T: slots in use after this call's write
+        out = self._attend(q, k_all[:, :, :used], v_all[:, :, :used], mask, attn.scaling)
+        out = out.transpose(1, 2).reshape(batch, seq, -1)
+        return (self._residual_mlp(layer, hidden, attn.o_proj(out)),), k_all, v_all
+
+    def _residual_mlp(self, layer, hidden, attn_out):
+        """The rest of HF's decoder layer after the attention's output projection."""
+        if self.family.sandwich_norms:
+            hidden = hidden + layer.post_attention_layernorm(attn_out)
+            return hidden + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(hidden)))
+        hidden = hidden + attn_out
+        return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
+    EPILOGUE_READS: tuple[str, ...] = ()
+
+    def epilogue(self, state: tuple, context: dict):
+        """logits [B, V] of the last position."""
+        (hidden,) = state
+        return self._logits(hidden[:, -1:, :])
 
     def _logits(self, last_hidden):  # [B, 1, H] -> [B, V]
         logits = self.hf.lm_head(self.hf.model.norm(last_hidden))[:, 0, :]
@@ -142,33 +216,23 @@ class StaticCacheDecoder(nn.Module):
             logits = torch.tanh(logits / self.final_cap) * self.final_cap
         return logits
 
-    def forward(self, input_ids, position_ids, cache_position, attention_mask, *past):
-        body = self.hf.model
-        batch, seq = input_ids.shape
-        hidden = body.embed_tokens(input_ids)  # [B, S, H] (Gemma's module scales by sqrt(H) itself)
-        rope = self._rope(position_ids, 1)  # [B, 1, S, R] per layer type
-        used = attention_mask.shape[1]  # T: slots in use after this call's write
-        slots = torch.arange(used, device=input_ids.device)
-        # [B, 1, S, T]: slot k visible to query q iff written no later than q's slot and not padding
-        allowed = (slots.view(1, 1, 1, -1) <= cache_position.view(1, 1, -1, 1)) \
-            & (attention_mask.view(batch, 1, 1, used) > 0)
-        windowed = {w: allowed & (slots.view(1, 1, 1, -1) > cache_position.view(1, 1, -1, 1) - w)
-                    for w in set(self.windows) if w and w < self.max_seq}  # HF: key within w - 1 slots back
+    def forward(self, input_ids, position_ids, input_3, input_4, *past):
+        """The graph inputs (io_names: cache_position and attention_mask here; seqlens_k and
+        total_sequence_length in the GroupQueryAttention graphs), then the caches (one varargs tuple for
+        torch.export)."""
+        inputs = (input_ids, position_ids, input_3, input_4)
+        state, derived = self.prologue(*inputs)
+        context = {**dict(zip(self.input_names(), inputs)), **derived}
+        presents = []
+        for i in range(self.num_layers):
+            state, k_all, v_all = self.layer_step(i, self.layer_modules(i), state, context, past[2 * i],
+                                                  past[2 * i + 1])
+            presents += [k_all, v_all]
+        return (self.epilogue(state, context), *presents)
 
-        def attend(i, attn, h):
-            q, k, v = (t.transpose(1, 2) for t in self._qkv(attn, h))  # [B, H(kv), S, D]
-            cos, sin = rope[self.layer_types[i]]
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-            # index_put on [B, H, L, D] exports as one ScatterND whose output is the present tensor
-            # (index_copy_ would export as Transpose -> ScatterND -> Transpose: two full-cache copies).
-            k_all = torch.ops.aten.index_put(past[2 * i], [None, None, cache_position], k)
-            v_all = torch.ops.aten.index_put(past[2 * i + 1], [None, None, cache_position], v)
-            mask = windowed.get(self.windows[i], allowed)
-            out = self._attend(q, k_all[:, :, :used], v_all[:, :, :used], mask, attn.scaling)
-            return out.transpose(1, 2).reshape(batch, seq, -1), k_all, v_all
-
-        hidden, presents = self._layers(hidden, attend)
-        return (self._logits(hidden[:, -1:, :]), *presents)
+    def input_names(self) -> list[str]:
+        """The graph inputs before the caches (io_names)."""
+        return io_names(0, self.attention)[0]
 
     def _attend(self, q, k, v, allowed, scaling):
         groups = self.num_heads // self.num_kv
@@ -194,34 +258,42 @@ class GqaStaticCacheDecoder(StaticCacheDecoder):
     row's last real token (the prompt's last token, or the one decoded token).
     """
 
-    def forward(self, input_ids, position_ids, seqlens_k, total_sequence_length, *past):
-        batch = input_ids.shape[0]
-        hidden = self.hf.model.embed_tokens(input_ids)
-        attend = self._attention(hidden, position_ids, seqlens_k, total_sequence_length, past)
-        hidden, presents = self._layers(hidden, attend)
+    def prologue(self, input_ids, position_ids, seqlens_k, total_sequence_length) -> tuple[tuple, dict]:
+        """(state, derived): [(hidden [B, S, H])], cos/sin per layer type [B, S, 1, R]."""
+        return (self.hf.model.embed_tokens(input_ids),), self._rope_context(position_ids, 2)
+
+    def layer_reads(self, i: int) -> tuple[str, ...]:
+        kind = self.layer_types[i]
+        return "seqlens_k", "total_sequence_length", f"cos_{kind}", f"sin_{kind}"
+
+    def layer_step(self, i: int, mods: dict, state: tuple, context: dict, past_key, past_value):
+        """HF's layer with RoPE on q and k, then the fused op."""
+        from backends.onnx_export.gqa import group_query_attention
+
+        (hidden,) = state
+        layer = mods["layer"]
+        seqlens_k, total_sequence_length, cos, sin = (context[name] for name in self.layer_reads(i))
+        batch, seq = hidden.shape[:2]
+        attn = layer.self_attn
+        q, k, v = self._qkv(attn, layer.input_layernorm(hidden))
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # [B, S, H, D]: no transposes
+        out, k_all, v_all = group_query_attention(q.reshape(batch, seq, -1), k.reshape(batch, seq, -1),
+                                                  v.reshape(batch, seq, -1), past_key, past_value, seqlens_k,
+                                                  total_sequence_length, None, None, self.num_heads, self.num_kv,
+                                                  float(attn.scaling))
+        return (self._residual_mlp(layer, hidden, attn.o_proj(out)),), k_all, v_all
+
+    EPILOGUE_READS = ("seqlens_k", "position_ids")
+
+    def epilogue(self, state: tuple, context: dict):
+        hidden = state[0]
+        seqlens_k, position_ids = (context[name] for name in self.EPILOGUE_READS)
+        batch = hidden.shape[0]
         # Right-padded rows: a token's position is its slot, so row b's last token this call sits at index
         # seqlens_k[b] - position_ids[b, 0]. (Not min(seqlens_k, S-1): S comes from a shape, ORT computes it on the
         # CPU and the copy to the GPU that follows rules out CUDA-graph capture.)
         last = (seqlens_k.long() - position_ids[:, 0]).view(batch, 1, 1).expand(batch, 1, hidden.shape[-1])
-        return (self._logits(torch.gather(hidden, 1, last)), *presents)
-
-    def _attention(self, hidden, position_ids, seqlens_k, total_sequence_length, past):
-        """``attend`` for :meth:`_layers`: HF's RoPE on q and k, then the fused op."""
-        from backends.onnx_export.gqa import group_query_attention
-
-        batch, seq = hidden.shape[:2]
-        rope = self._rope(position_ids, 2)  # [B, S, 1, R]
-
-        def attend(i, attn, h):
-            q, k, v = self._qkv(attn, h)
-            cos, sin = rope[self.layer_types[i]]
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # [B, S, H, D]: no transposes
-            return group_query_attention(q.reshape(batch, seq, -1), k.reshape(batch, seq, -1),
-                                         v.reshape(batch, seq, -1),
-                                         past[2 * i], past[2 * i + 1], seqlens_k, total_sequence_length, None, None,
-                                         self.num_heads, self.num_kv, float(attn.scaling))
-
-        return attend
+        return self._logits(torch.gather(hidden, 1, last))
 
 
 def check_gqa_head_size(attention: str, head_dim: int) -> None:

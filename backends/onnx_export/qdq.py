@@ -1,14 +1,14 @@
 """Weight-only quantization of an exported graph in the standard ONNX Q/DQ form, for parsers that know only
 standard ops (TensorRT's ONNX parser): every decoder linear's ``MatMul(x, W[K, N])`` becomes
 ``MatMul(x, DequantizeLinear(codes, scales[, zero_points]))`` with the codes as an int8 / int4 / float8e4m3
-initializer and the scales of harness/quant.py in the model dtype, either per block of ``group_size`` rows along K
+initializer and the scales of harness/model/quant.py in the model dtype, either per block of ``group_size`` rows along K
 (``axis=0``, ``block_size``: opset 21) or per output channel (``axis=1``). The lm_head stays in the model dtype, as
 in every backend (the same exclusion as quantize.py).
 
 Why not ONNX Runtime's own ``MatMulNBitsQuantizer(quant_format=QuantFormat.QDQ)``: in onnxruntime 1.32 its QDQ
 path is 4-bit only (``DefaultWeightOnlyQuantizer.qbits_block_quant`` asserts ``qbits == 4``; 8 bits logs "MatMul
 only supports QOperator format for 8 bits quantization" and leaves the MatMul float), and its symmetric mapping is
-its own (absmax / 8) rather than harness/quant.py's (absmax / 7.5, torchao's). Writing the nodes ourselves gives
+its own (absmax / 8) rather than harness/model/quant.py's (absmax / 7.5, torchao's). Writing the nodes ourselves gives
 int8, int4 and fp8, blocks and channels, with exactly the codes and scales that the other backends' scheme defines, so
 the Q/DQ graph run by ONNX Runtime equals the fake-quantized float32 model (tests/test_quant_qdq.py).
 
@@ -71,7 +71,7 @@ def dequantize_nodes(name: str, weight_kn: np.ndarray, q: QuantScheme):
     import onnx
 
     w = _weight_as_torch(weight_kn)
-    codes, scale, zero = quantize_weight(w.t(), q)  # harness/quant.py's scheme on W [out=N, in=K]
+    codes, scale, zero = quantize_weight(w.t(), q)  # harness/model/quant.py's scheme on W [out=N, in=K]
     int4 = q.bits == 4
     inits = [_initializer(_codes(codes.t()), f"{name}_qdq_codes", int4)]
     scales = _scales(scale, w.dtype)  # [K / g, N]

@@ -4,7 +4,7 @@
 input is a constant weight ``[K, N]`` by the contrib op ``com.microsoft.MatMulNBits`` (4 or 8 bits, blocks of
 ``block_size`` along K, float scales, uint zero points when asymmetric; ``channel_wised_quantize`` gives one block
 per column). The lm_head (the MatMul whose N is the vocabulary) is excluded: it stays in the model dtype, as in
-every backend (harness/quant.py). Computation stays in the activation dtype unless ``accuracy_level`` says
+every backend (harness/model/quant.py). Computation stays in the activation dtype unless ``accuracy_level`` says
 otherwise (the ORT backend's ``nbits_accuracy_level``: 4 lets the CPU EP quantize activations to int8; the CUDA
 EP's kernels ignore it).
 
@@ -25,7 +25,7 @@ QUANTIZER_VERSION = 1  # bump when quantize_onnx changes what it writes
 
 
 def check_ort_scheme(q: QuantScheme) -> None:
-    """MatMulNBits holds 4- or 8-bit integers in blocks of a power of two >= 16 (harness/quant.py ensures it)."""
+    """MatMulNBits holds 4- or 8-bit integers in blocks of a power of two >= 16 (harness/model/quant.py ensures it)."""
     if q.scheme == "fp8":
         raise UserError("onnxruntime has no fp8 weight-only MatMul (MatMulNBits holds 4- or 8-bit integers)",
                         "use quant=int8 or quant=int4 with backend=onnxruntime")

@@ -64,35 +64,41 @@ class OnnxRuntimeBackend(RunnerHooks):
         )
 
         import_ort()  # a missing library is reported before any export work
-        opts = spec.options
-        if not spec.quant.enabled and (opts["nbits_accuracy_level"] or opts["nbits_kernel"] != "default"):
+        opts: OrtOptions = spec.options
+        if not spec.quant.enabled and (opts.nbits_accuracy_level or opts.nbits_kernel != "default"):
             raise UserError("backend.nbits_accuracy_level / nbits_kernel apply to quant=int8|int4 (MatMulNBits)",
                             "drop them or use quant=int4")
         # attention, fused_ops and cuda_graph were checked with every job's options (options.py); what depends on
         # the device and the model is said here, before the export
-        provider = resolve_provider(opts["provider"], spec.device, opts["cuda_graph"])
-        check_graph_dtype(opts["attention"], provider, spec.dtype)
-        check_gqa_head_size(opts["attention"], model_head_dim(spec.hf_config))
-        artifact = onnx_artifact(spec, opts["attention"], opts["fused_ops"], check_against_hf)
+        provider = resolve_provider(opts.provider, spec.device, opts.cuda_graph)
+        check_graph_dtype(opts.attention, provider, spec.dtype)
+        check_gqa_head_size(opts.attention, model_head_dim(spec.hf_config))
+        artifact = onnx_artifact(spec, opts.attention, opts.fused_ops, check_against_hf)
         quant_facts = {}
         if spec.quant.enabled:
             from backends.onnx_export.quantize import quantized_onnx_artifact
 
-            artifact = quantized_onnx_artifact(spec, artifact, spec.quant, opts["nbits_accuracy_level"])
+            artifact = quantized_onnx_artifact(spec, artifact, spec.quant, opts.nbits_accuracy_level)
             quant_facts = {"quant_kernel": "MatMulNBits", "onnx_quant_reused": artifact.reused,
                            "onnx_matmulnbits_nodes": artifact.meta["matmulnbits_nodes"],
-                           "nbits_accuracy_level": opts["nbits_accuracy_level"], "nbits_kernel": opts["nbits_kernel"]}
-        with nbits_kernel_env(opts["nbits_kernel"]):  # read by MatMulNBits' CUDA kernels when the session is made
+                           "nbits_accuracy_level": opts.nbits_accuracy_level, "nbits_kernel": opts.nbits_kernel}
+        with nbits_kernel_env(opts.nbits_kernel):  # read by MatMulNBits' CUDA kernels when the session is made
             self.runner = OrtStaticCacheRunner(str(artifact.directory / MODEL_FILE), spec.hf_config, spec.dtype,
-                                               spec.device, spec.max_batch, provider=opts["provider"],
-                                               opt_level=opts["graph_optimization"], cuda_graph=opts["cuda_graph"])
+                                               spec.device, spec.max_batch, provider=opts.provider,
+                                               opt_level=opts.graph_optimization, cuda_graph=opts.cuda_graph)
         # GroupQueryAttention reads each row up to its length; the explicit MatMul/Softmax graph reads the whole
         # static cache. MatMulNBits packs its zero points at the code width.
-        reads = attention_reads("filled" if opts["attention"] == "gqa" else "allocated", self.runner.max_seq,
+        reads = attention_reads("filled" if opts.attention == "gqa" else "allocated", self.runner.max_seq,
                                 spec.quant.bits if spec.quant.enabled and not spec.quant.symmetric else None)
         return {**self.runner.facts(), **quant_facts, **reads, "onnx_reused": artifact.reused,
                 "onnx_fused_ops": artifact.meta.get("fused_ops", False), "onnx_nodes": artifact.meta["nodes"],
                 "onnx_export_seconds": round(artifact.meta["export_seconds"], 2),
+                # how the graph was exported (onnx_export/layerwise.py) and where its seconds went: the graph
+                # (trace, translate, optimize), writing it, the checker; artifacts built before say nothing
+                "onnx_export_method": artifact.meta.get("export_method"),
+                "onnx_export_parts_seconds": {part: round(artifact.meta[f"export_{part}_seconds"], 2)
+                                              for part in ("graph", "save", "check")
+                                              if f"export_{part}_seconds" in artifact.meta} or None,
                 # the whole build of the artifact (model, export, check against HF); a reused artifact cost none
                 "onnx_build_seconds": round(artifact.meta["build_seconds"], 2) if "build_seconds" in artifact.meta
                 else None,

@@ -23,7 +23,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness.sdk import QuantScheme, UserError, family_of, graph_problem, quantize_weight, rope_tables
+from harness.sdk import (
+    QuantScheme,
+    UserError,
+    activation,
+    family_of,
+    graph_problem,
+    layer_types,
+    quantize_weight,
+    rope_tables,
+    sliding_window,
+    softcaps,
+)
 from harness.sdk import head_dim as model_head_dim
 
 
@@ -106,7 +117,7 @@ class _Builder:
 
     def dequantized_weight(self, weight: torch.Tensor, name: str):
         """Weight-only quantization as TensorRT spells it: the codes as an int8 (fp8) constant [1, out, in] and a
-        dequantize layer with the scales of harness/quant.py in the model dtype: per output channel (1-D scales
+        dequantize layer with the scales of harness/model/quant.py in the model dtype: per output channel (1-D scales
         on axis 1) or per block of ``group_size`` input columns (scales [1, out, in / g]: TensorRT infers the
         block shape from the ranks). TensorRT folds the dequantization into the GEMM's weight load."""
         codes, scale, _ = quantize_weight(weight, self.quant)
@@ -179,12 +190,8 @@ def rotate_half_matrix(head_dim: int, dtype: torch.dtype) -> torch.Tensor:
     return r.to(dtype)
 
 
-def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
-    """Fill ``network`` with the model, as its family describes it (harness/families.py); returns the host arrays
-    to keep alive until the build returns."""
-    from harness.sdk import activation, layer_types, sliding_window, softcaps
-
-    cfg = hf_model.config
+def check_buildable(cfg, options: NetworkOptions) -> None:
+    """Refuse, in one line with its remedy, what this network cannot build (before any layer is added)."""
     if problem := graph_problem(cfg, options.max_seq, "trt-handbuilt"):
         raise UserError(f"trt-handbuilt cannot build this model: {problem}",
                         "use backend=onnxruntime or backend=hf-flashattn-staticcache for it")
@@ -194,180 +201,273 @@ def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
     if options.attention == "fused" and "attention logit soft-capping" in softcaps(cfg):
         raise UserError("TensorRT's attention layer has no logit soft-capping", "use backend.attention=explicit")
     check_quant_scheme(options.quant)
-    family = family_of(cfg)
-    b = _Builder(trt, network, options.dtype, options.quant)
-    E, dt = trt.ElementWiseOperation, b.trt_dtype
-    sd = {k: v.detach() for k, v in hf_model.state_dict().items()}  # converted to the target dtype per constant
-    layers, heads, kv = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads
-    d = model_head_dim(cfg)
-    groups, L = heads // kv, options.max_seq
-    eps, offset = cfg.rms_norm_eps, family.norm_offset
-    kinds = layer_types(cfg)
-    windows = [w if (w := sliding_window(cfg, i)) and w < L else None for i in range(layers)]
-    ids = network.add_input("input_ids", trt.int64, (-1, -1))
-    pos = network.add_input("position_ids", trt.int64, (-1, -1))
-    slots = network.add_input("cache_position", trt.int64, (-1,))
-    write_index = network.add_input("write_index", trt.int32, (-1,))  # the cache-update layer wants int32
-    key_mask = network.add_input("attention_mask", trt.int64, (-1, L))
 
-    emb_w = b.const(sd["model.embed_tokens.weight"].to(options.dtype), "model.embed_tokens.weight")
-    # (rotate_half, the mask and the scale are derived constants; all other constants are HF parameters)
-    hidden = b.named(network.add_gather(emb_w, ids, 0), "embed")  # [B, S, H]
-    if family.embed_scale:  # HF multiplies by the scale rounded to the weights' dtype
-        scale_c = hf_model.model.embed_tokens.embed_scale.to(options.dtype).view(1, 1, 1)
-        hidden = b.ew(hidden, b.const(scale_c, "embed.scale"), E.PROD, "embed.scaled")
-    rope = {}
-    for kind, (cos_t, sin_t) in rope_tables(hf_model, L).items():
-        cos_t, sin_t = cos_t.to(options.dtype), sin_t.to(options.dtype)
-        rope[kind] = tuple(b.shuffle(b.named(network.add_gather(b.const(t, f"rope.{kind}.{n}"), pos, 0),
-                                             f"rope.{kind}.{n}_gather"), f"rope.{kind}.{n}_bcast",
-                                     reshape=(0, 1, -1, d)) for n, t in (("cos", cos_t), ("sin", sin_t)))
-    rot = b.const(rotate_half_matrix(d, options.dtype).view(1, 1, d, d), "rope.rotate_half")
-    # mask [B, 1, 1, S, L]: slot k visible to query q iff k <= q's slot and slot k holds a real token of the row
-    slot_ids = b.const(torch.arange(L, dtype=torch.int64).view(1, 1, 1, 1, L), "mask.slots")
-    q_slots = b.shuffle(slots, "mask.query_slots", reshape=(1, 1, 1, -1, 1))
-    future = b.ew(slot_ids, q_slots, E.GREATER, "mask.future")
-    causal = b.unary(future, trt.UnaryOperation.NOT, "mask.causal")
-    zero = b.const(torch.zeros(1, 1, dtype=torch.int64), "mask.zero")
-    real = b.shuffle(b.ew(key_mask, zero, E.GREATER, "mask.real"), "mask.real_bcast", reshape=(0, 1, 1, 1, L))
-    # A left-padding query would see no key at all; what a fused attention kernel returns for a fully masked row
-    # is not specified (softmax over nothing), and a NaN there would reach the cache and, through 0 * NaN, the
-    # real tokens. So every query also sees its own slot: harmless for real tokens, whose own slot is real.
-    own = b.ew(slot_ids, q_slots, E.EQUAL, "mask.own_slot")
-    allowed = {None: b.ew(causal, b.ew(real, own, E.OR, "mask.real_or_own"), E.AND, "mask.allowed")}
-    for w in set(windows) - {None}:  # HF: a key within w - 1 slots before the query's
-        start = b.ew(q_slots, b.const(torch.tensor(w, dtype=torch.int64).view(1, 1, 1, 1, 1), f"mask.window_{w}"),
-                     E.SUB, f"mask.window_{w}_start")
-        inside = b.ew(slot_ids, start, E.GREATER, f"mask.window_{w}_inside")
-        allowed[w] = b.ew(allowed[None], inside, E.AND, f"mask.allowed_window_{w}")
-    allowed_4d = {w: b.shuffle(m, f"mask.allowed_4d_{w}", reshape=(0, 1, -1, L)) for w, m in allowed.items()} \
-        if options.attention == "fused" else None  # [B, 1, S, L]: the attention layer's mask
-    neg = b.const(torch.tensor([[[[[torch.finfo(torch.float32).min]]]]]), "mask.neg")
-    scale = b.const(torch.tensor([[[[hf_model.model.layers[0].self_attn.scaling]]]]).to(options.dtype),
-                    "attn.scale")
-    attn_cap = softcaps(cfg).get("attention logit soft-capping")
-    act = activation(cfg)
 
-    for i in range(layers):
+def define_llama(trt, network, hf_model, options: NetworkOptions) -> list:
+    """Fill ``network`` with the model, as its family describes it (harness/model/families.py); returns the host arrays
+    to keep alive until the build returns."""
+    check_buildable(hf_model.config, options)
+    decoder = _DecoderNetwork(trt, network, hf_model, options)
+    decoder.build()
+    return decoder.b.keep
+
+
+class _DecoderNetwork:
+    """Writes one decoder-only model into a TensorRT network, one method per part, in graph order (layer order and
+    names are what an engine's refit and the CPU evaluator see). Every difference between families is read from the
+    model's :class:`Family` fields and config, never from the family's name."""
+
+    def __init__(self, trt, network, hf_model, options: NetworkOptions):
+        cfg = hf_model.config
+        self.trt, self.net, self.hf_model, self.options = trt, network, hf_model, options
+        self.family = family_of(cfg)
+        self.b = _Builder(trt, network, options.dtype, options.quant)
+        self.E, self.dt = trt.ElementWiseOperation, self.b.trt_dtype
+        self.sd = {k: v.detach() for k, v in hf_model.state_dict().items()}  # converted to the dtype per constant
+        self.layers, self.heads, self.kv = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads
+        self.d = model_head_dim(cfg)
+        self.groups, self.L = self.heads // self.kv, options.max_seq
+        self.eps, self.offset = cfg.rms_norm_eps, self.family.norm_offset
+        self.kinds = layer_types(cfg)
+        self.windows = [w if (w := sliding_window(cfg, i)) and w < self.L else None for i in range(self.layers)]
+        self.attn_cap = softcaps(cfg).get("attention logit soft-capping")
+        self.final_cap = softcaps(cfg).get("final logit soft-capping")
+        self.act = activation(cfg)
+
+    def build(self) -> None:
+        ids = self.graph_inputs()
+        hidden = self.embedding(ids)
+        # (rotate_half, the mask and the scale are derived constants; all other constants are HF parameters)
+        self.rope = self.rope_by_position()
+        self.rot = self.b.const(rotate_half_matrix(self.d, self.options.dtype).view(1, 1, self.d, self.d),
+                                "rope.rotate_half")
+        self.allowed, self.allowed_4d = self.attention_masks()
+        self.neg = self.b.const(torch.tensor([[[[[torch.finfo(torch.float32).min]]]]]), "mask.neg")
+        self.scale = self.b.const(torch.tensor([[[[self.hf_model.model.layers[0].self_attn.scaling]]]])
+                                  .to(self.options.dtype), "attn.scale")
+        for i in range(self.layers):
+            hidden = self.decoder_layer(i, hidden)
+        self.final_norm_and_logits(hidden)
+
+    def graph_inputs(self):
+        """The step's inputs (see the module docstring); returns input_ids, keeps the others for the layers."""
+        trt, net = self.trt, self.net
+        ids = net.add_input("input_ids", trt.int64, (-1, -1))
+        self.pos = net.add_input("position_ids", trt.int64, (-1, -1))
+        self.slots = net.add_input("cache_position", trt.int64, (-1,))
+        self.write_index = net.add_input("write_index", trt.int32, (-1,))  # the cache-update layer wants int32
+        self.key_mask = net.add_input("attention_mask", trt.int64, (-1, self.L))
+        return ids
+
+    def norm(self, x, name: str, rank: int = 3):
+        """The RMSNorm whose weight is the HF parameter ``{name}.weight``, with the family's offset."""
+        return self.b.rms_norm(x, self.sd[f"{name}.weight"], self.eps, name, self.offset, rank=rank)
+
+    def embedding(self, ids):
+        b = self.b
+        emb_w = b.const(self.sd["model.embed_tokens.weight"].to(self.options.dtype), "model.embed_tokens.weight")
+        hidden = b.named(self.net.add_gather(emb_w, ids, 0), "embed")  # [B, S, H]
+        if self.family.embed_scale:  # HF multiplies by the scale rounded to the weights' dtype
+            scale_c = self.hf_model.model.embed_tokens.embed_scale.to(self.options.dtype).view(1, 1, 1)
+            hidden = b.ew(hidden, b.const(scale_c, "embed.scale"), self.E.PROD, "embed.scaled")
+        return hidden
+
+    def rope_by_position(self) -> dict:
+        """Layer type -> (cos, sin) [B, 1, S, D]: HF's tables gathered at each token's position."""
+        b, rope = self.b, {}
+        for kind, (cos_t, sin_t) in rope_tables(self.hf_model, self.L).items():
+            cos_t, sin_t = cos_t.to(self.options.dtype), sin_t.to(self.options.dtype)
+            rope[kind] = tuple(b.shuffle(b.named(self.net.add_gather(b.const(t, f"rope.{kind}.{n}"), self.pos, 0),
+                                                 f"rope.{kind}.{n}_gather"), f"rope.{kind}.{n}_bcast",
+                                         reshape=(0, 1, -1, self.d)) for n, t in (("cos", cos_t), ("sin", sin_t)))
+        return rope
+
+    def attention_masks(self) -> tuple[dict, dict | None]:
+        """Window (None: whole cache) -> the bool "may attend" mask [B, 1, 1, S, L], and for the fused attention the
+        same masks as [B, 1, S, L]."""
+        b, E, L = self.b, self.E, self.L
+        # slot k visible to query q iff k <= q's slot and slot k holds a real token of the row
+        slot_ids = b.const(torch.arange(L, dtype=torch.int64).view(1, 1, 1, 1, L), "mask.slots")
+        q_slots = b.shuffle(self.slots, "mask.query_slots", reshape=(1, 1, 1, -1, 1))
+        future = b.ew(slot_ids, q_slots, E.GREATER, "mask.future")
+        causal = b.unary(future, self.trt.UnaryOperation.NOT, "mask.causal")
+        zero = b.const(torch.zeros(1, 1, dtype=torch.int64), "mask.zero")
+        real = b.shuffle(b.ew(self.key_mask, zero, E.GREATER, "mask.real"), "mask.real_bcast",
+                         reshape=(0, 1, 1, 1, L))
+        # A left-padding query would see no key at all; what a fused attention kernel returns for a fully masked row
+        # is not specified (softmax over nothing), and a NaN there would reach the cache and, through 0 * NaN, the
+        # real tokens. So every query also sees its own slot: harmless for real tokens, whose own slot is real.
+        own = b.ew(slot_ids, q_slots, E.EQUAL, "mask.own_slot")
+        allowed = {None: b.ew(causal, b.ew(real, own, E.OR, "mask.real_or_own"), E.AND, "mask.allowed")}
+        for w in set(self.windows) - {None}:  # HF: a key within w - 1 slots before the query's
+            start = b.ew(q_slots, b.const(torch.tensor(w, dtype=torch.int64).view(1, 1, 1, 1, 1), f"mask.window_{w}"),
+                         E.SUB, f"mask.window_{w}_start")
+            inside = b.ew(slot_ids, start, E.GREATER, f"mask.window_{w}_inside")
+            allowed[w] = b.ew(allowed[None], inside, E.AND, f"mask.allowed_window_{w}")
+        if self.options.attention != "fused":
+            return allowed, None
+        return allowed, {w: b.shuffle(m, f"mask.allowed_4d_{w}", reshape=(0, 1, -1, L)) for w, m in allowed.items()}
+
+    def decoder_layer(self, i: int, hidden):
+        """Attention and MLP, each added back to the residual stream. With the family's sandwich norms, the
+        attention and MLP outputs are normed too and the MLP's input has its own norm (pre_feedforward_layernorm);
+        otherwise post_attention_layernorm is the MLP's input norm."""
+        p, E = f"model.layers.{i}", self.E
+        attn_out = self.attention(i, self.norm(hidden, f"{p}.input_layernorm"))
+        if self.family.sandwich_norms:
+            attn_out = self.norm(attn_out, f"{p}.post_attention_layernorm")
+        hidden = self.b.ew(hidden, attn_out, E.SUM, f"{p}.attn_residual")
+        mlp_in = self.norm(hidden, f"{p}.pre_feedforward_layernorm" if self.family.sandwich_norms
+                           else f"{p}.post_attention_layernorm")
+        down = self.mlp(p, mlp_in)
+        if self.family.sandwich_norms:
+            down = self.norm(down, f"{p}.post_feedforward_layernorm")
+        return self.b.ew(hidden, down, E.SUM, f"{p}.mlp_residual")
+
+    def attention(self, i: int, x):
+        """q/k/v projections, q-k norm (if the family has it), RoPE, the cache update, attention, o_proj."""
         p = f"model.layers.{i}"
-        attn_in = b.rms_norm(hidden, sd[f"{p}.input_layernorm.weight"], eps, f"{p}.input_layernorm", offset)
-        names = ("q_proj", "k_proj", "v_proj")
-        if family.fused_qkv:  # [q; k; v] rows of one weight
-            sizes = [heads * d, kv * d, kv * d]
-            weights = list(sd[f"{p}.self_attn.qkv_proj.weight"].split(sizes))
-            fused_bias = sd.get(f"{p}.self_attn.qkv_proj.bias")
-            bias = list(fused_bias.split(sizes)) if fused_bias is not None else [None] * 3
+        q, k, v = self.qkv_heads(p, x)
+        if self.family.qk_norm:  # per head, over D (before RoPE)
+            q = self.norm(q, f"{p}.self_attn.q_norm", rank=4)
+            k = self.norm(k, f"{p}.self_attn.k_norm", rank=4)
+        cos, sin = self.rope[self.kinds[i]]
+        q, k = self.rotary(p, q, "q", cos, sin), self.rotary(p, k, "k", cos, sin)
+        k_all, v_all = self.cache_update(i, k, v)
+        if self.options.attention == "fused":
+            ctx = self.fused_attention(p, q, k_all, v_all, self.windows[i])
         else:
-            weights = [sd[f"{p}.self_attn.{n}.weight"] for n in names]
-            bias = [sd.get(f"{p}.self_attn.{n}.bias") for n in names]
-        if options.fuse_qkv:
-            w = torch.cat(weights)
+            ctx = self.explicit_attention(p, q, k_all, v_all, self.windows[i])
+        return self.b.linear(ctx, self.sd[f"{p}.self_attn.o_proj.weight"], self.sd.get(f"{p}.self_attn.o_proj.bias"),
+                             f"{p}.self_attn.o_proj", quantize=True)
+
+    def qkv_weights(self, p: str) -> tuple[list, list]:
+        """The q, k, v weights and biases (None without), split from the family's fused [q; k; v] if it has one."""
+        names = ("q_proj", "k_proj", "v_proj")
+        if self.family.fused_qkv:  # [q; k; v] rows of one weight
+            sizes = [self.heads * self.d, self.kv * self.d, self.kv * self.d]
+            weights = list(self.sd[f"{p}.self_attn.qkv_proj.weight"].split(sizes))
+            fused_bias = self.sd.get(f"{p}.self_attn.qkv_proj.bias")
+            return weights, list(fused_bias.split(sizes)) if fused_bias is not None else [None] * 3
+        return [self.sd[f"{p}.self_attn.{n}.weight"] for n in names], [self.sd.get(f"{p}.self_attn.{n}.bias")
+                                                                        for n in names]
+
+    def qkv_heads(self, p: str, x):
+        """q [B, H, S, D], k and v [B, Hkv, S, D]: one fused matmul (``fuse_qkv``) or three."""
+        b, heads, kv, d = self.b, self.heads, self.kv, self.d
+        weights, bias = self.qkv_weights(p)
+        if self.options.fuse_qkv:
             fb = torch.cat(bias) if bias[0] is not None else None
             # rows keep their scales  # [B, S, (H + 2 Hkv) D]
-            qkv = b.linear(attn_in, w, fb, f"{p}.self_attn.qkv_proj", quantize=True)
-            parts = []
-            shape = b.named(network.add_shape(qkv), f"{p}.qkv_shape")  # [B, S, (H + 2 Hkv) D]
-            keep_bs = b.const(torch.tensor([1, 1, 0], dtype=torch.int64), f"{p}.qkv_keep_bs")
-            bs = b.ew(shape, keep_bs, E.PROD, f"{p}.qkv_bs")  # [B, S, 0]
-            for j, (start, size) in enumerate(((0, heads * d), (heads * d, kv * d), ((heads + kv) * d, kv * d))):
-                sl = network.add_slice(qkv, (0, 0, start), (1, 1, size), (1, 1, 1))
-                width = b.const(torch.tensor([0, 0, size], dtype=torch.int64), f"{p}.{names[j]}_width")
-                sl.set_input(2, b.ew(bs, width, E.SUM, f"{p}.{names[j]}_size"))  # dynamic [B, S, size]
-                parts.append(b.named(sl, f"{p}.self_attn.{names[j]}"))
-            q, k, v = parts
+            qkv = b.linear(x, torch.cat(weights), fb, f"{p}.self_attn.qkv_proj", quantize=True)
+            q, k, v = self.split_qkv(p, qkv)
         else:
-            q, k, v = (b.linear(attn_in, weights[j], bias[j], f"{p}.self_attn.{n}", quantize=True)
-                       for j, n in enumerate(names))
+            q, k, v = (b.linear(x, weights[j], bias[j], f"{p}.self_attn.{n}", quantize=True)
+                       for j, n in enumerate(("q_proj", "k_proj", "v_proj")))
         q = b.shuffle(q, f"{p}.q_heads", reshape=(0, 0, heads, d), second=(0, 2, 1, 3))  # [B, H, S, D]
         k = b.shuffle(k, f"{p}.k_heads", reshape=(0, 0, kv, d), second=(0, 2, 1, 3))  # [B, Hkv, S, D]
         v = b.shuffle(v, f"{p}.v_heads", reshape=(0, 0, kv, d), second=(0, 2, 1, 3))
-        if family.qk_norm:  # per head, over D (before RoPE)
-            q = b.rms_norm(q, sd[f"{p}.self_attn.q_norm.weight"], eps, f"{p}.self_attn.q_norm", offset, rank=4)
-            k = b.rms_norm(k, sd[f"{p}.self_attn.k_norm.weight"], eps, f"{p}.self_attn.k_norm", offset, rank=4)
-        cos, sin = rope[kinds[i]]
+        return q, k, v
 
-        def rope_(x, tag, p=p, cos=cos, sin=sin):  # p: this layer's name prefix
-            rotated = b.matmul(x, rot, f"{p}.{tag}_rotate_half")
-            return b.ew(b.ew(x, cos, E.PROD, f"{p}.{tag}_cos"), b.ew(rotated, sin, E.PROD, f"{p}.{tag}_sin"),
-                        E.SUM, f"{p}.{tag}_rope")
+    def split_qkv(self, p: str, qkv) -> list:
+        """[B, S, (H + 2 Hkv) D] -> q, k, v as slices whose B and S are read from the tensor's shape."""
+        b, E, heads, kv, d = self.b, self.E, self.heads, self.kv, self.d
+        parts = []
+        shape = b.named(self.net.add_shape(qkv), f"{p}.qkv_shape")  # [B, S, (H + 2 Hkv) D]
+        keep_bs = b.const(torch.tensor([1, 1, 0], dtype=torch.int64), f"{p}.qkv_keep_bs")
+        bs = b.ew(shape, keep_bs, E.PROD, f"{p}.qkv_bs")  # [B, S, 0]
+        spans = ((0, heads * d), (heads * d, kv * d), ((heads + kv) * d, kv * d))
+        for name, (start, size) in zip(("q_proj", "k_proj", "v_proj"), spans):
+            sl = self.net.add_slice(qkv, (0, 0, start), (1, 1, size), (1, 1, 1))
+            width = b.const(torch.tensor([0, 0, size], dtype=torch.int64), f"{p}.{name}_width")
+            sl.set_input(2, b.ew(bs, width, E.SUM, f"{p}.{name}_size"))  # dynamic [B, S, size]
+            parts.append(b.named(sl, f"{p}.self_attn.{name}"))
+        return parts
 
-        q, k = rope_(q, "q"), rope_(k, "k")
+    def rotary(self, p: str, x, tag: str, cos, sin):
+        """x * cos + rotate_half(x) * sin."""
+        b, E = self.b, self.E
+        rotated = b.matmul(x, self.rot, f"{p}.{tag}_rotate_half")
+        return b.ew(b.ew(x, cos, E.PROD, f"{p}.{tag}_cos"), b.ew(rotated, sin, E.PROD, f"{p}.{tag}_sin"),
+                    E.SUM, f"{p}.{tag}_rope")
+
+    def cache_update(self, i: int, k, v) -> list:
+        """Write k and v into layer i's caches in place; returns the whole caches (graph outputs present_*)."""
         caches = []
         for kind, new in (("key", k), ("value", v)):
-            past = network.add_input(f"past_{kind}_{i}", dt, (-1, kv, L, d))
-            upd = network.add_kv_cache_update(past, new, write_index, trt.KVCacheMode.LINEAR)
-            upd.name = f"{p}.{kind}_cache_update"
+            past = self.net.add_input(f"past_{kind}_{i}", self.dt, (-1, self.kv, self.L, self.d))
+            upd = self.net.add_kv_cache_update(past, new, self.write_index, self.trt.KVCacheMode.LINEAR)
+            upd.name = f"model.layers.{i}.{kind}_cache_update"
             present = upd.get_output(0)
             present.name = f"present_{kind}_{i}"
-            network.mark_output(present)
+            self.net.mark_output(present)
             caches.append(present)
-        k_all, v_all = caches
-        if options.attention == "fused":
-            # IAttention wants Q pre-scaled; GQA is native (N_q % N_kv == 0); the bool mask says "may attend".
-            # decomposable: TensorRT may fall back to separate kernels where no fused kernel fits.
-            qs = b.ew(q, scale, E.PROD, f"{p}.q_scaled")
-            att = network.add_attention_v2(qs, k_all, v_all, trt.AttentionNormalizationOp.SOFTMAX,
-                                           trt.CausalMaskKind.NONE)
-            att.mask, att.decomposable, att.name = allowed_4d[windows[i]], True, f"{p}.attention"
-            ctx = b.shuffle(att.get_output(0), f"{p}.ctx_merge", first=(0, 2, 1, 3),
-                            reshape=(0, 0, heads * d))  # [B, H, S, D] -> [B, S, H*D]
-        else:
-            qg = b.shuffle(q, f"{p}.q_groups", reshape=(0, kv, -1, d))  # [B, Hkv, G*S, D]
-            scores = b.ew(b.matmul(qg, k_all, f"{p}.qk", transpose_b=True), scale, E.PROD, f"{p}.qk_scaled")
-            scores = b.cast(scores, trt.float32, f"{p}.scores_fp32")
-            if attn_cap:
-                scores = b.softcap(scores, attn_cap, f"{p}.attn_softcap")
-            scores = b.shuffle(scores, f"{p}.scores_5d", reshape=(0, 0, groups, -1, L))  # [B, Hkv, G, S, L]
-            masked = b.named(network.add_select(allowed[windows[i]], scores, neg), f"{p}.masked")
-            sm = network.add_softmax(masked)
-            sm.axes = 1 << 4
-            probs = b.shuffle(b.cast(b.named(sm, f"{p}.softmax"), dt, f"{p}.probs_dtype"), f"{p}.probs_4d",
-                              reshape=(0, 0, -1, L))
-            ctx = b.matmul(probs, v_all, f"{p}.pv")  # [B, Hkv, G*S, D]
-            ctx = b.shuffle(ctx, f"{p}.ctx_heads", reshape=(0, heads, -1, d), second=(0, 2, 1, 3))
-            ctx = b.shuffle(ctx, f"{p}.ctx_merge", reshape=(0, 0, heads * d))
-        attn_out = b.linear(ctx, sd[f"{p}.self_attn.o_proj.weight"], sd.get(f"{p}.self_attn.o_proj.bias"),
-                            f"{p}.self_attn.o_proj", quantize=True)
-        if family.sandwich_norms:
-            attn_out = b.rms_norm(attn_out, sd[f"{p}.post_attention_layernorm.weight"], eps,
-                                  f"{p}.post_attention_layernorm", offset)
-            hidden = b.ew(hidden, attn_out, E.SUM, f"{p}.attn_residual")
-            mlp_in = b.rms_norm(hidden, sd[f"{p}.pre_feedforward_layernorm.weight"], eps,
-                                f"{p}.pre_feedforward_layernorm", offset)
-        else:
-            hidden = b.ew(hidden, attn_out, E.SUM, f"{p}.attn_residual")
-            mlp_in = b.rms_norm(hidden, sd[f"{p}.post_attention_layernorm.weight"], eps,
-                                f"{p}.post_attention_layernorm", offset)
-        if family.fused_gate_up:  # [gate; up] rows of one weight
+        return caches
+
+    def fused_attention(self, p: str, q, k_all, v_all, window):
+        """TensorRT's attention layer -> [B, S, H*D]."""
+        trt, b = self.trt, self.b
+        # IAttention wants Q pre-scaled; GQA is native (N_q % N_kv == 0); the bool mask says "may attend".
+        # decomposable: TensorRT may fall back to separate kernels where no fused kernel fits.
+        qs = b.ew(q, self.scale, self.E.PROD, f"{p}.q_scaled")
+        att = self.net.add_attention_v2(qs, k_all, v_all, trt.AttentionNormalizationOp.SOFTMAX,
+                                        trt.CausalMaskKind.NONE)
+        att.mask, att.decomposable, att.name = self.allowed_4d[window], True, f"{p}.attention"
+        return b.shuffle(att.get_output(0), f"{p}.ctx_merge", first=(0, 2, 1, 3),
+                         reshape=(0, 0, self.heads * self.d))  # [B, H, S, D] -> [B, S, H*D]
+
+    def explicit_attention(self, p: str, q, k_all, v_all, window):
+        """Matmul, soft-capping (if any), mask, softmax in float32, matmul -> [B, S, H*D]; grouped-query attention
+        by folding the group into the query axis."""
+        trt, b, E, heads, kv, d, L = self.trt, self.b, self.E, self.heads, self.kv, self.d, self.L
+        qg = b.shuffle(q, f"{p}.q_groups", reshape=(0, kv, -1, d))  # [B, Hkv, G*S, D]
+        scores = b.ew(b.matmul(qg, k_all, f"{p}.qk", transpose_b=True), self.scale, E.PROD, f"{p}.qk_scaled")
+        scores = b.cast(scores, trt.float32, f"{p}.scores_fp32")
+        if self.attn_cap:
+            scores = b.softcap(scores, self.attn_cap, f"{p}.attn_softcap")
+        scores = b.shuffle(scores, f"{p}.scores_5d", reshape=(0, 0, self.groups, -1, L))  # [B, Hkv, G, S, L]
+        masked = b.named(self.net.add_select(self.allowed[window], scores, self.neg), f"{p}.masked")
+        sm = self.net.add_softmax(masked)
+        sm.axes = 1 << 4
+        probs = b.shuffle(b.cast(b.named(sm, f"{p}.softmax"), self.dt, f"{p}.probs_dtype"), f"{p}.probs_4d",
+                          reshape=(0, 0, -1, L))
+        ctx = b.matmul(probs, v_all, f"{p}.pv")  # [B, Hkv, G*S, D]
+        ctx = b.shuffle(ctx, f"{p}.ctx_heads", reshape=(0, heads, -1, d), second=(0, 2, 1, 3))
+        return b.shuffle(ctx, f"{p}.ctx_merge", reshape=(0, 0, heads * d))
+
+    def mlp(self, p: str, x):
+        """Gated MLP: down(act(gate(x)) * up(x)), gate and up split from the family's fused weight if it has one."""
+        b, sd = self.b, self.sd
+        if self.family.fused_gate_up:  # [gate; up] rows of one weight
             gate_w, up_w = sd[f"{p}.mlp.gate_up_proj.weight"].chunk(2)
         else:
             gate_w, up_w = sd[f"{p}.mlp.gate_proj.weight"], sd[f"{p}.mlp.up_proj.weight"]
-        gate = b.linear(mlp_in, gate_w, None, f"{p}.mlp.gate_proj", quantize=True)
-        up = b.linear(mlp_in, up_w, None, f"{p}.mlp.up_proj", quantize=True)
-        if act == "gelu_tanh":
-            gated = b.named(network.add_activation(gate, trt.ActivationType.GELU_TANH), f"{p}.mlp.gelu_tanh")
+        gate = b.linear(x, gate_w, None, f"{p}.mlp.gate_proj", quantize=True)
+        up = b.linear(x, up_w, None, f"{p}.mlp.up_proj", quantize=True)
+        act = self.trt.ActivationType
+        if self.act == "gelu_tanh":
+            gated = b.named(self.net.add_activation(gate, act.GELU_TANH), f"{p}.mlp.gelu_tanh")
         else:
-            gated = b.ew(gate, b.named(network.add_activation(gate, trt.ActivationType.SIGMOID),
-                                       f"{p}.mlp.sigmoid"), E.PROD, f"{p}.mlp.silu")
-        down = b.linear(b.ew(gated, up, E.PROD, f"{p}.mlp.gate_up"), sd[f"{p}.mlp.down_proj.weight"], None,
+            gated = b.ew(gate, b.named(self.net.add_activation(gate, act.SIGMOID), f"{p}.mlp.sigmoid"),
+                         self.E.PROD, f"{p}.mlp.silu")
+        return b.linear(b.ew(gated, up, self.E.PROD, f"{p}.mlp.gate_up"), sd[f"{p}.mlp.down_proj.weight"], None,
                         f"{p}.mlp.down_proj", quantize=True)
-        if family.sandwich_norms:
-            down = b.rms_norm(down, sd[f"{p}.post_feedforward_layernorm.weight"], eps,
-                              f"{p}.post_feedforward_layernorm", offset)
-        hidden = b.ew(hidden, down, E.SUM, f"{p}.mlp_residual")
 
-    # last position: gather index S-1 along the sequence axis, S read from the tensor's shape
-    shape = b.named(network.add_shape(hidden), "last.shape")
-    seq = b.named(network.add_gather(shape, b.const(torch.tensor([1], dtype=torch.int64), "last.axis1"), 0),
-                  "last.seq_len")
-    last_idx = b.ew(seq, b.const(torch.tensor([1], dtype=torch.int64), "last.one"), E.SUB, "last.index")
-    last = b.named(network.add_gather(hidden, last_idx, 1), "last.hidden")  # [B, 1, H]
-    last = b.rms_norm(last, sd["model.norm.weight"], eps, "model.norm", offset)
-    head_w = sd["lm_head.weight"] if "lm_head.weight" in sd else sd["model.embed_tokens.weight"]
-    logits = b.shuffle(b.linear(last, head_w, None, "lm_head"), "logits_2d", reshape=(0, -1))  # [B, V]
-    if final_cap := softcaps(cfg).get("final logit soft-capping"):
-        logits = b.softcap(b.cast(logits, trt.float32, "logits_fp32"), final_cap, "final_softcap")
-        logits = b.cast(logits, dt, "logits_dtype")
-    logits.name = "logits"
-    network.mark_output(logits)
-    return b.keep
+    def final_norm_and_logits(self, hidden) -> None:
+        """The last position's hidden state, normed, through lm_head (tied or not), soft-capped if the model caps:
+        the graph output ``logits`` [B, V]."""
+        b, E, trt, sd = self.b, self.E, self.trt, self.sd
+        # last position: gather index S-1 along the sequence axis, S read from the tensor's shape
+        shape = b.named(self.net.add_shape(hidden), "last.shape")
+        seq = b.named(self.net.add_gather(shape, b.const(torch.tensor([1], dtype=torch.int64), "last.axis1"), 0),
+                      "last.seq_len")
+        last_idx = b.ew(seq, b.const(torch.tensor([1], dtype=torch.int64), "last.one"), E.SUB, "last.index")
+        last = b.named(self.net.add_gather(hidden, last_idx, 1), "last.hidden")  # [B, 1, H]
+        last = self.norm(last, "model.norm")
+        head_w = sd["lm_head.weight"] if "lm_head.weight" in sd else sd["model.embed_tokens.weight"]
+        logits = b.shuffle(b.linear(last, head_w, None, "lm_head"), "logits_2d", reshape=(0, -1))  # [B, V]
+        if self.final_cap:
+            logits = b.softcap(b.cast(logits, trt.float32, "logits_fp32"), self.final_cap, "final_softcap")
+            logits = b.cast(logits, self.dt, "logits_dtype")
+        logits.name = "logits"
+        self.net.mark_output(logits)

@@ -27,13 +27,13 @@ class TrtHandbuiltBackend(RunnerHooks):
         from backends.trt_common.flavour import import_tensorrt
         from backends.trt_handbuilt.network import NetworkOptions, define_llama
 
-        opts = spec.options
-        rt = import_tensorrt(opts["flavour"])
-        mode = opts["mode"]
+        opts: HandbuiltOptions = spec.options
+        rt = import_tensorrt(opts.flavour)
+        mode = opts.mode
         if mode == "auto":
             mode = "engine" if spec.device.startswith("cuda") or spec.task == "build" else "evaluator"
-        options = NetworkOptions(dtype=spec.dtype, max_seq=spec.max_seq, fuse_qkv=opts["fuse_qkv"],
-                                 attention=opts["attention"], quant=spec.quant)
+        options = NetworkOptions(dtype=spec.dtype, max_seq=spec.max_seq, fuse_qkv=opts.fuse_qkv,
+                                 attention=opts.attention, quant=spec.quant)
         import torch
 
         # float32: the cached reference model itself (the network only reads its weights): no extra copy
@@ -53,7 +53,7 @@ class TrtHandbuiltBackend(RunnerHooks):
             self.runner = EvaluatorRunner(rt.trt, self.network, spec.hf_config, spec.dtype, spec.max_batch,
                                           spec.max_seq)
             # labelled as what it is: the reference evaluator computing the network with torch, not TensorRT
-            resolved = {"resolved_options": {"mode": "evaluator"}} if opts["mode"] == "auto" else {}
+            resolved = {"resolved_options": {"mode": "evaluator"}} if opts.mode == "auto" else {}
             return {**facts, **resolved, "layers": self.network.num_layers,
                     "layer_types": ",".join(t.split(".")[-1] for t in self.runner.evaluator.layer_types)}
         from backends.trt_common.engine import ENGINE_FILE, Profiles, engine_artifact

@@ -50,7 +50,7 @@ class TrtOnnxParsedBackend(RunnerHooks):
         from backends.trt_common.engine import ENGINE_FILE, Profiles, engine_artifact
         from backends.trt_common.flavour import import_tensorrt
 
-        rt = import_tensorrt(spec.options["flavour"])
+        rt = import_tensorrt(spec.options.flavour)
         onnx = onnx_artifact(spec, check=ort_export_check())  # checked by ORT where installed
         quant_facts = {}
         if spec.quant.enabled:

@@ -2,16 +2,14 @@
 # Evidence for the sustained clock, per-cell memory and what the kernels read, on one GPU (an H200 is what is lent).
 # Run from the repository root on the GPU machine after staging torchao with the other wheels
 # (bash ../shared/gpu/stage.sh torchao==0.18.0; docs/results/README.md). About 6 minutes; every step has its own
-# time limit (450 s in all at most), so a slow step cannot take the others' results with it. Validation is off
+# time limit (490 s in all at most), so a slow step cannot take the others' results with it. Validation is off
 # (speed only); the accuracy of these configurations is in their earlier validate runs.
 #   bash docs/results/gpu_instrument.sh OUT_DIR
 # 1. HF int4 (reduce-overhead, SDPA) at 8 x 128 and 8 x 1024 through the harness, and the independent cross-check
 #    (docs/results/crosscheck/plain_hf_decode_crosscheck.py: a plain compiled HF loop that takes every token to the
 #    host) for the same two cells with the same cache length: decode_latency_ms p50 should agree with the
 #    cross-check's synced_ms_per_token_p50 (and the old unsynced event time should not, at 8 x 1024).
-# 2. The headline cell, TinyLlama-1.1B batch 1 prompt 128: HF reduce-overhead and ORT gqa + fused ops + CUDA graphs,
-#    with the new timing; results.csv then has decode_device_ms, host_bound and a per-cell memory peak, run.json
-#    memory_lifetime_peak_mib and backend_info's kv_cache_read.
+# (The headline cells with the new timing, formerly step 2 here, are docs/results/gpu_headline.sh.)
 # Each run directory is a harness run (results.csv, run.json, samples/), packed with the logs into OUT/instrument.tgz.
 set -u
 OUT=${1:?usage: gpu_instrument.sh OUT_DIR}
@@ -32,13 +30,6 @@ TINY=(model=tinyllama-1.1b device=cuda measure.min_seconds=0.3 measure.overhead_
     timeout 180 python3 docs/results/crosscheck/plain_hf_decode_crosscheck.py --quant int4 --batch 8 --prompt $p \
       --steps 32 --repeats 10 --max-cache 1056 --out "$R/crosscheck_int4_b8_p$p.csv" 2>&1 | grep -v "^W1\|Warning" | tail -2
   done
-  echo "== 2. headline b1 p128: HF reduce-overhead $(date -u +%T)"
-  timeout 60 python3 -m harness "${TINY[@]}" backend=hf-flashattn-staticcache backend.compile=reduce-overhead \
-    "grid.batch_sizes=[1]" "grid.prompt_lens=[128]" grid.new_tokens=64 output_dir="$R/hf_ro_b1_p128" 2>&1 | tail -6
-  echo "== 2. headline b1 p128: ORT gqa + fused + CG $(date -u +%T)"
-  timeout 140 python3 -m harness "${TINY[@]}" backend=onnxruntime backend.attention=gqa backend.fused_ops=true \
-    backend.cuda_graph=true "grid.batch_sizes=[1]" "grid.prompt_lens=[128]" grid.new_tokens=64 \
-    output_dir="$R/ort_fused_cg_b1_p128" 2>&1 | tail -6
   echo "== comparison $(date -u +%T)"
   python3 - "$R" <<'EOF'
 import sys
@@ -59,7 +50,7 @@ for p in (128, 1024):
     print(f"8x{p}: harness decode_latency_ms p50 {get('decode_latency_ms'):.3f}, decode_device_ms p50 "
           f"{get('decode_device_ms'):.3f}, host_bound '{cell.host_bound.fillna('').iloc[0]}' | cross-check synced "
           f"{c.synced_ms_per_token_p50:.3f}, unsynced events {c.unsynced_event_ms_per_step_p50:.3f}")
-for run in ("hf_ro_b1_p128", "ort_fused_cg_b1_p128", "hf_int4_b8"):
+for run in ("hf_int4_b8",):
     try:
         t = pd.read_csv(r / run / "results.csv")
     except OSError:

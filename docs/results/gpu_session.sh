@@ -6,7 +6,7 @@ set -uo pipefail
 export PYTHONPATH=/root/gpu-site:/root/gpu-site/nvidia_cutlass_dsl/dsl_packages:$PWD ENGINEBENCH_CACHE_DIR=/root/ebcache PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/enginebench-gpu}; mkdir -p "$OUT"
 GRID="model=tinyllama-1.1b device=cuda grid.batch_sizes=[1,8,32] grid.prompt_lens=[128,1024] grid.new_tokens=64"
-step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort-maxseq | inplace | profile-gqa | profile-fused | presets | dry | multigpu | interference | flash-tests | flash-validate | flash-ro | flash-profile | quant-profile | quant-ro-profile}
+step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort-maxseq | presets | dry | multigpu | interference | flash-tests | flash-validate | flash-ro | flash-profile | quant-profile | quant-ro-profile}
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c 'import torch, transformers, onnxruntime as o; print("torch", torch.__version__, "transformers", transformers.__version__, "onnxruntime", o.__version__, o.get_available_providers())'
@@ -34,11 +34,6 @@ step=${1:?step: smoke | gpu-tests | hf | hf-ro | plain | ort | gqa | fused | ort
          python3 -m harness model=tinyllama-1.1b device=cuda backend=onnxruntime grid.batch_sizes=[1,8,32] \
            grid.prompt_lens=[128,1984] grid.new_tokens=64 validation.enabled=false isolation=process \
            output_dir=$OUT/runs/ort_maxseq ;;
-    inplace) python3 -m tools.ort_inplace --cache-dir $ENGINEBENCH_CACHE_DIR --out $OUT/ort_inplace.csv ;;
-    profile-gqa) python3 -m tools.ort_inplace --attention gqa --max-seq 1088 --batch 1 32 \
-           --cache-dir $ENGINEBENCH_CACHE_DIR --out $OUT/ort_gqa_profile.csv ;;
-    profile-fused) python3 -m tools.ort_inplace --attention gqa --fused-ops --max-seq 1088 --batch 1 32 \
-           --cache-dir $ENGINEBENCH_CACHE_DIR --out $OUT/ort_fused_profile.csv ;;
     presets)  # task=validate of the architecture presets on the GPU (bf16), HF and ONNX Runtime
          for m in ${PRESETS:-llama-3.2-1b qwen2.5-0.5b}; do for b in ${BACKENDS:-hf-flashattn-staticcache onnxruntime}; do
            python3 -m harness task=validate device=cuda model=$m backend=$b ${EXTRA:-} output_dir=$OUT/runs/validate_${m}_$b

@@ -42,7 +42,7 @@ case "$part" in
         | tee $R/check_${n}gpu.md
     done ;;
   interference)
-    # 15 iterations per cell: enough samples for compare's test (harness/stats.py needs >= 5 a side)
+    # 15 iterations per cell: enough samples for compare's test (harness/measure/stats.py needs >= 5 a side)
     CELL="$MODEL device=$GPU0 backend=hf-flashattn-staticcache validation.enabled=false measure.min_iters=15"
     $PY -m harness $CELL output_dir=$R/cell_alone
     $PY -m harness $MODEL $HEAVY_GRID device=$GPU1 backend=hf-flashattn-staticcache validation.enabled=false \

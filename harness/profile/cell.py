@@ -1,11 +1,12 @@
 """What runs after a cell's timed iterations, never inside them: the profile of the step that was timed, the
 attention-kernel label read from it, and the energy per phase.
 
-- ``measure.profile=true``: one prefill and ``measure.profile_steps`` decode steps (each with the greedy token
-  taken to the host and fed back, as the timed loop does) are profiled; ``<run dir>/profile/b{B}_p{P}_n{N}/``
-  gets ``summary.json`` (per phase: kernels, busy time, host gap and time per category per step, the attention
-  kernel, every kernel), ``kernels.csv`` and a gzipped Chrome/Perfetto trace per phase; results.csv gets the
-  ``profile_*`` metrics.
+- ``measure.profile=true``: one prefill and ``measure.profile_steps`` decode steps are profiled, each step marked
+  as the timed loop measures it (the prefill with its first token on the host; a decode step with its greedy token
+  taken to the host and fed back); ``<run dir>/profile/b{B}_p{P}_n{N}/`` gets ``summary.json`` (per phase:
+  kernels, busy time, host gap and time per category per step, the timeline split of the profiled steps into
+  busy, waiting and tail (harness/profile/timeline.py), the attention kernel, every kernel), ``kernels.csv`` and a
+  gzipped Chrome/Perfetto trace per phase; results.csv gets the ``profile_*`` metrics.
 - otherwise one prefill and one decode step are profiled for the label only (nothing written but the label).
 
 Either way the cell's ``backend_info`` says which attention kernel the profiled steps ran
@@ -22,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from harness import progress
-from harness.inputs import random_prompt_ids
-from harness.instrument import take_token
+from harness.accuracy.inputs import random_prompt_ids
+from harness.measure.instrument import take_token
+from harness.profile import capture
 from harness.profile.capture import PhaseProfile, profile_phase
 from harness.profile.categories import CATEGORIES, categorizer
 from harness.profile.energy import UNITS as ENERGY_UNITS
 from harness.profile.energy import phase_energy
-from harness.results import atomic_write_text
+from harness.record.results import atomic_write_text
 
 PROFILE_DIR = "profile"
 KERNELS = "profile_decode_kernels_per_step"
@@ -36,14 +38,27 @@ BUSY = "profile_decode_busy_ms_per_step"
 GAP = "profile_decode_host_gap_ms_per_step"
 PREFILL_KERNELS = "profile_prefill_kernels"
 PREFILL_BUSY = "profile_prefill_busy_ms"
+# The timeline split of the profiled decode steps (harness/profile/timeline.py): per step, the profiled wall time is
+# the categories' busy and waiting time plus the tail, less the overlap. Absent where the profile has no timeline.
+PROFILED_STEP = "profile_decode_step_ms_per_step"
+TAIL = "profile_decode_step_tail_ms_per_step"
+OVERLAP = "profile_decode_overlap_ms_per_step"
 
 
 def category_metric(category: str) -> str:
+    """The busy time of a category's kernels per decode step."""
     return f"profile_decode_{category}_ms_per_step"
 
 
+def wait_metric(category: str) -> str:
+    """The idle time before a category's kernels per decode step (the timeline split's waiting time)."""
+    return f"profile_decode_{category}_wait_ms_per_step"
+
+
 UNITS = {KERNELS: "kernels/step", BUSY: "ms/step", GAP: "ms/step", PREFILL_KERNELS: "kernels",
-         PREFILL_BUSY: "ms", **{category_metric(c): "ms/step" for c in CATEGORIES}, **ENERGY_UNITS}
+         PREFILL_BUSY: "ms", PROFILED_STEP: "ms/step", TAIL: "ms/step", OVERLAP: "ms/step",
+         **{category_metric(c): "ms/step" for c in CATEGORIES}, **{wait_metric(c): "ms/step" for c in CATEGORIES},
+         **ENERGY_UNITS}
 
 
 def profile_path(run_dir: Path, batch: int, prompt_len: int, new_tokens: int) -> Path:
@@ -58,7 +73,7 @@ class AfterTiming:
     labels: dict[str, Any] = field(default_factory=dict)
 
     def metric_rows(self) -> list[tuple]:
-        from harness.stats import summarize
+        from harness.measure.stats import summarize
 
         return [(name, UNITS[name], summarize([value])) for name, value in self.metrics.items()]
 
@@ -123,15 +138,18 @@ def profile_cell(job, handle, batch: int, prompt_len: int, samples) -> tuple[Pha
     category_of = categorizer(lambda name: handle.kernel_category(name=name))
     state: dict[str, Any] = {}
 
+    # Each marked step is what the timed loop times (harness/measure/instrument.py): the prefill up to its first token
+    # on the host, a decode step up to its token on the host; the token's trip ends each step in a synchronisation, so
+    # no step's kernels run into the next one's marks.
     def run_prefill():
-        state["logits"] = handle.prefill(input_ids=ids, prompt_lens=None)
+        with capture.step():
+            _, state["tokens"] = take_token(handle.prefill(input_ids=ids, prompt_lens=None), job.device)
 
     def run_decode():
-        logits = state["logits"]
+        tokens = state["tokens"]
         for _ in range(steps):
-            _, tokens = take_token(logits, job.device)  # [B, 1] through the host, as the timed loop does
-            logits = handle.decode_step(tokens=tokens)
-        state["logits"] = logits
+            with capture.step():
+                _, tokens = take_token(handle.decode_step(tokens=tokens), job.device)  # [B, 1] through the host
 
     handle.reset_kv()
     prefill = profile_phase("prefill", run_prefill, 1, job.device, handle, category_of,
@@ -149,24 +167,38 @@ def phase_summary(phase: PhaseProfile, wall_ms: float) -> dict[str, Any]:
             "busy_ms_per_step": phase.busy_ms_per_step, "wall_ms_per_step": wall_ms,
             "host_gap_ms_per_step": wall_ms - phase.busy_ms_per_step,
             "category_ms_per_step": phase.category_ms_per_step(), "attention_kernel": phase.attention_kernel,
-            "kernels": phase.table()}
+            "timeline": phase.timeline.as_dict() if phase.timeline is not None else None,
+            "timeline_note": phase.timeline_note, "kernels": phase.table()}
 
 
 def write_profile(out: Path, identity: dict, prefill: PhaseProfile, decode: PhaseProfile, samples) -> None:
     import pandas as pd
 
     summary = {"identity": identity,
-               "wall_from": "median of the cell's timed samples (prefill_ms, decode_ms)",
+               "wall_from": "the p50 of the cell's prefill_latency_ms and decode_latency_ms (timed samples)",
                "prefill": phase_summary(prefill, statistics.median(samples.prefill_ms)),
-               "decode": phase_summary(decode, statistics.median(samples.decode_ms))}
+               "decode": phase_summary(decode, timed_decode_step_ms(samples))}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     rows = [{"phase": p.phase, **row} for p in (prefill, decode) for row in p.table()]
     atomic_write_text(out / "kernels.csv", pd.DataFrame(rows).to_csv(index=False))
 
 
+def timed_decode_step_ms(samples) -> float:
+    """The timed decode step as ``decode_latency_ms`` reports it (its p50: the median over iterations of each
+    iteration's median step), so that the host gap and the report's step column are one number."""
+    from harness.measure.stats import summarize_steps
+
+    steps = len(samples.decode_ms) // max(samples.iterations, 1)
+    return summarize_steps(samples.decode_per_iteration(steps), ci=False)["p50"]
+
+
 def profile_metrics(prefill: PhaseProfile, decode: PhaseProfile, samples) -> dict[str, float]:
-    wall = statistics.median(samples.decode_ms)
+    wall = timed_decode_step_ms(samples)
     metrics = {KERNELS: decode.kernels_per_step, BUSY: decode.busy_ms_per_step, GAP: wall - decode.busy_ms_per_step,
                PREFILL_KERNELS: prefill.kernels_per_step, PREFILL_BUSY: prefill.busy_ms_per_step}
     metrics.update({category_metric(c): ms for c, ms in decode.category_ms_per_step().items()})
+    if decode.timeline is not None:
+        split = decode.timeline
+        metrics.update({PROFILED_STEP: split.wall_ms, TAIL: split.tail_ms, OVERLAP: split.overlap_ms,
+                        **{wait_metric(c): split.wait_ms[c] for c in CATEGORIES}})
     return metrics

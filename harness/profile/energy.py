@@ -8,7 +8,7 @@ intervals:
 
 - prefill: after the cell's timed iterations, ``reset_kv`` + prefill repeated until the window is filled, read
   around the whole loop (synchronised before each read), divided by the repetitions;
-- decode: the timed iterations' energy (read around them by harness/measure.py) minus one prefill's energy per
+- decode: the timed iterations' energy (read around them by harness/run/cell.py) minus one prefill's energy per
   iteration, divided by the decode tokens of the timed iterations. The timed window lasts at least
   ``measure.min_seconds``, so it spans many counter updates.
 
@@ -20,9 +20,9 @@ import math
 import statistics
 import time
 
-from harness.inputs import random_prompt_ids
-from harness.memory import energy_mj, nvml_handle
-from harness.timing import synchronize
+from harness.accuracy.inputs import random_prompt_ids
+from harness.measure.memory import energy_mj, nvml_handle
+from harness.measure.timing import synchronize
 
 ENERGY_PREFILL = "energy_prefill_j_per_token"
 ENERGY_DECODE = "energy_decode_j_per_token"

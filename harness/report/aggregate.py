@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import sys
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 
 from harness.errors import UserError
-from harness.plugins import configuration_label
-from harness.results import read_results_frame
-from harness.samples import read_cell_samples
+from harness.record.labels import configuration_label, with_quant
+from harness.record.results import read_results_frame
+from harness.record.samples import read_cell_samples
 
 CELL = ["model", "weights", "dtype", "device", "batch_size", "prompt_len", "new_tokens"]
 
@@ -40,37 +40,16 @@ def result_files(paths: list[str | Path]) -> list[Path]:
 
 
 
-def with_quant(label: str, quant) -> str:
-    """``onnxruntime[attention=gqa]`` + ``int4-g128-asym`` -> ``onnxruntime[attention=gqa,quant=int4-g128-asym]``."""
-    if not isinstance(quant, str) or quant in ("", "none"):
-        return label
-    if label.endswith("]"):
-        return f"{label[:-1]},quant={quant}]"
-    return f"{label}[quant={quant}]"
-
-
-@cache
-def _registry_defaults(backend: str) -> str | None:
-    try:
-        from harness.plugins import PluginRegistry
-
-        return json.dumps(PluginRegistry.discover().defaults(backend))
-    except Exception:  # noqa: BLE001 - a backend not installed here: the label names every option
-        return None
-
-
 def label_of_run(info: dict) -> str | None:
-    """The configuration label of a run, from its run.json (recorded at run time, else recomputed)."""
+    """The configuration label of a run, from its run.json alone: the label recorded at run time, else one made from
+    the backend's name, options and defaults the record holds (no plugin is discovered to label a result; a
+    run.json without the defaults names every option: longer, but never shared by two configurations)."""
     if info.get("configuration"):
         return info["configuration"]
     options = info.get("config", {}).get("backend", {})
     if not options.get("name"):
         return None
-    defaults = info.get("backend_defaults")
-    if defaults is None:
-        text = _registry_defaults(options["name"])
-        defaults = json.loads(text) if text else None
-    return configuration_label(options["name"], options, defaults)
+    return configuration_label(options["name"], options, info.get("backend_defaults"))
 
 
 _told: set[str] = set()

@@ -1,6 +1,6 @@
 """Hydra callback: at the end of a multirun, aggregate every job's results into <sweep dir>/report/ and take the
 sweep's exit status from the jobs' run.json (jobs of parallel launchers ran in other processes); print one table
-over every job (harness/summary.py)."""
+over every job (harness/report/summary.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,13 +10,14 @@ from hydra.experimental.callback import Callback
 
 class AggregateOnMultirunEnd(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
-        from harness import multirun, progress
+        from harness import progress
         from harness.errors import UserError
         from harness.report.cli import build_report
+        from harness.run import multirun
 
         sweep_dir = Path(config.hydra.sweep.dir)
         multirun.outcome["exit_code"] = multirun.sweep_exit_code(sweep_dir)
-        from harness.summary import print_multirun_summary
+        from harness.report.summary import print_multirun_summary
 
         print_multirun_summary(sweep_dir)  # one table over every job, each named in full
         try:

@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 
 from harness.errors import EXIT_USER_ERROR, UserError
-from harness.replicated import ALPHA_BETWEEN_RUNS
-from harness.results import atomic_write_text
-from harness.stats import ALPHA, CONFIDENCE, MAX_CV, MIN_EFFECT, MIN_N
+from harness.measure.stats import ALPHA, CONFIDENCE, MAX_CV, MIN_EFFECT, MIN_N
+from harness.record.replicated import ALPHA_BETWEEN_RUNS
+from harness.record.results import atomic_write_text
 
 VERDICT_HELP = (f"Verdicts (docs/statistics.md): with >= 2 repeats a side (measure.repeats), 'faster'/'slower' "
                 f"when the (1 - alpha) interval (alpha {ALPHA_BETWEEN_RUNS}) of the ratio, from a two-level "
@@ -45,13 +45,14 @@ def build_report(paths: list[str], out_dir: Path, baseline: str | None = None, p
 
     ``baseline``: a configuration label (or a backend with one configuration here); None = the default HF
     configuration if present. A baseline that is not in the results is a UserError naming what is there."""
+    from harness.record.labels import resolve_baseline
     from harness.report.aggregate import (
         load_results,
         repeated_cells,
         run_infos,
         validations,
     )
-    from harness.report.comparison import comparison_table, resolve_baseline
+    from harness.report.comparison import comparison_table
     from harness.report.markdown import write_report
     from harness.report.plots import config_colors, make_plots
     from harness.report.speed_accuracy import speed_accuracy_plot, speed_accuracy_table
@@ -191,7 +192,7 @@ def report_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("--version", "-V"):
-        from harness.cli import version_text
+        from harness.version import version_text
 
         print(version_text())
         sys.exit(0)

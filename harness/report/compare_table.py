@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness import metrics
-from harness.summary import WIDTH, num
+from harness.measure import metrics
+from harness.record.summary import WIDTH, num
 
 METRIC_WORD = {metrics.DECODE_LATENCY: "decode", metrics.PREFILL_LATENCY: "prefill", metrics.E2E_LATENCY: "e2e"}
 WIDE_COLUMNS = ["backend", "batch_size", "prompt_len", "metric", "p50_old", "p50_new", "change", "change_ci_low",

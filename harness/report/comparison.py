@@ -1,18 +1,15 @@
 """comparison.csv: one row per grid cell, each configuration's key metrics side by side (median, p10/p90, n, CV and
 the median's confidence interval, and how many repeats they combine), and each configuration's speedup over the
 baseline with a verdict from a test on the kept samples of both sides: ``faster``/``slower`` between runs (at least
-two repeats a side, harness/replicated.py), ``faster within this run``/``slower within this run`` with one run a
-side (harness/stats.py), ``within noise``, ``unstable`` (too few samples or too noisy to judge) or ``untested`` (a
-run that kept no samples). ``_scope`` says which rule judged, ``_resolves`` the smallest relative change the pair
+two repeats a side, harness/record/replicated.py), ``faster within this run``/``slower within this run`` with one run a
+side (harness/measure/stats.py), ``within noise``, ``unstable`` (too few samples or too noisy to judge) or ``untested``
+(a run that kept no samples). ``_scope`` says which rule judged, ``_resolves`` the smallest relative change the pair
 could have called."""
 from __future__ import annotations
 
-import difflib
-
 import pandas as pd
 
-from harness import metrics
-from harness.errors import UserError
+from harness.measure import metrics
 from harness.report.aggregate import CELL
 from harness.report.repeats import combine_repeats, judge, repeat_rows, run_units, verdict_words
 
@@ -25,28 +22,7 @@ KEY_METRICS = {  # metric -> short name in comparison.csv
 TESTED = {"decode_ms": metrics.DECODE_LATENCY, "prefill_ms": metrics.PREFILL_LATENCY}  # speedups with a verdict
 SPREAD = ("n", "cv", "p50_ci_low", "p50_ci_high", "repeats")  # written for the tested metrics where results have them
 MEMORY = [metrics.GPU_PROCESS_PEAK, metrics.TORCH_ALLOCATED_PEAK, metrics.HOST_RSS_PEAK]
-DEFAULT_BASELINE = "hf-flashattn-staticcache"
 VERDICT = {"lower": "faster", "higher": "slower"}  # latency of the configuration vs the baseline's
-
-
-def resolve_baseline(configurations: list[str], baseline: str | None) -> str | None:
-    """The configuration speedups are measured against.
-
-    ``None``: the default backend's default configuration if present, else no speedups. A name must match a
-    configuration, or a backend with exactly one configuration here; anything else is an error naming what
-    is there (a misspelled baseline must not silently drop every speedup column)."""
-    if baseline is None:
-        return DEFAULT_BASELINE if DEFAULT_BASELINE in configurations else None
-    if baseline in configurations:
-        return baseline
-    of_backend = [c for c in configurations if c.split("[", 1)[0] == baseline]
-    if len(of_backend) == 1:
-        return of_backend[0]
-    close = difflib.get_close_matches(baseline, configurations, n=1, cutoff=0.4)
-    hint = f"did you mean --baseline '{close[0]}'? " if close else ""
-    what = "several configurations of it are" if of_backend else "it is not among the configurations"
-    raise UserError(f"baseline '{baseline}': {what} in these results ({', '.join(configurations)})",
-                    f"{hint}give one of them exactly as written")
 
 
 # per backend and cell, beside the status: the weight scheme and the job's accuracy against float32
@@ -62,7 +38,8 @@ def cell_status(tidy: pd.DataFrame) -> pd.DataFrame:
 
 def comparison_table(tidy: pd.DataFrame, baseline: str | None, test_options: dict | None = None) -> pd.DataFrame:
     """Wide comparison; a configuration absent from a cell that others ran is marked ``not run``, never left
-    blank. ``baseline`` must already be resolved (see :func:`resolve_baseline`); None: no speedup columns."""
+    blank. ``baseline`` must already be resolved (:func:`harness.record.labels.resolve_baseline`); None: no
+    speedup columns."""
     tidy = combine_repeats(tidy)
     backends = sorted(tidy.backend.unique())
     status = cell_status(tidy)

@@ -14,13 +14,13 @@ and ``NAME`` is defined in ``docs/tables.yaml`` (the file given by ``--tables``)
       where: {batch_size: 1, prompt_len: 128}   # optional: keep only these cells
       rows: [backend, batch_size, prompt_len]   # one table row per distinct value of these columns
       values: {"decode p50 (ms)": decode_latency_ms:p50, "GPU": gpu}
-      digits: 2                                 # decimals of every number (default 2)
+      digits: 2                                 # decimals of every number (default 2; "metric:stat@N" for one value)
 
 or, for a grid, ``pivot: {rows: [batch_size, prompt_len], columns: backend, value: decode_latency_ms:p50}``
 (with ``names: {label: header}`` for shorter column headers).
 Besides ``metric:stat``, a value may be ``gpu`` / ``gpu_uuid`` (from run.json) or ``timing`` (what the run's samples say
 they measured: ``sustained``, or ``device-unsynced`` for runs timed before the sustained clock, see
-harness/samples.py). ``backend`` is the configuration label, as in every report.
+harness/record/samples.py). ``backend`` is the configuration label, as in every report.
 
 ``make-docs FILE...`` rewrites every fenced table from its sources; ``check-docs FILE...`` rebuilds them in
 memory and names every number (every cell) that differs from its source, and every table whose name is not
@@ -68,7 +68,7 @@ def _run_facts(run_dir: Path) -> dict[str, str]:
     """What a value of kind ``gpu`` / ``timing`` shows for one run."""
     import json
 
-    from harness.samples import OLD_TIMING, SAMPLES_DIR
+    from harness.record.samples import OLD_TIMING, SAMPLES_DIR
 
     try:
         info = json.loads((run_dir / "run.json").read_text())
@@ -110,6 +110,8 @@ def _value(cells: pd.DataFrame, spec: str, digits: int) -> str:
     if spec in RUN_FACTS:
         values = cells[spec].dropna().unique()
         return ", ".join(sorted(str(v) for v in values)) or "—"
+    spec, _, own_digits = spec.partition("@")  # "metric:stat@N": this value with N decimals
+    digits = int(own_digits) if own_digits else digits
     metric, _, stat = spec.partition(":")
     rows = cells[cells.metric == metric]
     if rows.empty:

@@ -1,12 +1,12 @@
 """The report's list of host-bound cells: where the time a user waits per token (the sustained clock) exceeds the
-device's own time of the step by more than 10 % (harness/instrument.py), so the host, not the GPU, sets the pace.
-Read from the ``host_bound`` column of results.csv and the two clocks' medians; runs timed before the sustained
+device's own time of the step by more than 10 % (harness/measure/instrument.py), so the host, not the GPU, sets the
+pace. Read from the ``host_bound`` column of results.csv and the two clocks' medians; runs timed before the sustained
 clock have neither and list nothing."""
 from __future__ import annotations
 
 import pandas as pd
 
-from harness import metrics
+from harness.measure import metrics
 
 PAIRS = {"decode": (metrics.DECODE_LATENCY, metrics.DECODE_DEVICE),
          "prefill": (metrics.PREFILL_LATENCY, metrics.PREFILL_DEVICE)}
@@ -14,8 +14,8 @@ PAIRS = {"decode": (metrics.DECODE_LATENCY, metrics.DECODE_DEVICE),
 
 def host_bound_cells(tidy: pd.DataFrame) -> list[str]:
     """One line per (configuration, cell) flagged host-bound, with both clocks' medians of each flagged phase."""
+    from harness.record.results import CELL_KEYS
     from harness.report.aggregate import latest_per_cell
-    from harness.results import CELL_KEYS
 
     if "host_bound" not in tidy.columns:
         return []

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.measure.stats import CONFIDENCE, UNEVEN_P90_OVER_P10
+from harness.record.results import atomic_write_text
 from harness.report.comparison import CELL
-from harness.results import atomic_write_text
-from harness.stats import CONFIDENCE
 
 METHOD = """\
 - Each grid cell: reset the KV cache, prefill the prompt batch, then `new_tokens` decode steps feeding back the
@@ -15,7 +15,7 @@ METHOD = """\
   `measure.min_iters` and `measure.min_seconds` are reached and, with `measure.target_rel_ci`, until the median's
   confidence interval is that tight (or `measure.max_seconds` has passed). Every timed sample is kept
   (`samples/` in each run directory).
-- Two clocks per step (harness/instrument.py). The loop takes every token to the host and feeds it back, as a
+- Two clocks per step (harness/measure/instrument.py). The loop takes every token to the host and feeds it back, as a
   serving loop does. The latencies are *sustained*: the wall-clock interval between consecutive step starts
   (prefill: to the first token on the host). `*_device_ms` is the hook call on the device clock (CUDA events; on
   a CPU the call's own time), and the bandwidth and TFLOP/s metrics use it. Runs whose samples say
@@ -54,8 +54,8 @@ METHOD_DOC = "docs/method.md"  # the method text, once (test_report_text: kept e
 
 def method_text(test_options: dict | None = None) -> str:
     """METHOD with the statistics settings filled in (the defaults unless ``test_options`` says otherwise)."""
-    from harness.replicated import ALPHA_BETWEEN_RUNS
-    from harness.stats import ALPHA, MAX_CV, MIN_EFFECT, MIN_N, N_RESAMPLES, SEED
+    from harness.measure.stats import ALPHA, MAX_CV, MIN_EFFECT, MIN_N, N_RESAMPLES, SEED
+    from harness.record.replicated import ALPHA_BETWEEN_RUNS
 
     given = {k: v for k, v in (test_options or {}).items() if v is not None}
     test = {"alpha": ALPHA, "min_effect": MIN_EFFECT, "min_n": MIN_N, "max_cv": MAX_CV, **given}
@@ -66,8 +66,8 @@ def method_text(test_options: dict | None = None) -> str:
 
 def method_section(test_options: dict | None = None) -> str:
     """The report's Method: a link to the method text and the settings this report used."""
-    from harness.replicated import ALPHA_BETWEEN_RUNS
-    from harness.stats import ALPHA, MAX_CV, MIN_EFFECT, MIN_N, N_RESAMPLES
+    from harness.measure.stats import ALPHA, MAX_CV, MIN_EFFECT, MIN_N, N_RESAMPLES
+    from harness.record.replicated import ALPHA_BETWEEN_RUNS
 
     given = {k: v for k, v in (test_options or {}).items() if v is not None}
     test = {"alpha": ALPHA, "min_effect": MIN_EFFECT, "min_n": MIN_N, "max_cv": MAX_CV, **given}
@@ -116,7 +116,7 @@ N_COLUMN = {"decode_ms": "n (iterations; decode steps in runs before per-iterati
 def qualified_verdict(row: dict, short: str, b: str, baseline: str) -> str:
     """The verdict, never bare beside a reason to doubt it: a side measured on a busy machine, or a spread (CV)
     above the test's limit in the statistics shown (the test itself judges per-iteration values)."""
-    from harness.stats import MAX_CV
+    from harness.measure.stats import MAX_CV
 
     verdict = str(row[f"{short}_verdict__{b}"])
     doubts = []
@@ -177,7 +177,7 @@ def results_tables(comparison: pd.DataFrame, backends: list[str], baseline: str 
 
 def conditions_section(tidy: pd.DataFrame, infos: list[dict]) -> list[str]:
     """Runs and cells measured while the machine was not quiet (from run.json and the machine_warnings column)."""
-    from harness.machine_state import warnings_for
+    from harness.measure.machine_state import warnings_for
 
     lines = []
     for info in infos:
@@ -196,15 +196,9 @@ def conditions_section(tidy: pd.DataFrame, infos: list[dict]) -> list[str]:
     return ["Measured while the machine was not quiet (treat these numbers with care):", "", *lines]
 
 
-# A p90 this far above the p10 of one cell's decode steps is not noise around one speed: the steps ran at two or
-# more speeds (a CUDA graph replayed for some steps and not others, a clock change), so its median may describe
-# neither. Steady cells on a quiet GPU stay within a few per cent.
-UNEVEN_P90_OVER_P10 = 1.5
-
-
 def uneven_decode_cells(tidy: pd.DataFrame) -> list[str]:
     """One line per (configuration, cell) whose decode steps spread beyond ``UNEVEN_P90_OVER_P10``."""
-    from harness import metrics
+    from harness.measure import metrics
     from harness.report.aggregate import latest_per_cell
 
     decode = latest_per_cell(tidy[(tidy.metric == metrics.DECODE_LATENCY) & (tidy.status == "ok")])

@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from harness import metrics
+from harness.measure import metrics
 
 # (file stem, metric, statistic, x axis, panel axis, y label, log-x)
 PLOTS = [
@@ -62,7 +62,12 @@ def _failed_marks(group: pd.DataFrame, panel: str, value, x: str) -> dict[str, l
     return marks
 
 
+BAND = "shaded band: p10-p90 of the samples"  # the legend entry of every p10-p90 band
+X_LABELS = {"batch_size": "batch size", "prompt_len": "prompt length (tokens)"}
+
+
 def make_plots(tidy: pd.DataFrame, out_dir: Path, colors: dict[str, str] | None = None) -> list[Path]:
+    """Every standard plot (:data:`PLOTS`) for each model, weights, dtype and device in ``tidy``; returns the PNGs."""
     out_dir.mkdir(parents=True, exist_ok=True)
     colors = colors or config_colors(tidy.backend.unique())
     written = []
@@ -70,7 +75,6 @@ def make_plots(tidy: pd.DataFrame, out_dir: Path, colors: dict[str, str] | None 
         label = dict(zip(["model", "weights", "dtype", "device"], keys))
         tag = "_".join(str(k).replace(" ", "-") for k in (label["model"], label["dtype"], label["device"]))
         ok = group[group.status == "ok"]
-        configs = sorted(group.backend.unique())
         for stem, metric, stat, x, panel, ylabel, logx in PLOTS:
             data = ok[ok.metric == metric]
             if data.empty and metric == metrics.GPU_PROCESS_PEAK:  # CPU runs: host memory instead
@@ -78,53 +82,74 @@ def make_plots(tidy: pd.DataFrame, out_dir: Path, colors: dict[str, str] | None 
                 data = ok[ok.metric == metric]
             if data.empty:
                 continue
-            panels = sorted(group[panel].unique())
-            fig = Figure(figsize=(4.2 * len(panels) + 1, 3.8))
-            axes = fig.subplots(1, len(panels), squeeze=False)
-            log_y = wide_span(pd.concat([data[stat]] + ([data["p10"], data["p90"]] if stat == "p50" else [])))
-            legend: dict[str, object] = {}
-            for ax, value in zip(axes[0], panels):
-                part = data[data[panel] == value]
-                for backend, line in part.groupby("backend"):
-                    line = line.sort_values(x)
-                    (handle,) = ax.plot(line[x], line[stat], marker="o", color=colors[backend])
-                    legend.setdefault(backend, handle)
-                    if stat == "p50" and {"p10", "p90"} <= set(line.columns):
-                        band = ax.fill_between(line[x], line["p10"], line["p90"], alpha=0.2, color=colors[backend])
-                        legend.setdefault("shaded band: p10-p90 of the samples", band)
-                for backend, cells in _failed_marks(group, panel, value, x).items():
-                    xs = [c[0] for c in cells]
-                    # on the x axis (y=0 in axes coordinates), drawn over the frame so it stays visible
-                    handle = ax.scatter(xs, [0] * len(xs), marker="x", s=60, color="red", zorder=5, clip_on=False,
-                                        transform=ax.get_xaxis_transform())
-                    statuses = "/".join(sorted({c[1] for c in cells}))
-                    legend.setdefault(f"{backend}: {statuses} (x on the axis)", handle)
-                ax.set_xlabel({"batch_size": "batch size", "prompt_len": "prompt length (tokens)"}[x])
-                ax.set_ylabel(ylabel)
-                ax.set_title(f"{panel.replace('_', ' ')} = {value}", fontsize=9)
-                if logx and group[x].nunique() > 1:
-                    ax.set_xscale("log", base=2)
-                ticks = sorted(group[x].unique())
-                ax.set_xticks(ticks)
-                ax.set_xticklabels([str(t) for t in ticks])
-                ax.minorticks_off()
-                if log_y:  # values spanning orders of magnitude: equal ratios, equal distances
-                    ax.set_yscale("log")
-                else:
-                    ax.set_ylim(bottom=0)  # heights compare honestly only from zero
-                ax.grid(True, alpha=0.3)
-            for backend in configs:  # a configuration with nothing at all in this plot is still named
-                if not any(k == backend or k.startswith(f"{backend}: ") for k in legend):
-                    statuses = "/".join(sorted(set(group[group.backend == backend].status)))
-                    legend[f"{backend}: no measurement ({statuses})"] = Line2D([], [], linestyle="none")
-            fig.suptitle(_title(label) + (f"; log y axis: values span more than {LOG_SPAN:.0f}x" if log_y else ""),
-                         fontsize=10)
-            fig.tight_layout()
-            band = "shaded band: p10-p90 of the samples"
-            order = sorted(legend, key=lambda k: (k == band, k not in configs))  # lines, failures, the band last
-            fig.legend([legend[k] for k in order], order, loc="upper left", bbox_to_anchor=(1.0, 0.95),
-                       fontsize=8, frameon=False)
+            fig = plot_metric(group, data, stat, x, panel, ylabel, logx, colors, _title(label))
             path = out_dir / f"{stem}__{tag}.png"
             fig.savefig(path, dpi=110, bbox_inches="tight")  # 'tight' grows the canvas to hold the legend
             written.append(path)
     return written
+
+
+def plot_metric(group: pd.DataFrame, data: pd.DataFrame, stat: str, x: str, panel: str, ylabel: str, logx: bool,
+                colors: dict[str, str], title: str) -> Figure:
+    """One figure: a panel per value of ``panel``, ``stat`` of ``data`` against ``x``, one line per configuration of
+    ``group`` (its cells without a measurement marked), the legend outside the axes."""
+    panels = sorted(group[panel].unique())
+    fig = Figure(figsize=(4.2 * len(panels) + 1, 3.8))
+    axes = fig.subplots(1, len(panels), squeeze=False)
+    log_y = wide_span(pd.concat([data[stat]] + ([data["p10"], data["p90"]] if stat == "p50" else [])))
+    legend: dict[str, object] = {}
+    for ax, value in zip(axes[0], panels):
+        _draw_lines(ax, data[data[panel] == value], stat, x, colors, legend)
+        _mark_failed(ax, _failed_marks(group, panel, value, x), legend)
+        _format_axes(ax, group, x, ylabel, f"{panel.replace('_', ' ')} = {value}", logx, log_y)
+    configs = sorted(group.backend.unique())
+    for backend in configs:  # a configuration with nothing at all in this plot is still named
+        if not any(k == backend or k.startswith(f"{backend}: ") for k in legend):
+            statuses = "/".join(sorted(set(group[group.backend == backend].status)))
+            legend[f"{backend}: no measurement ({statuses})"] = Line2D([], [], linestyle="none")
+    fig.suptitle(title + (f"; log y axis: values span more than {LOG_SPAN:.0f}x" if log_y else ""), fontsize=10)
+    fig.tight_layout()
+    order = sorted(legend, key=lambda k: (k == BAND, k not in configs))  # lines, failures, the band last
+    fig.legend([legend[k] for k in order], order, loc="upper left", bbox_to_anchor=(1.0, 0.95),
+               fontsize=8, frameon=False)
+    return fig
+
+
+def _draw_lines(ax, part: pd.DataFrame, stat: str, x: str, colors: dict[str, str], legend: dict) -> None:
+    """One line per configuration, with its p10-p90 band when the statistic is the median."""
+    for backend, line in part.groupby("backend"):
+        line = line.sort_values(x)
+        (handle,) = ax.plot(line[x], line[stat], marker="o", color=colors[backend])
+        legend.setdefault(backend, handle)
+        if stat == "p50" and {"p10", "p90"} <= set(line.columns):
+            band = ax.fill_between(line[x], line["p10"], line["p90"], alpha=0.2, color=colors[backend])
+            legend.setdefault(BAND, band)
+
+
+def _mark_failed(ax, marks: dict[str, list], legend: dict) -> None:
+    """A red x on the x axis at each cell without a measurement, named with its status in the legend."""
+    for backend, cells in marks.items():
+        xs = [c[0] for c in cells]
+        # on the x axis (y=0 in axes coordinates), drawn over the frame so it stays visible
+        handle = ax.scatter(xs, [0] * len(xs), marker="x", s=60, color="red", zorder=5, clip_on=False,
+                            transform=ax.get_xaxis_transform())
+        statuses = "/".join(sorted({c[1] for c in cells}))
+        legend.setdefault(f"{backend}: {statuses} (x on the axis)", handle)
+
+
+def _format_axes(ax, group: pd.DataFrame, x: str, ylabel: str, title: str, logx: bool, log_y: bool) -> None:
+    """Labels, a tick at every x of the group, log-2 x where asked, and a y axis from zero unless ``log_y``."""
+    ax.set_xlabel(X_LABELS[x])
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    if logx and group[x].nunique() > 1:
+        ax.set_xscale("log", base=2)
+    ticks = sorted(group[x].unique())
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.minorticks_off()
+    if log_y:  # values spanning orders of magnitude: equal ratios, equal distances
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0)  # heights compare honestly only from zero
+    ax.grid(True, alpha=0.3)

@@ -2,9 +2,9 @@
 
 Cells are matched by configuration (backend + non-default options) and grid cell. A matched cell is judged by a
 test on both sides' kept samples: with at least two repeats a side (``measure.repeats``) between runs
-(harness/replicated.py), ``regression`` when NEW's latency is higher beyond the run-to-run noise and by at least
+(harness/record/replicated.py), ``regression`` when NEW's latency is higher beyond the run-to-run noise and by at least
 ``--min-effect``, ``improvement`` when lower, else ``within noise``; with one run a side within that run
-(harness/stats.py), and the verdict says so (``regression within this run``: a rerun may not repeat it).
+(harness/measure/stats.py), and the verdict says so (``regression within this run``: a rerun may not repeat it).
 ``unstable`` when either side has too few samples or too much spread, ``untested`` when a side kept no samples.
 ``resolves_change`` is the smallest relative change the pair could have called. Two result sets with no cell in
 common are an error, and :func:`environment_differences` names what differs between the machines and library
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness import metrics
 from harness.errors import UserError
+from harness.measure import metrics
 from harness.report.aggregate import CELL
 from harness.report.repeats import combine_repeats, judge, repeat_rows, run_timings, run_units, verdict_words
 
@@ -61,7 +61,7 @@ def compare_runs(old: pd.DataFrame, new: pd.DataFrame, threshold: float = 0.05, 
                 out["verdict"], out["why_no_verdict"] = "untested", "no samples kept by " + (
                     "either run" if s_old is None and s_new is None else "OLD" if s_old is None else "NEW")
             elif run_timings(rows_old) != run_timings(rows_new):  # e.g. unsynced events against sustained
-                out["verdict"] = "untested"  # (harness/samples.py)
+                out["verdict"] = "untested"  # (harness/record/samples.py)
                 out["why_no_verdict"] = (f"timed differently: OLD {', '.join(run_timings(rows_old))}, "
                                          f"NEW {', '.join(run_timings(rows_new))}")
             else:

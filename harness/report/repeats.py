@@ -6,10 +6,10 @@ repeats has repeat 0 only). Rows with the same repeat from several inputs are no
 last one given is used, as for any cell (harness/report/aggregate.py).
 
 - :func:`combine_repeats`: one row per (cell, configuration, metric). For a latency whose samples were kept by every
-  repeat: p50 = the central value over runs (harness/replicated.py), its interval between runs, n = every unit of
+  repeat: p50 = the central value over runs (harness/record/replicated.py), its interval between runs, n = every unit of
   every run, CV over those units, ``repeats`` = the number of runs. Other statistics: the median over the repeats.
 - :func:`judge`: the verdict of B against A from their runs: between runs with at least two a side
-  (harness/replicated.py), else within a run (harness/stats.py), scope named in the verdict.
+  (harness/record/replicated.py), else within a run (harness/measure/stats.py), scope named in the verdict.
 - :func:`repeat_order`: the order in which the repeats were loaded, from each run.json, for the report.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
+from harness.measure.sample_units import COMPARABLE, comparison_units
 from harness.report.aggregate import CELL, cell_samples
-from harness.samples import COMPARABLE, comparison_units
 
 KEY = CELL + ["backend", "metric"]
 STATS = ["mean", "p10", "p50", "p90", "p99", "std", "min", "max", "cv"]
@@ -44,14 +44,14 @@ def run_units(rows: list[dict], metric: str) -> list[np.ndarray] | None:
 
 
 def run_timings(rows: list[dict]) -> list[str]:
-    """How the repeats' samples were timed (harness/samples.py ``timing``), each kind once."""
+    """How the repeats' samples were timed (harness/record/samples.py ``timing``), each kind once."""
     return sorted({(cell_samples(row) or {}).get("timing", "") for row in rows})
 
 
 def combine_repeats(tidy: pd.DataFrame) -> pd.DataFrame:
     """One row per (cell, configuration, metric) with ``repeats`` and, for latencies, statistics over all runs; the
     rows of every repeat stay reachable through :func:`repeat_rows` (column ``_repeat_rows``)."""
-    from harness.replicated import between_runs_interval, central_value
+    from harness.record.replicated import between_runs_interval, central_value
 
     rows = per_repeat(tidy)
     out = []
@@ -87,8 +87,8 @@ def repeat_rows(row) -> list[dict]:
 
 def judge(runs_a: list[np.ndarray], runs_b: list[np.ndarray], **options):
     """B against A: between runs with at least two runs a side, else within a run (all units of a side pooled)."""
-    from harness.replicated import compare_runs_samples
-    from harness.stats import compare_samples
+    from harness.measure.stats import compare_samples
+    from harness.record.replicated import compare_runs_samples
 
     options = {k: v for k, v in options.items() if v is not None}  # alpha None: each rule's own default
     if min(len(runs_a), len(runs_b)) >= 2:

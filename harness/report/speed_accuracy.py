@@ -2,7 +2,7 @@
 
 Speed is the decode step's p50 at each model's smallest grid cell (smallest batch, then shortest prompt: where
 decode is most bound by reading the weights, so where weight quantization should pay); accuracy is what validation
-measured against the float32 HF model (harness/accuracy.py), carried on every result row.
+measured against the float32 HF model (harness/accuracy/numerics.py), carried on every result row.
 """
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import metrics
-from harness.results import ACCURACY_COLUMNS
+from harness.measure import metrics
+from harness.record.results import ACCURACY_COLUMNS
 
 GROUP = ["model", "weights", "dtype", "device"]
 MARKERS = "osD^vP*Xh<>"

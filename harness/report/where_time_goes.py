@@ -3,8 +3,10 @@
 From the ``profile_*`` metrics in results.csv (runs with ``measure.profile=true``, harness/profile/cell.py): per
 configuration a stacked bar of a decode step's time by category plus the host gap, at the smallest and the largest
 batch (smallest prompt length); a table per cell diffing each configuration against the baseline (kernels, busy
-time, host gap, each category), with the five kernels whose time differs most, read from each run's
-``profile/*/summary.json``; energy per prefill and decode token beside tokens per second where it was measured.
+time, host gap, each category's busy and waiting time, the step tail, and the share of the step difference that
+busy time, and busy + waiting time, explain: harness/profile/diff.py), with the five kernels whose time differs
+most, read from each run's ``profile/*/summary.json``; energy per prefill and decode token beside tokens per second
+where it was measured.
 """
 from __future__ import annotations
 
@@ -14,22 +16,23 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure  # the object API selects no backend (a notebook keeps its inline display)
 
-from harness import metrics
 from harness.errors import UserError
+from harness.measure import metrics
 from harness.profile import cell as profile
 from harness.profile.categories import CATEGORIES
-from harness.profile.diff import diff_phase, format_diff, read_summaries
+from harness.profile.diff import diff_phase, explained_share, format_diff, percent, read_summaries
 from harness.profile.energy import ENERGY_DECODE, ENERGY_PREFILL
 
 CELL = ["model", "weights", "dtype", "quant", "device", "batch_size", "prompt_len", "new_tokens"]
 COLORS = {"gemm": "C0", "attention": "C3", "norm_elementwise": "C2", "copy": "C1", "sampling": "C4", "other": "C7",
           "host gap": "0.85"}
+TIMELINE_METRICS = [profile.PROFILED_STEP, profile.TAIL, profile.OVERLAP, *(profile.wait_metric(c) for c in CATEGORIES)]
 
 
 def profile_table(tidy: pd.DataFrame) -> pd.DataFrame:
     """One row per (configuration, cell) with a profile: the decode step's p50 wall time and the profile metrics."""
     wanted = [profile.KERNELS, profile.BUSY, profile.GAP, *(profile.category_metric(c) for c in CATEGORIES),
-              metrics.DECODE_LATENCY, metrics.DECODE_THROUGHPUT, ENERGY_PREFILL, ENERGY_DECODE]
+              *TIMELINE_METRICS, metrics.DECODE_LATENCY, metrics.DECODE_THROUGHPUT, ENERGY_PREFILL, ENERGY_DECODE]
     ok = tidy[(tidy.status == "ok") & tidy.metric.isin(wanted)].copy()
     ok["quant"] = ok["quant"].astype(object).fillna("none") if "quant" in ok else "none"
     if not (ok.metric == profile.BUSY).any():
@@ -107,6 +110,13 @@ def diff_rows(table: pd.DataFrame, baseline: str) -> list[dict]:
             for c in CATEGORIES:
                 metric = profile.category_metric(c)
                 row[f"Δ {c}"] = r[metric] - b[metric]
+            row["busy explains"] = percent(explained_share(row["Δ step"], row["Δ gap"]))
+            if all(m in table and pd.notna(r[m]) and pd.notna(b[m]) for m in TIMELINE_METRICS):
+                for c in CATEGORIES:
+                    row[f"Δ {c} wait"] = r[profile.wait_metric(c)] - b[profile.wait_metric(c)]
+                row["Δ tail"] = r[profile.TAIL] - b[profile.TAIL]
+                accounted = sum(row[f"Δ {c}"] + row[f"Δ {c} wait"] for c in CATEGORIES)
+                row["busy+wait explains"] = percent(explained_share(row["Δ step"], row["Δ step"] - accounted))
             a_sum, b_sum = _summary_of(b), _summary_of(r)
             if a_sum and b_sum:
                 top = diff_phase(a_sum["decode"], b_sum["decode"])["top_kernels"]
@@ -125,14 +135,23 @@ def where_time_goes(tidy: pd.DataFrame, baseline: str | None, plot_dir: Path | N
     parts = ["## Where the time goes", "",
              "Decode steps profiled after each cell's timed iterations (`measure.profile=true`, docs/profiling.md): "
              "kernel time per step by category, and the host gap (the timed step's p50 minus the profiled busy "
-             "time). On a CPU the 'kernels' are operators and their self time.", ""]
+             "time). On a CPU the 'kernels' are operators and their self time. Where the profile has a timeline, "
+             "each category also has its waiting time (the device's idle time before its kernels, charged to the "
+             "kernel that followed it: launch and host time, not time the kernel caused) and the step has its tail "
+             "(after its last kernel); busy + waiting + tail is the profiled step. 'explains' is "
+             "max(0, 1 - |residual| / |Δ step|) (docs/profiling.md).", ""]
     if plot_dir is not None:
         parts += [f"![{p.stem}]({p.relative_to(report_dir)})" for p in stacked_bars(table, plot_dir)] + [""]
     cols = ["backend", "batch_size", "prompt_len", metrics.DECODE_LATENCY, profile.KERNELS, profile.BUSY, profile.GAP,
             *(profile.category_metric(c) for c in CATEGORIES)]
+    cols += [m for m in TIMELINE_METRICS if m in table and table[m].notna().any()
+             and (m != profile.OVERLAP or (table[m].fillna(0) != 0).any())]  # overlap: only where kernels overlapped
     shown = table[cols].rename(columns={metrics.DECODE_LATENCY: "step p50 ms", profile.KERNELS: "kernels/step",
                                         profile.BUSY: "busy ms", profile.GAP: "gap ms",
-                                        **{profile.category_metric(c): f"{c} ms" for c in CATEGORIES}})
+                                        profile.PROFILED_STEP: "profiled step ms", profile.TAIL: "tail ms",
+                                        profile.OVERLAP: "overlap ms",
+                                        **{profile.category_metric(c): f"{c} ms" for c in CATEGORIES},
+                                        **{profile.wait_metric(c): f"{c} wait ms" for c in CATEGORIES}})
     parts += [markdown_table(shown), ""]
     energy = [m for m in (ENERGY_PREFILL, ENERGY_DECODE) if m in table and table[m].notna().any()]
     if energy:

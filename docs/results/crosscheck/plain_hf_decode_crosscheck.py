@@ -4,7 +4,7 @@ own way, to test that the harness's ``decode_latency_ms`` measures what a user w
     python docs/results/crosscheck/plain_hf_decode_crosscheck.py --batch 8 --prompt 128 --quant int4 \
         --max-cache 1056 --out crosscheck_int4_b8_p128.csv
 
-This is the one timer kept outside harness/instrument.py, on purpose: an instrument is checked against an
+This is the one timer kept outside harness/measure/instrument.py, on purpose: an instrument is checked against an
 independent one. The configuration copies the harness's HF backend in its int4 run (preset config, seeded random
 weights, bfloat16, SDPA over a ``StaticCache``, ``torch.compile`` of the decode step, torchao's int4 weight-only
 layout at group size 128), written out here from the libraries' own APIs. Per step it does what a serving loop

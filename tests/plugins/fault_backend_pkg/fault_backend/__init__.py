@@ -8,6 +8,7 @@ Cells are named "BxP" (batch x prompt length) and matched at prefill; "load" in 
 ``error_at=["*"]`` fails every cell.
 """
 import ctypes
+import dataclasses
 import os
 import random
 import sys
@@ -61,8 +62,8 @@ class FaultBackend(HFStaticCacheBackend):
         self.sleep_s = self.faults["step_sleep_s"] * self._drift_factor() * slowdown
         self.jitter = random.Random(0) if self.faults["step_jitter"] else None
         own = {f.name for f in fields(HFOptions)}
-        spec.options = {k: v for k, v in spec.options.items() if k in own}  # the HF backend's own options
-        return super().load(spec)
+        hf_options = HFOptions(**{k: v for k, v in spec.options.items() if k in own})  # the HF backend's own
+        return super().load(dataclasses.replace(spec, options=hf_options))
 
     def _sleep(self) -> None:
         if self.sleep_s:
