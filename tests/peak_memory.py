@@ -3,9 +3,10 @@
 Each pytest process reads ``ru_maxrss`` (kB on Linux) for itself (RUSAGE_SELF: the models, sessions and networks
 that tests build in-process) and for its children (RUSAGE_CHILDREN: the largest process it started and waited for,
 that process's own waited-for descendants included: the command lines tests start, their isolation workers, the
-notebook's kernel). After every test it notes which test raised either peak, so a regression names its test.
-Under pytest-xdist each worker measures itself and hands its numbers to the controller (``workeroutput``), which
-prints one line per worker. A peak above the per-process budget is flagged in the summary."""
+notebook's kernel; a forked child counts the pages it still shares with its parent). After every test it notes
+which test raised either peak, so a regression names its test. Under pytest-xdist each worker measures itself and
+hands its numbers to the controller (``workeroutput``), which prints one line per worker.
+A peak above the per-process budget is flagged in the summary."""
 from __future__ import annotations
 
 import resource
