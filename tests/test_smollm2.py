@@ -33,9 +33,6 @@ def _why_not_available() -> str | None:
 
 WHY_NOT = _why_not_available()
 needs_smollm2 = pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")
-# one test worker runs this file (pytest-xdist, pyproject's --dist loadgroup): the checkpoint is converted and HF's
-# reference continuations computed once (the session fixtures, smollm2.memo), not once per worker
-pytestmark = pytest.mark.xdist_group("smollm2-135m")
 
 
 @pytest.fixture(scope="session")

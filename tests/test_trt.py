@@ -191,7 +191,6 @@ def require_free_disk(path, gib: float) -> None:
 
 @needs_trt
 @pytest.mark.slow
-@pytest.mark.xdist_group("tinyllama-1.1b")  # one build at a time (pytest-xdist): each needs GBs of memory
 @pytest.mark.parametrize("backend, extra", [("trt-handbuilt", []), ("trt-handbuilt", ["backend.attention=fused"]),
                                             ("trt-onnx-parsed", [])])
 def test_tinyllama_engine_builds(backend, extra, scratch_dir):
