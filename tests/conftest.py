@@ -27,6 +27,13 @@ def broken_site(tmp_path_factory):
     return install_plugin_packages(tmp_path_factory.mktemp("broken") / "site", ("broken_backend_pkg",))
 
 
+def pytest_configure(config):
+    """Every pytest process (and each xdist worker) reports its peak memory at the end (peak_memory.py)."""
+    from peak_memory import PeakMemory
+
+    config.pluginmanager.register(PeakMemory(config), "enginebench-peak-memory")
+
+
 def pytest_collection_modifyitems(config, items):
     """Slow tests are marked by hand (``@pytest.mark.slow``); helpers.run_cli and install_plugin_packages refuse
     to run inside a test that is not, so the fast lane cannot grow a fresh interpreter unnoticed."""

@@ -37,7 +37,8 @@ def rebuilt(root) -> list[str]:
 
 @pytest.mark.parametrize("manifest, problem", [
     (b"{}", "incomplete manifest"),
-    (os.urandom(64) + b"\xff\xfe", "unreadable manifest"),
+    # named: each pytest-xdist worker collects its own random bytes, and the workers' test ids must agree
+    pytest.param(os.urandom(64) + b"\xff\xfe", "unreadable manifest", id="random-bytes-unreadable manifest"),
     (b"[1, 2]", "incomplete manifest"),
     (b'{"files": {"payload.bin": {"size": "5"}}, "meta": {}}', "lacks its size or sha256"),
     (b'{"files": [], "meta": {}}', "incomplete manifest"),
