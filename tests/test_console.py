@@ -154,3 +154,29 @@ def test_a_fast_test_may_not_start_the_command_line(monkeypatch):
     monkeypatch.setenv("PYTEST_CURRENT_TEST", "tests/test_console.py::not_a_slow_test (call)")
     with pytest.raises(AssertionError, match="mark it @pytest.mark.slow"):
         run_cli("--version")
+
+
+def test_summary_keeps_100_columns_with_every_flag_wide_intervals_and_a_long_warning(tmp_path, capsys):
+    """The worst case: all four flags, intervals of five-digit numbers and a long machine warning. The throughput
+    column goes, then the flags leave the table for a line per cell; no line is cut, none is wider than 100."""
+    from harness.record.summary import render
+
+    row = {"backend": "a-backend-with-a-long-name", "model": "/some/long/checkpoint/directory/of/a/model",
+           "dtype": "bfloat16", "device": "cpu", "batch_size": 128, "prompt_len": 16384, "status": "ok",
+           "iterations": 3, "machine_warnings": "load average 13.7 on 2 cores; steal 12 %; other GPU processes",
+           "host_bound": "decode", "weights": "random", "new_tokens": 64}
+    stats = {"p10": 1.0, "p50": 12345.6, "p90": 99999.0, "cv": 0.9, "p50_ci_low": 10000.1, "p50_ci_high": 23456.7}
+    tidy = pd.DataFrame([{**row, "metric": m, **stats} for m in ("decode_latency_ms", "prefill_latency_ms",
+                                                                  "decode_throughput_tok_s")])
+    table = summary_table(tidy)
+    assert table["flags"].iloc[0] == "noisy machine, host-bound, two speeds, unstable"
+    text = render(table)
+    assert max(len(line) for line in text.splitlines()) <= 100, text
+    assert "b=128 prompt=16384: noisy machine, host-bound, two speeds, unstable" in text
+    run = tmp_path / "r"
+    run.mkdir()
+    tidy.to_csv(run / "results.csv", index=False)
+    print_job_summary(run / "results.csv")
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 100, out
+    assert "numbers may be off" in out and "two speeds: decode steps ran at two speeds" in out

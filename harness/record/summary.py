@@ -17,6 +17,7 @@ A line under the table says when the machine was not quiet, and which flags appe
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -95,13 +96,26 @@ def summary_table(tidy: pd.DataFrame, label_column: str | None = None) -> pd.Dat
     return pd.DataFrame(out)
 
 
+def _widest(text: str) -> int:
+    return max(map(len, text.splitlines()), default=0)
+
+
 def render(table: pd.DataFrame, width: int = WIDTH) -> str:
-    """The table as text, dropping the least needed columns (throughput) if it would be wider than ``width``."""
+    """The table as text within ``width`` columns: if it is wider, the throughput column goes first, then the flags
+    leave the table for one line per flagged cell under it (nothing is cut)."""
     shown = table.drop(columns=[c for c in table.columns if c.startswith("_")])
     shown = shown.loc[:, [c for c in shown.columns if (shown[c].astype(str) != "").any()]]
     text = shown.to_string(index=False)
-    if max(map(len, text.splitlines()), default=0) > width and "tok/s" in shown:
-        text = shown.drop(columns="tok/s").to_string(index=False)
+    if _widest(text) > width and "tok/s" in shown:
+        shown = shown.drop(columns="tok/s")
+        text = shown.to_string(index=False)
+    if _widest(text) > width and "flags" in shown:
+        flagged = shown[shown["flags"] != ""]
+        text = shown.drop(columns="flags").to_string(index=False)
+        for _, row in flagged.iterrows():
+            job = f"job {row['job']} " if "job" in row else ""  # the multirun's combined table
+            text += "\n" + textwrap.fill(f"{job}b={row['b']} prompt={row['prompt']}: {row['flags']}", width,
+                                         subsequent_indent="  ")
     return text
 
 
@@ -120,10 +134,10 @@ def footer(table: pd.DataFrame) -> list[str]:
 
 def print_table(table: pd.DataFrame, title: str) -> None:
     """``title``, the table (:func:`render`) and its :func:`footer` on stdout."""
-    print(title, flush=True)
+    print(textwrap.fill(title, WIDTH, subsequent_indent="  "), flush=True)
     print(render(table), flush=True)
     for line in footer(table):
-        print(line, flush=True)
+        print(textwrap.fill(line, WIDTH, subsequent_indent="  "), flush=True)
 
 
 def print_job_summary(results_csv) -> None:
