@@ -256,7 +256,8 @@ def _run(overrides, out, plugins):
 def test_profile_follows_the_timed_iterations_and_leaves_their_samples_alone(tmp_path):
     """Item 5: the profiled steps are a suffix of the cell's decode steps (all timed steps came first), with and
     without measure.profile; the timed samples of the two runs agree loosely (a loaded machine is noisy, so the
-    ordering is the proof and the distribution check only a sanity bound)."""
+    ordering is the proof and the distribution check only a sanity bound: it compares the fastest step of each run,
+    since another process on a two-core machine can slow every step of one run several-fold and its median with it)."""
     from harness.plugin.plugins import PluginRegistry
     from harness.profile import cell
     from harness.record.samples import read_cell_samples
@@ -284,7 +285,7 @@ def test_profile_follows_the_timed_iterations_and_leaves_their_samples_alone(tmp
         results[profile] = read_cell_samples(out, 1, 8, 3)["decode_ms"].ravel()
         assert (out / "profile").exists() == profile
         assert rows.metric.str.startswith("profile_").any() == profile
-    ratio = float(pd.Series(results[True]).median() / pd.Series(results[False]).median())
+    ratio = float(results[True].min() / results[False].min())
     assert 1 / 3 < ratio < 3, ratio
     summary = json.loads((tmp_path / "profile_True" / "profile" / "b1_p8_n3" / "summary.json").read_text())
     decode = summary["decode"]
