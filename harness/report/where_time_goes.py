@@ -96,7 +96,9 @@ def where_time_goes(tidy: pd.DataFrame, baseline: str | None, plot_dir: Path | N
              "time). On a CPU the 'kernels' are operators and their self time. Where the profile has a timeline, "
              "each category also has its waiting time (the device's idle time before its kernels, charged to the "
              "kernel that followed it: launch and host time, not time the kernel caused) and the step has its tail "
-             "(after its last kernel); busy + waiting + tail is the profiled step. 'explains' is "
+             "(after its last kernel); busy + waiting + tail is the profiled step, which is what a bar with a timeline "
+             "shows (waiting hatched and lighter in its category's colour; without a timeline a bar is busy time "
+             "plus the host gap). 'explains' is "
              "max(0, 1 - |residual| / |Δ step|) (docs/profiling.md).", ""]
     if plot_dir is not None:
         parts += [f"![{p.stem}]({p.relative_to(report_dir)})" for p in stacked_bars(table, plot_dir)] + [""]
