@@ -1,6 +1,7 @@
 """measure.profile and the attention-kernel label on the CPU: the category rule, the timeline split of a step into
 busy, waiting and tail time (hand-built timelines), the explained share of a diff, the two optional profile hooks,
-a profile that follows the timed iterations (never inside them) and leaves their samples alone, and the report's
+a profile that follows the timed iterations (never inside them) and leaves their samples alone (the decode and
+prefill splits in results.csv), the report's step bars (busy, hatched waiting, tail), and its
 "Where the time goes" section with ``enginebench-report why`` over an HF and an ONNX Runtime run."""
 import gzip
 import json
@@ -307,7 +308,22 @@ def test_profile_follows_the_timed_iterations_and_leaves_their_samples_alone(tmp
     parts = [metrics[cell.category_metric(c)] + metrics[cell.wait_metric(c)] for c in CATEGORIES]
     assert sum(parts) + metrics[cell.TAIL] - metrics[cell.OVERLAP] == pytest.approx(metrics[cell.PROFILED_STEP])
     assert all(metrics[cell.wait_metric(c)] >= 0 for c in CATEGORIES) and metrics[cell.TAIL] > 0
+    # the prefill is one step: the same split, in ms, from the prefill's timeline
+    prefill, units = summary["prefill"]["timeline"], units_of(tmp_path / "profile_True")
+    parts = [metrics[cell.category_metric(c, "prefill")] + metrics[cell.wait_metric(c, "prefill")] for c in CATEGORIES]
+    assert sum(parts) + metrics[cell.PREFILL_TAIL] - metrics[cell.PREFILL_OVERLAP] == \
+        pytest.approx(metrics[cell.PREFILL_PROFILED_STEP])
+    assert metrics[cell.PREFILL_PROFILED_STEP] == pytest.approx(prefill["wall_ms_per_step"])
+    assert sum(metrics[cell.category_metric(c, "prefill")] for c in CATEGORIES) == \
+        pytest.approx(metrics[cell.PREFILL_BUSY])
+    assert all(metrics[cell.wait_metric(c, "prefill")] >= 0 for c in CATEGORIES) and metrics[cell.PREFILL_TAIL] > 0
+    assert units[cell.PREFILL_PROFILED_STEP] == units[cell.wait_metric("gemm", "prefill")] == "ms"
+    assert cell.wait_metric("gemm", "prefill") == "profile_prefill_gemm_wait_ms"
     assert not any(m.startswith("energy_") and m != "energy_per_token_j" for m in metrics)  # CPU: absent, not 0
+
+
+def units_of(out) -> dict[str, str]:
+    return dict(zip(*pd.read_csv(out / "results.csv")[["metric", "unit"]].values.T))
 
 
 def rows_of(out) -> dict[str, float]:
@@ -331,6 +347,10 @@ def test_report_says_where_the_time_goes_and_why_diffs_two_runs(tmp_path, ort_ca
     _run([*common, "backend=onnxruntime"], ort, plugins)
     assert sorted(p.name for p in (ort / "profile").iterdir()) == ["b1_p8_n3", "b2_p8_n3"]
     assert json.loads((ort / "profile" / "b1_p8_n3" / "summary.json").read_text())["decode"]["source"] == "backend"
+    from harness.profile import cell
+    ort_metrics = rows_of(ort)  # ORT's own profiler: busy by category, no timeline split (absent, not 0)
+    assert cell.category_metric("gemm", "prefill") in ort_metrics and cell.PREFILL_PROFILED_STEP not in ort_metrics
+    assert not any("_wait_ms" in m or "_tail_ms" in m for m in ort_metrics)
 
     written = build_report([str(hf), str(ort)], tmp_path / "report")
     text = written["report"].read_text()
@@ -350,6 +370,48 @@ def test_report_says_where_the_time_goes_and_why_diffs_two_runs(tmp_path, ort_ca
         main(["why", str(hf), str(tmp_path / "report")])
     assert refused.value.code == 2
     assert "no profile under" in capsys.readouterr().err
+
+
+def _profiled_row(backend: str, batch: int, **metrics) -> dict:
+    return {"backend": backend, "model": "m", "dtype": "float32", "device": "cpu", "batch_size": batch,
+            "prompt_len": 8, **metrics}
+
+
+def test_step_bars_stack_busy_waiting_and_tail_to_the_profiled_step():
+    """A bar with a timeline adds up to the profiled step (busy + waiting + tail − overlap), each category's waiting
+    part hatched in the category's colour; a bar without one (an older run, a backend's own profiler) is busy by
+    category plus the host gap, as before."""
+    from matplotlib.colors import same_color
+
+    from harness.profile import cell
+    from harness.report.step_bars import COLORS, figures
+
+    busy = {"gemm": 0.5, "attention": 0.2, "norm_elementwise": 0.1, "copy": 0.05, "sampling": 0.01, "other": 0.04}
+    wait = {"gemm": 0.3, "attention": 0.1, "norm_elementwise": 0.2, "copy": 0.4, "sampling": 0.0, "other": 0.02}
+    timeline = {**{cell.category_metric(c): ms for c, ms in busy.items()},
+                **{cell.wait_metric(c): ms for c, ms in wait.items()},
+                cell.TAIL: 0.15, cell.OVERLAP: 0.03, cell.BUSY: 0.9, cell.GAP: 0.6}
+    step = sum(busy.values()) + sum(wait.values()) + 0.15 - 0.03
+    timeline[cell.PROFILED_STEP] = step
+    older = {**{cell.category_metric(c): ms for c, ms in busy.items()}, cell.BUSY: 0.9, cell.GAP: 0.35}
+    table = pd.DataFrame([_profiled_row("a-timeline", b, **timeline) for b in (1, 4)]
+                         + [_profiled_row("b-older", b, **older) for b in (1, 4)])
+    (tag, fig), = figures(table)
+    assert tag == "m_float32_cpu" and len(fig.axes) == 2
+    for ax in fig.axes:
+        bars = [p for p in ax.patches if p.get_height() != 0]
+        heights = {x: sum(p.get_height() for p in bars if round(p.get_x() + p.get_width() / 2) == x) for x in (0, 1)}
+        assert heights == {0: pytest.approx(step), 1: pytest.approx(sum(busy.values()) + 0.35)}
+        hatched = [p for p in bars if p.get_hatch() and round(p.get_x() + p.get_width() / 2) == 0]
+        assert len(hatched) == 5 + 1  # five categories waited, and the tail
+        for c in ("gemm", "copy"):  # waiting: the category's colour as its hatch, lighter fill
+            part = next(p for p in hatched if p.get_height() == pytest.approx(wait[c]))
+            assert same_color(part.get_edgecolor(), COLORS[c]) and not same_color(part.get_facecolor(), COLORS[c])
+        gap = [p for p in bars if p.get_hatch() and round(p.get_x() + p.get_width() / 2) == 1]
+        assert [p.get_height() for p in gap] == [pytest.approx(0.35)]  # the older bar's one hatched part
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any(t.startswith("hatched, lighter: waiting") for t in labels) and "host gap (timed step − busy)" in labels
+    assert set(CATEGORIES) <= set(labels)
 
 
 def test_isolated_cells_labels_reach_run_json_backend_info():

@@ -33,31 +33,45 @@ from harness.profile.energy import phase_energy
 from harness.record.results import atomic_write_text
 
 PROFILE_DIR = "profile"
-KERNELS = "profile_decode_kernels_per_step"
-BUSY = "profile_decode_busy_ms_per_step"
-GAP = "profile_decode_host_gap_ms_per_step"
-PREFILL_KERNELS = "profile_prefill_kernels"
-PREFILL_BUSY = "profile_prefill_busy_ms"
-# The timeline split of the profiled decode steps (harness/profile/timeline.py): per step, the profiled wall time is
-# the categories' busy and waiting time plus the tail, less the overlap. Absent where the profile has no timeline.
-PROFILED_STEP = "profile_decode_step_ms_per_step"
-TAIL = "profile_decode_step_tail_ms_per_step"
-OVERLAP = "profile_decode_overlap_ms_per_step"
 
 
-def category_metric(category: str) -> str:
-    """The busy time of a category's kernels per decode step."""
-    return f"profile_decode_{category}_ms_per_step"
+def phase_metric(phase: str, stem: str) -> str:
+    """A profile metric's name: a decode metric is a mean per step (``_per_step``); a prefill is one step."""
+    return f"profile_{phase}_{stem}" + ("_per_step" if phase == "decode" else "")
 
 
-def wait_metric(category: str) -> str:
-    """The idle time before a category's kernels per decode step (the timeline split's waiting time)."""
-    return f"profile_decode_{category}_wait_ms_per_step"
+KERNELS = phase_metric("decode", "kernels")
+BUSY = phase_metric("decode", "busy_ms")
+GAP = phase_metric("decode", "host_gap_ms")
+PREFILL_KERNELS = phase_metric("prefill", "kernels")
+PREFILL_BUSY = phase_metric("prefill", "busy_ms")
+# The timeline split of the profiled steps (harness/profile/timeline.py): per step, the profiled wall time is the
+# categories' busy and waiting time plus the tail, less the overlap. Absent where the phase has no timeline.
+PROFILED_STEP = phase_metric("decode", "step_ms")
+TAIL = phase_metric("decode", "step_tail_ms")
+OVERLAP = phase_metric("decode", "overlap_ms")
+PREFILL_PROFILED_STEP = phase_metric("prefill", "step_ms")
+PREFILL_TAIL = phase_metric("prefill", "step_tail_ms")
+PREFILL_OVERLAP = phase_metric("prefill", "overlap_ms")
+
+
+def category_metric(category: str, phase: str = "decode") -> str:
+    """The busy time of a category's kernels per decode step (or in the prefill)."""
+    return phase_metric(phase, f"{category}_ms")
+
+
+def wait_metric(category: str, phase: str = "decode") -> str:
+    """The idle time before a category's kernels per decode step, or in the prefill (the timeline split's waiting
+    time)."""
+    return phase_metric(phase, f"{category}_wait_ms")
 
 
 UNITS = {KERNELS: "kernels/step", BUSY: "ms/step", GAP: "ms/step", PREFILL_KERNELS: "kernels",
          PREFILL_BUSY: "ms", PROFILED_STEP: "ms/step", TAIL: "ms/step", OVERLAP: "ms/step",
+         PREFILL_PROFILED_STEP: "ms", PREFILL_TAIL: "ms", PREFILL_OVERLAP: "ms",
          **{category_metric(c): "ms/step" for c in CATEGORIES}, **{wait_metric(c): "ms/step" for c in CATEGORIES},
+         **{category_metric(c, "prefill"): "ms" for c in CATEGORIES},
+         **{wait_metric(c, "prefill"): "ms" for c in CATEGORIES},
          **ENERGY_UNITS}
 
 
@@ -196,9 +210,19 @@ def profile_metrics(prefill: PhaseProfile, decode: PhaseProfile, samples) -> dic
     wall = timed_decode_step_ms(samples)
     metrics = {KERNELS: decode.kernels_per_step, BUSY: decode.busy_ms_per_step, GAP: wall - decode.busy_ms_per_step,
                PREFILL_KERNELS: prefill.kernels_per_step, PREFILL_BUSY: prefill.busy_ms_per_step}
-    metrics.update({category_metric(c): ms for c, ms in decode.category_ms_per_step().items()})
-    if decode.timeline is not None:
-        split = decode.timeline
-        metrics.update({PROFILED_STEP: split.wall_ms, TAIL: split.tail_ms, OVERLAP: split.overlap_ms,
-                        **{wait_metric(c): split.wait_ms[c] for c in CATEGORIES}})
+    for phase in (decode, prefill):
+        metrics.update({category_metric(c, phase.phase): ms for c, ms in phase.category_ms_per_step().items()})
+        metrics.update(timeline_metrics(phase))
     return metrics
+
+
+def timeline_metrics(phase: PhaseProfile) -> dict[str, float]:
+    """A phase's timeline split per step: profiled step, tail, overlap and each category's waiting time (none
+    without a timeline: absent, not 0)."""
+    split = phase.timeline
+    if split is None:
+        return {}
+    name = phase.phase
+    return {phase_metric(name, "step_ms"): split.wall_ms, phase_metric(name, "step_tail_ms"): split.tail_ms,
+            phase_metric(name, "overlap_ms"): split.overlap_ms,
+            **{wait_metric(c, name): split.wait_ms[c] for c in CATEGORIES}}

@@ -1,8 +1,9 @@
 """The report's "Where the time goes" section and ``enginebench-report why A B``.
 
 From the ``profile_*`` metrics in results.csv (runs with ``measure.profile=true``, harness/profile/cell.py): per
-configuration a stacked bar of a decode step's time by category plus the host gap, at the smallest and the largest
-batch (smallest prompt length); a table per cell diffing each configuration against the baseline (kernels, busy
+configuration a stacked bar of a decode step, each category's busy and waiting time plus the tail, or busy time
+plus the host gap without a timeline (harness/report/step_bars.py), at the smallest and the largest batch
+(smallest prompt length); a table per cell diffing each configuration against the baseline (kernels, busy
 time, host gap, each category's busy and waiting time, the step tail, and the share of the step difference that
 busy time, and busy + waiting time, explain: harness/profile/diff.py), with the five kernels whose time differs
 most, read from each run's ``profile/*/summary.json``; energy per prefill and decode token beside tokens per second
@@ -14,7 +15,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.figure import Figure  # the object API selects no backend (a notebook keeps its inline display)
 
 from harness.errors import UserError
 from harness.measure import metrics
@@ -22,11 +22,9 @@ from harness.profile import cell as profile
 from harness.profile.categories import CATEGORIES
 from harness.profile.diff import diff_phase, explained_share, format_diff, percent, read_summaries
 from harness.profile.energy import ENERGY_DECODE, ENERGY_PREFILL
+from harness.report.step_bars import TIMELINE_METRICS, stacked_bars
 
 CELL = ["model", "weights", "dtype", "quant", "device", "batch_size", "prompt_len", "new_tokens"]
-COLORS = {"gemm": "C0", "attention": "C3", "norm_elementwise": "C2", "copy": "C1", "sampling": "C4", "other": "C7",
-          "host gap": "0.85"}
-TIMELINE_METRICS = [profile.PROFILED_STEP, profile.TAIL, profile.OVERLAP, *(profile.wait_metric(c) for c in CATEGORIES)]
 
 
 def profile_table(tidy: pd.DataFrame) -> pd.DataFrame:
@@ -42,46 +40,6 @@ def profile_table(tidy: pd.DataFrame) -> pd.DataFrame:
     sources = ok.drop_duplicates(["backend", *CELL], keep="last").set_index(["backend", *CELL])["source"]
     wide["source"] = [sources.get(tuple(r)) for r in wide[["backend", *CELL]].itertuples(index=False)]
     return wide[wide[profile.BUSY].notna()].reset_index(drop=True)
-
-
-def stacked_bars(table: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """One PNG per (model, dtype, device): a panel at the smallest and one at the largest batch."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for (model, dtype, device), group in table.groupby(["model", "dtype", "device"]):
-        prompt = group.prompt_len.min()
-        group = group[group.prompt_len == prompt]
-        batches = sorted({group.batch_size.min(), group.batch_size.max()})
-        configs = sorted(group.backend.unique())
-        fig = Figure(figsize=(4.5 + 1.6 * len(configs) * len(batches), 4.8))
-        axes = fig.subplots(1, len(batches), squeeze=False)
-        for ax, batch in zip(axes[0], batches):
-            part = group[group.batch_size == batch].set_index("backend")
-            bottom = [0.0] * len(configs)
-            for name in (*CATEGORIES, "host gap"):
-                metric = profile.GAP if name == "host gap" else profile.category_metric(name)
-                heights = [max(float(part[metric].get(c, 0.0) or 0.0), 0.0) if c in part.index else 0.0
-                           for c in configs]
-                ax.bar(range(len(configs)), heights, bottom=bottom, color=COLORS[name], label=name,
-                       hatch="//" if name == "host gap" else None, edgecolor="0.4" if name == "host gap" else None)
-                bottom = [b + h for b, h in zip(bottom, heights)]
-            ax.set_xticks(range(len(configs)), [_short(c) for c in configs], rotation=20, ha="right", fontsize=8)
-            ax.set_title(f"batch {batch}, prompt {prompt}")
-            ax.set_ylabel("decode step (ms), by category")
-            ax.set_ylim(bottom=0)
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.legend(handles[::-1], labels[::-1], loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-        fig.suptitle(f"Where a decode step's time goes: {model}, {dtype}, {device}", fontsize=10)
-        fig.tight_layout()
-        tag = "_".join(str(k).replace(" ", "-").replace("/", "-") for k in (model, dtype, device))
-        path = out_dir / f"where_time_goes_{tag}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        written.append(path)
-    return written
-
-
-def _short(label: str, width: int = 38) -> str:
-    return label if len(label) <= width else label[:width - 1] + "…"
 
 
 def _summary_of(row) -> dict | None:
@@ -138,7 +96,9 @@ def where_time_goes(tidy: pd.DataFrame, baseline: str | None, plot_dir: Path | N
              "time). On a CPU the 'kernels' are operators and their self time. Where the profile has a timeline, "
              "each category also has its waiting time (the device's idle time before its kernels, charged to the "
              "kernel that followed it: launch and host time, not time the kernel caused) and the step has its tail "
-             "(after its last kernel); busy + waiting + tail is the profiled step. 'explains' is "
+             "(after its last kernel); busy + waiting + tail is the profiled step, which is what a bar with a timeline "
+             "shows (waiting hatched and lighter in its category's colour; without a timeline a bar is busy time "
+             "plus the host gap). 'explains' is "
              "max(0, 1 - |residual| / |Δ step|) (docs/profiling.md).", ""]
     if plot_dir is not None:
         parts += [f"![{p.stem}]({p.relative_to(report_dir)})" for p in stacked_bars(table, plot_dir)] + [""]
