@@ -163,12 +163,17 @@ def test_resume_of_a_missing_dir_is_an_error(tmp_path):
 def test_a_second_concurrent_writer_fails_fast_naming_the_first(plugin_site, tmp_path):
     from test_reliability import SLOW, _start, _wait_for_cells
 
-    first = _start(SLOW, plugin_site, tmp_path)
+    # the first run is held at its next prefill while the second starts (which takes seconds on a loaded machine)
+    pause = tmp_path.parent / f"{tmp_path.name}.pause"
+    held = [*SLOW, f"backend.pause_file={pause}"]
+    first = _start(held, plugin_site, tmp_path)
     try:
         _wait_for_cells(tmp_path, 1, first)
-        second = run_cli(*SLOW, "resume=true", f"output_dir={tmp_path}", env=plugin_env(plugin_site))
+        pause.touch()
+        second = run_cli(*held, "resume=true", f"output_dir={tmp_path}", env=plugin_env(plugin_site))
         one_line_error(second, f"being written by another enginebench run (PID {first.pid}")
     finally:
+        pause.unlink(missing_ok=True)
         first.wait(300)
     assert first.returncode == 0
     tidy = pd.read_csv(tmp_path / "results.csv")

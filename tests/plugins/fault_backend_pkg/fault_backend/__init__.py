@@ -40,6 +40,7 @@ class FaultOptions(HFOptions):
     missing_library: bool = False  # load raises MissingLibrary
     exit_at: list[str] = field(default_factory=list)  # ... that call sys.exit(exit_code) ("load": the load)
     exit_code: int = 0
+    pause_file: str = ""  # every prefill waits while this file exists (a run held mid-way, as long as a test needs)
 
 
 class FaultBackend(HFStaticCacheBackend):
@@ -89,6 +90,8 @@ class FaultBackend(HFStaticCacheBackend):
         if cell in self.faults["exit_at"]:
             sys.exit(self.faults["exit_code"])
         self.cell = cell
+        while self.faults["pause_file"] and Path(self.faults["pause_file"]).exists():
+            time.sleep(0.05)
         if self.faults["sleep_in_prefill"]:
             self._sleep()
         logits = super().prefill(input_ids, prompt_lens)
