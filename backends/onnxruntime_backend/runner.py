@@ -87,9 +87,7 @@ class OrtStaticCacheRunner:
         provider = resolve_provider(provider, device, cuda_graph)
         self.attention = graph_attention(onnx_path)
         check_graph_dtype(self.attention, provider, dtype)
-        so = ort.SessionOptions()
-        so.graph_optimization_level = _OPT_LEVELS[opt_level](ort)
-        so.log_severity_level = 3
+        so = _session_options(ort, opt_level, device)
         ort.set_default_logger_severity(3)  # per-node ScatterND notices would flood the progress output
         self.stream = None
         if provider == "cuda":
@@ -199,9 +197,7 @@ class OrtStaticCacheRunner:
         from pathlib import Path
 
         path, opt_level, providers = self._session_args
-        so = self.ort.SessionOptions()
-        so.graph_optimization_level = _OPT_LEVELS[opt_level](self.ort)
-        so.log_severity_level = 3
+        so = _session_options(self.ort, opt_level, "cuda" if self.cuda else "cpu")
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(trace_path).with_suffix(""))
         timed, self.session = self.session, self.ort.InferenceSession(path, so, providers=providers)
@@ -231,3 +227,15 @@ class OrtStaticCacheRunner:
     def facts(self) -> dict[str, Any]:
         return {"providers": self.providers_used, "cuda_graph": self.cuda_graph, "onnx_attention": self.attention,
                 "kv_update": "in place (aliased)"}
+
+
+def _session_options(ort, opt_level: str, device: str):
+    """The session's options. On the CPU, ONNX Runtime's intra-op pool takes torch's thread count (what
+    ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` set for the HF backend), so every backend of a comparison
+    computes on as many threads; ONNX Runtime's default, one spinning thread per core, ignores both."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = _OPT_LEVELS[opt_level](ort)
+    so.log_severity_level = 3
+    if not device.startswith("cuda"):
+        so.intra_op_num_threads = torch.get_num_threads()
+    return so
