@@ -7,6 +7,7 @@ import gzip
 import json
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -264,13 +265,12 @@ def test_profile_follows_the_timed_iterations_and_leaves_their_samples_alone(tmp
     plugins = PluginRegistry.discover()
     clock = StepClock()
     plugins.add_observer(clock, name="step-clock")
-    results = {}
     # one intra-op thread: two OpenMP threads spin at every operator's barrier, and with another process on one of
     # the two cores a sub-millisecond step grew twentyfold in one run and not in the other
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _profile_and_plain_runs(tmp_path, plugins, clock, results)
+        results = _profile_and_plain_runs(tmp_path, plugins, clock)
     finally:
         torch.set_num_threads(threads)
     ratio = float(results[True].min() / results[False].min())
@@ -278,9 +278,11 @@ def test_profile_follows_the_timed_iterations_and_leaves_their_samples_alone(tmp
     _check_profile_files(tmp_path)
 
 
-def _profile_and_plain_runs(tmp_path, plugins, clock, results) -> None:
+def _profile_and_plain_runs(tmp_path, plugins, clock) -> dict[bool, np.ndarray]:
+    """The timed decode steps of the cell with and without measure.profile, by the flag."""
     from harness.record.samples import read_cell_samples
 
+    results = {}
     for profile in (True, False):
         clock.calls.clear()
         out = tmp_path / f"profile_{profile}"
@@ -300,6 +302,7 @@ def _profile_and_plain_runs(tmp_path, plugins, clock, results) -> None:
         results[profile] = read_cell_samples(out, 1, 8, 3)["decode_ms"].ravel()
         assert (out / "profile").exists() == profile
         assert rows.metric.str.startswith("profile_").any() == profile
+    return results
 
 
 def _check_profile_files(tmp_path) -> None:
