@@ -14,7 +14,7 @@
 #
 # Usage, from the project root on the GPU machine after staging the wheels (torchao, and gemlite if wanted):
 #   GPU_STAGE_CACHE=... bash ../shared/gpu/stage.sh torchao==0.18.0 gemlite==0.6.0.post2
-#   bash docs/results/gpu_best.sh OUT_DIR [all | "STEP ..."]
+#   bash docs/results/gpu_best.sh OUT_DIR [all | "STEP ..."]   (MODELS=llama-3.2-1b: the compile step for one model)
 # Not yet timed on the GPU: compile is the long step (max-autotune compiles cold the first time, twice per model);
 # if one device call cannot hold everything, run "compile" in one and "auto int4-hf int4-ort" in the next (a warm
 # machine keeps OUT_DIR/cache, so nothing is exported or compiled twice).
@@ -43,7 +43,7 @@ step() { [ "$STEP" = all ] || [[ " $STEP " == *" $1 "* ]]; }
 
 {
 if step compile; then
-  for model in tinyllama-1.1b llama-3.2-1b; do
+  for model in ${MODELS:-tinyllama-1.1b llama-3.2-1b}; do
     # SDPA as in the script (HF's own attention over the static cache): like against like
     run "compile_$model" 240 "${FAST[@]}" "${HF[@]}" model=$model backend.compile=max-autotune backend.attention=sdpa \
       "grid.batch_sizes=[1]" "grid.prompt_lens=[128]" grid.new_tokens=32

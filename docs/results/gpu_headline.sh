@@ -8,6 +8,7 @@
 # their validate runs). Then `enginebench-report why` of HF (each attention) against ONNX Runtime.
 # Run from the repository root on the GPU machine after staging (bash ../shared/gpu/stage.sh torchao==0.18.0):
 #   bash docs/results/gpu_headline.sh OUT_DIR ["hf-sdpa hf-torch_flash hf-flash_attention_4 ort why"]
+# BATCHES=32 PROMPTS=1024 narrow the grid (one device call may not hold all four cells of two configurations).
 # Each step has its own time limit; a run lands in OUT_DIR/headline/<step>/ (results.csv, run.json, samples,
 # profile/), its console beside it.
 set -u
@@ -16,7 +17,7 @@ STEPS=${2:-hf-sdpa hf-torch_flash hf-flash_attention_4 ort why}
 R=$OUT/headline
 mkdir -p "$R"
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
-GRID=(model=tinyllama-1.1b device=cuda "grid.batch_sizes=[1,32]" "grid.prompt_lens=[128,1024]" grid.new_tokens=64
+GRID=(model=tinyllama-1.1b device=cuda "grid.batch_sizes=[${BATCHES:-1,32}]" "grid.prompt_lens=[${PROMPTS:-128,1024}]" grid.new_tokens=64
       validation.enabled=false measure.profile=true)
 run() {  # run NAME LIMIT_S args...
   local name=$1 limit=$2; shift 2
