@@ -46,11 +46,23 @@ def require_slow_mark(what: str) -> None:
 
 
 def run_cli(*args, cwd=None, env=None, timeout=600, stdin=None):
-    """Run ``python -m harness`` with arguments (``stdin``: text piped in); returns CompletedProcess (text)."""
+    """Run ``python -m harness`` with arguments (``stdin``: text piped in); returns CompletedProcess (text).
+    A process of its own, forked from a warm interpreter where it can be (warm_python.py)."""
     require_slow_mark("run_cli")
+    return run_python_module("harness", *args, cwd=cwd, env=env, timeout=timeout, stdin=stdin)
+
+
+def run_python_module(module: str, *args, cwd=None, env=None, timeout=600, stdin=None):
+    """``python -m module args`` in ``cwd`` (default: the repository), the environment updated with ``env``."""
+    from warm_python import run_module
+
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd or ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout, input=stdin)
+    return run_module(module, *args, cwd=cwd or ROOT, env=full_env, timeout=timeout, stdin=stdin)
+
+
+def run_report_cli(*args, env=None, timeout=300):
+    """``python -m harness.report.cli`` with arguments (paths as they are); returns CompletedProcess (text)."""
+    return run_python_module("harness.report.cli", *map(str, args), env=env, timeout=timeout)
 
 
 FAST = ["grid.batch_sizes=[1,2]", "grid.prompt_lens=[8]", "grid.new_tokens=3", "measure.warmup=1",

@@ -52,11 +52,9 @@ def test_an_undefined_table_is_a_difference(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_the_cli_runs_check_docs():
-    import subprocess
-    import sys
+    from helpers import run_report_cli
 
-    proc = subprocess.run([sys.executable, "-m", "harness.report.cli", "check-docs", *DOCS], cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = run_report_cli("check-docs", *DOCS)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

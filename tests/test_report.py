@@ -1,13 +1,11 @@
 """Reporting: a two-backend multirun on CPU yields comparison.csv, plots and report.md; the launchers are wired;
 results from parallel jobs aggregate. (Verdicts, compare and baselines on synthetic samples: test_verdicts.py.)"""
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
 from harness.report.comparison import comparison_table
-from helpers import FAST, ROOT, run_cli
+from helpers import FAST, run_cli, run_report_cli
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +48,13 @@ def test_cells_a_backend_did_not_run_are_marked(multirun):
 @pytest.mark.slow
 def test_report_cli_on_run_dirs_and_csv(multirun, tmp_path):
     jobs = [str(p / "results.csv") for p in sorted(multirun.iterdir()) if (p / "results.csv").exists()]
-    proc = subprocess.run([sys.executable, "-m", "harness.report.cli", *jobs, "--out", str(tmp_path), "--no-plots"],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = run_report_cli(*jobs, "--out", tmp_path, "--no-plots")
     assert proc.returncode == 0, proc.stderr
     assert len(pd.read_csv(tmp_path / "comparison.csv")) == 2
 
 
 def test_report_cli_bad_path_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "harness.report.cli", str(tmp_path / "nothing")],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = run_report_cli(tmp_path / "nothing")
     assert proc.returncode == 2 and proc.stderr.startswith("enginebench: error:")
 
 

@@ -9,7 +9,7 @@ import pytest
 from harness.errors import UserError
 from harness.measure.stats import summarize
 from harness.record.results import ResultsWriter, read_cells, read_results_frame, rows_for_cell
-from helpers import FAST, ROOT, run_cli
+from helpers import FAST, ROOT, run_cli, run_report_cli
 
 
 def _identity(b, p=8):
@@ -114,8 +114,7 @@ def test_resume_reruns_failed_cells_unless_told_not_to(tmp_path, retry):
 
 
 def run_cli_report(*args):
-    return subprocess.run([sys.executable, "-m", "harness.report.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    return run_report_cli(*args, env={"PYTHONPATH": str(ROOT)})
 
 
 @pytest.mark.slow  # runs the command

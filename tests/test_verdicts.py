@@ -14,7 +14,7 @@ from harness.measure.stats import compare_samples, median_ci, relative_ci_half_w
 from harness.record.results import ResultsWriter, rows_for_cell
 from harness.record.runrecord import write_run as write_run_json
 from harness.record.samples import read_cell_samples, write_cell_samples
-from helpers import ROOT
+from helpers import ROOT, run_report_cli
 
 
 def _rng(seed):
@@ -100,8 +100,7 @@ def make_run(run_dir, backend, cells, options=None, defaults=None, host="box-a",
 
 
 def _report(*args):
-    return subprocess.run([sys.executable, "-m", "harness.report.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=300)
+    return run_report_cli(*args)
 
 
 def test_samples_file_round_trip(tmp_path):
