@@ -27,8 +27,10 @@ from pathlib import Path
 # (not onnxruntime: its import starts a thread, and a forked copy of its state hangs the run's exit)
 PRELOAD = ("harness.cli", "transformers", "transformers.models.llama.modeling_llama", "scipy.stats", "onnx",
            "onnxscript")
-# read at run time (by the harness, the test plugins, or here: PYTHONPATH becomes sys.path), never at import
-PER_RUN = ("PYTHONPATH",)
+# read at run time, never by the preloaded imports: by the harness and the test plugins, by torch's compiler
+# (TORCHINDUCTOR_CACHE_DIR, which it also sets in the tests' own process), by TensorFlow (not installed), or here
+# (PYTHONPATH becomes sys.path; TRANSFORMERS_VERBOSITY is given to transformers as its import would have read it)
+PER_RUN = ("PYTHONPATH", "TRANSFORMERS_VERBOSITY", "TORCHINDUCTOR_CACHE_DIR", "TF_CPP_MIN_LOG_LEVEL")
 PER_RUN_PREFIXES = ("ENGINEBENCH_", "FAULT_BACKEND_", "PYTEST_")
 CHILD_PEAK_KB = [0]  # the largest peak RSS of a run served here (peak_memory.py adds it to the children's)
 
@@ -39,18 +41,19 @@ def run_module(module: str, *args, cwd=None, env=None, timeout=None, stdin=None)
     argv = [sys.executable, "-m", module, *map(str, args)]
     env = dict(os.environ if env is None else env)
     server = _server(env)
-    if server is None:
-        return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, input=stdin)
     with tempfile.TemporaryDirectory(prefix="warm-run-") as tmp:
         paths = {name: os.path.join(tmp, name) for name in ("stdin", "stdout", "stderr")}
         Path(paths["stdin"]).write_text(stdin or "")
         request = {"module": module, "args": argv[3:], "cwd": os.path.abspath(cwd or os.getcwd()), "env": env,
                    **paths, "has_stdin": stdin is not None}
-        status = server.run(request, timeout)
-        out, err = (_decoded(Path(paths[name]).read_bytes()) for name in ("stdout", "stderr"))
-    if status is None:
-        raise subprocess.TimeoutExpired(argv, timeout, output=out, stderr=err)
-    return subprocess.CompletedProcess(argv, os.waitstatus_to_exitcode(status), out, err)
+        pid = server.start(request) if server is not None else None
+        if pid is not None:
+            status = server.wait(pid, timeout)
+            out, err = (_decoded(Path(paths[name]).read_bytes()) for name in ("stdout", "stderr"))
+            if status is None:
+                raise subprocess.TimeoutExpired(argv, timeout, output=out, stderr=err)
+            return subprocess.CompletedProcess(argv, os.waitstatus_to_exitcode(status), out, err)
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, input=stdin)
 
 
 def _decoded(data: bytes) -> str:
@@ -65,10 +68,10 @@ class _Server:
         self.env = env
         requests_r, requests_w = os.pipe()
         replies_r, replies_w = os.pipe()
-        self.process = subprocess.Popen([sys.executable, __file__, str(requests_r), str(replies_w)], env=env,
-                                        pass_fds=(requests_r, replies_w), cwd=os.path.dirname(__file__),
-                                        stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        here = os.path.abspath(__file__)
+        self.process = subprocess.Popen([sys.executable, here, str(requests_r), str(replies_w)], env=env,
+                                        pass_fds=(requests_r, replies_w), cwd=os.path.dirname(here),
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(requests_r)
         os.close(replies_w)
         self.requests, self.replies = Connection(requests_w, readable=False), Connection(replies_r, writable=False)
@@ -77,10 +80,18 @@ class _Server:
         differ = {k for k in env.keys() | self.env.keys() if env.get(k) != self.env.get(k)}
         return self.process.poll() is None and all(k in PER_RUN or k.startswith(PER_RUN_PREFIXES) for k in differ)
 
-    def run(self, request: dict, timeout) -> int | None:
+    def start(self, request: dict) -> int | None:
+        """The pid of the run forked for ``request``; None when the server is gone (the caller runs it fresh)."""
+        try:
+            self.requests.send(request)
+            return self.replies.recv()["pid"]
+        except (EOFError, OSError):
+            self.process.kill()  # serves() is False from now on
+            self.process.wait()
+            return None
+
+    def wait(self, pid: int, timeout) -> int | None:
         """The run's wait status; None when it ran past ``timeout`` (then it was killed, as subprocess.run does)."""
-        self.requests.send(request)
-        pid = self.replies.recv()["pid"]
         timed_out = not self.replies.poll(timeout)
         if timed_out:
             os.kill(pid, signal.SIGKILL)
