@@ -100,8 +100,12 @@ class _Server:
         return None if timed_out else reply["status"]
 
     def close(self) -> None:
-        self.requests.close()  # the server ends at the end of its requests
-        self.process.wait(timeout=30)
+        self.requests.close()  # the server ends at the end of its requests (at once unless a run is under way)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 _servers: list[_Server] = []

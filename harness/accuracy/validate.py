@@ -13,7 +13,8 @@ the dtype's own tolerance (top-1 is then reported, not gated: quantization moves
 
 Inputs: for a model with a tokenizer, the real chat messages of harness/accuracy/prompts.py (every one of them,
 ``batch`` rows at a time, whole and left-padded; and the first ``batch`` cut to the shortest one's length for the
-equal-length case), and at least 32 new tokens by default; for random-weight presets, random token ids.
+equal-length case; ``prompts=`` validates on other messages), and at least 32 new tokens by default; for
+random-weight presets, random token ids.
 """
 from __future__ import annotations
 
@@ -64,17 +65,19 @@ def default_steps(source, steps: int | None) -> int:
     return TEXT_STEPS if source.tokenizer() is not None else RANDOM_STEPS
 
 
-def validation_inputs(source, batch: int, prompt_len: int, seed: int) -> tuple[str, dict[str, list[list]]]:
+def validation_inputs(source, batch: int, prompt_len: int, seed: int,
+                      prompts: tuple[str, ...] | None = None) -> tuple[str, dict[str, list[list]]]:
     """The cases to check, each a list of row groups (one group = one batch of 1-D id tensors), and what they are.
 
-    With a tokenizer: every shipped chat prompt, ``batch`` rows at a time ("left_padded": whole prompts of
-    different lengths), and the first ``batch`` cut to the shortest one's length ("equal_lengths"). Without one:
-    one batch of random ids of ``prompt_len`` and the same rows cut to decreasing lengths."""
+    With a tokenizer: every chat prompt (``prompts``, default the shipped ones), ``batch`` rows at a time
+    ("left_padded": whole prompts of different lengths), and the first ``batch`` cut to the shortest one's length
+    ("equal_lengths"). Without one: one batch of random ids of ``prompt_len`` and the same rows cut to decreasing
+    lengths."""
     tokenizer = source.tokenizer()
     if tokenizer is not None:
         from harness.accuracy.prompts import CHAT_PROMPTS, message_ids
 
-        rows = [torch.tensor(message_ids(tokenizer, m), dtype=torch.long) for m in CHAT_PROMPTS]
+        rows = [torch.tensor(message_ids(tokenizer, m), dtype=torch.long) for m in prompts or CHAT_PROMPTS]
         first = rows[:batch]
         shortest = min(len(r) for r in first)
         cases = {"equal_lengths": [[r[:shortest] for r in first]],
@@ -88,9 +91,9 @@ def validation_inputs(source, batch: int, prompt_len: int, seed: int) -> tuple[s
     return "random ids", cases
 
 
-def longest_validation_row(source, batch: int, prompt_len: int) -> int:
+def longest_validation_row(source, batch: int, prompt_len: int, prompts: tuple[str, ...] | None = None) -> int:
     """The longest validation prompt (backends preallocate for it plus the new tokens)."""
-    _, cases = validation_inputs(source, batch, prompt_len, 0)
+    _, cases = validation_inputs(source, batch, prompt_len, 0, prompts)
     return max(len(r) for groups in cases.values() for group in groups for r in group)
 
 
@@ -155,12 +158,13 @@ def compare(case: str, ref_tokens, ref_logits, got_logits, got_tokens, dtype, qu
 
 
 def validate_backend(handle, source, dtype, device: str, batch: int, prompt_len: int, steps: int | None,
-                     seed: int, quant: QuantScheme = QuantScheme()) -> list[Validation]:
+                     seed: int, quant: QuantScheme = QuantScheme(),
+                     prompts: tuple[str, ...] | None = None) -> list[Validation]:
     reference = source.build_fp32_cpu()
     # a copy: the cached float32 model is the unquantized reference of every later job
     scheme_model = quantized_reference(copy.deepcopy(reference), quant) if quant.enabled else None
     steps = default_steps(source, steps)
-    inputs, cases = validation_inputs(source, batch, prompt_len, seed)
+    inputs, cases = validation_inputs(source, batch, prompt_len, seed, prompts)
     results = []
     for case, groups in cases.items():
         parts = []  # per group: reference tokens and logits, backend logits and own tokens, the scheme's logits
