@@ -50,6 +50,17 @@ def test_a_missing_kernel_package_is_named_with_its_install(registry, kernel, pa
     assert err.value.fix == f"pip install {package}"
 
 
+@pytest.mark.parametrize("gemlite, torchao, clash", [("0.6.0.post2", "0.18.0", True), ("0.6.0", "0.18.0+cu130", True),
+                                                      ("0.5.1.post1", "0.18.0", False), ("0.6.0", "0.19.0", False)])
+def test_a_gemlite_that_torchao_cannot_read_is_named(gemlite, torchao, clash):
+    from backends.hf_staticcache.quantize import gemlite_mismatch
+
+    why = gemlite_mismatch(gemlite, torchao)
+    assert (why is not None) == clash
+    if clash:
+        assert f"gemlite {gemlite}" in why and f"torchao {torchao}" in why
+
+
 def test_int4_kernel_without_int4_is_refused_at_load(registry):
     with pytest.raises(UserError, match="applies to quant=int4 only"):
         open_backend(registry, HF, options={"int4_kernel": "gemlite"})

@@ -33,12 +33,17 @@ def test_sys_exit_in_a_cell_fails_that_cell_not_the_run(plugin_site, tmp_path, i
 
 
 @pytest.mark.slow
-def test_sys_exit_at_load_is_a_failed_load(plugin_site, tmp_path):
-    proc = run_cli("backend=fault", "backend.exit_at=[load]", "backend.exit_code=0", *FAST,
-                   f"output_dir={tmp_path}", env=plugin_env(plugin_site))
+@pytest.mark.parametrize("isolation", ["none", "process"])
+def test_sys_exit_at_load_is_a_failed_load_with_its_traceback(plugin_site, tmp_path, isolation):
+    proc = run_cli("backend=fault", "backend.exit_at=[load]", "backend.exit_code=0", f"isolation={isolation}",
+                   *FAST, f"output_dir={tmp_path}", env=plugin_env(plugin_site))
     assert proc.returncode == 1, proc.stderr
     assert "2 of 2 cells failed" in proc.stderr and "results:" in proc.stderr
     assert {s for s, _ in _statuses(tmp_path).values()} == {"load_failed"}
+    run = json.loads((tmp_path / "run.json").read_text())
+    # the one line says what; the traceback in run.json says where (in the plugin, on either executor)
+    assert "sys.exit(0)" in run["load_error"]
+    assert "Traceback" in run["load_traceback"] and "fault_backend" in run["load_traceback"]
 
 
 @pytest.mark.slow

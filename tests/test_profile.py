@@ -158,6 +158,16 @@ def test_diff_explains_the_step_difference_by_busy_and_by_busy_plus_waiting():
     assert d["explained_by_busy_and_wait_signed"] == pytest.approx(1.1)
     text = format_diff("A", "B", ("m", "w", "bf16", "none", "cpu", "1", "8", "3"), d)
     assert "busy time explains 40 %" in text and "busy + waiting explains 90 % (their changes sum to 110 %" in text
+    assert "the kernel categories' changes 40 %, the host gap's" in text
+    assert "GPU idle, waiting for the host) 60 %" in text
+    assert list(d["profiler_added"]) == pytest.approx([0.1, 0.05])  # profiled minus timed step, each side
+    b_close = _phase_summary(1.5, {"gemm": 0.8, "copy": 0.2}, {"gemm": 0.3, "copy": 0.15}, 0.1, 1.58)
+    assert diff_phase(a, b_close)["waiting_split_reliable"]  # additions 0.02 ms apart: within a tenth of 0.5
+    b_noisy = _phase_summary(1.5, {"gemm": 0.8, "copy": 0.2}, {"gemm": 0.8, "copy": 0.15}, 0.1, 2.05)
+    noisy = diff_phase(a, b_noisy)  # the profiler added 0.55 ms to B's step, 0.1 to A's
+    assert not noisy["waiting_split_reliable"]
+    assert "indicative only: the profiler added 0.10 ms to A's step and 0.55 ms to B's" in format_diff(
+        "A", "B", ("m",) * 8, noisy)
     assert "step tail" in text and "step (profiled)" in text
     older = {k: v for k, v in a.items() if k != "timeline"}  # a summary written before the timeline split
     assert diff_phase(older, b)["explained_by_busy_and_wait"] is None

@@ -25,6 +25,7 @@ asymmetric int4 scheme (the default), since each stores a zero point per group:
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import warnings
 from typing import Any
@@ -68,6 +69,26 @@ def check_int4_kernel(kernel: str, q: QuantScheme, device: str, dtype: torch.dty
     package = KERNEL_PACKAGE[kernel]
     if importlib.util.find_spec(package) is None:
         raise UserError(f"backend.int4_kernel={kernel} needs the {package} package", f"pip install {package}")
+    if kernel == "gemlite":
+        mismatch = gemlite_mismatch(importlib.metadata.version("gemlite"), importlib.metadata.version("torchao"))
+        if mismatch:
+            raise UserError(mismatch, f"pip install gemlite=={GEMLITE_FOR_TORCHAO_0_18}")
+
+
+# torchao 0.18's UIntxBitPackedTensor unpacks three tensors (W_q, scales, zeros) from gemlite's get_tensor_args;
+# gemlite 0.6 returns a fourth (meta_scale), and the quantization then fails deep in torchao with "too many values
+# to unpack". 0.5.1.post1 is the newest gemlite that returns three.
+GEMLITE_FOR_TORCHAO_0_18 = "0.5.1.post1"
+
+
+def gemlite_mismatch(gemlite_version: str, torchao_version: str) -> str | None:
+    """Why this gemlite cannot serve this torchao (None where the pair is not known to clash)."""
+    from packaging.version import Version  # transformers' own dependency
+
+    if Version(torchao_version).release[:2] <= (0, 18) and Version(gemlite_version).release[:2] >= (0, 6):
+        return (f"gemlite {gemlite_version} returns four tensors where torchao {torchao_version} reads three "
+                f"(UIntxBitPackedTensor)")
+    return None
 
 
 def int4_config(kernel: str, q: QuantScheme):

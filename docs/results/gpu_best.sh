@@ -13,7 +13,7 @@
 #            kernels, int4 with the CUTLASS fpA_intB kernels (backend.nbits_kernel=fpa_intb).
 #
 # Usage, from the project root on the GPU machine after staging the wheels (torchao, and gemlite if wanted):
-#   GPU_STAGE_CACHE=... bash ../shared/gpu/stage.sh torchao==0.18.0 gemlite==0.6.0.post2
+#   GPU_STAGE_CACHE=... bash ../shared/gpu/stage.sh torchao==0.18.0 gemlite==0.5.1.post1
 #   bash docs/results/gpu_best.sh OUT_DIR [all | "STEP ..."]   (MODELS=llama-3.2-1b: the compile step for one model)
 # Not yet timed on the GPU: compile is the long step (max-autotune compiles cold the first time, twice per model);
 # if one device call cannot hold everything, run "compile" in one and "auto int4-hf int4-ort" in the next (a warm

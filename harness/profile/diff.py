@@ -67,19 +67,27 @@ def diff_phase(a: dict, b: dict, top: int = 5) -> dict[str, Any]:
               "explained_by_busy": explained_share(wall, wall - sum(categories.values())),
               "explained_by_busy_signed": signed_share(wall, sum(categories.values())),
               "top_kernels": changes[:top]}
-    result.update(diff_timelines(a.get("timeline"), b.get("timeline"), wall))
+    result["gap_share_signed"] = signed_share(wall, result["gap_delta"])
+    result.update(diff_timelines(a.get("timeline"), b.get("timeline"), wall,
+                                 (a["wall_ms_per_step"], b["wall_ms_per_step"])))
     return result
 
 
-def diff_timelines(a: dict | None, b: dict | None, wall_delta: float) -> dict[str, Any]:
+def diff_timelines(a: dict | None, b: dict | None, wall_delta: float,
+                   timed_walls: tuple[float, float] | None = None) -> dict[str, Any]:
     """The busy + waiting account of ``wall_delta`` (the timed step difference) from two phases' timeline splits;
     ``{"timeline_a": None, ...}`` where either side has none (a profile without step marks, or one from before
-    them)."""
+    them). With ``timed_walls`` (A's and B's timed steps), what the profiler added to each side's step; when the
+    two additions differ by more than a tenth of the difference, the waiting split is marked indicative only: the
+    profiler's added time lands as waiting, so it no longer says where the *timed* steps wait."""
     if not a or not b:
         return {"timeline_a": a or None, "timeline_b": b or None, "explained_by_busy_and_wait": None}
     busy_wait = {c: (b["busy_ms_per_step"][c] + b["wait_ms_per_step"][c])
                  - (a["busy_ms_per_step"][c] + a["wait_ms_per_step"][c]) for c in CATEGORIES}
-    return {"timeline_a": a, "timeline_b": b, "busy_wait_delta": busy_wait,
+    added = None if timed_walls is None else (a["wall_ms_per_step"] - timed_walls[0],
+                                              b["wall_ms_per_step"] - timed_walls[1])
+    return {"timeline_a": a, "timeline_b": b, "busy_wait_delta": busy_wait, "profiler_added": added,
+            "waiting_split_reliable": added is None or abs(added[1] - added[0]) <= 0.1 * abs(wall_delta),
             "profiled_delta": b["wall_ms_per_step"] - a["wall_ms_per_step"],
             "tail_delta": b["tail_ms_per_step"] - a["tail_ms_per_step"],
             "overlap_delta": b["overlap_ms_per_step"] - a["overlap_ms_per_step"],
@@ -133,10 +141,16 @@ def format_diff(label_a: str, label_b: str, cell: tuple, d: dict[str, Any]) -> s
     lines.append(f"  {'host gap':<20}{gap_a:>9.3f}{gap_b:>9.3f}{d['gap_delta']:>+9.3f}")
     lines.append(f"  busy time explains {percent(d['explained_by_busy'])} of the timed step difference (its "
                  f"categories' changes sum to {percent(d['explained_by_busy_signed'])}; the host gap is the rest)")
+    lines.append(f"  by category and host gap: the kernel categories' changes {percent(d['explained_by_busy_signed'])}"
+                 f", the host gap's (timed step - busy: the GPU idle, waiting for the host) "
+                 f"{percent(d.get('gap_share_signed'))}")
     if ta and tb:
+        caveat = "" if d.get("waiting_split_reliable", True) else (
+            f"; indicative only: the profiler added {d['profiler_added'][0]:.2f} ms to A's step and "
+            f"{d['profiler_added'][1]:.2f} ms to B's")
         lines.append(f"  busy + waiting explains {percent(d['explained_by_busy_and_wait'])} (their changes sum to "
                      f"{percent(d['explained_by_busy_and_wait_signed'])}; the rest is the step tail and the "
-                     f"profiler's added time)")
+                     f"profiler's added time{caveat})")
     else:
         lines.append("  busy + waiting: no timeline split on both sides (a profile without step marks)")
     lines.append("  kernels that differ most (us per step, A -> B):")

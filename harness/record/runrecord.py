@@ -46,6 +46,7 @@ class RunRecord:
     peak_copy_bandwidth_gb_s: Optional[float] = None
     harness_overhead: Optional[dict[str, Any]] = None
     load_error: Optional[str] = None
+    load_traceback: Optional[str] = None  # the failed load's traceback (its last lines): the one line may not say where
     close_error: Optional[str] = None
     isolation: Optional[dict[str, Any]] = None  # mode, restarts, worker_pids
     exit_code: Optional[int] = None

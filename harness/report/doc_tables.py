@@ -39,7 +39,8 @@ from harness.errors import UserError
 
 FENCE = re.compile(r"<!-- table: (?P<name>[\w.-]+) -->\n(?P<body>.*?)<!-- /table -->", re.S)
 DEFAULT_TABLES = Path("docs/tables.yaml")
-RUN_FACTS = ("gpu", "gpu_uuid", "timing")  # values read from a run's run.json and samples, not from a metric
+RUN_FACTS = ("gpu", "gpu_uuid", "timing", "run")  # values read from a run's run.json and samples, not from a metric
+# ("run": the run's directory as the definition names it, a row key where two runs share a configuration)
 
 
 @dataclass
@@ -93,10 +94,11 @@ def _frame(definition: dict, root: Path) -> pd.DataFrame:
     if missing:
         raise FileNotFoundError(f"no results.csv in {', '.join(missing)}")
     frames = []
-    for run in runs:
+    for name, run in zip(definition["runs"], runs):
         df = load_results([run])
         for key, value in _run_facts(run).items():
             df[key] = value
+        df["run"] = name
         frames.append(df)
     tidy = pd.concat(frames, ignore_index=True)
     tidy = tidy[tidy.status == "ok"]

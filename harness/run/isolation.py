@@ -33,7 +33,7 @@ from harness.plugin.plugins import registry
 from harness.profile.cell import adopt_labels
 from harness.run.pipeline import CellsAbandoned, cell_rows, contained
 from harness.run.plan import plan_job
-from harness.run.stages import open_backend, record_load_failure
+from harness.run.stages import open_backend, record_load_failure, traceback_tail
 from harness.run.sweep import failed_rows, one_line
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -88,7 +88,7 @@ def _worker(conn, cfg: JobSpec, out_dir: str, parent_pid: int, validate: bool, o
     except UserError as err:
         conn.send(("user_error", err.problem, err.fix))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which records it
-        conn.send(("load_error", one_line(exc)))
+        conn.send(("load_error", one_line(exc), traceback_tail(exc)))
     finally:
         try:
             with contained():
@@ -216,7 +216,7 @@ class InWorker:
             if message[0] == "user_error":
                 raise UserError(message[1], message[2])
             if message[0] == "load_error":
-                record_load_failure(job, self.writer, run_info, RuntimeError(message[1]))
+                record_load_failure(job, self.writer, run_info, RuntimeError(message[1]), trace=message[2])
                 return None
             if not self._phase_failed(worker.phase, message):
                 return None

@@ -6,6 +6,7 @@ undone. The order they run in is harness/run/pipeline.py's.
 from __future__ import annotations
 
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -105,14 +106,21 @@ def _phase_key(what: str, job: Job) -> str:
 
 
 def record_load_failure(job: Job, writer: ResultsWriter | None, run_info: dict, exc: BaseException,
-                        status: str | None = None) -> None:
-    """Every cell not yet done gets a row saying why it did not run: nothing is silently missing."""
+                        status: str | None = None, trace: str | None = None) -> None:
+    """Every cell not yet done gets a row saying why it did not run: nothing is silently missing. run.json keeps
+    the traceback (``trace``, where the failure happened in another process) beside the one line."""
     status = status or ("oom" if is_oom(exc) else "load_failed")
     if writer is not None:
         for rows in failed_rows(job, todo_cells(job, writer), status, one_line(exc)):
             writer.append_cell(rows)
     run_info["load_error"] = one_line(exc)
+    run_info["load_traceback"] = trace or traceback_tail(exc)
     progress.say(f"{job.backend}: load failed: {one_line(exc)}")
+
+
+def traceback_tail(exc: BaseException, limit: int = 6000) -> str:
+    """The exception's formatted traceback, its last ``limit`` characters (where it was raised is at the end)."""
+    return "".join(traceback.format_exception(exc))[-limit:]
 
 
 def run_validation(job: Job, handle) -> list[dict]:
