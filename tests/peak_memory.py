@@ -38,8 +38,10 @@ class PeakMemory:
     def record(self) -> dict:
         self.note("the end of the session")
         worker = getattr(self.config, "workerinput", {}).get("workerid", "pytest")
+        warm = sys.modules.get("warm_python")
         return {"process": worker, "self_mb": round(self.self_mb), "self_test": self.self_test,
-                "children_mb": round(self.children_mb), "children_test": self.children_test}
+                "children_mb": round(self.children_mb), "children_test": self.children_test,
+                "runs": dict(warm.RUNS) if warm is not None else {}}
 
     def note(self, nodeid: str) -> None:
         now_self, now_children = _peaks_mb()
@@ -75,8 +77,10 @@ class PeakMemory:
         for r in rows:
             child = (f"largest child {r['children_mb']} MB (started by {r['children_test']})" if r["children_mb"]
                      else "no child process")
+            runs = ", ".join(f"{n} {what}" for what, n in r.get("runs", {}).items())  # warm_python.py's
             terminalreporter.write_line(
-                f"{r['process']}: itself {r['self_mb']} MB (peak reached in {r['self_test']}); {child}")
+                f"{r['process']}: itself {r['self_mb']} MB (peak reached in {r['self_test']}); {child}"
+                + (f"; command lines: {runs}" if runs else ""))
             over += [f"{r['process']} {what} {r[what + '_mb']} MB ({r[what + '_test']})"
                      for what in ("self", "children") if r[what + "_mb"] > BUDGET_MB]
         if distributed:

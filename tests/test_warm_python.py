@@ -1,6 +1,6 @@
 """The warm interpreter that runs the tests' command lines (warm_python.py) runs a module as a fresh ``python -m``
 would: the same output, exit status, signal, working directory, sys.path, environment, standard input, atexit
-hooks and traceback; an environment that differs in what the preloaded imports read gets a fresh interpreter."""
+hooks and traceback; an environment that differs in what the preloaded imports read gets a server of its own."""
 import os
 import subprocess
 import sys
@@ -51,15 +51,21 @@ def test_a_served_run_is_what_a_fresh_interpreter_does(tmp_path, how):
         assert served.stderr == fresh.stderr == "to stderr\nsecond line\n"
 
 
-def test_a_run_past_its_timeout_is_killed(tmp_path):
+def test_a_run_past_its_timeout_is_killed(tmp_path, monkeypatch):
     (tmp_path / "probe.py").write_text(PROBE)
-    with pytest.raises(subprocess.TimeoutExpired) as expired:
-        run_module("probe", "sleep", cwd=tmp_path, env=_env(tmp_path), stdin="", timeout=5)
-    assert "env x" in expired.value.output
+    for fresh in ("", "1"):  # served, then in a fresh interpreter: what it wrote comes back as text either way
+        monkeypatch.setenv("ENGINEBENCH_TEST_FRESH", fresh)
+        with pytest.raises(subprocess.TimeoutExpired) as expired:
+            run_module("probe", "sleep", cwd=tmp_path, env=_env(tmp_path), stdin="", timeout=5)
+        assert "env x" in expired.value.output and "to stderr" in expired.value.stderr
 
 
-def test_only_a_compatible_environment_is_served(tmp_path):
-    (tmp_path / "warmth.py").write_text("import sys\nprint('torch' in sys.modules)\n")
-    threads = str(int(os.environ.get("OMP_NUM_THREADS", "1")) + 1)  # read by torch's import: not served
-    assert run_module("warmth", cwd=tmp_path, env=_env(tmp_path)).stdout == "True\n"
-    assert run_module("warmth", cwd=tmp_path, env=_env(tmp_path, OMP_NUM_THREADS=threads)).stdout == "False\n"
+def test_what_the_preloaded_imports_read_comes_from_the_run_s_environment(tmp_path):
+    """torch reads OMP_NUM_THREADS when imported: a run in another thread count is served by a server started in
+    that environment, whatever environment the first run of this process had."""
+    (tmp_path / "warmth.py").write_text("import sys\npreloaded = 'torch' in sys.modules\nimport torch\n"
+                                        "print(preloaded, torch.get_num_threads())\n")
+    threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
+    for n in (threads + 1, threads, threads + 1):
+        run = run_module("warmth", cwd=tmp_path, env=_env(tmp_path, OMP_NUM_THREADS=str(n)))
+        assert run.stdout == f"True {n}\n", run.stderr

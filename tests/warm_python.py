@@ -9,11 +9,13 @@ a process of its own: its exit status or signal, its atexit hooks, the traceback
 the processes it starts write are its own, as under subprocess.run.
 
 What the preloaded libraries read from the environment when imported (thread counts, library settings) was read
-when the server started: a run whose environment differs from the server's in anything but the ``PER_RUN``
-variables gets a fresh interpreter instead, and so does every run under ENGINEBENCH_TEST_FRESH=1.
+when the server started: each environment (all but the ``PER_RUN`` variables) has a server of its own, started by
+its first run; the ``MAX_SERVERS`` used last are kept. Every run under ENGINEBENCH_TEST_FRESH=1 gets a fresh
+interpreter.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import subprocess
@@ -32,7 +34,11 @@ PRELOAD = ("harness.cli", "transformers", "transformers.models.llama.modeling_ll
 # (PYTHONPATH becomes sys.path; TRANSFORMERS_VERBOSITY is given to transformers as its import would have read it)
 PER_RUN = ("PYTHONPATH", "TRANSFORMERS_VERBOSITY", "TORCHINDUCTOR_CACHE_DIR", "TF_CPP_MIN_LOG_LEVEL")
 PER_RUN_PREFIXES = ("ENGINEBENCH_", "FAULT_BACKEND_", "PYTEST_")
+# each server holds the preloaded libraries (about 0.5 GB); a test that sets its own thread count
+# (OMP_NUM_THREADS=1) gets a second, and a variable the tests' process gains at run time a third
+MAX_SERVERS = 3
 CHILD_PEAK_KB = [0]  # the largest peak RSS of a run served here (peak_memory.py adds it to the children's)
+RUNS = {"served": 0, "fresh": 0, "servers started": 0}  # printed with the peak memory (peak_memory.py)
 
 
 def run_module(module: str, *args, cwd=None, env=None, timeout=None, stdin=None) -> subprocess.CompletedProcess:
@@ -52,8 +58,15 @@ def run_module(module: str, *args, cwd=None, env=None, timeout=None, stdin=None)
             out, err = (_decoded(Path(paths[name]).read_bytes()) for name in ("stdout", "stderr"))
             if status is None:
                 raise subprocess.TimeoutExpired(argv, timeout, output=out, stderr=err)
+            RUNS["served"] += 1
             return subprocess.CompletedProcess(argv, os.waitstatus_to_exitcode(status), out, err)
-    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, input=stdin)
+    RUNS["fresh"] += 1
+    try:
+        return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, input=stdin)
+    except subprocess.TimeoutExpired as expired:  # what it had written: bytes whatever text= says (on POSIX)
+        expired.output, expired.stderr = (_decoded(x) if isinstance(x, bytes) else x
+                                          for x in (expired.output, expired.stderr))
+        raise
 
 
 def _decoded(data: bytes) -> str:
@@ -76,17 +89,13 @@ class _Server:
         os.close(replies_w)
         self.requests, self.replies = Connection(requests_w, readable=False), Connection(replies_r, writable=False)
 
-    def serves(self, env: dict) -> bool:
-        differ = {k for k in env.keys() | self.env.keys() if env.get(k) != self.env.get(k)}
-        return self.process.poll() is None and all(k in PER_RUN or k.startswith(PER_RUN_PREFIXES) for k in differ)
-
     def start(self, request: dict) -> int | None:
         """The pid of the run forked for ``request``; None when the server is gone (the caller runs it fresh)."""
         try:
             self.requests.send(request)
             return self.replies.recv()["pid"]
         except (EOFError, OSError):
-            self.process.kill()  # serves() is False from now on
+            self.process.kill()  # _server() starts another for the next run
             self.process.wait()
             return None
 
@@ -108,19 +117,35 @@ class _Server:
             self.process.wait()
 
 
-_servers: list[_Server] = []
+_servers: dict[frozenset, _Server] = {}  # by environment (PER_RUN variables left out), the one used last at the end
+
+
+def _environment_key(env: dict) -> frozenset:
+    """What a server's preloaded imports may have read: the environment without the ``PER_RUN`` variables."""
+    return frozenset((k, v) for k, v in env.items() if k not in PER_RUN and not k.startswith(PER_RUN_PREFIXES))
 
 
 def _server(env: dict) -> _Server | None:
-    """The server for a run in ``env``: started by the first run; None where a fresh interpreter must run it."""
+    """The server for a run in ``env``, started by its first run; None where a fresh interpreter must run it."""
     if os.environ.get("ENGINEBENCH_TEST_FRESH", "") not in ("", "0") or sys.platform != "linux":
         return None
-    if not _servers:
-        import atexit
+    key = _environment_key(env)
+    server = _servers.pop(key, None)
+    if server is not None and server.process.poll() is not None:  # gone (start() found it so)
+        server = None
+    if server is None:
+        while len(_servers) >= MAX_SERVERS:
+            _servers.pop(next(iter(_servers))).close()  # the one used longest ago
+        server = _Server(env)
+        RUNS["servers started"] += 1
+    _servers[key] = server
+    return server
 
-        _servers.append(_Server(env))
-        atexit.register(_servers[0].close)
-    return _servers[0] if _servers[0].serves(env) else None
+
+@atexit.register
+def _close_all() -> None:
+    while _servers:
+        _servers.popitem()[1].close()
 
 
 # --- the server side: ``python warm_python.py REQUESTS_FD REPLIES_FD`` -----------------------------------------
