@@ -17,6 +17,11 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("artifacts")
 
 
+# The exported graph preallocates the KV cache (max_seq is part of the artifact's key): the tests of the default
+# model load it at the length the variant tests exported it, from the module's cache, instead of exporting again.
+MAX_SEQ = 32
+
+
 # the three exported graphs: attention written out | ORT's GroupQueryAttention | that plus ORT's other fused ops
 GRAPHS = {"explicit": {"attention": "explicit"}, "gqa": {"attention": "gqa"},
           "gqa_fused": {"attention": "gqa", "fused_ops": True}}
@@ -27,7 +32,7 @@ GRAPH_PARAMS = [pytest.param(g, marks=() if g == "explicit" else pytest.mark.slo
 @pytest.mark.parametrize("graph", GRAPH_PARAMS)
 @pytest.mark.parametrize("variant", variant_params())
 def test_export_matches_hf_for_variant(registry, variant, graph, cache_dir):
-    handle, source, info = open_backend(registry, "onnxruntime", model_cfg=VARIANTS[variant], max_seq=32,
+    handle, source, info = open_backend(registry, "onnxruntime", model_cfg=VARIANTS[variant], max_seq=MAX_SEQ,
                                         options=GRAPHS[graph], tmp_cache=cache_dir)
     try:
         assert info["providers"] == ["CPUExecutionProvider"]
@@ -43,16 +48,16 @@ def test_export_matches_hf_for_variant(registry, variant, graph, cache_dir):
 
 @pytest.mark.slow  # three loads, one a full re-export
 def test_second_load_reuses_artifact_and_corruption_is_rebuilt(registry, cache_dir):
-    first, _, info1 = open_backend(registry, "onnxruntime", max_seq=24, tmp_cache=cache_dir)
+    first, _, info1 = open_backend(registry, "onnxruntime", max_seq=MAX_SEQ, tmp_cache=cache_dir)
     first.close()
-    second, _, info2 = open_backend(registry, "onnxruntime", max_seq=24, tmp_cache=cache_dir)
+    second, _, info2 = open_backend(registry, "onnxruntime", max_seq=MAX_SEQ, tmp_cache=cache_dir)
     second.close()
     assert info2["onnx_reused"] and info2["onnx_dir"] == info1["onnx_dir"]
     from pathlib import Path
 
     data = Path(info1["onnx_dir"]) / "model.onnx.data"
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])  # a truncated weights file
-    third, source, info3 = open_backend(registry, "onnxruntime", max_seq=24, tmp_cache=cache_dir)
+    third, source, info3 = open_backend(registry, "onnxruntime", max_seq=MAX_SEQ, tmp_cache=cache_dir)
     try:
         assert not info3["onnx_reused"]
         ids = random_prompt_ids(source.config(), 1, 5, seed=2)
@@ -73,7 +78,8 @@ def test_no_temporary_directories_left(registry, tmp_path):
 
 @pytest.mark.parametrize("graph", GRAPH_PARAMS)
 def test_reset_kv_keeps_buffers_and_repeats_results(registry, graph, cache_dir):
-    handle, source, _ = open_backend(registry, "onnxruntime", options=GRAPHS[graph], max_seq=24, tmp_cache=cache_dir)
+    handle, source, _ = open_backend(registry, "onnxruntime", options=GRAPHS[graph], max_seq=MAX_SEQ,
+                                     tmp_cache=cache_dir)
     try:
         runner = handle.instance.runner
         pointers = [c.data_ptr() for c in runner.caches]
@@ -93,10 +99,10 @@ def test_reset_kv_keeps_buffers_and_repeats_results(registry, graph, cache_dir):
 
 
 def test_decode_past_preallocated_length_is_a_clear_error(registry, cache_dir):
-    handle, source, _ = open_backend(registry, "onnxruntime", max_seq=24, tmp_cache=cache_dir)
+    handle, source, _ = open_backend(registry, "onnxruntime", max_seq=MAX_SEQ, tmp_cache=cache_dir)
     try:
         with pytest.raises(UserError, match="exceeds the preallocated"):
-            handle.prefill(input_ids=torch.ones(1, 30, dtype=torch.long), prompt_lens=None)
+            handle.prefill(input_ids=torch.ones(1, MAX_SEQ + 6, dtype=torch.long), prompt_lens=None)
     finally:
         handle.close()
 

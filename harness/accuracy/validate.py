@@ -117,6 +117,20 @@ def reference_greedy(model, rows: list[torch.Tensor], steps: int) -> tuple[torch
     return torch.stack(tokens), torch.stack(logits)
 
 
+def memoized_reference(source, model, rows: list[torch.Tensor], steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """reference_greedy, each row's continuation kept on the source (``source.memo``) for later validations: a row
+    runs alone, so its continuation does not depend on the rows batched beside it, and its first ``steps`` tokens
+    are those of any longer continuation."""
+    keys = [("reference_greedy", tuple(r.tolist())) for r in rows]
+    todo = [i for i, k in enumerate(keys) if k not in source.memo or len(source.memo[k][0]) < steps]
+    if todo:
+        tokens, logits = reference_greedy(model, [rows[i] for i in todo], steps)
+        for j, i in enumerate(todo):
+            source.memo[keys[i]] = (tokens[j], logits[j])
+    return (torch.stack([source.memo[k][0][:steps] for k in keys]),
+            torch.stack([source.memo[k][1][:steps] for k in keys]))
+
+
 def backend_logits(handle, ids, lens, forced: torch.Tensor | None, steps: int, device: str):
     """Run the backend: teacher-forced on ``forced`` [B, steps] if given, else greedy on its own tokens."""
     handle.reset_kv()
@@ -169,10 +183,7 @@ def validate_backend(handle, source, dtype, device: str, batch: int, prompt_len:
     for case, groups in cases.items():
         parts = []  # per group: reference tokens and logits, backend logits and own tokens, the scheme's logits
         for rows in groups:
-            key = ("reference_greedy", steps, tuple(tuple(r.tolist()) for r in rows))
-            if key not in source.memo:
-                source.memo[key] = reference_greedy(reference, rows, steps)
-            ref_tokens, ref_logits = source.memo[key]
+            ref_tokens, ref_logits = memoized_reference(source, reference, rows, steps)
             ids, lens = left_pad(rows)
             lens_arg = None if case == "equal_lengths" else lens
             got_logits, _ = backend_logits(handle, ids, lens_arg, ref_tokens, steps, device)
