@@ -30,7 +30,9 @@ def test_default_run_writes_results(tmp_path):
 
 @pytest.mark.slow
 def test_multirun_over_two_values(tmp_path):
-    proc = run_cli("-m", *FAST, "backend.attention=sdpa,math", f"hydra.sweep.dir={tmp_path}")
+    # isolation=none: a multirun's jobs default to worker processes of their own (a fresh interpreter each, seconds
+    # apiece); not what this checks (test_scaling.py and test_hostile_plugins.py run multiruns in them)
+    proc = run_cli("-m", *FAST, "backend.attention=sdpa,math", "isolation=none", f"hydra.sweep.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
     jobs = sorted(p for p in tmp_path.iterdir() if (p / "run.json").exists())  # report/ holds merged results
     assert len(jobs) == 2

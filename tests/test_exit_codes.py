@@ -49,8 +49,10 @@ def test_failed_validation_exits_1_in_a_benchmark(plugin_site, tmp_path):
 
 @pytest.mark.slow
 def test_multirun_worst_job_wins(plugin_site, tmp_path):
+    # isolation=none: a multirun's jobs default to worker processes of their own (a fresh interpreter each, seconds
+    # apiece); not what this checks (test_scaling.py and test_hostile_plugins.py run multiruns in them)
     proc = run_cli("-m", "backend=fault", "backend.error_at=[],[1x8]", *GRID[:2], "grid.prompt_lens=[8]",
-                   *GRID[2:], "validation.enabled=false", f"hydra.sweep.dir={tmp_path}",
+                   *GRID[2:], "validation.enabled=false", "isolation=none", f"hydra.sweep.dir={tmp_path}",
                    env=plugin_env(plugin_site))
     assert proc.returncode == 1, proc.stderr
     codes = sorted(json.loads(p.read_text())["exit_code"] for p in tmp_path.glob("*/run.json"))

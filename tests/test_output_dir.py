@@ -182,7 +182,9 @@ def test_a_second_concurrent_writer_fails_fast_naming_the_first(plugin_site, tmp
 
 @pytest.mark.slow  # runs the command
 def test_multirun_jobs_sharing_output_dir_get_a_subdirectory_each(tmp_path):
-    proc = run_cli("-m", *FAST, "seed=0,1", f"output_dir={tmp_path}")
+    # isolation=none: a multirun's jobs default to worker processes of their own (a fresh interpreter each, seconds
+    # apiece); not what this checks (test_scaling.py and test_hostile_plugins.py run multiruns in them)
+    proc = run_cli("-m", *FAST, "seed=0,1", "isolation=none", f"output_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
     jobs = sorted(p.parent for p in tmp_path.glob("*/run.json"))
     assert len(jobs) == 2

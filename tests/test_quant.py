@@ -252,7 +252,9 @@ def test_unsupported_schemes_are_refused_up_front(args, needle, tmp_path):
 def test_quant_sweep_rows_and_report(tmp_path):
     import pandas as pd
 
-    result = run_cli("-m", "quant=none,int8", "device=cpu", *FAST, f"hydra.sweep.dir={tmp_path}")
+    # isolation=none: a multirun's jobs default to worker processes of their own (a fresh interpreter each, seconds
+    # apiece); not what this checks (test_scaling.py and test_hostile_plugins.py run multiruns in them)
+    result = run_cli("-m", "quant=none,int8", "device=cpu", *FAST, "isolation=none", f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
     tidy = pd.concat(pd.read_csv(f) for f in tmp_path.glob("*/results.csv"))
     assert set(tidy.quant) == {"none", "int8-g64"}

@@ -88,8 +88,10 @@ def test_repeats_drift_slowdown_and_jitter_through_the_gate(plugin_site, tmp_pat
 
 @pytest.mark.slow  # starts the command line
 def test_multirun_interleaves_the_repeats_of_its_configurations(plugin_site, tmp_path):
+    # isolation=none: a multirun's jobs default to worker processes of their own (a fresh interpreter each, seconds
+    # apiece); not what this checks (test_scaling.py and test_hostile_plugins.py run multiruns in them)
     proc = run_cli("-m", "backend=fault", "backend.step_sleep_s=0.0,0.001", "measure.repeats=2", *TINY,
-                   f"output_dir={tmp_path}", env=plugin_env(plugin_site))
+                   "isolation=none", f"output_dir={tmp_path}", env=plugin_env(plugin_site))
     assert proc.returncode == 0, proc.stderr
     # in the order the loads started (job folders are named by configuration, not by number)
     records = sorted((json.loads(p.read_text()) for p in tmp_path.glob("*/run.json") if p.parent.name != "report"),
