@@ -1,7 +1,6 @@
 """The HF backend's attention choices on the CPU: selection order, the wrong-FlashAttention-package case, one-line
 errors, and the static-cache attention path itself (HF's AttentionInterface + token-major StaticCache + per-row
 fill), run through the ``reference`` op (the kernels' contract in plain torch) against full forwards."""
-import os
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ from backends.hf_staticcache.selection import (
 )
 from harness.accuracy.inputs import left_pad, random_prompt_ids
 from harness.errors import UserError
-from helpers import open_backend, run_cli
+from helpers import open_backend, run_cli, run_python_module
 
 HF = "hf-flashattn-staticcache"
 
@@ -188,17 +187,13 @@ def test_choice_loop_skips_what_cannot_run_and_says_why(registry):
 def test_decode_profile_names_the_attention_kernel_and_accounts_for_the_step(tmp_path):
     """tools/profile_decode.py on the CPU (where it reports CPU self time): one profile per (attention, prompt), the
     attention operator that ran appears in it, and the shares of each profile add up to the whole step."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     import pandas as pd
 
     out = tmp_path / "profile.csv"
-    subprocess.run([sys.executable, "-m", "tools.profile_decode", "--model", "tiny-llama", "--attention", "sdpa",
-                    "eager", "--device", "cpu", "--dtype", "float32", "--prompt", "16", "--steps", "3",
-                    "--out", str(out)], check=True, capture_output=True, timeout=300,
-                   cwd=Path(__file__).resolve().parents[1])
+    proc = run_python_module("tools.profile_decode", "--model", "tiny-llama", "--attention", "sdpa", "eager",
+                             "--device", "cpu", "--dtype", "float32", "--prompt", "16", "--steps", "3", "--out", out,
+                             timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     rows = pd.read_csv(out)
     assert set(rows.attention) == {"sdpa", "eager"}
     for attention, op in (("sdpa", "scaled_dot_product"), ("eager", "softmax")):
@@ -211,22 +206,17 @@ def test_decode_profile_names_the_attention_kernel_and_accounts_for_the_step(tmp
 def test_decode_profile_takes_quant_schemes_and_any_backend(tmp_path):
     """tools/profile_decode.py with --quant (one profile per scheme, the scheme's own kernels in it) and with
     another backend and its options (recorded in every row)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     import pandas as pd
 
     pytest.importorskip("torchao", reason="torchao not installed (pip install torchao)")
-    base = [sys.executable, "-m", "tools.profile_decode", "--model", "tiny-llama", "--device", "cpu", "--dtype",
-            "float32", "--prompt", "16", "--steps", "3"]
-    root = Path(__file__).resolve().parents[1]
+    base = ["tools.profile_decode", "--model", "tiny-llama", "--device", "cpu", "--dtype", "float32", "--prompt", "16",
+            "--steps", "3"]
     hf, ort = tmp_path / "hf.csv", tmp_path / "ort.csv"
-    subprocess.run([*base, "--attention", "sdpa", "--quant", "none", "int8", "--out", str(hf)], check=True,
-                   capture_output=True, timeout=300, cwd=root)
-    subprocess.run([*base, "--backend", "onnxruntime", "--attention", "gqa", "--set", "fused_ops=true",
-                    "--out", str(ort)], check=True, capture_output=True, timeout=300, cwd=root,
-                   env={**os.environ, "ENGINEBENCH_CACHE_DIR": str(tmp_path / "cache")})
+    for args, env in ((["--attention", "sdpa", "--quant", "none", "int8", "--out", hf], None),
+                      (["--backend", "onnxruntime", "--attention", "gqa", "--set", "fused_ops=true", "--out", ort],
+                       {"ENGINEBENCH_CACHE_DIR": str(tmp_path / "cache")})):
+        proc = run_python_module(*base, *args, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     rows = pd.read_csv(hf)
     assert set(rows.quant) == {"none", "int8"}
     dequantizes = rows.name.str.contains("dequantize")
