@@ -120,7 +120,11 @@ def test_flash_choice_refuses_soft_capping_and_short_windows_and_auto_records_wh
 
 # -- graph backends --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("model_type", FAMILIES)
+# an export each: llama's in the fast lane, the other families marked slow
+ORT_FAMILY_PARAMS = [pytest.param(t, marks=() if t == "llama" else pytest.mark.slow) for t in FAMILIES]
+
+
+@pytest.mark.parametrize("model_type", ORT_FAMILY_PARAMS)
 def test_onnxruntime_validates_every_family(registry, checkpoints, model_type, tmp_path):
     pytest.importorskip("onnxruntime")
     handle, source, info = open_backend(registry, "onnxruntime", checkpoint_cfg(checkpoints[model_type]),
@@ -154,6 +158,7 @@ def _onnxruntime_validates(registry, path, tmp_path):
         handle.close()
 
 
+@pytest.mark.slow  # an export of its own
 def test_onnx_export_of_short_windows_and_soft_capping_matches_hf(registry, tmp_path):
     """Windows shorter than the cache and soft-capping are masks and tanh in the explicit graph."""
     pytest.importorskip("onnxruntime")
@@ -221,6 +226,7 @@ def test_docs_table_matches_the_family_descriptions():
             f"regenerate the table in {path.name} with: python -m harness.model.families")
 
 
+@pytest.mark.slow  # an export of its own
 def test_onnxruntime_partial_rotary_matches_hf(registry, tmp_path):
     """RoPE on half of each head (Phi-4-mini's partial_rotary_factor), with a fused-projection family."""
     pytest.importorskip("onnxruntime")
