@@ -73,8 +73,8 @@ class HFStaticCacheBackend:
     def check_quant(self, quant, options, device) -> None:
         from backends.hf_staticcache.quantize import choose_config
 
-        # torchao present, fp8 only where the GPU has it, the chosen int4 kernel installed (bf16: all serve it)
-        choose_config(quant, device, torch.bfloat16, options.get("int4_kernel", "tinygemm"))
+        # torchao present, fp8 only where the GPU has it, the chosen int4 kernel installed (its dtype: in load)
+        choose_config(quant, device, None, options.get("int4_kernel", "tinygemm"))
 
     @hookimpl
     def load(self, spec) -> dict[str, Any]:
