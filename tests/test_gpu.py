@@ -17,6 +17,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
     ["backend=hf-flashattn-staticcache", "backend.attention=torch_flash", "backend.cuda_graph=true"],
     ["backend=hf-flashattn-staticcache", "backend.attention=flash_attention_4", "backend.compile=reduce-overhead"],
     ["backend=hf-flashattn-staticcache", "backend.attention=flash_attention_4", "backend.cuda_graph=true"],
+    ["backend=hf-flashattn-staticcache", "backend.compile=max-autotune", "backend.cuda_graph=true"],
     ["backend=onnxruntime"],
     ["backend=onnxruntime", "backend.attention=gqa"],
     ["backend=onnxruntime", "backend.attention=gqa", "backend.cuda_graph=true"],
@@ -128,6 +129,20 @@ def test_flash_choice_matches_sdpa_math_on_ragged_batches(registry, choice, cuda
     for g, w in zip(got, want):
         rel = ((g - w).flatten(1).norm(dim=1) / w.flatten(1).norm(dim=1)).tolist()  # per step
         assert not torch.isnan(g).any() and max(rel) < 2e-2, f"{choice} vs SDPA-math, relative error per step: {rel}"
+
+
+@pytest.mark.parametrize("choice", ["sdpa", *FLASH])
+def test_compiled_step_captured_by_hand_matches_eager(registry, choice):
+    """compile=default + cuda_graph=true: Inductor's step captured with its counters as one graph must compute
+    what the eager step computes, over ragged rows, two batch sizes and a reset (stale counters would diverge)."""
+    if choice != "sdpa":
+        _skip_unless_runs(choice)
+    want, _ = _ragged_logits(registry, {"attention": choice})
+    got, info = _ragged_logits(registry, {"attention": choice, "compile": "default", "cuda_graph": True})
+    assert info["decode_graph"] == "captured by the backend"
+    for g, w in zip(got, want):
+        rel = ((g - w).flatten(1).norm(dim=1) / w.flatten(1).norm(dim=1)).tolist()  # per step
+        assert not torch.isnan(g).any() and max(rel) < 2e-2, f"{choice} compiled + captured vs eager: {rel}"
 
 
 @pytest.mark.parametrize("choice", FLASH)

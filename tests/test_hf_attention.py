@@ -87,6 +87,24 @@ def test_cuda_graph_on_cpu_is_refused(registry):
         handle.close()
 
 
+def test_hand_captured_graph_with_compile_options():
+    """cuda_graph=true with compile: Inductor without its own graphs; with reduce-overhead (its graphs): refused."""
+    from backends.hf_staticcache.compile_step import compile_options, decode_graph_kind
+    from backends.hf_staticcache.options import HFOptions
+    from harness.plugin.options import check_options
+
+    check_options(HF, HFOptions, {**HFOptions().__dict__, "compile": "max-autotune", "cuda_graph": True})
+    with pytest.raises(UserError, match="compile=reduce-overhead replays Inductor's own CUDA graphs"):
+        check_options(HF, HFOptions, {**HFOptions().__dict__, "compile": "reduce-overhead", "cuda_graph": True})
+    assert compile_options("max-autotune", hand_captured=True) == {"mode": "max-autotune-no-cudagraphs",
+                                                                    "fullgraph": True}
+    assert compile_options("max-autotune") == {"mode": "max-autotune", "fullgraph": True}
+    assert compile_options("default", hand_captured=True) == {"mode": "default", "fullgraph": False}
+    assert decode_graph_kind("max-autotune", True) == "captured by the backend"
+    assert decode_graph_kind("reduce-overhead", False) == "Inductor's CUDA-graph trees"
+    assert decode_graph_kind("default", False) == "none"
+
+
 @pytest.fixture
 def static_reference(registry):
     """The backend with its static-cache attention path on, through the plain-torch reference op."""

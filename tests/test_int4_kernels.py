@@ -24,12 +24,24 @@ def tiny_config():
 
 @pytest.mark.parametrize("scheme, kernel, device, needle", [
     ("int8", "mslk", "cuda:0", "applies to quant=int4 only"),
-    ("int4", "gemlite", "cpu", "runs on CUDA in bfloat16 only"),
+    ("int4", "gemlite", "cpu", "runs on CUDA in float16 only"),
+    ("int4", "mslk", "cpu", "runs on CUDA in bfloat16 only"),
 ])
 def test_an_int4_kernel_that_cannot_serve_the_scheme_is_refused(registry, scheme, kernel, device, needle):
     quant = resolve(scheme, None, None, tiny_config())
     with pytest.raises(UserError, match=needle):
         registry.check_quant(HF, quant, {"int4_kernel": kernel}, device)
+
+
+@pytest.mark.parametrize("kernel, dtype, needle", [("gemlite", torch.bfloat16, "float16"),
+                                                   ("mslk", torch.float16, "bfloat16")])
+def test_an_int4_kernel_in_another_dtype_is_refused_with_the_one_it_takes(kernel, dtype, needle):
+    from backends.hf_staticcache.quantize import check_int4_kernel
+
+    quant = resolve("int4", None, None, tiny_config())
+    with pytest.raises(UserError, match=f"runs on CUDA in {needle} only") as err:
+        check_int4_kernel(kernel, quant, "cuda:0", dtype)
+    assert err.value.fix == f"use device=cuda model.dtype={needle}, or backend.int4_kernel=tinygemm"
 
 
 def test_a_symmetric_scheme_is_refused_by_the_zero_point_kernels(registry):

@@ -7,6 +7,11 @@
   all three), and the whole step as one graph (``fullgraph=True``): a graph break would split the step into
   pieces with Python between them, so it is an error here rather than a silent slowdown.
 
+With ``backend.cuda_graph=true`` (``default`` or ``max-autotune``) Inductor compiles without its CUDA-graph trees
+(``max-autotune-no-cudagraphs``) and the backend captures the whole compiled step by hand (decode_graph.py), as
+serving engines do: a replay is one launch, where a CUDA-graph tree's replay first runs Dynamo's guards and the
+tree's Python bookkeeping (checking every static input's address, copying the others in) on the host every token.
+
 Inductor keeps its on-disk caches (the FX graph cache, the autotuning results, Triton's compiled kernels) under
 ``TORCHINDUCTOR_CACHE_DIR``. Unless the user set it, it points into the artifact cache (``<cache_dir>/inductor``),
 so a second run with the same cache reuses the compiled and tuned kernels: it starts warm, and ``cache_dir`` is
@@ -40,16 +45,19 @@ def use_inductor_cache(cache_dir: Path) -> str:
     return current
 
 
-def compile_options(mode: str) -> dict:
-    """The keyword arguments of torch.compile for ``mode``."""
-    return {"mode": mode, "fullgraph": mode == "max-autotune"}
+def compile_options(mode: str, hand_captured: bool = False) -> dict:
+    """The keyword arguments of torch.compile for ``mode`` (``hand_captured``: the caller captures the graph)."""
+    inductor_mode = "max-autotune-no-cudagraphs" if hand_captured and mode == "max-autotune" else mode
+    return {"mode": inductor_mode, "fullgraph": mode == "max-autotune"}
 
 
 class CompiledStep:
     """The compiled decode step; the first call per batch size (the compile) is announced and timed."""
 
-    def __init__(self, step: Callable, mode: str, cache_dir: Path, work_key: str):
-        self.fn = torch.compile(step, **compile_options(mode))
+    def __init__(self, step: Callable, mode: str, cache_dir: Path, work_key: str, hand_captured: bool = False):
+        if hand_captured and mode == "reduce-overhead":
+            raise ValueError("reduce-overhead is Inductor's own CUDA graphs: nothing to capture by hand")
+        self.fn = torch.compile(step, **compile_options(mode, hand_captured))
         self.mode, self.cache_dir, self.work_key = mode, Path(cache_dir), work_key
         self.compiled: dict[int, float] = {}  # batch -> seconds its first call took (the compile, cold or warm)
 
@@ -64,3 +72,12 @@ class CompiledStep:
                 torch.cuda.synchronize()  # the first call's time includes its autotuning, which runs on the GPU
         self.compiled[batch] = round(timed.seconds, 2)
         return out
+
+
+def decode_graph_kind(compile_mode: str, hand_captured: bool) -> str:
+    """What replays the decode step (``backend_info.decode_graph``): read beside the step times it explains."""
+    if hand_captured:
+        return "captured by the backend"
+    if compile_mode in ("reduce-overhead", "max-autotune"):
+        return "Inductor's CUDA-graph trees"
+    return "none"

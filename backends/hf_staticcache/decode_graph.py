@@ -1,4 +1,4 @@
-"""The decode step captured as a CUDA graph by hand (``backend.cuda_graph=true``, without torch.compile).
+"""The decode step captured as a CUDA graph by hand (``backend.cuda_graph=true``; the compiled step with compile).
 
 One graph per batch size. Its first step runs eagerly (lazy initialisation, FlashAttention-4's JIT compile and
 cuBLAS handles happen outside the capture, and its logits are that step's real answer); the step is then captured

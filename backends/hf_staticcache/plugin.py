@@ -8,7 +8,9 @@ choices and SDPA on CUDA, SDPA and eager on the CPU), times a decode step of eac
 and keeps the fastest (auto_attention.py); ``backend_info`` records every time, the choice, and what ran for
 prefill and decode. ``backend.compile`` compiles the decode step (compile_step.py: ``reduce-overhead`` = CUDA
 graphs, ``max-autotune`` = CUDA graphs + autotuning + one full graph, Inductor's caches in the artifact cache);
-``backend.cuda_graph=true`` captures the decode step as a CUDA graph by hand, without compile.
+``backend.cuda_graph=true`` captures the decode step as a CUDA graph by hand (decode_graph.py), the compiled one
+with ``compile=default|max-autotune``: the per-token work (the fill counter, the step, the position counters) is
+one replay.
 ``cache=dynamic`` is the stock-HF reference. ``quant=int8|int4|fp8`` quantizes the decoder linears' weights with
 torchao (quantize.py) before any compilation or capture.
 
@@ -29,7 +31,7 @@ from backends.hf_staticcache.attention import (
     priority_order,
 )
 from backends.hf_staticcache.auto_attention import Measured, grid_extremes, measure_candidates
-from backends.hf_staticcache.compile_step import CompiledStep, use_inductor_cache
+from backends.hf_staticcache.compile_step import CompiledStep, decode_graph_kind, use_inductor_cache
 from backends.hf_staticcache.decode_graph import DecodeGraph
 from backends.hf_staticcache.flash_packages import installed_flash_attn
 from backends.hf_staticcache.options import HFOptions
@@ -71,8 +73,8 @@ class HFStaticCacheBackend:
     def check_quant(self, quant, options, device) -> None:
         from backends.hf_staticcache.quantize import choose_config
 
-        # torchao present, fp8 only where the GPU has it, the chosen int4 kernel installed (bf16: all serve it)
-        choose_config(quant, device, torch.bfloat16, options.get("int4_kernel", "tinygemm"))
+        # torchao present, fp8 only where the GPU has it, the chosen int4 kernel installed (its dtype: in load)
+        choose_config(quant, device, None, options.get("int4_kernel", "tinygemm"))
 
     @hookimpl
     def load(self, spec) -> dict[str, Any]:
@@ -97,6 +99,7 @@ class HFStaticCacheBackend:
         quant_facts = quantize_model(self.model, spec.quant, spec.device, spec.dtype, opts.int4_kernel)
         self.cache, self.cache_batch = None, None
         info = {"compile": opts.compile, "cache": opts.cache, "cuda_graph": self.cuda_graph,
+                "decode_graph": decode_graph_kind(opts.compile, self.cuda_graph),
                 "static_cache_len": spec.max_seq, **quant_facts}
         info.update(self._choose_attention(todo, opts.attention, spec))
         # FlashAttention choices are told each row's length; SDPA and eager mask a static cache, reading every slot.
@@ -107,8 +110,10 @@ class HFStaticCacheBackend:
         if opts.compile != "none":
             # Compile the decode step only (gpt-fast style): prefill shapes change per cell.
             info["inductor_cache_dir"] = use_inductor_cache(spec.cache_dir)
-            key = f"hf-compile:{spec.model.name}:{opts.compile}:{self.impl}:{spec.quant.label}:{spec.max_seq}"
-            self.decode_fn = CompiledStep(self._forward_decode, opts.compile, spec.cache_dir, key)
+            key = (f"hf-compile:{spec.model.name}:{opts.compile}{':graph' if self.cuda_graph else ''}:{self.impl}:"
+                   f"{spec.quant.label}:{spec.max_seq}")
+            self.decode_fn = CompiledStep(self._forward_decode, opts.compile, spec.cache_dir, key,
+                                          hand_captured=self.cuda_graph)
             info["compile_seconds"] = self.decode_fn.compiled  # filled at each batch size's first step
         return info
 
@@ -364,26 +369,29 @@ class HFStaticCacheBackend:
                 self._set_attention(choice)
         return self._prefill(input_ids, prompt_lens)
 
+    def _step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """One decode step with its counters: the fill before, the positions after (a captured graph holds all)."""
+        if self.fill is not None:
+            self.fill.advance()
+        logits = self.decode_fn(tokens, self.step_pos, self.mask)
+        self.step_pos.add_(1)
+        if self.static:
+            self.step_slot.add_(1)
+        return logits
+
     @hookimpl
     @torch.no_grad()
     def decode_step(self, tokens):
         if not self.static and self.mask is not None:
             self.mask = torch.nn.functional.pad(self.mask, (0, 1), value=1)
-        if self.fill is not None:
-            self.fill.advance()
         if self.cuda_graph:
             # one graph per batch size and mask kind (SDPA rows: left-padded or not; the flash choices: no mask)
-            graph = self.graphs.setdefault((self.cache_batch, self.mask is None), DecodeGraph(
-                lambda step_tokens: self._forward_decode(step_tokens, self.step_pos, self.mask),
-                self.cache_batch, self.device))
-            logits = graph(tokens)
-        else:
-            logits = self.decode_fn(tokens, self.step_pos, self.mask)
-            if self.decode_fn is not self._forward_decode:
-                logits = logits.clone()  # CUDA-graph outputs are overwritten by the next replay
-        self.step_pos.add_(1)
-        if self.static:
-            self.step_slot.add_(1)
+            graph = self.graphs.setdefault((self.cache_batch, self.mask is None),
+                                           DecodeGraph(self._step, self.cache_batch, self.device))
+            return graph(tokens)
+        logits = self._step(tokens)
+        if self.decode_fn is not self._forward_decode:
+            logits = logits.clone()  # CUDA-graph outputs are overwritten by the next replay
         return logits
 
     @hookimpl

@@ -12,8 +12,8 @@ All are tensor subclasses that ``torch.compile`` traces, so ``compile=reduce-ove
 Only the decoder layers' linears are quantized (``filter_fn``); the embedding and lm_head stay in model.dtype.
 
 ``backend.int4_kernel`` picks among the maintained int4 kernels that torchao 0.18 reaches, so that they can be
-measured side by side (docs/tuning.md says which is expected to win and why); each needs CUDA, bfloat16 and the
-asymmetric int4 scheme (the default), since each stores a zero point per group:
+measured side by side (docs/tuning.md says which is expected to win and why); each needs CUDA, the dtype in
+``KERNEL_DTYPE`` and the asymmetric int4 scheme (the default), since each stores a zero point per group:
 - ``tinygemm`` (default): ``Int4WeightOnlyConfig(int4_packing_format="tile_packed_to_4d")``, PyTorch's own
   ``_weight_int4pack_mm`` (a GEMV-friendly tiled layout; no extra package);
 - ``mslk``: ``int4_packing_format="plain"`` (``Int4Tensor``), the CUTLASS mixed-input GEMM
@@ -21,7 +21,8 @@ asymmetric int4 scheme (the default), since each stores a zero point per group:
 - ``mslk_preshuffled``: ``int4_packing_format="preshuffled"`` (``Int4PreshuffledTensor``), the same library's
   kernel over weights shuffled offline for Hopper's tensor-core layout (``bf16i4bf16_shuffled``);
 - ``gemlite``: ``torchao.prototype.quantization.UIntxWeightOnlyConfig`` (gemlite's Triton GEMV/GEMM kernels,
-  bit-packed uint4, autotuned per shape).
+  bit-packed uint4, autotuned per shape). float16 only: torchao 0.18 builds gemlite's ``A16Wn`` without a dtype,
+  so gemlite takes its default (float16), and a bfloat16 activation fails in its Triton kernel's ``tl.dot``.
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ TINYGEMM_GROUPS = (32, 64, 128, 256)
 INT4_KERNELS = ("tinygemm", "mslk", "mslk_preshuffled", "gemlite")
 KERNEL_PACKAGE = {"mslk": "mslk", "mslk_preshuffled": "mslk", "gemlite": "gemlite"}
 GEMLITE_GROUPS = (32, 64, 128, 256, 512, 1024)
+KERNEL_DTYPE = {"tinygemm": torch.bfloat16, "mslk": torch.bfloat16, "mslk_preshuffled": torch.bfloat16,
+                "gemlite": torch.float16}
 
 
 def import_torchao():
@@ -50,16 +53,18 @@ def import_torchao():
     return tq
 
 
-def check_int4_kernel(kernel: str, q: QuantScheme, device: str, dtype: torch.dtype) -> None:
-    """Refuse an ``int4_kernel`` other than the default that cannot serve this scheme here, in one line."""
+def check_int4_kernel(kernel: str, q: QuantScheme, device: str, dtype: torch.dtype | None) -> None:
+    """Refuse an ``int4_kernel`` other than the default that cannot serve this scheme here, in one line
+    (``dtype`` None: the run's dtype is not known yet; load checks it)."""
     if kernel == "tinygemm":
         return
     if q.scheme != "int4":
         raise UserError(f"backend.int4_kernel={kernel} applies to quant=int4 only (this run: quant={q.scheme})",
                         "drop backend.int4_kernel or use quant=int4")
-    if not device.startswith("cuda") or dtype != torch.bfloat16:
-        raise UserError(f"backend.int4_kernel={kernel} runs on CUDA in bfloat16 only",
-                        "use device=cuda model.dtype=bfloat16, or backend.int4_kernel=tinygemm")
+    need = str(KERNEL_DTYPE[kernel]).removeprefix("torch.")
+    if not device.startswith("cuda") or dtype not in (None, KERNEL_DTYPE[kernel]):
+        raise UserError(f"backend.int4_kernel={kernel} runs on CUDA in {need} only",
+                        f"use device=cuda model.dtype={need}, or backend.int4_kernel=tinygemm")
     if q.symmetric:
         raise UserError(f"backend.int4_kernel={kernel} stores a zero point per group (asymmetric int4)",
                         "drop quant_options.symmetric=true")
@@ -105,8 +110,9 @@ def int4_config(kernel: str, q: QuantScheme):
         f"torchao Int4WeightOnlyConfig({packing}) ({kernel_name})"
 
 
-def choose_config(q: QuantScheme, device: str, dtype: torch.dtype, kernel: str = "tinygemm"):
-    """(torchao config, short name of the kernel path) for the scheme on this device and dtype."""
+def choose_config(q: QuantScheme, device: str, dtype: torch.dtype | None, kernel: str = "tinygemm"):
+    """(torchao config, short name of the kernel path) for the scheme on this device and dtype (None: not known
+    yet, a check before the run)."""
     if kernel != "tinygemm":
         check_int4_kernel(kernel, q, device, dtype)
         return int4_config(kernel, q)

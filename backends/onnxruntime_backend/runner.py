@@ -104,8 +104,8 @@ class OrtStaticCacheRunner:
         self.providers_used = self.session.get_providers()
         self.max_seq = max_seq = int(self.session.get_inputs()[4].shape[2])  # past_key_0 [B, Hkv, L, D]: L fixed
         self._run_options: dict[int | None, Any] = {}  # by CUDA graph id (None: no graph)
-        self._bindings: dict[int, Any] = {}  # IOBinding by batch size (_binding_for)
-        self._bound_inputs: dict[int, dict[str, tuple]] = {}  # what each binding's step inputs point at
+        # by batch size: its IOBinding and what that binding's step inputs point at (_binding_for)
+        self._bindings: dict[int, tuple[Any, dict[str, tuple]]] = {}
         self.cuda_graph = cuda_graph
         self.in_names, self.out_names = io_names(config.num_hidden_layers, self.attention)
         head_dim = model_head_dim(config)
@@ -124,9 +124,8 @@ class OrtStaticCacheRunner:
 
     def _run(self, step_inputs, batch: int, graph_id: int) -> None:
         """One session run on the four per-step inputs; graph_id >= 0 captures/replays a CUDA graph."""
-        b = self._binding_for(batch)
+        b, bound = self._binding_for(batch)
         self._inputs_alive = step_inputs  # ORT reads them during the run: keep them referenced until the next call
-        bound = self._bound_inputs.setdefault(batch, {})
         for name, t in zip(self.in_names[:4], step_inputs):
             # Decode inputs live in fixed buffers: rebinding them every step was ~50 host calls per token
             key = (t.data_ptr(), tuple(t.shape), t.dtype, t.device)
@@ -135,9 +134,10 @@ class OrtStaticCacheRunner:
                 bound[name] = key
         self.session.run_with_iobinding(b, self._options_for(graph_id if self.cuda_graph else None))
 
-    def _binding_for(self, batch: int):
-        """The IOBinding of one batch size: the caches' views and the logits are bound once, at fixed addresses
-        (a captured CUDA graph needs them there anyway); only step inputs that moved are rebound per run."""
+    def _binding_for(self, batch: int) -> tuple[Any, dict[str, tuple]]:
+        """The IOBinding of one batch size and its record of bound step inputs: the caches' views and the logits
+        are bound once, at fixed addresses (a captured CUDA graph needs them there anyway); only step inputs that
+        moved are rebound per run."""
         if batch in self._bindings:
             return self._bindings[batch]
         b = self.session.io_binding()
@@ -149,8 +149,8 @@ class OrtStaticCacheRunner:
                           view.data_ptr())  # present_* aliases past_*: the update happens in place
         out = self.logits[:batch]
         b.bind_output("logits", dev, self.device_id, ONNX_TYPES[self.dtype], list(out.shape), out.data_ptr())
-        self._bindings[batch] = b
-        return b
+        self._bindings[batch] = b, {}
+        return self._bindings[batch]
 
     def _options_for(self, graph_id: int | None):
         if graph_id not in self._run_options:
@@ -217,8 +217,7 @@ class OrtStaticCacheRunner:
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(trace_path).with_suffix(""))
         timed, self.session = self.session, self.ort.InferenceSession(path, so, providers=providers)
-        bindings = self._bindings, self._bound_inputs  # a binding belongs to its session: the second gets its own
-        self._bindings, self._bound_inputs = {}, {}
+        bindings, self._bindings = self._bindings, {}  # a binding belongs to its session: the second gets its own
         warm = []
 
         def run_first_twice(step_inputs, batch: int, graph_id: int) -> None:
@@ -235,7 +234,7 @@ class OrtStaticCacheRunner:
         finally:
             del self._run
             written, self.session = self.session.end_profiling(), timed
-            self._bindings, self._bound_inputs = bindings
+            self._bindings = bindings
         Path(written).replace(trace_path)  # ORT's profile is a Chrome trace already
         events = json.loads(Path(trace_path).read_text())
         runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e["name"] == "model_run")

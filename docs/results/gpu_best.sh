@@ -11,6 +11,15 @@
 #            in one cell" under CUDA graphs shows in the report's uneven-cell list);
 #   int4-ort the same on ONNX Runtime's fused GQA graph with CUDA graphs: bf16, int4 MatMulNBits with ORT's own
 #            kernels, int4 with the CUTLASS fpA_intB kernels (backend.nbits_kernel=fpa_intb).
+#   captured harness HF compile=max-autotune with the compiled step captured by hand (backend.cuda_graph=true)
+#            beside the same with torch's cudagraph trees, and the plain script both ways (--capture), per model
+#            in MODELS (default TinyLlama-1.1B), batch 1 x prompt 128, one Inductor cache;
+#   int4-captured  TinyLlama-1.1B compile=max-autotune + cuda_graph=true: bf16 against int4 through tinygemm and
+#            gemlite, batch 1 and 8;
+#   ort-llama ONNX Runtime (gqa, fused ops, CUDA graphs) on Llama-3.2-1B, batch 1 x prompt 128;
+#   sweep    the default grid (batch 1, 4 x prompt 32, 128) over HF and ONNX Runtime at their defaults (the
+#            TensorRT backends cannot run on this GPU) on TinyLlama-1.1B with default measurement settings and
+#            validation, as one multirun from a cold cache: the wall time to a first comparison (sweep_wall.txt).
 #
 # Usage, from the project root on the GPU machine after staging the wheels (torchao, and gemlite if wanted):
 #   GPU_STAGE_CACHE=... bash ../shared/gpu/stage.sh torchao==0.18.0 gemlite==0.5.1.post1
@@ -75,6 +84,40 @@ if step int4-ort; then
     run "int4-ort_$kernel" 120 "${FAST[@]}" "${ORT[@]}" model=tinyllama-1.1b quant=int4 backend.nbits_kernel=$kernel \
       "grid.batch_sizes=[1,8]" "grid.prompt_lens=[128]" grid.new_tokens=32
   done
+fi
+if step captured; then
+  for model in ${MODELS:-tinyllama-1.1b}; do
+    for graph in true false; do
+      run "captured_${model}_cuda_graph_$graph" 300 "${FAST[@]}" "${HF[@]}" model=$model backend.compile=max-autotune \
+        backend.cuda_graph=$graph backend.attention=sdpa "grid.batch_sizes=[1]" "grid.prompt_lens=[128]" grid.new_tokens=32
+    done
+    for capture in --capture ""; do
+      echo "== cross-check $model $capture $(date -u +%T)"
+      TORCHINDUCTOR_CACHE_DIR="$CACHE/inductor" timeout 240 python3 docs/results/crosscheck/plain_hf_decode_crosscheck.py \
+        --preset conf/model/$model.yaml --compile max-autotune $capture --prompt 128 --steps 32 --repeats 5 \
+        --max-cache 160 --out "$OUT/runs/crosscheck_${model}${capture:+_capture}.csv" 2>&1 | grep -v "^W1\|Warning\|warn(" | tail -2
+    done
+  done
+fi
+if step int4-captured; then
+  run int4-captured_bf16 300 "${FAST[@]}" "${HF[@]}" model=tinyllama-1.1b backend.compile=max-autotune backend.cuda_graph=true \
+    backend.attention=sdpa "grid.batch_sizes=[1,8]" "grid.prompt_lens=[128]" grid.new_tokens=32
+  for kernel in tinygemm gemlite; do
+    run "int4-captured_$kernel" 300 "${FAST[@]}" "${HF[@]}" model=tinyllama-1.1b backend.compile=max-autotune \
+      backend.cuda_graph=true backend.attention=sdpa quant=int4 backend.int4_kernel=$kernel \
+      "grid.batch_sizes=[1,8]" "grid.prompt_lens=[128]" grid.new_tokens=32
+  done
+fi
+if step ort-llama; then
+  run ort_llama-3.2-1b 240 "${FAST[@]}" "${ORT[@]}" model=llama-3.2-1b "grid.batch_sizes=[1]" "grid.prompt_lens=[128]" \
+    grid.new_tokens=32
+fi
+if step sweep; then
+  start=$(date +%s)
+  timeout 540 python3 -m harness -m "backend=hf-flashattn-staticcache,onnxruntime" model=tinyllama-1.1b device=cuda \
+    "cache_dir=$OUT/sweep_cache" output_dir="$OUT/runs/sweep" > "$OUT/runs/sweep.log" 2>&1
+  echo "default sweep: exit $? in $(( $(date +%s) - start )) s" | tee "$OUT/runs/sweep_wall.txt"
+  tail -25 "$OUT/runs/sweep.log"
 fi
 } 2>&1 | tee "$OUT/best_${STEP// /_}.log"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >> "$OUT/best_${STEP// /_}.log" 2>&1

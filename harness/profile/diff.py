@@ -139,11 +139,9 @@ def format_diff(label_a: str, label_b: str, cell: tuple, d: dict[str, Any]) -> s
     gap_a = d["wall_a"] - sum(d["categories_a"].values())
     gap_b = d["wall_b"] - sum(d["categories_b"].values())
     lines.append(f"  {'host gap':<20}{gap_a:>9.3f}{gap_b:>9.3f}{d['gap_delta']:>+9.3f}")
-    lines.append(f"  busy time explains {percent(d['explained_by_busy'])} of the timed step difference (its "
-                 f"categories' changes sum to {percent(d['explained_by_busy_signed'])}; the host gap is the rest)")
-    lines.append(f"  by category and host gap: the kernel categories' changes {percent(d['explained_by_busy_signed'])}"
-                 f", the host gap's (timed step - busy: the GPU idle, waiting for the host) "
-                 f"{percent(d.get('gap_share_signed'))}")
+    lines.append(f"  busy time explains {percent(d['explained_by_busy'])} of the timed step difference; by category "
+                 f"and host gap: the kernel categories' changes {percent(d['explained_by_busy_signed'])}, the host "
+                 f"gap's (timed step - busy: the GPU idle, waiting for the host) {percent(d.get('gap_share_signed'))}")
     if ta and tb:
         caveat = "" if d.get("waiting_split_reliable", True) else (
             f"; indicative only: the profiler added {d['profiler_added'][0]:.2f} ms to A's step and "

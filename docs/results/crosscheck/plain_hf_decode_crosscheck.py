@@ -42,6 +42,30 @@ def build(preset: str, batch: int, max_cache: int, quant: str):
     return config, model, cache
 
 
+def captured(step, batch: int):
+    """``step`` replayed from one CUDA graph: fixed token/position buffers, the increment of ``pos`` inside."""
+    tok_buf = torch.zeros(batch, 1, dtype=torch.long, device="cuda")
+    pos_buf = torch.zeros(batch, 1, dtype=torch.long, device="cuda")
+    graph, out = None, None
+
+    def run(tok, pos):
+        nonlocal graph, out
+        tok_buf.copy_(tok)
+        pos_buf.copy_(pos)  # the loop keeps its own position counter
+        if graph is None:
+            with torch.no_grad():
+                logits = step(tok_buf, pos_buf)  # compiles (outside any capture)
+            torch.cuda.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = step(tok_buf, pos_buf)
+            return logits
+        graph.replay()
+        return out
+
+    return run
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="conf/model/tinyllama-1.1b.yaml")
@@ -51,6 +75,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--compile", default="reduce-overhead", help="torch.compile mode (max-autotune: full graph "
                    "too, as the harness's backend.compile=max-autotune), or none")
+    p.add_argument("--capture", action="store_true", help="compile without Inductor's CUDA-graph trees and capture "
+                   "the step as one CUDA graph by hand (the harness's "
+                   "backend.cuda_graph=true with compile)")
     p.add_argument("--quant", default="none", choices=["none", "int4"])
     p.add_argument("--max-cache", type=int, default=None,
                    help="static cache length (the harness's: its largest prompt + new tokens)")
@@ -64,7 +91,10 @@ def main() -> None:
 
     step = decode
     if args.compile != "none":  # max-autotune as gpt-fast uses it: the whole step as one graph
-        step = torch.compile(decode, mode=args.compile, fullgraph=args.compile == "max-autotune")
+        mode = "max-autotune-no-cudagraphs" if args.capture and args.compile == "max-autotune" else args.compile
+        step = torch.compile(decode, mode=mode, fullgraph=args.compile == "max-autotune")
+    if args.capture:
+        step = captured(step, args.batch)
     ids = torch.randint(3, config.vocab_size, (args.batch, args.prompt), device="cuda")
 
     def prefill():
@@ -96,7 +126,8 @@ def main() -> None:
             if r >= 2:
                 unsynced += [a.elapsed_time(b) for a, b in zip(events, events[1:])]
     row = {"model": args.preset, "quant": args.quant, "compile": args.compile, "batch": args.batch,
-           "prompt": args.prompt, "steps": args.steps, "repeats": args.repeats, "max_cache": max_cache,
+           "capture": args.capture, "prompt": args.prompt, "steps": args.steps, "repeats": args.repeats,
+           "max_cache": max_cache,
            "synced_ms_per_token_p50": statistics.median(synced),
            "unsynced_event_ms_per_step_p50": statistics.median(unsynced),
            "gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
