@@ -136,3 +136,54 @@ def test_compiled_step_fills_the_inductor_cache_in_the_artifact_cache(registry, 
         assert (tmp_path / "durations.json").is_file()
     finally:
         handle.close()
+
+
+def _write_then_attend(keep_layout: bool):
+    """Compile what a flash choice's layer does to its cache: write a slot through the head-major view of the
+    token-major storage (a static-address attribute, as in the backend), hand the storage to the attention op.
+    Returns (compiled output, eager output, storage, new slot, Inductor's code); Inductor's caches are off, so the
+    code is compiled here with the decomposition in force."""
+    from torch._inductor.utils import run_and_get_code
+
+    from backends.hf_staticcache.compile_step import keep_index_copy_layout
+    from backends.hf_staticcache.flash_ops import OPS
+
+    batch, slots, heads, d = 2, 64, 3, 8
+
+    class Layer:
+        def __init__(self):
+            self.storage = torch.zeros(batch, slots, heads, d)
+            with torch.enable_grad():
+                self.keys = self.storage.transpose(1, 2)  # [B, H, L, D] view of [B, L, H, D]
+            torch._dynamo.mark_static_address(self.keys)
+
+    new, pos, q = torch.randn(batch, heads, 1, d), torch.tensor([5]), torch.randn(batch, 1, heads, d)
+    kv_start, kv_used = torch.tensor([0, slots], dtype=torch.int32), torch.tensor([6, 6], dtype=torch.int32)
+    eager, compiled = Layer(), Layer()
+
+    def step(layer):
+        def run(new, pos):
+            layer.keys.index_copy_(2, pos, new)
+            k = layer.keys.transpose(1, 2).reshape(batch * slots, heads, d)
+            return OPS["reference"](q, k, k, kv_start, kv_used, slots, False, 0.5)
+        return run
+
+    if keep_layout:
+        assert keep_index_copy_layout()
+    torch._dynamo.reset()
+    with torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=False), \
+            torch._functorch.config.patch(enable_autograd_cache=False):
+        want = step(eager)(new, pos)
+        got, code = run_and_get_code(torch.compile(step(compiled)), new, pos)
+    torch._dynamo.reset()
+    return got, want, compiled.storage, new, "\n".join(code)
+
+
+def test_compiled_cache_write_keeps_the_layout_of_a_transposed_cache():
+    """The flash choices' token-major cache, seen head-major by HF: the compiled write equals eager's, happens in
+    place, and leaves Inductor no copy of the whole cache (torch's own decomposition of index_copy made one per K
+    and V per layer and step, to head-major and back, to feed the attention op)."""
+    got, want, storage, new, code = _write_then_attend(keep_layout=True)
+    assert torch.allclose(got, want) and torch.equal(storage[:, 5], new[:, :, 0])
+    whole = storage.numel()
+    assert f"{whole}L" not in code, "the compiled step copies the whole cache"

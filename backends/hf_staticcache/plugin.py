@@ -212,8 +212,10 @@ class HFStaticCacheBackend:
             if not self.device.startswith("cuda"):
                 return lambda: self._forward_decode(tokens, self.step_pos, self.mask)
             # replayed as a CUDA graph: the eager step of a small model is launch-bound (see auto_attention.py)
-            graph = graphs.setdefault(choice, DecodeGraph(
-                lambda step_tokens: self._forward_decode(step_tokens, self.step_pos, self.mask), batch, self.device))
+            if choice not in graphs:
+                graphs[choice] = DecodeGraph(lambda step_tokens: self._forward_decode(step_tokens, self.step_pos,
+                                                                                      self.mask), batch, self.device)
+            graph = graphs[choice]
             return lambda: graph(tokens)
 
         with torch.no_grad():
@@ -386,9 +388,10 @@ class HFStaticCacheBackend:
             self.mask = torch.nn.functional.pad(self.mask, (0, 1), value=1)
         if self.cuda_graph:
             # one graph per batch size and mask kind (SDPA rows: left-padded or not; the flash choices: no mask)
-            graph = self.graphs.setdefault((self.cache_batch, self.mask is None),
-                                           DecodeGraph(self._step, self.cache_batch, self.device))
-            return graph(tokens)
+            key = (self.cache_batch, self.mask is None)
+            if key not in self.graphs:  # not setdefault: a DecodeGraph allocates on the device, every token
+                self.graphs[key] = DecodeGraph(self._step, self.cache_batch, self.device)
+            return self.graphs[key](tokens)
         logits = self._step(tokens)
         if self.decode_fn is not self._forward_decode:
             logits = logits.clone()  # CUDA-graph outputs are overwritten by the next replay
