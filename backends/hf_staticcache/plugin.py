@@ -393,9 +393,8 @@ class HFStaticCacheBackend:
                 self.graphs[key] = DecodeGraph(self._step, self.cache_batch, self.device)
             return self.graphs[key](tokens)
         logits = self._step(tokens)
-        if self.decode_fn is not self._forward_decode:
-            logits = logits.clone()  # CUDA-graph outputs are overwritten by the next replay
-        return logits
+        # a compiled step's outputs may be CUDA-graph buffers, overwritten by the next replay; eager's are fresh
+        return logits.clone() if isinstance(self.decode_fn, CompiledStep) else logits
 
     @hookimpl
     def reset_kv(self):
