@@ -17,6 +17,10 @@
 #   int4-captured  TinyLlama-1.1B compile=max-autotune + cuda_graph=true: bf16 against int4 through tinygemm and
 #            gemlite, batch 1 and 8;
 #   ort-llama ONNX Runtime (gqa, fused ops, CUDA graphs) on Llama-3.2-1B, batch 1 x prompt 128;
+#   attention  each attention choice (auto, sdpa, torch_flash, flash_attention_4) with compile=max-autotune and the
+#            compiled step captured by hand (cuda_graph=true), per model in MODELS (default Llama-3.2-1B), batch 1 x
+#            prompt 128 and 8192: what each kernel costs at a short and a long fill in the backend's best
+#            configuration, and whether auto's choice per cell is the fastest candidate there;
 #   sweep    the default grid (batch 1, 4 x prompt 32, 128) over HF and ONNX Runtime at their defaults (the
 #            TensorRT backends cannot run on this GPU) on TinyLlama-1.1B with default measurement settings and
 #            validation, as one multirun from a cold cache: the wall time to a first comparison (sweep_wall.txt).
@@ -111,6 +115,15 @@ fi
 if step ort-llama; then
   run ort_llama-3.2-1b 240 "${FAST[@]}" "${ORT[@]}" model=llama-3.2-1b "grid.batch_sizes=[1]" "grid.prompt_lens=[128]" \
     grid.new_tokens=32
+fi
+if step attention; then
+  for model in ${MODELS:-llama-3.2-1b}; do
+    for attention in ${ATTENTIONS:-auto sdpa torch_flash flash_attention_4}; do
+      run "attention_${model}_$attention" ${ATTN_LIMIT:-170} "${FAST[@]}" "${HF[@]}" model=$model \
+        backend.compile=max-autotune backend.cuda_graph=true backend.attention=$attention \
+        "grid.batch_sizes=[1]" "grid.prompt_lens=[128,${LONG_PROMPT:-8192}]" grid.new_tokens=32
+    done
+  done
 fi
 if step sweep; then
   start=$(date +%s)

@@ -4,7 +4,8 @@
 # ONNX Runtime. Random weights (the presets' dimensions, seed 0). Every step has its own time limit, so a slow step
 # cannot take the others' results with it.
 # Run from the repository root on the GPU machine after staging (bash ../shared/gpu/stage.sh torchao==0.18.0):
-#   bash docs/results/gpu_families.sh OUT_DIR ["hf" | "ort" | "hf ort"]
+#   bash docs/results/gpu_families.sh OUT_DIR ["hf" | "ort" | "ort-large" | "hf ort"]
+# (ort-large: ONNX Runtime for phi-3-mini and mistral-7b, whose exports write several GB of external data)
 # The validations run side by side (nothing here is timed, and the GPU holds all four models at once).
 set -u
 OUT=${1:?usage: gpu_families.sh OUT_DIR [steps]}
@@ -30,6 +31,10 @@ validate() {  # validate BACKEND MODEL LIMIT_S [args...]
   if [[ " $STEPS " == *" ort "* ]]; then
     validate onnxruntime qwen3-0.6b 280 &
     validate onnxruntime gemma-3-1b 280 &
+  fi
+  if [[ " $STEPS " == *" ort-large "* ]]; then
+    validate onnxruntime phi-3-mini ${LARGE_LIMIT:-500} &
+    validate onnxruntime mistral-7b ${LARGE_LIMIT:-500} &
   fi
   wait
 } 2>&1 | tee -a "$OUT/families/families.log"
