@@ -13,9 +13,12 @@
 #            kernels, int4 with the CUTLASS fpA_intB kernels (backend.nbits_kernel=fpa_intb).
 #   captured harness HF compile=max-autotune with the compiled step captured by hand (backend.cuda_graph=true)
 #            beside the same with torch's cudagraph trees, and the plain script both ways (--capture), per model
-#            in MODELS (default TinyLlama-1.1B), batch 1 x prompt 128, one Inductor cache;
+#            in MODELS (default TinyLlama-1.1B), batch 1 x prompt 128, one Inductor cache (GRAPHS="true" and
+#            CAPTURES="--capture" narrow it to the captured pair);
 #   int4-captured  TinyLlama-1.1B compile=max-autotune + cuda_graph=true: bf16 against int4 through tinygemm and
 #            gemlite, batch 1 and 8;
+#   int4-fp16  the same in float16 (model.dtype=float16): float16 against int4 through gemlite (torchao 0.18 builds
+#            gemlite's layer in float16 only) and tinygemm, batch 1 and 8;
 #   ort-llama ONNX Runtime (gqa, fused ops, CUDA graphs) on Llama-3.2-1B, batch 1 x prompt 128;
 #   attention  each attention choice (auto, sdpa, torch_flash, flash_attention_4) with compile=max-autotune and the
 #            compiled step captured by hand (cuda_graph=true), per model in MODELS (default Llama-3.2-1B), batch 1 x
@@ -91,11 +94,12 @@ if step int4-ort; then
 fi
 if step captured; then
   for model in ${MODELS:-tinyllama-1.1b}; do
-    for graph in true false; do
+    for graph in ${GRAPHS:-true false}; do
       run "captured_${model}_cuda_graph_$graph" 300 "${FAST[@]}" "${HF[@]}" model=$model backend.compile=max-autotune \
         backend.cuda_graph=$graph backend.attention=sdpa "grid.batch_sizes=[1]" "grid.prompt_lens=[128]" grid.new_tokens=32
     done
-    for capture in --capture ""; do
+    for capture in ${CAPTURES:---capture plain}; do
+      [ "$capture" = plain ] && capture=""
       echo "== cross-check $model $capture $(date -u +%T)"
       TORCHINDUCTOR_CACHE_DIR="$CACHE/inductor" timeout 240 python3 docs/results/crosscheck/plain_hf_decode_crosscheck.py \
         --preset conf/model/$model.yaml --compile max-autotune $capture --prompt 128 --steps 32 --repeats 5 \
@@ -109,6 +113,14 @@ if step int4-captured; then
   for kernel in tinygemm gemlite; do
     run "int4-captured_$kernel" 300 "${FAST[@]}" "${HF[@]}" model=tinyllama-1.1b backend.compile=max-autotune \
       backend.cuda_graph=true backend.attention=sdpa quant=int4 backend.int4_kernel=$kernel \
+      "grid.batch_sizes=[1,8]" "grid.prompt_lens=[128]" grid.new_tokens=32
+  done
+fi
+if step int4-fp16; then
+  for quant in none gemlite tinygemm; do
+    args=(); [ $quant = none ] || args=(quant=int4 backend.int4_kernel=$quant)
+    run "int4-fp16_$quant" 200 "${FAST[@]}" "${HF[@]}" model=tinyllama-1.1b model.dtype=float16 \
+      backend.compile=max-autotune backend.cuda_graph=true backend.attention=sdpa "${args[@]}" \
       "grid.batch_sizes=[1,8]" "grid.prompt_lens=[128]" grid.new_tokens=32
   done
 fi
