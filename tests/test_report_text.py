@@ -1,6 +1,7 @@
 """The report's text: the method once (docs/method.md, linked from every report with the settings it used), and a
 verdict never shown bare beside a reason to doubt it (a busy machine, a spread above the test's limit)."""
 import pandas as pd
+import pytest
 
 from harness.report.markdown import METHOD_DOC, method_section, method_text, qualified_verdict
 from helpers import ROOT
@@ -52,3 +53,25 @@ def test_plots_module_leaves_the_matplotlib_backend_alone():
             "print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_log_axes_label_their_points_even_within_one_decade():
+    from matplotlib.figure import Figure
+
+    from harness.report.speed_accuracy import label_log_x, log_ticks
+
+    assert log_ticks(1e-4, 1e-1) == [1e-4, 1e-3, 1e-2, 1e-1]
+    # inside one decade 1-2-5 gives one tick (0.2), so the finer steps
+    assert log_ticks(0.11, 0.45) == pytest.approx([0.15, 0.2, 0.3])
+    for values, zero in (([1.1e-4, 3.2e-4], False), ([0.28, 0.29], False), ([0.0, 7e-8], True),
+                         ([2e-9, 5e-2], False)):
+        ax = Figure().subplots()
+        series = pd.Series(values)
+        ax.scatter(series.where(series > 0, 1e-12), [1.0] * len(values))
+        label_log_x(ax, series)
+        left, right = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if left <= t <= right]
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert len(ticks) >= 2 and all(labels), (values, ticks, labels)
+        assert left < min(v for v in values if v > 0) and right > max(values)
+        assert (labels[0] == "0 (exact)") == zero

@@ -6,6 +6,7 @@ measured against the float32 HF model (harness/accuracy/numerics.py), carried on
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -77,6 +78,41 @@ def markdown_section(table: pd.DataFrame, markdown_table) -> list[str]:
     return parts
 
 
+def log_ticks(low: float, high: float, most: int = 5) -> list[float]:
+    """Tick positions for a log axis from ``low`` to ``high`` (both > 0): whole decades where at least two fall
+    inside, else 1-2-5 steps, else 1-1.5-2-3-5-7, else the two ends; at most ``most`` of them. matplotlib's own
+    locator puts its labels on decades only, so a span inside one decade would get no label at all."""
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    for mantissas in ((1.0,), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)):
+        ticks = [m * 10.0 ** e for e in range(first, last + 1) for m in mantissas if low <= m * 10.0 ** e <= high]
+        if len(ticks) >= 2:
+            return ticks[::math.ceil(len(ticks) / most)]
+    return [low, high] if high > low else [low]
+
+
+def label_log_x(ax, values: pd.Series) -> None:
+    """A log x axis over ``values`` with labelled ticks wherever the points fall; a zero (exact) value sits at the
+    left edge, on a tick labelled "0 (exact)"."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    floor = _zero_floor(values)
+    positive = values[values > 0]
+    low = float(positive.min()) if len(positive) else floor
+    high = float(positive.max()) if len(positive) else floor
+    left, right = (floor if (values == 0).any() else low) / 2, high * 2
+    ax.set_xscale("log")
+    ax.set_xlim(left, right)
+    ticks = log_ticks(low / 1.9, right)
+    labels = [f"{t:.2g}" for t in ticks]
+    if (values == 0).any():
+        kept = [(t, lab) for t, lab in zip(ticks, labels) if t > floor * 15]
+        ticks, labels = [floor, *(t for t, _ in kept)], ["0 (exact)", *(lab for _, lab in kept)]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(labels)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _zero_floor(values: pd.Series) -> float:
     """Where an exact (zero) drift is drawn on a log axis: 1.5 decades below the smallest non-zero value, so that
     its "0 (exact)" label keeps clear of the next tick's."""
@@ -89,7 +125,6 @@ def speed_accuracy_plot(table: pd.DataFrame, out_dir: Path, colors: dict[str, st
     each in its colour from the report's other plots; an exact result (zero drift) sits at the left edge on a tick
     labelled "0 (exact)"."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import LogLocator, NullFormatter
 
     from harness.report.plots import config_colors, wide_span
 
@@ -114,14 +149,7 @@ def speed_accuracy_plot(table: pd.DataFrame, out_dir: Path, colors: dict[str, st
             for i, (xi, yi, name) in enumerate(zip(x, group.decode_ms_p50, group.backend)):
                 ax.scatter([xi], [yi], marker=MARKERS[i % len(MARKERS)], color=colors.get(name, f"C{i % 10}"),
                            s=45, label=name if ax is axes[0] else None)
-            ax.set_xscale("log")
-            ax.xaxis.set_major_locator(LogLocator(numticks=5))  # a few decades, labels that do not overlap
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            if (values == 0).any():
-                ticks = [t for t in ax.get_xticks() if t > floor * 15]
-                ax.set_xticks([floor, *ticks])
-                ax.set_xticklabels(["0 (exact)", *(f"{t:.0e}" for t in ticks)])
-                ax.set_xlim(left=floor / 2)
+            label_log_x(ax, values)
             if wide_span(group.decode_ms_p50):
                 ax.set_yscale("log")
             ax.set_xlabel(label)
