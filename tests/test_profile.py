@@ -444,6 +444,20 @@ def test_step_bars_stack_busy_waiting_and_tail_to_the_profiled_step():
     assert set(CATEGORIES) <= set(labels)
 
 
+def test_step_bars_name_each_configuration_in_full():
+    """Two configurations that differ only in a late option stay apart on the axis: labels wrap, never truncate."""
+    from harness.profile import cell
+    from harness.report.step_bars import figures
+
+    row = {cell.BUSY: 0.9, cell.GAP: 0.35, cell.category_metric("gemm"): 0.9}
+    names = ["onnxruntime[attention=gqa,cuda_graph=True,fused_ops=True,quant=int4-g128-asym]",
+             "onnxruntime[attention=gqa,cuda_graph=True,fused_ops=True,quant=int8-g128]"]
+    (_, fig), = figures(pd.DataFrame([_profiled_row(n, 1, **row) for n in names]))
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert [t.rsplit("\n(", 1)[0].replace("\n", "") for t in ticks] == sorted(names)
+    assert all(len(line) <= 40 for t in ticks for line in t.split("\n"))
+
+
 def test_isolated_cells_labels_reach_run_json_backend_info():
     """With isolation=process the parent writes run.json: it adopts the label each cell's rows carry."""
     from harness.profile.cell import adopt_labels

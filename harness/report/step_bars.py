@@ -81,9 +81,9 @@ def draw_panel(ax, part: pd.DataFrame, configs: list[str]) -> None:
         ax.annotate(f"{bottom:.3g} ms", (x, bottom), ha="center", va="bottom", fontsize=7,
                     xytext=(0, 2), textcoords="offset points")
         top = max(top, bottom)
-    ticks = [f"{_short(c)}\n({'profiled step' if c in part.index and has_timeline(part.loc[c]) else 'busy + host gap'})"
-             for c in configs]
-    ax.set_xticks(range(len(configs)), ticks, rotation=20, ha="right", fontsize=8)
+    kinds = ["profiled step" if c in part.index and has_timeline(part.loc[c]) else "busy + host gap" for c in configs]
+    ticks = [f"{_wrapped(c)}\n({kind})" for c, kind in zip(configs, kinds)]
+    ax.set_xticks(range(len(configs)), ticks, fontsize=7)
     ax.set_ylabel("decode step (ms)")
     ax.set_ylim(0, top * 1.08 or 1.0)  # room for the totals above the bars
 
@@ -136,5 +136,19 @@ def stacked_bars(table: pd.DataFrame, out_dir: Path) -> list[Path]:
     return written
 
 
-def _short(label: str, width: int = 38) -> str:
-    return label if len(label) <= width else label[:width - 1] + "…"
+def _wrapped(label: str, width: int = 30) -> str:
+    """A configuration label in full, on lines of about ``width`` characters: the backend's name, then its options
+    (``name[a=1,b=2]``) broken after a comma. Truncating would make configurations that differ in a late option
+    look alike."""
+    name, _, options = label.partition("[")
+    if not options:
+        return label
+    lines, line = [name + "["], ""
+    for option in options.rstrip("]").split(","):
+        piece = option + ","
+        if line and len(line) + len(piece) > width:
+            lines.append(line)
+            line = ""
+        line += piece
+    lines.append(line.rstrip(",") + "]")
+    return "\n".join(lines)
