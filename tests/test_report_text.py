@@ -58,7 +58,8 @@ def test_plots_module_leaves_the_matplotlib_backend_alone():
 def test_log_axes_label_their_points_even_within_one_decade():
     from matplotlib.figure import Figure
 
-    from harness.report.speed_accuracy import label_log_x, log_ticks
+    from harness.report.plots import log_ticks
+    from harness.report.speed_accuracy import label_log_x
 
     assert log_ticks(1e-4, 1e-1) == [1e-4, 1e-3, 1e-2, 1e-1]
     # inside one decade 1-2-5 gives one tick (0.2), so the finer steps
@@ -67,11 +68,17 @@ def test_log_axes_label_their_points_even_within_one_decade():
                          ([2e-9, 5e-2], False)):
         ax = Figure().subplots()
         series = pd.Series(values)
-        ax.scatter(series.where(series > 0, 1e-12), [1.0] * len(values))
-        label_log_x(ax, series)
+        ax.scatter(series.where(series > 0, label_log_x(ax, series)), [1.0] * len(values))
         left, right = ax.get_xlim()
         ticks = [t for t in ax.get_xticks() if left <= t <= right]
         labels = [t.get_text() for t in ax.get_xticklabels()]
         assert len(ticks) >= 2 and all(labels), (values, ticks, labels)
         assert left < min(v for v in values if v > 0) and right > max(values)
         assert (labels[0] == "0 (exact)") == zero
+    from harness.report.plots import label_log_y
+
+    ax = Figure().subplots()
+    ax.plot([1, 2], [2.0, 80.0])
+    label_log_y(ax)
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["2", "5", "10", "20", "50"]  # plain numbers on the ticks, none written as 2x10^0

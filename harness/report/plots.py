@@ -13,6 +13,7 @@ notebook that imports this module keeps its inline display.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -47,6 +48,36 @@ def wide_span(values) -> bool:
     values = pd.Series(values).dropna()
     values = values[values > 0]
     return len(values) > 1 and values.max() / values.min() > LOG_SPAN
+
+
+def log_ticks(low: float, high: float, most: int = 5) -> list[float]:
+    """Tick positions for a log axis from ``low`` to ``high`` (both > 0): whole decades where at least two fall
+    inside, else 1-2-5 steps, else 1-1.5-2-3-5-7, else the two ends; at most ``most`` of them. matplotlib's own
+    locator labels decades only (its minor labels read "6x10^1"), so a span inside one decade got no label."""
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    for mantissas in ((1.0,), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)):
+        ticks = [m * 10.0 ** e for e in range(first, last + 1) for m in mantissas if low <= m * 10.0 ** e <= high]
+        if len(ticks) >= 2:
+            return ticks[::math.ceil(len(ticks) / most)]
+    return [low, high] if high > low else [low]
+
+
+def plain_number(value: float) -> str:
+    """A tick label: 0.15, 20, 1000, 1e-07 (not 1.5x10^-1)."""
+    return f"{value:g}"
+
+
+def label_log_y(ax) -> None:
+    """A logarithmic y axis over what is drawn so far, its ticks from :func:`log_ticks`, labelled as plain numbers."""
+    from matplotlib.ticker import NullLocator
+
+    ax.set_yscale("log")
+    ax.autoscale_view()
+    low, high = ax.get_ylim()
+    ticks = log_ticks(low, high)
+    ax.set_yticks(ticks, [plain_number(t) for t in ticks])
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.set_ylim(low, high)
 
 
 def _title(group: dict) -> str:
@@ -149,7 +180,7 @@ def _format_axes(ax, group: pd.DataFrame, x: str, ylabel: str, title: str, logx:
     ax.set_xticklabels([str(t) for t in ticks])
     ax.minorticks_off()
     if log_y:  # values spanning orders of magnitude: equal ratios, equal distances
-        ax.set_yscale("log")
+        label_log_y(ax)
     else:
         ax.set_ylim(bottom=0)  # heights compare honestly only from zero
     ax.grid(True, alpha=0.3)

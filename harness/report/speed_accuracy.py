@@ -6,7 +6,6 @@ measured against the float32 HF model (harness/accuracy/numerics.py), carried on
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -78,22 +77,13 @@ def markdown_section(table: pd.DataFrame, markdown_table) -> list[str]:
     return parts
 
 
-def log_ticks(low: float, high: float, most: int = 5) -> list[float]:
-    """Tick positions for a log axis from ``low`` to ``high`` (both > 0): whole decades where at least two fall
-    inside, else 1-2-5 steps, else 1-1.5-2-3-5-7, else the two ends; at most ``most`` of them. matplotlib's own
-    locator puts its labels on decades only, so a span inside one decade would get no label at all."""
-    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
-    for mantissas in ((1.0,), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)):
-        ticks = [m * 10.0 ** e for e in range(first, last + 1) for m in mantissas if low <= m * 10.0 ** e <= high]
-        if len(ticks) >= 2:
-            return ticks[::math.ceil(len(ticks) / most)]
-    return [low, high] if high > low else [low]
-
-
-def label_log_x(ax, values: pd.Series) -> None:
+def label_log_x(ax, values: pd.Series) -> float:
     """A log x axis over ``values`` with labelled ticks wherever the points fall; a zero (exact) value sits at the
-    left edge, on a tick labelled "0 (exact)"."""
-    from matplotlib.ticker import NullFormatter, NullLocator
+    left edge, on a tick labelled "0 (exact)". Returns where to draw a zero. Call it before plotting: the limits it
+    sets stop the points from rescaling the axis."""
+    from matplotlib.ticker import NullLocator
+
+    from harness.report.plots import log_ticks, plain_number
 
     floor = _zero_floor(values)
     positive = values[values > 0]
@@ -103,14 +93,13 @@ def label_log_x(ax, values: pd.Series) -> None:
     ax.set_xscale("log")
     ax.set_xlim(left, right)
     ticks = log_ticks(low / 1.9, right)
-    labels = [f"{t:.2g}" for t in ticks]
+    labels = [plain_number(t) for t in ticks]
     if (values == 0).any():
         kept = [(t, lab) for t, lab in zip(ticks, labels) if t > floor * 15]
         ticks, labels = [floor, *(t for t, _ in kept)], ["0 (exact)", *(lab for _, lab in kept)]
-    ax.set_xticks(ticks)
-    ax.set_xticklabels(labels)
+    ax.set_xticks(ticks, labels)
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    return floor
 
 
 def _zero_floor(values: pd.Series) -> float:
@@ -126,7 +115,7 @@ def speed_accuracy_plot(table: pd.DataFrame, out_dir: Path, colors: dict[str, st
     labelled "0 (exact)"."""
     from matplotlib.figure import Figure
 
-    from harness.report.plots import config_colors, wide_span
+    from harness.report.plots import config_colors, label_log_y, wide_span
 
     written = []
     if table.empty or "accuracy_kl" not in table or table.accuracy_kl.isna().all():
@@ -144,14 +133,12 @@ def speed_accuracy_plot(table: pd.DataFrame, out_dir: Path, colors: dict[str, st
         for ax, col, label in ((axes[0], "accuracy_kl", "KL(fp32 || backend), nats"),
                                (axes[1], "accuracy_max_abs_diff", "max |Δlogit| vs fp32")):
             values = group[col].astype(float)
-            floor = _zero_floor(values)
-            x = values.where(values > 0, floor)
+            x = values.where(values > 0, label_log_x(ax, values))
             for i, (xi, yi, name) in enumerate(zip(x, group.decode_ms_p50, group.backend)):
                 ax.scatter([xi], [yi], marker=MARKERS[i % len(MARKERS)], color=colors.get(name, f"C{i % 10}"),
                            s=45, label=name if ax is axes[0] else None)
-            label_log_x(ax, values)
             if wide_span(group.decode_ms_p50):
-                ax.set_yscale("log")
+                label_log_y(ax)
             ax.set_xlabel(label)
             ax.set_ylabel(f"decode step p50 (ms), batch {group.batch_size.iloc[0]}, "
                           f"prompt {group.prompt_len.iloc[0]}")
