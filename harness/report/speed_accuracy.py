@@ -85,16 +85,15 @@ def label_log_x(ax, values: pd.Series) -> float:
 
     from harness.report.plots import log_ticks, plain_number
 
-    floor = _zero_floor(values)
+    floor, exact = _zero_floor(values), bool((values == 0).any())
     positive = values[values > 0]
     low = float(positive.min()) if len(positive) else floor
     high = float(positive.max()) if len(positive) else floor
-    left, right = (floor if (values == 0).any() else low) / 2, high * 2
     ax.set_xscale("log")
-    ax.set_xlim(left, right)
-    ticks = log_ticks(low / 1.9, right)
+    ax.set_xlim((floor if exact else low) / 2, high * 2)
+    ticks = log_ticks(low / 1.9, high * 2)  # from just left of the lowest point: inside the limits
     labels = [plain_number(t) for t in ticks]
-    if (values == 0).any():
+    if exact:
         kept = [(t, lab) for t, lab in zip(ticks, labels) if t > floor * 15]
         ticks, labels = [floor, *(t for t, _ in kept)], ["0 (exact)", *(lab for _, lab in kept)]
     ax.set_xticks(ticks, labels)
